@@ -1,0 +1,3 @@
+"""callbackd: a telecom callback daemon on Twisted."""
+
+__version__ = "0.1.0"

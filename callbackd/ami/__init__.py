@@ -1,0 +1,1 @@
+"""Asterisk Manager Interface: messages, the client protocol and its service."""

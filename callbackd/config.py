@@ -1,0 +1,419 @@
+"""The daemon's configuration: one INI file loaded into frozen, typed objects.
+
+Every section is a frozen dataclass whose fields are the allowed keys. The loader
+checks the whole file and reports every mistake at once (section, key, what is
+wrong), so an operator fixes a config in one pass. Secrets are never read from the
+INI itself: a ``*_file`` key names a file and a ``*_env`` key an environment
+variable; the value is held in a :class:`Secret`, whose ``repr`` hides it.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+__all__ = [
+    "AMIConfig",
+    "BillingConfig",
+    "Config",
+    "ConfigError",
+    "DaemonConfig",
+    "ManholeConfig",
+    "ProviderConfig",
+    "RedisConfig",
+    "RoutingConfig",
+    "Secret",
+    "SimulatorConfig",
+    "WebConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+class ConfigError(Exception):
+    """The configuration has one or more mistakes; ``problems`` lists them all."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Secret:
+    """A secret value that never shows itself in logs, reprs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself: call only where it is sent to its one consumer."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+
+_NODE_ID = re.compile(r"^[A-Za-z0-9]{1,12}$")
+_PROVIDER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def _choice(*allowed: str) -> dict[str, Any]:
+    return {"choices": allowed}
+
+
+def _meta(doc: str, **extra: Any) -> dict[str, Any]:
+    return {"doc": doc, **extra}
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """[daemon]: identity and local state of this daemon."""
+
+    node_id: str = field(
+        default="cb1",
+        metadata=_meta("short id of this daemon, part of session ids and AMI ActionIDs",
+                       pattern=_NODE_ID),
+    )
+    state_dir: Path = field(
+        default=Path("var"),
+        metadata=_meta("directory for the embedded redis, host keys and other local state; "
+                       "relative paths are relative to the config file"),
+    )
+    demo_data: bool = field(
+        default=False,
+        metadata=_meta("create demo accounts (alice/bob) with credit at start if missing"),
+    )
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """[redis]: where state lives."""
+
+    mode: str = field(
+        default="embedded",
+        metadata=_meta("embedded: start a private redis-server on a unix socket in state_dir; "
+                       "external: connect to host/port or unix_socket", **_choice("embedded", "external")),
+    )
+    host: str = field(default="127.0.0.1", metadata=_meta("external redis host"))
+    port: int = field(default=6379, metadata=_meta("external redis port", min=1, max=65535))
+    unix_socket: str = field(default="", metadata=_meta("external redis unix socket (overrides host/port)"))
+    db: int = field(default=0, metadata=_meta("redis database number", min=0, max=15))
+    password: Secret = field(default=Secret(""), metadata=_meta("redis password", secret=True))
+    timeout: float = field(default=5.0, metadata=_meta("seconds before a redis command is given up", min=0.1))
+    redis_server: str = field(default="redis-server", metadata=_meta("redis-server binary for embedded mode"))
+
+
+@dataclass(frozen=True)
+class AMIConfig:
+    """[ami]: the switch. ``simulated`` runs the built-in simulated Asterisk."""
+
+    mode: str = field(
+        default="simulated",
+        metadata=_meta("simulated: the built-in simulated Asterisk on a loopback port; "
+                       "asterisk: a real Asterisk at host/port", **_choice("simulated", "asterisk")),
+    )
+    host: str = field(default="127.0.0.1", metadata=_meta("Asterisk AMI host"))
+    port: int = field(default=5038, metadata=_meta("Asterisk AMI port", min=1, max=65535))
+    username: str = field(default="callbackd", metadata=_meta("manager.conf user"))
+    secret: Secret = field(default=Secret(""), metadata=_meta(
+        "manager.conf secret (required in asterisk mode; random per run when simulated)", secret=True))
+    auth: str = field(default="md5", metadata=_meta("login method", **_choice("md5", "plain")))
+    action_timeout: float = field(default=10.0, metadata=_meta("seconds to wait for any action's response", min=0.1))
+    ping_interval: float = field(default=15.0, metadata=_meta("seconds between keepalive Pings", min=1.0))
+    ping_timeout: float = field(default=5.0, metadata=_meta("seconds without a Ping response before reconnecting",
+                                                           min=0.1))
+    context: str = field(default="cb-conf", metadata=_meta("dialplan context the legs are originated into"))
+    caller_id: str = field(default="Callback <+15551000>",
+                           metadata=_meta("CallerID presented on originated legs"))
+    ring_timeout: int = field(default=45, metadata=_meta("seconds a leg may ring before it counts as no answer",
+                                                        min=1, max=600))
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """[simulator]: the built-in simulated Asterisk (used when [ami] mode = simulated)."""
+
+    listen: str = field(default="tcp:0:interface=127.0.0.1",
+                        metadata=_meta("strports endpoint of its AMI server"))
+    time_scale: float = field(default=1.0, metadata=_meta("multiply every simulated delay (tests use < 1)",
+                                                         min=0.0))
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """[web]: HTTP (health check and metrics now; portal, REST and SMS hooks later)."""
+
+    listen: str = field(default="tcp:8080:interface=127.0.0.1", metadata=_meta("strports endpoint"))
+
+
+@dataclass(frozen=True)
+class ManholeConfig:
+    """[manhole]: an SSH Python shell for operators, loopback only by default."""
+
+    enabled: bool = field(default=True, metadata=_meta("run the manhole"))
+    listen: str = field(default="tcp:2222:interface=127.0.0.1", metadata=_meta("strports endpoint"))
+    authorized_keys: str = field(default="", metadata=_meta("file of SSH public keys allowed in (user = any)"))
+    passwords: str = field(default="", metadata=_meta("file of 'user:bcrypt-hash' lines allowed in"))
+    host_key: str = field(default="", metadata=_meta("SSH host private key; generated in state_dir if empty"))
+
+
+@dataclass(frozen=True)
+class BillingConfig:
+    """[billing]: money and rating."""
+
+    currency: str = field(default="EUR", metadata=_meta("ISO currency code shown to users",
+                                                       pattern=re.compile(r"^[A-Z]{3}$")))
+    decimals: int = field(default=5, metadata=_meta("money is integer minor units of 10**-decimals", min=0,
+                                                   max=8))
+    default_region: str = field(default="DE", metadata=_meta("region for national phone numbers",
+                                                           pattern=re.compile(r"^[A-Z]{2}$")))
+    tariff: str = field(default="", metadata=_meta("sell tariff CSV: prefix,price_per_minute[,connect_fee,"
+                                                  "initial_increment,increment]"))
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    """[routing]: how providers are ranked."""
+
+    window: int = field(default=3600, metadata=_meta("seconds of history that ASR/ACD/PDD are computed over",
+                                                    min=60))
+    min_attempts: int = field(default=5, metadata=_meta("attempts before a provider's quality counts", min=0))
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """[provider:NAME]: one VoIP provider."""
+
+    name: str = field(default="", metadata=_meta("(from the section name)", internal=True))
+    dial: str = field(default="", metadata=_meta("dial template with {number}, e.g. PJSIP/{number}@trunk",
+                                                required=True))
+    rates: str = field(default="", metadata=_meta("buy-rate CSV: prefix,price_per_minute; "
+                                                 "the prefixes this provider reaches", required=True))
+    channels: int = field(default=30, metadata=_meta("concurrent legs this provider takes", min=1))
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration."""
+
+    path: Path
+    daemon: DaemonConfig
+    redis: RedisConfig
+    ami: AMIConfig
+    simulator: SimulatorConfig
+    web: WebConfig
+    manhole: ManholeConfig
+    billing: BillingConfig
+    routing: RoutingConfig
+    providers: tuple[ProviderConfig, ...]
+
+    def resolve(self, name: str | Path) -> Path:
+        """A path from the config, relative to the config file's directory."""
+        p = Path(name)
+        return p if p.is_absolute() else (self.path.parent / p)
+
+    @property
+    def state_dir(self) -> Path:
+        """The daemon's state directory, resolved."""
+        return self.resolve(self.daemon.state_dir)
+
+
+SECTIONS: dict[str, type] = {
+    "daemon": DaemonConfig,
+    "redis": RedisConfig,
+    "ami": AMIConfig,
+    "simulator": SimulatorConfig,
+    "web": WebConfig,
+    "manhole": ManholeConfig,
+    "billing": BillingConfig,
+    "routing": RoutingConfig,
+}
+PATTERN_SECTIONS: dict[str, type] = {"provider": ProviderConfig}
+
+_TRUE = {"yes", "true", "on", "1"}
+_FALSE = {"no", "false", "off", "0"}
+
+
+def _convert(raw: str, typ: Any, meta: Mapping[str, Any]) -> Any:
+    """Convert one raw INI value; raise ValueError with a reason."""
+    raw = raw.strip()
+    if typ is bool:
+        low = raw.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(f"expected yes or no, got {raw!r}")
+    if typ is int or typ is float:
+        try:
+            value = typ(raw)
+        except ValueError:
+            raise ValueError(f"expected {'an integer' if typ is int else 'a number'}, got {raw!r}") from None
+        if "min" in meta and value < meta["min"]:
+            raise ValueError(f"must be at least {meta['min']}, got {raw}")
+        if "max" in meta and value > meta["max"]:
+            raise ValueError(f"must be at most {meta['max']}, got {raw}")
+        return value
+    if typ is Path:
+        if not raw:
+            raise ValueError("must not be empty")
+        return Path(raw)
+    if typ is str:
+        if "choices" in meta and raw not in meta["choices"]:
+            raise ValueError(f"must be one of {', '.join(meta['choices'])}, got {raw!r}")
+        if "pattern" in meta and not meta["pattern"].match(raw):
+            raise ValueError(f"{raw!r} does not match {meta['pattern'].pattern}")
+        return raw
+    raise TypeError(f"unsupported config type {typ!r}")  # pragma: no cover - schema bug
+
+
+def _read_secret(section: str, key: str, items: dict[str, str], base: Path,
+                 environ: Mapping[str, str], problems: list[str]) -> Secret | None:
+    """A secret from ``key_file`` or ``key_env``; None if neither is given."""
+    file_key, env_key = f"{key}_file", f"{key}_env"
+    file_name = items.pop(file_key, None)
+    env_name = items.pop(env_key, None)
+    if key in items:
+        items.pop(key)
+        problems.append(f"[{section}] {key}: secrets are not written in the config; "
+                        f"use {file_key} or {env_key}")
+        return None
+    if file_name is not None and env_name is not None:
+        problems.append(f"[{section}] {key}: give {file_key} or {env_key}, not both")
+        return None
+    if file_name is not None:
+        path = Path(file_name.strip())
+        path = path if path.is_absolute() else base / path
+        try:
+            return Secret(path.read_text(encoding="utf-8").strip())
+        except OSError as e:
+            problems.append(f"[{section}] {file_key}: cannot read {path}: {e.strerror or e}")
+            return None
+    if env_name is not None:
+        env_name = env_name.strip()
+        if env_name not in environ:
+            problems.append(f"[{section}] {env_key}: environment variable {env_name} is not set")
+            return None
+        return Secret(environ[env_name])
+    return None
+
+
+def _build_section(section: str, cls: type, items: dict[str, str], base: Path,
+                   environ: Mapping[str, str], problems: list[str],
+                   extra: dict[str, Any] | None = None) -> Any:
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = dict(extra or {})
+    items = dict(items)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        typ = hints[f.name]
+        if typ is Secret:
+            secret = _read_secret(section, f.name, items, base, environ, problems)
+            if secret is not None:
+                values[f.name] = secret
+            continue
+        if f.name not in items:
+            if f.metadata.get("required"):
+                problems.append(f"[{section}] {f.name}: required")
+            continue
+        raw = items.pop(f.name)
+        try:
+            values[f.name] = _convert(raw, typ, f.metadata)
+        except ValueError as e:
+            problems.append(f"[{section}] {f.name}: {e}")
+    for unknown in sorted(items):
+        problems.append(f"[{section}] {unknown}: unknown key")
+    try:
+        return cls(**values)
+    except TypeError as e:  # pragma: no cover - schema bug
+        problems.append(f"[{section}]: {e}")
+        return cls()
+
+
+def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Parse INI text; raise :class:`ConfigError` listing every problem."""
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    parser = configparser.ConfigParser(interpolation=None, strict=False, default_section="\x00none")
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
+    try:
+        parser.read_string(text, source=str(path))
+    except configparser.Error as e:
+        raise ConfigError([f"{path}: cannot parse: {e}"]) from None
+    base = path.parent
+    built: dict[str, Any] = {}
+    providers: list[ProviderConfig] = []
+    for section in parser.sections():
+        items = dict(parser.items(section))
+        if section in SECTIONS:
+            built[section] = _build_section(section, SECTIONS[section], items, base, environ, problems)
+            continue
+        kind, sep, name = section.partition(":")
+        if sep and kind in PATTERN_SECTIONS:
+            if not _PROVIDER_NAME.match(name):
+                problems.append(f"[{section}]: name must match {_PROVIDER_NAME.pattern}")
+                continue
+            providers.append(_build_section(section, PATTERN_SECTIONS[kind], items, base, environ,
+                                            problems, extra={"name": name}))
+            continue
+        problems.append(f"[{section}]: unknown section")
+    ami = built.get("ami")
+    if ami is not None and ami.mode == "asterisk" and not ami.secret:
+        problems.append("[ami] secret: required when mode = asterisk (secret_file or secret_env)")
+    for p in providers:
+        if "{number}" not in p.dial:
+            problems.append(f"[provider:{p.name}] dial: must contain {{number}}")
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        path=path,
+        providers=tuple(providers),
+        **{name: built.get(name) or cls() for name, cls in SECTIONS.items()},
+    )
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and parse the config file at ``path``."""
+    path = Path(path).absolute()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
+    return parse_config(text, path, environ)
+
+
+def describe() -> str:
+    """Every section and key with its default and meaning (for ``--help`` and docs)."""
+    lines = []
+    for name, cls in [*SECTIONS.items(), *[(f"{k}:NAME", v) for k, v in PATTERN_SECTIONS.items()]]:
+        lines.append(f"[{name}]")
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("internal"):
+                continue
+            doc = f.metadata.get("doc", "")
+            if hints[f.name] is Secret:
+                lines.append(f"  {f.name}_file / {f.name}_env: {doc}")
+            else:
+                default = "(required)" if f.metadata.get("required") else repr(f.default)
+                lines.append(f"  {f.name} = {default}: {doc}")
+    return "\n".join(lines)

@@ -1,0 +1,176 @@
+"""The store interface: everything that must survive a restart.
+
+Every method returns a Deferred. Money is an ``int`` of minor units. Two
+implementations satisfy it: :mod:`callbackd.store.memory` (unit tests) and
+:mod:`callbackd.store.redis` (production), both checked by one contract suite.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Interface
+
+__all__ = [
+    "AccountExists",
+    "IStore",
+    "InsufficientFunds",
+    "InvalidArgument",
+    "NoSuchAccount",
+    "NoSuchVoucher",
+    "StoreError",
+    "StoreUnavailable",
+    "VoucherUsed",
+]
+
+
+class StoreError(Exception):
+    """A store operation failed; the message is fit to show to the requester."""
+
+
+class StoreUnavailable(StoreError):
+    """The backing database cannot be reached right now."""
+
+
+class InvalidArgument(StoreError):
+    """An argument is malformed (bad username, negative amount...)."""
+
+
+class AccountExists(StoreError):
+    """An account with that username already exists."""
+
+
+class NoSuchAccount(StoreError):
+    """No account has that username."""
+
+
+class InsufficientFunds(StoreError):
+    """The debit would take the balance below the account's floor."""
+
+
+class NoSuchVoucher(StoreError):
+    """No voucher has that code."""
+
+
+class VoucherUsed(StoreError):
+    """The voucher was already redeemed."""
+
+
+class IStore(Interface):
+    """Accounts, balances, caller IDs, phonebooks, vouchers, CDRs, sessions, provider stats."""
+
+    def ping():
+        """Fire with True when the database answers; errback StoreUnavailable otherwise."""
+
+    # -- accounts -----------------------------------------------------------
+    def create_account(account, password, pin=None):
+        """Create ``account`` (an Account) with a password (and PIN), hashed with a slow KDF.
+
+        Atomic: either the whole account exists afterwards or nothing does.
+        Errback AccountExists if the username is taken.
+        """
+
+    def get_account(username):
+        """Fire with the Account, or None."""
+
+    def update_account(username, **fields):
+        """Change Account fields (not username); fire with the new Account."""
+
+    def list_accounts():
+        """Fire with every username, sorted."""
+
+    def set_password(username, password):
+        """Replace the password hash."""
+
+    def set_pin(username, pin):
+        """Replace the PIN hash."""
+
+    def check_password(username, password):
+        """Fire with True if ``password`` is the account's password (False if no account)."""
+
+    def check_pin(username, pin):
+        """Fire with True if ``pin`` is the account's PIN."""
+
+    # -- money ----------------------------------------------------------------
+    def get_balance(username):
+        """Fire with the balance in minor units; errback NoSuchAccount."""
+
+    def credit(username, amount, key):
+        """Add ``amount`` > 0; fire with the new balance. Applied once per ``key``."""
+
+    def debit(username, amount, key, force=False):
+        """Take ``amount`` >= 0 atomically; fire with the new balance.
+
+        Errback InsufficientFunds if the balance would go below
+        ``-credit_limit`` (unless ``force``: settling a call that already
+        happened). A debit whose ``key`` was already applied changes nothing
+        and fires with the current balance: nothing is billed twice.
+        """
+
+    # -- caller IDs -----------------------------------------------------------
+    def add_caller_id(username, number, verified=False):
+        """Register ``number`` (E.164) for the account; one account per number."""
+
+    def verify_caller_id(username, number):
+        """Mark the number verified."""
+
+    def remove_caller_id(username, number):
+        """Forget the number."""
+
+    def list_caller_ids(username):
+        """Fire with the account's CallerIDs."""
+
+    def account_for_caller_id(number, verified_only=True):
+        """Fire with the username owning ``number``, or None."""
+
+    # -- phonebook -------------------------------------------------------------
+    def set_phonebook_entry(username, entry):
+        """Store a PhonebookEntry (replacing the one with the same index or name)."""
+
+    def delete_phonebook_entry(username, index):
+        """Remove the entry with that index."""
+
+    def get_phonebook(username):
+        """Fire with the entries sorted by index."""
+
+    # -- vouchers --------------------------------------------------------------
+    def create_vouchers(batch, value, count):
+        """Create ``count`` fresh random codes of ``value``; fire with the Vouchers."""
+
+    def redeem_voucher(code, username):
+        """Mark the voucher used by ``username`` and credit its value, atomically.
+
+        Fire with the value. Errback NoSuchVoucher or VoucherUsed; single use
+        even when redeemed concurrently.
+        """
+
+    def get_voucher(code):
+        """Fire with the Voucher, or None."""
+
+    def list_vouchers(batch):
+        """Fire with the batch's Vouchers."""
+
+    # -- CDRs --------------------------------------------------------------------
+    def append_cdr(cdr):
+        """Append a CDR; a second CDR with the same ``cdr_id`` is ignored."""
+
+    def list_cdrs(username=None, since=0.0, until=None):
+        """Fire with CDRs (of one account or all) whose ``ended_at`` is in the range, oldest first."""
+
+    # -- sessions in flight ------------------------------------------------------
+    def save_session(session_id, data):
+        """Store the JSON-able dict ``data`` of a session in flight."""
+
+    def load_session(session_id):
+        """Fire with the stored dict, or None."""
+
+    def delete_session(session_id):
+        """Forget a finished session."""
+
+    def list_sessions():
+        """Fire with every session id in flight."""
+
+    # -- provider statistics -------------------------------------------------------
+    def record_provider_attempt(provider, at, answered, pdd, duration, cause):
+        """Record one leg attempt over ``provider`` (for ASR/ACD/PDD)."""
+
+    def provider_attempts(provider, since):
+        """Fire with the attempts since ``since`` as dicts (at, answered, pdd, duration, cause)."""
