@@ -1,0 +1,164 @@
+"""The switch: what the session manager asks of Asterisk, and what it hears back.
+
+The session manager talks only to :class:`ISwitch`. The production switch
+(:mod:`callbackd.amiswitch`) speaks AMI to a real or simulated Asterisk, following
+the one-ConfBridge-room-per-session design of ASTERISK.md §3.1; a fake switch
+serves unit tests. Both report what happens to legs as the normalised events
+below, each keyed by the leg's pre-assigned channel id and stamped with the
+switch's own timestamp (AMI ``Timestamp``), so billing never depends on when the
+daemon happened to read an event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from zope.interface import Interface
+
+__all__ = [
+    "ChannelInfo",
+    "ISwitch",
+    "LegAnswered",
+    "LegFailed",
+    "LegHungUp",
+    "LegJoined",
+    "LegRinging",
+    "OriginateRequest",
+    "SwitchConnected",
+    "SwitchDisconnected",
+    "SwitchError",
+    "SwitchEvent",
+]
+
+
+class SwitchError(Exception):
+    """The switch refused or could not carry out a request; ``str()`` is fit for users."""
+
+
+@dataclass(frozen=True)
+class OriginateRequest:
+    """Call one leg and, once answered, put it where the session needs it.
+
+    ``role`` is ``"wait"`` for the source leg before the destination answers
+    (it hears ringback, ``cb-conf,wait-a``) and ``"join"`` for a leg that goes
+    straight into the session's room (``cb-conf,leg-b``).
+    """
+
+    channel_id: str
+    channel: str  # the validated dial string, e.g. PJSIP/4930123456@proxicom
+    room: str  # the session id; the ConfBridge room name
+    role: str  # "wait" or "join"
+    timeout: int  # seconds the leg may ring
+    caller_id: str = ""
+    variables: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """A live channel the switch knows of (reconciliation after a restart)."""
+
+    channel_id: str
+    channel_name: str
+    state: str  # "ringing", "up", "down"...
+    room: str = ""
+    seconds: int = 0  # since the channel was created
+
+
+@dataclass(frozen=True)
+class LegRinging:
+    """The leg is alerting."""
+
+    channel_id: str
+    at: float
+
+
+@dataclass(frozen=True)
+class LegAnswered:
+    """The leg answered (the start of its billing)."""
+
+    channel_id: str
+    at: float
+    channel_name: str = ""
+
+
+@dataclass(frozen=True)
+class LegJoined:
+    """The leg entered the session's room."""
+
+    channel_id: str
+    at: float
+    room: str = ""
+
+
+@dataclass(frozen=True)
+class LegFailed:
+    """The leg never answered.
+
+    ``outcome`` is one of ``busy``, ``noanswer``, ``congestion``,
+    ``chanunavail``, ``rejected``, ``failed``; ``cause`` the Q.850 cause when
+    known (0 otherwise).
+    """
+
+    channel_id: str
+    at: float
+    outcome: str
+    cause: int = 0
+
+
+@dataclass(frozen=True)
+class LegHungUp:
+    """An answered (or ringing) leg went away; the end of its billing."""
+
+    channel_id: str
+    at: float
+    cause: int = 16
+    cause_text: str = "Normal Clearing"
+
+
+@dataclass(frozen=True)
+class SwitchConnected:
+    """The switch is (again) reachable: the manager reconciles its sessions."""
+
+    at: float
+
+
+@dataclass(frozen=True)
+class SwitchDisconnected:
+    """The switch connection was lost: nothing is known until it comes back."""
+
+    at: float
+    reason: str = ""
+
+
+SwitchEvent = (
+    LegRinging | LegAnswered | LegJoined | LegFailed | LegHungUp | SwitchConnected | SwitchDisconnected
+)
+
+
+class ISwitch(Interface):
+    """Originate, hang up, move and inspect legs; report what happens to them."""
+
+    connected = ""  # bool attribute: the switch is reachable right now
+
+    def add_listener(listener: Callable[[SwitchEvent], None]):
+        """Deliver every SwitchEvent to ``listener``."""
+
+    def originate(request: OriginateRequest):
+        """Start calling a leg. Fire with None once the switch accepted it.
+
+        Errback SwitchError when the switch refuses it outright. Everything
+        after that (ringing, answer, failure) arrives as events.
+        """
+
+    def hangup(channel_id: str, cause: int = 16):
+        """Hang up a leg; firing also when the leg was already gone."""
+
+    def join_room(channel_id: str, room: str):
+        """Move a waiting source leg into its session's room (``Redirect`` to leg-a)."""
+
+    def set_absolute_timeout(channel_id: str, seconds: int):
+        """Have the switch itself hang the leg up after ``seconds`` (credit control)."""
+
+    def list_channels():
+        """Fire with a list of ChannelInfo for every live channel (reconciliation)."""
