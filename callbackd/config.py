@@ -24,6 +24,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DaemonConfig",
+    "GatewaysConfig",
     "ManholeConfig",
     "ProviderConfig",
     "RedisConfig",
@@ -196,6 +197,25 @@ class RoutingConfig:
     window: int = field(default=3600, metadata=_meta("seconds of history that ASR/ACD/PDD are computed over",
                                                     min=60))
     min_attempts: int = field(default=5, metadata=_meta("attempts before a provider's quality counts", min=0))
+    blocked_prefixes: str = field(default="", metadata=_meta(
+        "comma-separated E.164 prefixes never dialled (premium ranges), e.g. 1900,44870"))
+
+    @property
+    def blocked(self) -> tuple[str, ...]:
+        """The blocked prefixes as digit strings."""
+        return tuple(p.strip().lstrip("+") for p in self.blocked_prefixes.split(",") if p.strip())
+
+
+@dataclass(frozen=True)
+class GatewaysConfig:
+    """[gateways]: dial templates for legs that are not phone numbers (empty = not offered)."""
+
+    sip: str = field(default="PJSIP/callbackd-sip/sip:{user}@{host}",
+                     metadata=_meta("template for sip:user@host legs ({user}, {host})"))
+    xmpp: str = field(default="Motif/callbackd-xmpp/{user}@{host}",
+                      metadata=_meta("template for xmpp: and gtalk: legs (chan_motif)"))
+    msn: str = field(default="", metadata=_meta("template for msn: legs (needs an operator gateway)"))
+    yahoo: str = field(default="", metadata=_meta("template for yahoo: legs (needs an operator gateway)"))
 
 
 @dataclass(frozen=True)
@@ -223,6 +243,7 @@ class Config:
     manhole: ManholeConfig
     billing: BillingConfig
     routing: RoutingConfig
+    gateways: GatewaysConfig
     providers: tuple[ProviderConfig, ...]
 
     def resolve(self, name: str | Path) -> Path:
@@ -245,6 +266,7 @@ SECTIONS: dict[str, type] = {
     "manhole": ManholeConfig,
     "billing": BillingConfig,
     "routing": RoutingConfig,
+    "gateways": GatewaysConfig,
 }
 PATTERN_SECTIONS: dict[str, type] = {"provider": ProviderConfig}
 
@@ -380,8 +402,8 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
     if ami is not None and ami.mode == "asterisk" and not ami.secret:
         problems.append("[ami] secret: required when mode = asterisk (secret_file or secret_env)")
     for p in providers:
-        if "{number}" not in p.dial:
-            problems.append(f"[provider:{p.name}] dial: must contain {{number}}")
+        if p.dial and "{number}" not in p.dial and "{e164}" not in p.dial:
+            problems.append(f"[provider:{p.name}] dial: must contain {{number}} or {{e164}}")
     if problems:
         raise ConfigError(problems)
     return Config(

@@ -1,0 +1,222 @@
+"""Tests for callbackd.config: typed sections, every error at once, secrets."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from callbackd import config as cfg
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse(text: str, environ: dict[str, str] | None = None, path: Path | None = None) -> cfg.Config:
+    return cfg.parse_config(text, path or Path("/nonexistent/callbackd.ini"), environ or {})
+
+
+def problems(text: str, environ: dict[str, str] | None = None, path: Path | None = None) -> list[str]:
+    with pytest.raises(cfg.ConfigError) as info:
+        parse(text, environ, path)
+    return info.value.problems
+
+
+def test_empty_file_gives_defaults():
+    """An empty file is a valid config with every default."""
+    c = parse("")
+    assert c.daemon.node_id == "cb1"
+    assert c.redis.mode == "embedded"
+    assert c.ami.mode == "simulated"
+    assert c.providers == ()
+
+
+def test_values_are_typed():
+    """Integers, floats, booleans and paths arrive converted."""
+    c = parse("[redis]\nport = 6380\ntimeout = 2.5\n[daemon]\ndemo_data = yes\nstate_dir = /srv/cb\n")
+    assert c.redis.port == 6380
+    assert c.redis.timeout == 2.5
+    assert c.daemon.demo_data is True
+    assert c.daemon.state_dir == Path("/srv/cb")
+
+
+def test_sections_are_frozen():
+    """A loaded config cannot be changed by accident."""
+    c = parse("")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.redis.port = 1  # type: ignore[misc]
+
+
+def test_five_mistakes_are_all_named():
+    """A config with five mistakes names all five, each with section and key."""
+    text = (
+        "[daemon]\nnode_id = not valid!\ncolour = blue\n"
+        "[redis]\nport = seventy\n"
+        "[ami]\nmode = pbx\n"
+        "[nonsense]\nx = 1\n"
+    )
+    found = problems(text)
+    assert len(found) == 5
+    assert any(p.startswith("[daemon] node_id:") for p in found)
+    assert any(p.startswith("[daemon] colour: unknown key") for p in found)
+    assert any(p.startswith("[redis] port: expected an integer") for p in found)
+    assert any(p.startswith("[ami] mode: must be one of") for p in found)
+    assert any(p.startswith("[nonsense]: unknown section") for p in found)
+
+
+def test_out_of_range_number_is_refused():
+    """Bounds are checked and reported with the offending value."""
+    assert problems("[redis]\nport = 70000\n") == ["[redis] port: must be at most 65535, got 70000"]
+
+
+def test_bad_boolean_is_refused():
+    """A boolean must be yes/no (or true/false, on/off, 1/0)."""
+    assert problems("[daemon]\ndemo_data = maybe\n") == [
+        "[daemon] demo_data: expected yes or no, got 'maybe'"
+    ]
+
+
+def test_secret_in_plain_text_is_refused():
+    """Secrets may not be written into the config file itself."""
+    found = problems("[redis]\npassword = hunter2\n")
+    assert found == [
+        "[redis] password: secrets are not written in the config; use password_file or password_env"
+    ]
+    assert "hunter2" not in "".join(found)
+
+
+def test_secret_from_file(tmp_path):
+    """A *_file key reads the secret from that file, relative to the config."""
+    (tmp_path / "redis.pw").write_text("s3cret\n")
+    c = parse("[redis]\npassword_file = redis.pw\n", path=tmp_path / "c.ini")
+    assert c.redis.password.reveal() == "s3cret"
+
+
+def test_secret_from_environment():
+    """A *_env key reads the secret from the named environment variable."""
+    c = parse("[ami]\nsecret_env = AMI_SECRET\n", environ={"AMI_SECRET": "xyzzy"})
+    assert c.ami.secret.reveal() == "xyzzy"
+
+
+def test_unreadable_secret_file_is_reported(tmp_path):
+    """A secret file that cannot be read is an error naming section and key."""
+    found = problems("[redis]\npassword_file = missing.pw\n", path=tmp_path / "c.ini")
+    assert len(found) == 1
+    assert found[0].startswith("[redis] password_file: cannot read ")
+
+
+def test_missing_environment_variable_is_reported():
+    """A secret from an unset environment variable is an error."""
+    assert problems("[ami]\nsecret_env = NOPE\n") == [
+        "[ami] secret_env: environment variable NOPE is not set"
+    ]
+
+
+def test_secret_never_shows_in_repr():
+    """Printing a config (or a secret) never prints the secret."""
+    c = parse("[ami]\nsecret_env = S\n", environ={"S": "topsecret"})
+    assert "topsecret" not in repr(c)
+    assert "topsecret" not in str(c.ami.secret)
+
+
+def test_asterisk_mode_requires_secret():
+    """Talking to a real Asterisk needs an AMI secret."""
+    assert problems("[ami]\nmode = asterisk\n") == [
+        "[ami] secret: required when mode = asterisk (secret_file or secret_env)"
+    ]
+
+
+def test_providers_are_loaded_in_order():
+    """[provider:NAME] sections become ProviderConfigs with their names."""
+    c = parse(
+        "[provider:PROXICOM]\ndial = PJSIP/{number}@proxicom\nrates = p.csv\nchannels = 5\n"
+        "[provider:MKS]\ndial = PJSIP/{number}@mks\nrates = m.csv\n"
+    )
+    assert [p.name for p in c.providers] == ["PROXICOM", "MKS"]
+    assert c.providers[0].channels == 5
+
+
+def test_provider_needs_dial_and_rates():
+    """A provider without a dial template or rates is an error."""
+    found = problems("[provider:X]\nchannels = 2\n")
+    assert sorted(found) == ["[provider:X] dial: required", "[provider:X] rates: required"]
+
+
+def test_provider_dial_needs_number_placeholder():
+    """A dial template must say where the number goes."""
+    assert problems("[provider:X]\ndial = PJSIP/trunk\nrates = r.csv\n") == [
+        "[provider:X] dial: must contain {number} or {e164}"
+    ]
+
+
+def test_unparseable_file_is_one_clear_error():
+    """Text that is not INI at all is reported, not a traceback."""
+    found = problems("this is not ini\n")
+    assert len(found) == 1 and "cannot parse" in found[0]
+
+
+def test_relative_paths_resolve_against_config_dir(tmp_path):
+    """state_dir and other paths are relative to the config file."""
+    c = parse("[daemon]\nstate_dir = ../var\n", path=tmp_path / "etc" / "c.ini")
+    assert c.state_dir == tmp_path / "etc" / ".." / "var"
+
+
+def test_blocked_prefixes_are_split():
+    """blocked_prefixes is a comma list of digit prefixes."""
+    c = parse("[routing]\nblocked_prefixes = +1900, 44870 ,\n")
+    assert c.routing.blocked == ("1900", "44870")
+
+
+@given(st.text(max_size=200))
+def test_arbitrary_text_never_crashes(text):
+    """Any text either parses or raises ConfigError, nothing else."""
+    try:
+        parse(text)
+    except cfg.ConfigError as e:
+        assert e.problems
+
+
+def _schema_keys() -> set[tuple[str, str]]:
+    keys = set()
+    for section, cls in cfg.SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            name = f.name + ("_file" if f.type in ("Secret", cfg.Secret) else "")
+            keys.add((section, name))
+    for f in dataclasses.fields(cfg.ProviderConfig):
+        if not f.metadata.get("internal"):
+            keys.add(("provider:NAME", f.name))
+    return keys
+
+
+def test_example_documents_every_key():
+    """etc/callbackd.ini.example mentions every section and key of the schema."""
+    text = (ROOT / "etc" / "callbackd.ini.example").read_text()
+    section = None
+    seen: set[tuple[str, str]] = set()
+    for line in text.splitlines():
+        m = re.match(r"^\[(\w+)(:\w+)?\]", line)
+        if m:
+            section = m.group(1) + (":NAME" if m.group(2) else "")
+            continue
+        m = re.match(r"^;?\s*(\w+)\s*=", line)
+        if m and section:
+            seen.add((section, m.group(1)))
+    assert _schema_keys() - seen == set()
+
+
+def test_example_and_demo_configs_load(tmp_path, monkeypatch):
+    """The shipped example and demo configs load without a single problem."""
+    for name in ("callbackd.ini.example", "callbackd.ini"):
+        c = cfg.load_config(ROOT / "etc" / name, environ={})
+        assert c.daemon.node_id == "cb1"
+
+
+def test_describe_lists_every_section():
+    """--help-config output names every section."""
+    text = cfg.describe()
+    for section in cfg.SECTIONS:
+        assert f"[{section}]" in text
+    assert "[provider:NAME]" in text
