@@ -153,7 +153,7 @@ class IStore(Interface):
         """Append a CDR; a second CDR with the same ``cdr_id`` is ignored."""
 
     def list_cdrs(username=None, since=0.0, until=None):
-        """Fire with CDRs (of one account or all) whose ``ended_at`` is in the range, oldest first."""
+        """Fire with CDRs (of one account or all) ended within the range, oldest first."""
 
     # -- sessions in flight ------------------------------------------------------
     def save_session(session_id, data):

@@ -1,0 +1,49 @@
+"""The habits that keep the code healthy, enforced by the test command (and so by CI)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+#: the pure core and the interfaces the adapters are written against
+TYPED = [
+    "callbackd/core",
+    "callbackd/store/interface.py",
+    "callbackd/switch.py",
+    "callbackd/config.py",
+]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_ruff_lint():
+    """ruff finds nothing to complain about."""
+    result = run("ruff", "check", "--no-cache", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format():
+    """The code is formatted as ruff formats it."""
+    result = run("ruff", "format", "--check", "--no-cache", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_core_and_interfaces():
+    """mypy accepts the core and the interfaces."""
+    result = run("mypy", "--no-incremental", *TYPED)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_core_imports_no_io():
+    """callbackd/core imports nothing from twisted.internet and no redis client."""
+    offenders = []
+    for path in (ROOT / "callbackd" / "core").rglob("*.py"):
+        text = path.read_text()
+        for bad in ("twisted.internet", "txredisapi", "import time", "from time import"):
+            if bad in text:
+                offenders.append(f"{path.relative_to(ROOT)}: {bad}")
+    assert offenders == []
