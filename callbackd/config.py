@@ -90,13 +90,16 @@ class DaemonConfig:
 
     node_id: str = field(
         default="cb1",
-        metadata=_meta("short id of this daemon, part of session ids and AMI ActionIDs",
-                       pattern=_NODE_ID),
+        metadata=_meta(
+            "short id of this daemon, part of session ids and AMI ActionIDs", pattern=_NODE_ID
+        ),
     )
     state_dir: Path = field(
         default=Path("var"),
-        metadata=_meta("directory for the embedded redis, host keys and other local state; "
-                       "relative paths are relative to the config file"),
+        metadata=_meta(
+            "directory for the embedded redis, host keys and other local state; "
+            "relative paths are relative to the config file"
+        ),
     )
     demo_data: bool = field(
         default=False,
@@ -110,16 +113,25 @@ class RedisConfig:
 
     mode: str = field(
         default="embedded",
-        metadata=_meta("embedded: start a private redis-server on a unix socket in state_dir; "
-                       "external: connect to host/port or unix_socket", **_choice("embedded", "external")),
+        metadata=_meta(
+            "embedded: start a private redis-server on a unix socket in state_dir; "
+            "external: connect to host/port or unix_socket",
+            **_choice("embedded", "external"),
+        ),
     )
     host: str = field(default="127.0.0.1", metadata=_meta("external redis host"))
     port: int = field(default=6379, metadata=_meta("external redis port", min=1, max=65535))
-    unix_socket: str = field(default="", metadata=_meta("external redis unix socket (overrides host/port)"))
+    unix_socket: str = field(
+        default="", metadata=_meta("external redis unix socket (overrides host/port)")
+    )
     db: int = field(default=0, metadata=_meta("redis database number", min=0, max=15))
     password: Secret = field(default=Secret(""), metadata=_meta("redis password", secret=True))
-    timeout: float = field(default=5.0, metadata=_meta("seconds before a redis command is given up", min=0.1))
-    redis_server: str = field(default="redis-server", metadata=_meta("redis-server binary for embedded mode"))
+    timeout: float = field(
+        default=5.0, metadata=_meta("seconds before a redis command is given up", min=0.1)
+    )
+    redis_server: str = field(
+        default="redis-server", metadata=_meta("redis-server binary for embedded mode")
+    )
 
 
 @dataclass(frozen=True)
@@ -128,34 +140,54 @@ class AMIConfig:
 
     mode: str = field(
         default="simulated",
-        metadata=_meta("simulated: the built-in simulated Asterisk on a loopback port; "
-                       "asterisk: a real Asterisk at host/port", **_choice("simulated", "asterisk")),
+        metadata=_meta(
+            "simulated: the built-in simulated Asterisk on a loopback port; "
+            "asterisk: a real Asterisk at host/port",
+            **_choice("simulated", "asterisk"),
+        ),
     )
     host: str = field(default="127.0.0.1", metadata=_meta("Asterisk AMI host"))
     port: int = field(default=5038, metadata=_meta("Asterisk AMI port", min=1, max=65535))
     username: str = field(default="callbackd", metadata=_meta("manager.conf user"))
-    secret: Secret = field(default=Secret(""), metadata=_meta(
-        "manager.conf secret (required in asterisk mode; random per run when simulated)", secret=True))
+    secret: Secret = field(
+        default=Secret(""),
+        metadata=_meta(
+            "manager.conf secret (required in asterisk mode; random per run when simulated)",
+            secret=True,
+        ),
+    )
     auth: str = field(default="md5", metadata=_meta("login method", **_choice("md5", "plain")))
-    action_timeout: float = field(default=10.0, metadata=_meta("seconds to wait for any action's response", min=0.1))
-    ping_interval: float = field(default=15.0, metadata=_meta("seconds between keepalive Pings", min=1.0))
-    ping_timeout: float = field(default=5.0, metadata=_meta("seconds without a Ping response before reconnecting",
-                                                           min=0.1))
-    context: str = field(default="cb-conf", metadata=_meta("dialplan context the legs are originated into"))
-    caller_id: str = field(default="Callback <+15551000>",
-                           metadata=_meta("CallerID presented on originated legs"))
-    ring_timeout: int = field(default=45, metadata=_meta("seconds a leg may ring before it counts as no answer",
-                                                        min=1, max=600))
+    action_timeout: float = field(
+        default=10.0, metadata=_meta("seconds to wait for any action's response", min=0.1)
+    )
+    ping_interval: float = field(
+        default=15.0, metadata=_meta("seconds between keepalive Pings", min=1.0)
+    )
+    ping_timeout: float = field(
+        default=5.0, metadata=_meta("seconds without a Ping response before reconnecting", min=0.1)
+    )
+    context: str = field(
+        default="cb-conf", metadata=_meta("dialplan context the legs are originated into")
+    )
+    caller_id: str = field(
+        default="Callback <+15551000>", metadata=_meta("CallerID presented on originated legs")
+    )
+    ring_timeout: int = field(
+        default=45,
+        metadata=_meta("seconds a leg may ring before it counts as no answer", min=1, max=600),
+    )
 
 
 @dataclass(frozen=True)
 class SimulatorConfig:
     """[simulator]: the built-in simulated Asterisk (used when [ami] mode = simulated)."""
 
-    listen: str = field(default="tcp:0:interface=127.0.0.1",
-                        metadata=_meta("strports endpoint of its AMI server"))
-    time_scale: float = field(default=1.0, metadata=_meta("multiply every simulated delay (tests use < 1)",
-                                                         min=0.0))
+    listen: str = field(
+        default="tcp:0:interface=127.0.0.1", metadata=_meta("strports endpoint of its AMI server")
+    )
+    time_scale: float = field(
+        default=1.0, metadata=_meta("multiply every simulated delay (tests use < 1)", min=0.0)
+    )
 
 
 @dataclass(frozen=True)
@@ -171,34 +203,57 @@ class ManholeConfig:
 
     enabled: bool = field(default=True, metadata=_meta("run the manhole"))
     listen: str = field(default="tcp:2222:interface=127.0.0.1", metadata=_meta("strports endpoint"))
-    authorized_keys: str = field(default="", metadata=_meta("file of SSH public keys allowed in (user = any)"))
-    passwords: str = field(default="", metadata=_meta("file of 'user:bcrypt-hash' lines allowed in"))
-    host_key: str = field(default="", metadata=_meta("SSH host private key; generated in state_dir if empty"))
+    authorized_keys: str = field(
+        default="", metadata=_meta("file of SSH public keys allowed in (user = any)")
+    )
+    passwords: str = field(
+        default="", metadata=_meta("file of 'user:bcrypt-hash' lines allowed in")
+    )
+    host_key: str = field(
+        default="", metadata=_meta("SSH host private key; generated in state_dir if empty")
+    )
 
 
 @dataclass(frozen=True)
 class BillingConfig:
     """[billing]: money and rating."""
 
-    currency: str = field(default="EUR", metadata=_meta("ISO currency code shown to users",
-                                                       pattern=re.compile(r"^[A-Z]{3}$")))
-    decimals: int = field(default=5, metadata=_meta("money is integer minor units of 10**-decimals", min=0,
-                                                   max=8))
-    default_region: str = field(default="DE", metadata=_meta("region for national phone numbers",
-                                                           pattern=re.compile(r"^[A-Z]{2}$")))
-    tariff: str = field(default="", metadata=_meta("sell tariff CSV: prefix,price_per_minute[,connect_fee,"
-                                                  "initial_increment,increment]"))
+    currency: str = field(
+        default="EUR",
+        metadata=_meta("ISO currency code shown to users", pattern=re.compile(r"^[A-Z]{3}$")),
+    )
+    decimals: int = field(
+        default=5, metadata=_meta("money is integer minor units of 10**-decimals", min=0, max=8)
+    )
+    default_region: str = field(
+        default="DE",
+        metadata=_meta("region for national phone numbers", pattern=re.compile(r"^[A-Z]{2}$")),
+    )
+    tariff: str = field(
+        default="",
+        metadata=_meta(
+            "sell tariff CSV: prefix,price_per_minute[,connect_fee,initial_increment,increment]"
+        ),
+    )
 
 
 @dataclass(frozen=True)
 class RoutingConfig:
     """[routing]: how providers are ranked."""
 
-    window: int = field(default=3600, metadata=_meta("seconds of history that ASR/ACD/PDD are computed over",
-                                                    min=60))
-    min_attempts: int = field(default=5, metadata=_meta("attempts before a provider's quality counts", min=0))
-    blocked_prefixes: str = field(default="", metadata=_meta(
-        "comma-separated E.164 prefixes never dialled (premium ranges), e.g. 1900,44870"))
+    window: int = field(
+        default=3600,
+        metadata=_meta("seconds of history that ASR/ACD/PDD are computed over", min=60),
+    )
+    min_attempts: int = field(
+        default=5, metadata=_meta("attempts before a provider's quality counts", min=0)
+    )
+    blocked_prefixes: str = field(
+        default="",
+        metadata=_meta(
+            "comma-separated E.164 prefixes never dialled (premium ranges), e.g. 1900,44870"
+        ),
+    )
 
     @property
     def blocked(self) -> tuple[str, ...]:
@@ -210,12 +265,20 @@ class RoutingConfig:
 class GatewaysConfig:
     """[gateways]: dial templates for legs that are not phone numbers (empty = not offered)."""
 
-    sip: str = field(default="PJSIP/callbackd-sip/sip:{user}@{host}",
-                     metadata=_meta("template for sip:user@host legs ({user}, {host})"))
-    xmpp: str = field(default="Motif/callbackd-xmpp/{user}@{host}",
-                      metadata=_meta("template for xmpp: and gtalk: legs (chan_motif)"))
-    msn: str = field(default="", metadata=_meta("template for msn: legs (needs an operator gateway)"))
-    yahoo: str = field(default="", metadata=_meta("template for yahoo: legs (needs an operator gateway)"))
+    sip: str = field(
+        default="PJSIP/callbackd-sip/sip:{user}@{host}",
+        metadata=_meta("template for sip:user@host legs ({user}, {host})"),
+    )
+    xmpp: str = field(
+        default="Motif/callbackd-xmpp/{user}@{host}",
+        metadata=_meta("template for xmpp: and gtalk: legs (chan_motif)"),
+    )
+    msn: str = field(
+        default="", metadata=_meta("template for msn: legs (needs an operator gateway)")
+    )
+    yahoo: str = field(
+        default="", metadata=_meta("template for yahoo: legs (needs an operator gateway)")
+    )
 
 
 @dataclass(frozen=True)
@@ -223,10 +286,17 @@ class ProviderConfig:
     """[provider:NAME]: one VoIP provider."""
 
     name: str = field(default="", metadata=_meta("(from the section name)", internal=True))
-    dial: str = field(default="", metadata=_meta("dial template with {number}, e.g. PJSIP/{number}@trunk",
-                                                required=True))
-    rates: str = field(default="", metadata=_meta("buy-rate CSV: prefix,price_per_minute; "
-                                                 "the prefixes this provider reaches", required=True))
+    dial: str = field(
+        default="",
+        metadata=_meta("dial template with {number}, e.g. PJSIP/{number}@trunk", required=True),
+    )
+    rates: str = field(
+        default="",
+        metadata=_meta(
+            "buy-rate CSV: prefix,price_per_minute; the prefixes this provider reaches",
+            required=True,
+        ),
+    )
     channels: int = field(default=30, metadata=_meta("concurrent legs this provider takes", min=1))
 
 
@@ -288,7 +358,9 @@ def _convert(raw: str, typ: Any, meta: Mapping[str, Any]) -> Any:
         try:
             value = typ(raw)
         except ValueError:
-            raise ValueError(f"expected {'an integer' if typ is int else 'a number'}, got {raw!r}") from None
+            raise ValueError(
+                f"expected {'an integer' if typ is int else 'a number'}, got {raw!r}"
+            ) from None
         if "min" in meta and value < meta["min"]:
             raise ValueError(f"must be at least {meta['min']}, got {raw}")
         if "max" in meta and value > meta["max"]:
@@ -307,16 +379,23 @@ def _convert(raw: str, typ: Any, meta: Mapping[str, Any]) -> Any:
     raise TypeError(f"unsupported config type {typ!r}")  # pragma: no cover - schema bug
 
 
-def _read_secret(section: str, key: str, items: dict[str, str], base: Path,
-                 environ: Mapping[str, str], problems: list[str]) -> Secret | None:
+def _read_secret(
+    section: str,
+    key: str,
+    items: dict[str, str],
+    base: Path,
+    environ: Mapping[str, str],
+    problems: list[str],
+) -> Secret | None:
     """A secret from ``key_file`` or ``key_env``; None if neither is given."""
     file_key, env_key = f"{key}_file", f"{key}_env"
     file_name = items.pop(file_key, None)
     env_name = items.pop(env_key, None)
     if key in items:
         items.pop(key)
-        problems.append(f"[{section}] {key}: secrets are not written in the config; "
-                        f"use {file_key} or {env_key}")
+        problems.append(
+            f"[{section}] {key}: secrets are not written in the config; use {file_key} or {env_key}"
+        )
         return None
     if file_name is not None and env_name is not None:
         problems.append(f"[{section}] {key}: give {file_key} or {env_key}, not both")
@@ -338,9 +417,15 @@ def _read_secret(section: str, key: str, items: dict[str, str], base: Path,
     return None
 
 
-def _build_section(section: str, cls: type, items: dict[str, str], base: Path,
-                   environ: Mapping[str, str], problems: list[str],
-                   extra: dict[str, Any] | None = None) -> Any:
+def _build_section(
+    section: str,
+    cls: type,
+    items: dict[str, str],
+    base: Path,
+    environ: Mapping[str, str],
+    problems: list[str],
+    extra: dict[str, Any] | None = None,
+) -> Any:
     hints = get_type_hints(cls)
     values: dict[str, Any] = dict(extra or {})
     items = dict(items)
@@ -387,15 +472,26 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
     for section in parser.sections():
         items = dict(parser.items(section))
         if section in SECTIONS:
-            built[section] = _build_section(section, SECTIONS[section], items, base, environ, problems)
+            built[section] = _build_section(
+                section, SECTIONS[section], items, base, environ, problems
+            )
             continue
         kind, sep, name = section.partition(":")
         if sep and kind in PATTERN_SECTIONS:
             if not _PROVIDER_NAME.match(name):
                 problems.append(f"[{section}]: name must match {_PROVIDER_NAME.pattern}")
                 continue
-            providers.append(_build_section(section, PATTERN_SECTIONS[kind], items, base, environ,
-                                            problems, extra={"name": name}))
+            providers.append(
+                _build_section(
+                    section,
+                    PATTERN_SECTIONS[kind],
+                    items,
+                    base,
+                    environ,
+                    problems,
+                    extra={"name": name},
+                )
+            )
             continue
         problems.append(f"[{section}]: unknown section")
     ami = built.get("ami")

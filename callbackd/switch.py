@@ -132,7 +132,13 @@ class SwitchDisconnected:
 
 
 SwitchEvent = (
-    LegRinging | LegAnswered | LegJoined | LegFailed | LegHungUp | SwitchConnected | SwitchDisconnected
+    LegRinging
+    | LegAnswered
+    | LegJoined
+    | LegFailed
+    | LegHungUp
+    | SwitchConnected
+    | SwitchDisconnected
 )
 
 

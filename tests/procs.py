@@ -45,9 +45,25 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed (the test command installs it)")
         data_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-                "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
-                "--logfile", str(data_dir / "redis.log")]
+        args = [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+            "--logfile",
+            str(data_dir / "redis.log"),
+        ]
         if password:
             args += ["--requirepass", password]
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

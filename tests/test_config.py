@@ -19,7 +19,9 @@ def parse(text: str, environ: dict[str, str] | None = None, path: Path | None = 
     return cfg.parse_config(text, path or Path("/nonexistent/callbackd.ini"), environ or {})
 
 
-def problems(text: str, environ: dict[str, str] | None = None, path: Path | None = None) -> list[str]:
+def problems(
+    text: str, environ: dict[str, str] | None = None, path: Path | None = None
+) -> list[str]:
     with pytest.raises(cfg.ConfigError) as info:
         parse(text, environ, path)
     return info.value.problems
@@ -36,7 +38,9 @@ def test_empty_file_gives_defaults():
 
 def test_values_are_typed():
     """Integers, floats, booleans and paths arrive converted."""
-    c = parse("[redis]\nport = 6380\ntimeout = 2.5\n[daemon]\ndemo_data = yes\nstate_dir = /srv/cb\n")
+    c = parse(
+        "[redis]\nport = 6380\ntimeout = 2.5\n[daemon]\ndemo_data = yes\nstate_dir = /srv/cb\n"
+    )
     assert c.redis.port == 6380
     assert c.redis.timeout == 2.5
     assert c.daemon.demo_data is True

@@ -110,8 +110,9 @@ class Message:
         return hash(tuple(self.pairs))
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{k}: {'********' if k.lower() in ('secret', 'key') else v}"
-                          for k, v in self.pairs)
+        shown = ", ".join(
+            f"{k}: {'********' if k.lower() in ('secret', 'key') else v}" for k, v in self.pairs
+        )
         return f"Message({shown})"
 
     def to_dict(self) -> dict[str, str]:
