@@ -456,6 +456,16 @@ def _build_section(
         return cls()
 
 
+def _check_readable(where: str, name: str, base: Path, problems: list[str]) -> None:
+    path = Path(name)
+    path = path if path.is_absolute() else base / path
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as e:
+        problems.append(f"{where}: cannot read {path}: {e.strerror or e}")
+
+
 def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """Parse INI text; raise :class:`ConfigError` listing every problem."""
     environ = os.environ if environ is None else environ
@@ -497,7 +507,12 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
     ami = built.get("ami")
     if ami is not None and ami.mode == "asterisk" and not ami.secret:
         problems.append("[ami] secret: required when mode = asterisk (secret_file or secret_env)")
+    billing = built.get("billing")
+    if billing is not None and billing.tariff:
+        _check_readable("[billing] tariff", billing.tariff, base, problems)
     for p in providers:
+        if p.rates:
+            _check_readable(f"[provider:{p.name}] rates", p.rates, base, problems)
         if p.dial and "{number}" not in p.dial and "{e164}" not in p.dial:
             problems.append(f"[provider:{p.name}] dial: must contain {{number}} or {{e164}}")
     if problems:

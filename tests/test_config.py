@@ -133,11 +133,14 @@ def test_asterisk_mode_requires_secret():
     ]
 
 
-def test_providers_are_loaded_in_order():
+def test_providers_are_loaded_in_order(tmp_path):
     """[provider:NAME] sections become ProviderConfigs with their names."""
+    (tmp_path / "p.csv").write_text("49,0.01\n")
+    (tmp_path / "m.csv").write_text("49,0.01\n")
     c = parse(
         "[provider:PROXICOM]\ndial = PJSIP/{number}@proxicom\nrates = p.csv\nchannels = 5\n"
-        "[provider:MKS]\ndial = PJSIP/{number}@mks\nrates = m.csv\n"
+        "[provider:MKS]\ndial = PJSIP/{number}@mks\nrates = m.csv\n",
+        path=tmp_path / "c.ini",
     )
     assert [p.name for p in c.providers] == ["PROXICOM", "MKS"]
     assert c.providers[0].channels == 5
@@ -149,11 +152,22 @@ def test_provider_needs_dial_and_rates():
     assert sorted(found) == ["[provider:X] dial: required", "[provider:X] rates: required"]
 
 
-def test_provider_dial_needs_number_placeholder():
+def test_provider_dial_needs_number_placeholder(tmp_path):
     """A dial template must say where the number goes."""
-    assert problems("[provider:X]\ndial = PJSIP/trunk\nrates = r.csv\n") == [
-        "[provider:X] dial: must contain {number} or {e164}"
-    ]
+    (tmp_path / "r.csv").write_text("")
+    found = problems("[provider:X]\ndial = PJSIP/trunk\nrates = r.csv\n", path=tmp_path / "c.ini")
+    assert found == ["[provider:X] dial: must contain {number} or {e164}"]
+
+
+def test_missing_rate_files_are_reported(tmp_path):
+    """Tariff and provider rate files that cannot be read are named with section and key."""
+    found = problems(
+        "[billing]\ntariff = nope.csv\n[provider:X]\ndial = PJSIP/{number}@x\nrates = none.csv\n",
+        path=tmp_path / "c.ini",
+    )
+    assert len(found) == 2
+    assert found[0].startswith("[billing] tariff: cannot read ")
+    assert found[1].startswith("[provider:X] rates: cannot read ")
 
 
 def test_unparseable_file_is_one_clear_error():
