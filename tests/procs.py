@@ -40,11 +40,16 @@ class RedisServer:
 
     @classmethod
     def start(cls, data_dir: Path, password: str | None = None) -> RedisServer:
+        """Start one on a free port."""
+        return cls.start_on(data_dir, free_port(), password)
+
+    @classmethod
+    def start_on(cls, data_dir: Path, port: int, password: str | None = None) -> RedisServer:
+        """Start one on the given port (to bring a "crashed" redis back where it was)."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (the test command installs it)")
         data_dir.mkdir(parents=True, exist_ok=True)
-        port = free_port()
         args = [
             binary,
             "--port",
