@@ -54,7 +54,7 @@ class _AMIProtocolFactory(Factory):
     def __init__(self, build: Callable[[], AMIProtocol]) -> None:
         self._build = build
 
-    def buildProtocol(self, addr: IAddress) -> AMIProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> AMIProtocol:
         return self._build()
 
 
@@ -177,7 +177,8 @@ class AMIClientService(Service):
             waiter.errback(AMIConnectionLost("the AMI client stopped"))
         protocol = self.protocol
         if protocol is not None and protocol.connected:
-            said_goodbye: Deferred[object] = protocol.logoff(timeout=min(self.action_timeout, 2.0))
+            said_goodbye: Deferred[Message | None]
+            said_goodbye = protocol.logoff(timeout=min(self.action_timeout, 2.0))
             said_goodbye.addErrback(
                 lambda f: self.log.info("AMI Logoff: {error}", error=f.getErrorMessage())
             )

@@ -28,6 +28,7 @@ __all__ = [
     "fixture_path",
     "segments",
     "server_bytes",
+    "with_action_ids",
 ]
 
 #: where the transcripts live (override with ``CALLBACKD_FIXTURES``)
@@ -101,3 +102,10 @@ def server_bytes(name: str) -> bytes:
 def client_bytes(name: str) -> bytes:
     """Every byte the client sent in that transcript, in order."""
     return b"".join(data for direction, data in segments(name) if direction == CLIENT)
+
+
+def with_action_ids(data: bytes, mapping: dict[str, str]) -> bytes:
+    """``data`` with the transcript's ActionIDs replaced (e.g. by the ones a test client chose)."""
+    for old, new in mapping.items():
+        data = data.replace(f"ActionID: {old}\r\n".encode(), f"ActionID: {new}\r\n".encode())
+    return data
