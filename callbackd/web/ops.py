@@ -1,0 +1,178 @@
+"""Operations over HTTP: the health check (``/healthz``) and Prometheus metrics (``/metrics``).
+
+Components register named health checks with a :class:`HealthRegistry`; a check
+is a callable returning ``(ok, detail)`` or a Deferred of that. ``/healthz`` runs
+every check at once, each under a timeout, and answers 200 when all are ok and
+503 otherwise. A check that raises, fails, returns nonsense or is too slow is
+simply not ok: the request is always answered, and never blocks the reactor.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Union
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import resource, server
+
+__all__ = [
+    "CheckResult",
+    "HealthCheck",
+    "HealthRegistry",
+    "HealthReport",
+    "HealthResource",
+    "MetricsResource",
+]
+
+log = Logger(namespace="callbackd.web.ops")
+
+CheckOutcome = tuple[bool, str]
+#: a health check: ``(ok, detail)`` now, or a fresh Deferred of it (cancelled on timeout)
+HealthCheck = Callable[[], Union[CheckOutcome, "defer.Deferred[CheckOutcome]"]]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one health check."""
+
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """The outcome of every health check: ok only if each one is."""
+
+    checks: dict[str, CheckResult]
+
+    @property
+    def ok(self) -> bool:
+        """True when every check is ok (also when there are none)."""
+        return all(c.ok for c in self.checks.values())
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"status": "ok"|"unhealthy", "checks": {name: {"ok": ..., "detail": ...}}}``."""
+        return {
+            "status": "ok" if self.ok else "unhealthy",
+            "checks": {
+                name: {"ok": c.ok, "detail": c.detail} for name, c in sorted(self.checks.items())
+            },
+        }
+
+
+class HealthRegistry:
+    """Named health checks that components register, run together under a timeout."""
+
+    def __init__(self, clock: IReactorTime, timeout: float = 5.0) -> None:
+        self._clock = clock
+        self.timeout = timeout
+        self._checks: dict[str, HealthCheck] = {}
+
+    def register(self, name: str, check: HealthCheck) -> None:
+        """Add the check ``name``; a name can be registered once."""
+        if name in self._checks:
+            raise ValueError(f"health check {name!r} is already registered")
+        self._checks[name] = check
+
+    def unregister(self, name: str) -> None:
+        """Remove the check ``name`` (nothing happens if there is none)."""
+        self._checks.pop(name, None)
+
+    @property
+    def names(self) -> list[str]:
+        """The registered checks' names, sorted."""
+        return sorted(self._checks)
+
+    def run(self) -> defer.Deferred[HealthReport]:
+        """Run every check at once; fires with the report, never errbacks."""
+        names = list(self._checks)
+        runs = [self._run_one(name, self._checks[name]) for name in names]
+        d = defer.gatherResults(runs)
+        d.addCallback(lambda results: HealthReport(dict(zip(names, results))))
+        return d
+
+    def _run_one(self, name: str, check: HealthCheck) -> defer.Deferred[CheckResult]:
+        d: defer.Deferred[Any] = defer.maybeDeferred(check)
+        d.addTimeout(self.timeout, self._clock)
+        d.addCallback(_to_result)
+        d.addErrback(self._failed, name)
+        return d
+
+    def _failed(self, failure: Failure, name: str) -> CheckResult:
+        if failure.check(defer.TimeoutError):
+            return CheckResult(False, f"no answer within {self.timeout:g}s")
+        log.failure("health check {check} failed", failure, check=name)
+        return CheckResult(False, f"check failed: {_describe(failure.value)}")
+
+
+def _to_result(value: object) -> CheckResult:
+    if (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and isinstance(value[0], bool)
+        and isinstance(value[1], str)
+    ):
+        return CheckResult(value[0], value[1])
+    raise TypeError(f"a health check returned {type(value).__name__}, not (bool, str)")
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+class HealthResource(resource.Resource):
+    """``/healthz``: the health report as JSON; 200 when healthy, else 503."""
+
+    isLeaf = True
+
+    def __init__(self, registry: HealthRegistry) -> None:
+        super().__init__()
+        self._registry = registry
+
+    def render_GET(self, request: server.Request) -> int:
+        finished = []
+        request.notifyFinish().addBoth(finished.append)
+        d = self._registry.run()
+        d.addCallback(self._answer, request, finished)
+        d.addErrback(self._broken, request, finished)
+        return server.NOT_DONE_YET
+
+    def _answer(self, report: HealthReport, request: server.Request, finished: list) -> None:
+        if finished:  # the client went away meanwhile
+            return
+        request.setResponseCode(200 if report.ok else 503)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        request.write(json.dumps(report.to_json(), sort_keys=True).encode() + b"\n")
+        request.finish()
+
+    def _broken(self, failure: Failure, request: server.Request, finished: list) -> None:
+        log.failure("/healthz could not answer", failure)
+        if finished:
+            return
+        request.setResponseCode(500)
+        request.setHeader(b"content-type", b"application/json")
+        request.write(b'{"status": "unhealthy", "checks": {}}\n')
+        request.finish()
+
+
+class MetricsResource(resource.Resource):
+    """``/metrics``: Prometheus text exposition of one (private) registry."""
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self._registry = registry
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        return generate_latest(self._registry)
