@@ -1,0 +1,212 @@
+"""Leg addresses: what a user writes for a party to call, parsed and made safe.
+
+A leg is a phone number (``+4930123456``, ``phone:4930123456``, a national number
+read with the configured default region) or a network address (``sip:user@host``,
+``xmpp:user@domain``, with ``gtalk:`` an alias of ``xmpp:``, ``msn:``, ``yahoo:``).
+
+Validation is strict on purpose: whatever this module accepts is later put into an
+Asterisk dial string, so every accepted value is made of a small safe character set
+(ASCII letters, digits and ``. _ ~ + -``; ``@`` only as the separator; ``:`` only
+before a SIP port). See ASTERISK.md §6.2 for the dial-string metacharacters this keeps
+out.
+
+Phone numbers: explicit international forms (``+``, ``00``, ``phone:`` followed by
+digits) are taken as given; everything else is parsed as a national number of the
+default region with ``phonenumbers``. Either way the result must have a calling code
+``phonenumbers`` knows, a length it calls possible for that country, and match
+``^\\+[1-9][0-9]{5,14}$``. "Possible" rather than "valid" is deliberate: the rate decks
+decide what is reachable, and ``phonenumbers`` calls test ranges such as +1 555
+invalid.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+import phonenumbers
+
+__all__ = [
+    "KINDS",
+    "AddressError",
+    "LegAddress",
+    "parse_address",
+    "E164",
+    "HOST",
+    "USER",
+]
+
+#: the kinds of leg, as they appear in canonical addresses
+KINDS: Final = ("phone", "sip", "xmpp", "msn", "yahoo")
+
+#: scheme written by the user -> kind (lower case; ``gtalk`` is Jingle via chan_motif)
+_SCHEMES: Final = {
+    "phone": "phone",
+    "tel": "phone",
+    "sip": "sip",
+    "xmpp": "xmpp",
+    "gtalk": "xmpp",
+    "msn": "msn",
+    "yahoo": "yahoo",
+}
+
+#: an E.164 number with its plus: the only phone form that leaves this module
+E164: Final = re.compile(r"\+[1-9][0-9]{5,14}", re.ASCII)
+#: the user part of a network address (no dial-string metacharacters)
+USER: Final = re.compile(r"[A-Za-z0-9._~+-]{1,64}", re.ASCII)
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+#: a host name (lower case) with an optional port, as kept in :attr:`LegAddress.value`
+HOST: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]{{1,5}})?", re.ASCII)
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9]*):(.*)", re.ASCII | re.DOTALL)
+# separators people write inside numbers: spaces, dashes, dots, parentheses
+_SEPARATORS = re.compile(r"[ \t\-.()]+")
+_DIGITS = re.compile(r"\+?[0-9]+", re.ASCII)
+# long enough for any real address; stops pathological input early
+_MAX_LENGTH = 256
+
+
+class AddressError(ValueError):
+    """Text that is not a leg address; ``str()`` is a message fit to show the user."""
+
+
+def _not_an_address(text: str) -> AddressError:
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    return AddressError(
+        f"{shown!r} is not a phone number or address: use +<country><number>, "
+        "sip:user@host or xmpp:user@domain"
+    )
+
+
+@dataclass(frozen=True)
+class LegAddress:
+    """A validated leg address: ``kind`` is one of :data:`KINDS`.
+
+    ``value`` is ``+<E.164 digits>`` for phones and ``user@host`` for the others
+    (``user@host:port`` for SIP with a port). ``str()`` gives the canonical form
+    used in messages, CDRs and the store: ``phone:+4930123456``, ``sip:user@host``.
+    """
+
+    kind: str
+    value: str
+
+    def __post_init__(self) -> None:
+        # the constructor is public (the store rebuilds addresses), so it re-checks
+        if self.kind == "phone":
+            ok = E164.fullmatch(self.value) is not None
+        elif self.kind in KINDS:
+            ok = _split_network(self.kind, self.value) is not None
+        else:
+            ok = False
+        if not ok:
+            raise AddressError(f"not a valid {self.kind} address: {self.value!r}")
+
+    @property
+    def is_billable(self) -> bool:
+        """Phone legs cost money; SIP and IM legs are free."""
+        return self.kind == "phone"
+
+    @property
+    def digits(self) -> str:
+        """The E.164 digits without ``+`` (for rating); empty for network addresses."""
+        return self.value[1:] if self.kind == "phone" else ""
+
+    @property
+    def user(self) -> str:
+        """The part before ``@``; empty for phone numbers."""
+        return self.value.partition("@")[0] if self.kind != "phone" else ""
+
+    @property
+    def host(self) -> str:
+        """The part after ``@`` (with ``:port`` if given); empty for phone numbers."""
+        return self.value.partition("@")[2] if self.kind != "phone" else ""
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+def _split_network(kind: str, text: str) -> tuple[str, str] | None:
+    """``user@host`` -> (user, host) if both parts are safe; host lower-cased."""
+    user, at, host = text.partition("@")
+    if not at:
+        return None
+    host = host.lower()
+    if kind == "xmpp":
+        # JID local parts compare case-insensitively
+        user = user.lower()
+    if USER.fullmatch(user) is None or HOST.fullmatch(host) is None:
+        return None
+    name, colon, port = host.partition(":")
+    if colon and (kind != "sip" or not 1 <= int(port) <= 65535):
+        return None
+    if len(name) > 253:
+        return None
+    return user, host
+
+
+def _parse_phone(text: str, default_region: str, international: bool) -> str:
+    """Normalise a phone number to ``+<digits>``; raise AddressError."""
+    cleaned = _SEPARATORS.sub("", text)
+    if _DIGITS.fullmatch(cleaned) is None:
+        raise _not_an_address(text)
+    if cleaned.startswith("00"):
+        cleaned = "+" + cleaned[2:]
+    elif international and not cleaned.startswith(("+", "0")):
+        cleaned = "+" + cleaned
+    if cleaned[0] == "+" or cleaned[0] == "0":
+        readings = [_read_number(cleaned, default_region)]
+    else:
+        # bare digits: national in the default region, or international without "+"
+        # (the seeds' SMS form D.48774417880). A valid reading beats a merely possible
+        # one; between two valid ones, national wins unless the region has a trunk
+        # prefix (0 in DE) that the digits do not start with.
+        national = _read_number(cleaned, default_region)
+        international_reading = _read_number("+" + cleaned, None)
+        trunk = phonenumbers.ndd_prefix_for_region(default_region, True)
+        if trunk and not cleaned.startswith(trunk):
+            readings = [international_reading, national]
+        else:
+            readings = [national, international_reading]
+    found = [n for n in readings if n is not None]
+    for number in sorted(found, key=lambda n: not phonenumbers.is_valid_number(n)):
+        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        if E164.fullmatch(e164) is not None:
+            return e164
+    raise _not_an_address(text)
+
+
+def _read_number(digits: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    """The number if ``phonenumbers`` knows its country and calls its length possible."""
+    try:
+        number = phonenumbers.parse(digits, region)
+    except phonenumbers.NumberParseException:
+        return None
+    code = number.country_code
+    if code is None or phonenumbers.region_code_for_country_code(code) == "ZZ":
+        return None
+    return number if phonenumbers.is_possible_number(number) else None
+
+
+def parse_address(text: str, default_region: str) -> LegAddress:
+    """Parse what a user wrote for a leg; raise :class:`AddressError` with a user message."""
+    stripped = text.strip()
+    if not stripped or len(stripped) > _MAX_LENGTH:
+        raise _not_an_address(stripped)
+    match = _SCHEME.fullmatch(stripped)
+    if match is None:
+        return LegAddress("phone", _parse_phone(stripped, default_region, international=False))
+    scheme, rest = match.group(1).lower(), match.group(2).strip()
+    kind = _SCHEMES.get(scheme)
+    if kind is None:
+        raise AddressError(
+            f"unknown kind of address {scheme + ':'!r} in {stripped[:40]!r}: use "
+            "+<country><number>, sip:user@host or xmpp:user@domain"
+        )
+    if kind == "phone":
+        return LegAddress("phone", _parse_phone(rest, default_region, international=True))
+    parts = _split_network(kind, rest)
+    if parts is None:
+        raise _not_an_address(stripped)
+    user, host = parts
+    return LegAddress(kind, f"{user}@{host}")

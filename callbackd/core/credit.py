@@ -1,0 +1,80 @@
+"""Credit control: how long the legs of a session may stay up on the money left.
+
+The rule the session engine follows (DESIGN.md §2, "Credit control"):
+
+* Each billed leg is charged from its own answer to its own end with its own rate
+  (:meth:`Rate.cost` on its duration), so the cost of a set of legs that all stay up
+  ``t`` more seconds is the sum, over the legs, of
+  ``rate.cost(elapsed + t) - rate.cost(elapsed)``; increments and connect fees are
+  respected because the whole-leg cost is used, not a price per second.
+* ``available`` is what may still be spent: balance, minus the floor (``-credit_limit``),
+  minus what the legs already up have cost so far (:func:`accrued_cost`). Money already
+  debited for legs that ended is already out of the balance.
+* :func:`allowed_seconds` gives the largest ``t`` whose extra cost fits.
+* The engine recomputes — with fresh ``elapsed`` values and a fresh balance — whenever
+  the set of legs changes (a leg is dialled, answers, is added or dropped, ends) or the
+  balance changes (top-up, another session's debit), and re-arms its timer with the new
+  answer. Before dialling, legs about to be called are included with ``elapsed=0`` so
+  the first limit already accounts for all legs that will be up together.
+* When the timer fires (the answer reaches 0) every billed leg is hung up with
+  "Reason = OutOfCredit". A negative ``available`` gives 0: hang up now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from callbackd.core.rating import Rate
+
+__all__ = ["LegCharge", "accrued_cost", "allowed_seconds", "extra_cost"]
+
+
+@dataclass(frozen=True, slots=True)
+class LegCharge:
+    """One billed leg for credit control: its rate and the seconds it has been up."""
+
+    rate: Rate
+    #: seconds since the leg answered (0 for a leg not up yet or about to be dialled)
+    elapsed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.elapsed < 0:
+            raise ValueError(f"elapsed must not be negative, got {self.elapsed}")
+
+
+def accrued_cost(legs: Sequence[LegCharge]) -> int:
+    """What the legs have cost so far, in minor units."""
+    return sum(leg.rate.cost(leg.elapsed) for leg in legs)
+
+
+def extra_cost(legs: Sequence[LegCharge], seconds: int) -> int:
+    """What the legs cost on top of :func:`accrued_cost` if all stay up ``seconds`` more."""
+    return sum(leg.rate.cost(leg.elapsed + seconds) - leg.rate.cost(leg.elapsed) for leg in legs)
+
+
+def allowed_seconds(available: int, legs: Sequence[LegCharge]) -> int | None:
+    """The largest ``t`` with ``extra_cost(legs, t) <= available``; None if unbounded.
+
+    None means the legs cost nothing more however long they stay up (no billed leg,
+    or only connect fees that are already covered). The search doubles an upper
+    bound and then bisects: O(log t) evaluations of the legs' costs.
+    """
+    billed = [leg for leg in legs if not leg.rate.is_free]
+    if not billed:
+        return None
+    if available < 0:
+        return 0
+    if all(leg.rate.price_per_minute == 0 for leg in billed):
+        # only connect fees: the cost is a step at the first second, then flat
+        return None if extra_cost(billed, 1) <= available else 0
+    low, high = 0, 1  # invariant: extra_cost(low) <= available < extra_cost(high)
+    while extra_cost(billed, high) <= available:
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        if extra_cost(billed, middle) <= available:
+            low = middle
+        else:
+            high = middle
+    return low
