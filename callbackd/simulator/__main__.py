@@ -1,0 +1,64 @@
+"""``python -m callbackd.simulator``: run the simulated Asterisk standalone."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import react
+from twisted.logger import globalLogBeginner, textFileLogObserver
+
+from callbackd.simulator.rules import RuleError, parse_rule
+from callbackd.simulator.service import SimulatorService
+
+
+def _rule(text: str) -> str:
+    try:
+        parse_rule(text)
+    except RuleError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line options."""
+    p = argparse.ArgumentParser(
+        prog="python -m callbackd.simulator", description="Simulated Asterisk 22 AMI server."
+    )
+    p.add_argument("--port", type=int, default=5038, help="TCP port (0 = any free port)")
+    p.add_argument("--interface", default="127.0.0.1", help="address to bind")
+    p.add_argument("--username", required=True)
+    p.add_argument("--secret", required=True)
+    p.add_argument(
+        "--rule", action="append", default=[], type=_rule, help="callee rule, e.g. 1555002=busy"
+    )
+    p.add_argument("--time-scale", type=float, default=1.0, help="multiply every delay")
+    return p
+
+
+def main(reactor: Any, argv: Sequence[str]) -> Deferred[None]:
+    """Start the service and run until interrupted."""
+    args = build_parser().parse_args(argv)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    service = SimulatorService(
+        f"tcp:{args.port}:interface={args.interface}",
+        args.username,
+        args.secret,
+        clock=reactor,
+        reactor=reactor,
+        rules=args.rule,
+        time_scale=args.time_scale,
+    )
+    service.startService()
+    service.ready.addCallback(
+        lambda port: print(f"listening on {args.interface}:{port}", flush=True)
+    )
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    return Deferred()
+
+
+if __name__ == "__main__":
+    react(main, (sys.argv[1:],))

@@ -1,0 +1,779 @@
+"""The simulated switch: channels, Local channel halves, ConfBridge rooms and the dialplan.
+
+It models what the recorded Asterisk 22 runs show (``fixtures/asterisk22``) for the
+test-instance dialplan, Option A (ASTERISK.md §3.1, §7): callees behave by
+:mod:`callbackd.simulator.rules`; answered channels run ``cb-conf`` (``wait-a``,
+``leg-a``, ``leg-b``, ``bad``), ``cb-dtmf`` or one application (``ConfBridge``,
+``Wait``, anything else stays up). Events go to listeners as ordered pairs with
+``Privilege`` and ``Timestamp`` from the injected clock. No I/O happens here.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from callbackd.simulator.rules import Behaviour, DialTarget, RuleSet, parse_dial_target
+
+__all__ = [
+    "CAUSE_TEXT",
+    "Channel",
+    "OriginateError",
+    "OriginateRequest",
+    "Room",
+    "SimulatedAsterisk",
+    "parse_caller_id",
+    "split_variables",
+]
+
+Pairs = list[tuple[str, str]]
+EventListener = Callable[[str, Pairs], None]
+
+STATE_DESC = {
+    0: "Down",
+    1: "Rsrvd",
+    2: "OffHook",
+    3: "Dialing",
+    4: "Ring",
+    5: "Ringing",
+    6: "Up",
+    7: "Busy",
+    8: "Dialing Offhook",
+    9: "Pre-ring",
+}
+CAUSE_TEXT = {
+    0: "Unknown",
+    1: "Unallocated (unassigned) number",
+    16: "Normal Clearing",
+    17: "User busy",
+    18: "No user responding",
+    19: "User alerting, no answer",
+    20: "Subscriber absent",
+    21: "Call Rejected",
+    26: "Answered elsewhere",
+    27: "Destination out of order",
+    28: "Invalid number format",
+    31: "Normal, unspecified",
+    34: "Circuit/channel congestion",
+    38: "Network out of order",
+    41: "Temporary failure",
+    42: "Switching equipment congestion",
+}
+KNOWN_TECHS = {"local", "pjsip", "sip", "iax2", "dahdi", "motif"}
+# originate_app_permissions (ASTERISK.md §2.2)
+_BLACKLISTED_APPS = (
+    "agi",
+    "exec",
+    "system",
+    "originate",
+    "mixmonitor",
+    "externalivr",
+    "dbdeltree",
+    "reload",
+)
+_BLACKLISTED_DATA = ("CURL", "DB", "EVAL", "FILE", "ODBC", "REALTIME", "SHELL")
+# The test-instance dialplan the daemon originates into.
+DIALPLAN = {"cb-conf": {"wait-a", "leg-a", "leg-b", "bad"}, "cb-dtmf": {"endb"}}
+_ROOM_FILTER = re.compile(r"[^A-Za-z0-9_]")
+WAIT_A_SECONDS = 180.0
+
+
+def _reason_for_cause(cause: int) -> int:
+    """``pbx_dial_reason``: the OriginateResponse Reason of a failed dial."""
+    if cause == 17:
+        return 5
+    if cause in (19, 26):
+        return 3
+    if cause in (21, 27, 34, 38, 41, 42):
+        return 8
+    return 0
+
+
+def parse_caller_id(text: str | None) -> tuple[str, str]:
+    """``"Name" <number>`` -> (number, name), the number shrunk like Asterisk does."""
+    if not text:
+        return "<unknown>", "<unknown>"
+    m = re.match(r'^\s*(?:"([^"]*)"|([^<]*?))\s*<([^>]*)>\s*$', text)
+    if m:
+        name = m.group(1) if m.group(1) is not None else m.group(2)
+        number = m.group(3)
+    elif re.match(r"^[\d\s()+.-]+$", text):
+        name, number = "", text
+    else:
+        name, number = text.strip(), ""
+    number = re.sub(r"[\s().-]", "", number)
+    return number or "<unknown>", name or "<unknown>"
+
+
+def split_variables(values: list[str]) -> list[tuple[str, str]]:
+    """Every ``Variable:`` value split on commas like Asterisk's app-arg parser."""
+    out: list[tuple[str, str]] = []
+    for value in values:
+        parts: list[str] = []
+        cur: list[str] = []
+        quoted = False
+        escaped = False
+        for ch in value:
+            if escaped:
+                cur.append(ch)
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = not quoted
+            elif ch == "," and not quoted:
+                parts.append("".join(cur))
+                cur = []
+            else:
+                cur.append(ch)
+        parts.append("".join(cur))
+        for part in parts:
+            name, sep, val = part.partition("=")
+            if sep and name.strip():
+                out.append((name.strip(), val))
+    return out
+
+
+@dataclass(eq=False)
+class Channel:
+    """One simulated channel (a Local half or a trunk channel)."""
+
+    name: str
+    uniqueid: str
+    linkedid: str
+    created: float
+    context: str
+    exten: str
+    priority: int = 1
+    state: int = 0
+    caller_num: str = "<unknown>"
+    caller_name: str = "<unknown>"
+    account: str = ""
+    application: str = ""
+    app_data: str = ""
+    variables: dict[str, str] = field(default_factory=dict)
+    peer: Channel | None = None
+    room: Room | None = None
+    alive: bool = True
+    timers: dict[str, IDelayedCall] = field(default_factory=dict)
+    dtmf: str = ""
+
+    @property
+    def is_local_two(self) -> bool:
+        """True for the ``;2`` half of a Local channel."""
+        return self.name.endswith(";2")
+
+    def block(self, prefix: str = "") -> Pairs:
+        """The channel snapshot in Asterisk's order (ASTERISK.md §2.1)."""
+        return [
+            (prefix + "Channel", self.name),
+            (prefix + "ChannelState", str(self.state)),
+            (prefix + "ChannelStateDesc", STATE_DESC.get(self.state, "Unknown")),
+            (prefix + "CallerIDNum", self.caller_num),
+            (prefix + "CallerIDName", self.caller_name),
+            (prefix + "ConnectedLineNum", self.caller_num),
+            (prefix + "ConnectedLineName", self.caller_name),
+            (prefix + "Language", "en"),
+            (prefix + "AccountCode", self.account),
+            (prefix + "Context", self.context),
+            (prefix + "Exten", self.exten),
+            (prefix + "Priority", str(self.priority)),
+            (prefix + "Uniqueid", self.uniqueid),
+            (prefix + "Linkedid", self.linkedid),
+        ]
+
+
+@dataclass(eq=False)
+class Member:
+    """A channel in a ConfBridge room with its user profile flags."""
+
+    channel: Channel
+    marked: bool
+    end_marked: bool
+    menu: bool
+    joined: float
+
+
+@dataclass(eq=False)
+class Room:
+    """A ConfBridge conference (softmix bridge with its hidden announcer)."""
+
+    name: str
+    bridge_id: str
+    members: list[Member] = field(default_factory=list)
+
+    def block(self, count: int) -> Pairs:
+        """The bridge block; ``count`` includes the announcer channel, as Asterisk does."""
+        return [
+            ("BridgeUniqueid", self.bridge_id),
+            ("BridgeType", "base"),
+            ("BridgeTechnology", "softmix"),
+            ("BridgeCreator", "ConfBridge"),
+            ("BridgeName", self.name),
+            ("BridgeNumChannels", str(count)),
+            ("BridgeVideoSourceMode", "none"),
+        ]
+
+    def member(self, channel: Channel) -> Member | None:
+        """The membership of ``channel``, if any."""
+        for m in self.members:
+            if m.channel is channel:
+                return m
+        return None
+
+
+class OriginateError(Exception):
+    """An Originate refused synchronously; ``message`` is Asterisk's error text."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass
+class OriginateRequest:
+    """The parsed headers of one Originate action."""
+
+    channel: str
+    context: str = ""
+    exten: str = ""
+    priority: str = "1"
+    application: str = ""
+    data: str = ""
+    timeout_ms: int = 30000
+    caller_id: str | None = None
+    variables: list[tuple[str, str]] = field(default_factory=list)
+    channel_id: str = ""
+    other_channel_id: str = ""
+    account: str = ""
+    action_id: str | None = None
+
+
+@dataclass(eq=False)
+class _Dial:
+    """An Originate in progress."""
+
+    request: OriginateRequest
+    target: DialTarget
+    behaviour: Behaviour
+    outbound: Channel | None = None
+    callee: Channel | None = None
+    done: bool = False
+    on_result: Callable[[bool], None] | None = None
+
+
+class SimulatedAsterisk:
+    """The switch: originate, hang up, redirect, ConfBridge, variables; emits AMI events."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        rules: RuleSet | None = None,
+        *,
+        time_scale: float = 1.0,
+        timestamps: bool = True,
+    ) -> None:
+        self.clock = clock
+        self.rules = rules or RuleSet()
+        self.time_scale = time_scale
+        self.timestamps = timestamps
+        self.started = clock.seconds()
+        self.globals: dict[str, str] = {}
+        self._channels: dict[str, Channel] = {}  # by uniqueid, creation order
+        self._rooms: dict[str, Room] = {}
+        self._listeners: list[EventListener] = []
+        self._seq = 0
+        self._uid_seq = 0
+
+    # -- listeners and inspection -------------------------------------------------
+
+    def add_listener(self, listener: EventListener) -> None:
+        """Call ``listener(category, pairs)`` for every event."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: EventListener) -> None:
+        """Stop calling ``listener``."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def channels(self) -> list[Channel]:
+        """Live channels, oldest first."""
+        return list(self._channels.values())
+
+    def rooms(self) -> dict[str, list[str]]:
+        """Live ConfBridge rooms: name -> channel names of the members, in join order."""
+        return {name: [m.channel.name for m in r.members] for name, r in self._rooms.items()}
+
+    def room(self, name: str) -> Room | None:
+        """The live room ``name``."""
+        return self._rooms.get(name)
+
+    def find_channel(self, name_or_uid: str) -> Channel | None:
+        """``ast_channel_get_by_name``: a live channel by exact name (any case) or Uniqueid."""
+        low = name_or_uid.lower()
+        for ch in self._channels.values():
+            if ch.name.lower() == low:
+                return ch
+        return self._channels.get(name_or_uid)
+
+    def uptime(self) -> int:
+        """Seconds since the switch started."""
+        return int(self.clock.seconds() - self.started)
+
+    def timestamp(self) -> str:
+        """The clock as ``epoch.usec``."""
+        return f"{self.clock.seconds():.6f}"
+
+    def shutdown(self) -> None:
+        """Cancel every timer (the process is going away)."""
+        for ch in list(self._channels.values()):
+            self._cancel_timers(ch)
+        self._channels.clear()
+        self._rooms.clear()
+
+    # -- events ---------------------------------------------------------------
+
+    def emit(self, name: str, body: Pairs, category: str = "call") -> None:
+        """Send one event to every listener."""
+        pairs: Pairs = [("Event", name), ("Privilege", f"{category},all")]
+        if self.timestamps:
+            pairs.append(("Timestamp", self.timestamp()))
+        pairs.extend(body)
+        for listener in list(self._listeners):
+            listener(category, pairs)
+
+    def _state(self, ch: Channel, state: int) -> None:
+        if ch.alive and ch.state != state:
+            ch.state = state
+            self.emit("Newstate", ch.block())
+
+    # -- timers ---------------------------------------------------------------
+
+    def _later(self, ch: Channel, key: str, seconds: float, fn: Callable[[], Any]) -> None:
+        old = ch.timers.pop(key, None)
+        if old is not None and old.active():
+            old.cancel()
+
+        def fire() -> None:
+            ch.timers.pop(key, None)
+            fn()
+
+        ch.timers[key] = self.clock.callLater(seconds * self.time_scale, fire)
+
+    def _cancel(self, ch: Channel, key: str) -> None:
+        call = ch.timers.pop(key, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _cancel_timers(self, ch: Channel) -> None:
+        for key in list(ch.timers):
+            self._cancel(ch, key)
+
+    # -- originate --------------------------------------------------------------
+
+    def _new_uniqueid(self) -> str:
+        self._uid_seq += 1
+        return f"{int(self.started)}.{self._uid_seq}"
+
+    def _in_use(self, uid: str) -> bool:
+        return bool(uid) and uid in self._channels
+
+    def check_originate(self, req: OriginateRequest) -> DialTarget:
+        """The synchronous checks of ``action_originate``; raise OriginateError."""
+        target = parse_dial_target(req.channel)
+        if target is None:
+            raise OriginateError("Invalid channel")
+        if req.application:
+            app = req.application.lower()
+            blacklisted = any(word in app for word in _BLACKLISTED_APPS) or (
+                app == "queue" and "agi" in req.data.lower()
+            )
+            if blacklisted or any(word in req.data for word in _BLACKLISTED_DATA):
+                raise OriginateError("Originate Access Forbidden: app or data blacklisted")
+        elif req.exten and req.context:
+            if req.exten not in DIALPLAN.get(req.context, ()):
+                raise OriginateError("Extension does not exist.")
+        if len(req.channel_id) > 149 or len(req.other_channel_id) > 149:
+            raise OriginateError("Uniqueid length exceeds maximum of 149")
+        return target
+
+    def originate(
+        self, req: OriginateRequest, on_result: Callable[[bool], None] | None = None
+    ) -> None:
+        """Start an Originate checked by :meth:`check_originate`; events follow later.
+
+        ``on_result(success)`` is called when the OriginateResponse is emitted.
+        """
+        target = self.check_originate(req)
+        behaviour = self.rules.behaviour_for(target.number, target.trunk)
+        dial = _Dial(req, target, behaviour, on_result=on_result)
+        # The action's Response goes out before any event of the call.
+        self.clock.callLater(0, self._start, dial)
+
+    def _respond(self, dial: _Dial, success: bool, reason: int) -> None:
+        if dial.done:
+            return
+        dial.done = True
+        req = dial.request
+        body: Pairs = []
+        if req.action_id is not None:
+            body.append(("ActionID", req.action_id))
+        body.append(("Response", "Success" if success else "Failure"))
+        channel = dial.outbound.name if success and dial.outbound else req.channel
+        body.append(("Channel", channel))
+        if req.application:
+            body += [("Application", req.application), ("Data", req.data)]
+        else:
+            body += [("Context", req.context), ("Exten", req.exten)]
+        body.append(("Reason", str(reason)))
+        # A failed originate reports the pre-assigned id, or <unknown> (ami-busy.log).
+        uid = dial.outbound.uniqueid if success and dial.outbound else req.channel_id
+        uid = uid or "<unknown>"
+        body.append(("Uniqueid", uid))
+        num, name = parse_caller_id(req.caller_id)
+        body += [("CallerIDNum", num), ("CallerIDName", name)]
+        self.emit("OriginateResponse", body)
+        if dial.on_result is not None:
+            dial.on_result(success)
+
+    def _channel(self, name: str, uid: str, linkedid: str, context: str, exten: str) -> Channel:
+        ch = Channel(name, uid, linkedid, self.clock.seconds(), context, exten)
+        self._channels[uid] = ch
+        return ch
+
+    def _start(self, dial: _Dial) -> None:
+        req, target = dial.request, dial.target
+        if (
+            target.tech.lower() not in KNOWN_TECHS
+            or dial.behaviour.kind == "unavailable"
+            or self._in_use(req.channel_id)
+            or self._in_use(req.other_channel_id)
+        ):
+            self._respond(dial, False, 0)
+            return
+        self._seq += 1
+        uid = req.channel_id or self._new_uniqueid()
+        num, name = parse_caller_id(req.caller_id)
+        if target.tech.lower() == "local":
+            ctx = target.local_context or "default"
+            base = f"Local/{target.number}@{ctx}-{self._seq:08x}"
+            if req.other_channel_id:
+                uid2 = req.other_channel_id
+            elif req.channel_id:
+                uid2 = f"{req.channel_id};2"
+            else:
+                uid2 = self._new_uniqueid()
+            one = self._channel(base + ";1", uid, uid, ctx, target.number)
+            two = self._channel(base + ";2", uid2, uid, ctx, target.number)
+            two.state = 4
+            one.peer, two.peer = two, one
+            self.emit("Newchannel", one.block())
+            self.emit("Newchannel", two.block())
+            chans = [one, two]
+            dial_string = target.resource
+        else:
+            endpoint = target.trunk or target.resource.split("/", 1)[0]
+            one = two = self._channel(
+                f"{target.tech}/{endpoint}-{self._seq:08x}", uid, uid, "default", "s"
+            )
+            self.emit("Newchannel", one.block())
+            chans = [one]
+            dial_string = target.resource
+        for ch in chans:
+            ch.caller_num, ch.caller_name, ch.account = num, name, req.account
+            ch.variables.update(req.variables)
+        dial.outbound, dial.callee = one, two
+        self.emit("DialBegin", one.block("Dest") + [("DialString", dial_string)])
+        behaviour = dial.behaviour
+        if behaviour.rings:
+            two.application = "Ringing"
+            self._state(one, 5)
+        if behaviour.kind != "ring":
+            self._later(one, "callee", behaviour.delay, lambda: self._outcome(dial))
+        self._later(one, "originate-timeout", req.timeout_ms / 1000.0, lambda: self._noanswer(dial))
+
+    def _outcome(self, dial: _Dial) -> None:
+        kind = dial.behaviour.kind
+        if kind == "answer":
+            self._answer(dial)
+        elif kind == "busy":
+            self._fail(dial, "BUSY", 7, 17, 5)
+        elif kind == "congestion":
+            self._fail(dial, "CONGESTION", 7, 34, 8)
+        elif kind == "reject":
+            self._reject(dial)
+
+    def _dial_end(self, dial: _Dial, status: str) -> None:
+        assert dial.outbound is not None
+        self.emit("DialEnd", dial.outbound.block("Dest") + [("DialStatus", status)])
+
+    def _answer(self, dial: _Dial) -> None:
+        one, two = dial.outbound, dial.callee
+        assert one is not None and two is not None
+        self._cancel(one, "originate-timeout")
+        if two is not one:
+            two.priority += 1
+            self._state(two, 6)
+            two.application, two.app_data = "Wait", "86400"
+        self._state(one, 6)
+        self._dial_end(dial, "ANSWER")
+        self._respond(dial, True, 4)
+        hangup_after = dial.behaviour.hangup_after
+        if hangup_after is not None:
+            self._later(two, "callee-hangup", hangup_after, lambda: self.hangup(two, 16))
+        req = dial.request
+        if req.application:
+            self._run_app(one, req.application, req.data)
+        else:
+            self._goto(one, req.context, req.exten)
+
+    def _fail(self, dial: _Dial, status: str, state: int, cause: int, reason: int) -> None:
+        one, two = dial.outbound, dial.callee
+        assert one is not None and two is not None
+        self._cancel(one, "originate-timeout")
+        if two is one:
+            self._dial_end(dial, status)
+            self.hangup(one, cause)
+            self._respond(dial, False, _reason_for_cause(cause))
+            return
+        # Local quirk (ASTERISK.md §2.4): the ;1 half ends with cause 0 on busy/congestion.
+        self._state(two, state)
+        self._dial_end(dial, status)
+        self.emit("HangupRequest", two.block() + [("Cause", "0")])
+        self._hangup_one(one, 0)
+        self._respond(dial, False, reason)
+        self._hangup_one(two, cause)
+
+    def _reject(self, dial: _Dial) -> None:
+        one, two = dial.outbound, dial.callee
+        assert one is not None and two is not None
+        self._cancel(one, "originate-timeout")
+        cause = dial.behaviour.cause
+        if two is one:
+            # A real trunk channel carries the cause into the dial result.
+            self._dial_end(dial, "CONGESTION" if _reason_for_cause(cause) == 8 else "NOANSWER")
+            self.hangup(one, cause)
+            self._respond(dial, False, _reason_for_cause(cause))
+            return
+        # The far end hangs up without indication: DialStatus NOANSWER, Reason 0.
+        self._dial_end(dial, "NOANSWER")
+        self._hangup_one(two, cause)
+        self._hangup_one(one, cause)
+        self._respond(dial, False, 0)
+
+    def _noanswer(self, dial: _Dial) -> None:
+        one, two = dial.outbound, dial.callee
+        if dial.done or one is None or two is None or not one.alive:
+            return
+        if two is not one:
+            self.emit("HangupRequest", two.block() + [("Cause", "19")])
+            self._hangup_one(one, 19)
+            self._hangup_one(two, 19)
+        else:
+            self._hangup_one(one, 19)
+        self._respond(dial, False, 3)
+
+    # -- dialplan ---------------------------------------------------------------
+
+    def _goto(self, ch: Channel, context: str, exten: str) -> None:
+        """Run the test-instance dialplan at ``context,exten,1`` on an answered channel."""
+        self._cancel(ch, "dialplan")
+        ch.context, ch.exten = context, exten
+        room = _ROOM_FILTER.sub("", ch.variables.get("CB_ROOM", ""))
+        if context == "cb-conf":
+            ch.variables["ROOM"] = room
+            if exten == "wait-a":
+                ch.priority, ch.application, ch.app_data = 3, "Wait", "180"
+                self._later(ch, "dialplan", WAIT_A_SECONDS, lambda: self.hangup(ch, 16))
+                return
+            if exten in ("leg-a", "leg-b") and room:
+                a = exten == "leg-a"
+                ch.priority = 4 if a else 3
+                profile = "cb_bridge,cb_user_a,cb_menu_a" if a else "cb_bridge,cb_user_b"
+                self._join(ch, room, f"{room},{profile}", marked=a, end_marked=not a, menu=a)
+                return
+            ch.exten, ch.priority = "bad", 1
+            self.hangup(ch, 21)
+            return
+        if context == "cb-dtmf" and exten == "endb":
+            cb_room = ch.variables.get("ROOM", room)
+            self._user_event(ch, "CbDtmf", [("CbRoom", cb_room), ("CbCmd", "endb")])
+            self.hangup(ch, 16)
+            return
+        # Anything else: no such extension, autofallthrough hangs up.
+        self.hangup(ch, 16)
+
+    def _run_app(self, ch: Channel, app: str, data: str) -> None:
+        ch.application, ch.app_data = app, data
+        low = app.lower()
+        if low == "confbridge":
+            room = data.split(",", 1)[0]
+            if room:
+                self._join(ch, room, data, marked=False, end_marked=False, menu=False)
+                return
+            self.hangup(ch, 16)
+        elif low == "wait":
+            try:
+                seconds = float(data or "0")
+            except ValueError:
+                seconds = 0.0
+            self._later(ch, "dialplan", seconds, lambda: self.hangup(ch, 0))
+        elif low == "hangup":
+            self.hangup(ch, int(data) if data.isdigit() else 16)
+        # Any other application keeps the channel up until it is hung up.
+
+    def _user_event(self, ch: Channel, name: str, extra: Pairs) -> None:
+        self.emit("UserEvent", ch.block() + [("UserEvent", name), *extra], category="user")
+
+    def dtmf_received(self, ch: Channel, digit: str) -> None:
+        """A digit from the far end: ``#11`` in a room with cb_menu_a runs cb-dtmf,endb."""
+        member = ch.room.member(ch) if ch.room else None
+        if member is None or not member.menu:
+            return
+        ch.dtmf = (ch.dtmf + digit)[-3:]
+        if ch.dtmf == "#11":
+            ch.dtmf = ""
+            saved = ch.context, ch.exten, ch.priority
+            ch.context, ch.exten, ch.priority = "cb-dtmf", "endb", 1
+            cb_room = ch.variables.get("ROOM", "")
+            self._user_event(ch, "CbDtmf", [("CbRoom", cb_room), ("CbCmd", "endb")])
+            ch.context, ch.exten, ch.priority = saved
+
+    # -- ConfBridge -------------------------------------------------------------
+
+    def _join(
+        self, ch: Channel, name: str, data: str, *, marked: bool, end_marked: bool, menu: bool
+    ) -> None:
+        ch.application, ch.app_data = "ConfBridge", data
+        room = self._rooms.get(name)
+        if room is None:
+            room = Room(name, str(uuid.uuid4()))
+            self._rooms[name] = room
+            self.emit("BridgeCreate", room.block(0))
+            self.emit("ConfbridgeStart", [("Conference", name), *room.block(1)])
+        room.members.append(Member(ch, marked, end_marked, menu, self.clock.seconds()))
+        ch.room = room
+        count = len(room.members) + 1
+        self.emit("BridgeEnter", room.block(count) + ch.block())
+        self.emit(
+            "ConfbridgeJoin",
+            [("Conference", name), *room.block(count), *ch.block(), ("Admin", "No")]
+            + [("Muted", "No")],
+        )
+
+    def _leave(self, ch: Channel, result: str) -> None:
+        """``ch`` leaves its room; end_marked users go when the last marked one leaves."""
+        room = ch.room
+        if room is None:
+            return
+        member = room.member(ch)
+        ch.room = None
+        if member is None:
+            return
+        before = len(room.members) + 1
+        self.emit(
+            "ConfbridgeLeave",
+            [("Conference", room.name), *room.block(before), *ch.block(), ("Admin", "No")],
+        )
+        room.members.remove(member)
+        self.emit("BridgeLeave", room.block(before - 1) + ch.block())
+        ch.variables["CONFBRIDGE_RESULT"] = result
+        if member.marked and not any(m.marked for m in room.members):
+            for other in [m for m in room.members if m.end_marked]:
+                self.kick(other.channel, "ENDMARKED")
+        if not room.members and self._rooms.get(room.name) is room:
+            del self._rooms[room.name]
+            self.emit("ConfbridgeEnd", [("Conference", room.name), *room.block(1)])
+            self.emit("BridgeDestroy", room.block(0))
+
+    def kick(self, ch: Channel, result: str = "KICKED") -> None:
+        """Take ``ch`` out of its room; the dialplan then hangs it up (priority 5)."""
+        self._leave(ch, result)
+        if ch.alive:
+            if ch.context == "cb-conf":
+                ch.priority += 2  # NoOp, then Hangup() after ConfBridge()
+            self.hangup(ch, 16)
+
+    # -- hangup and other actions ----------------------------------------------------
+
+    def _hangup_one(self, ch: Channel, cause: int) -> None:
+        if not ch.alive:
+            return
+        ch.alive = False
+        self._cancel_timers(ch)
+        self.emit(
+            "Hangup",
+            ch.block() + [("Cause", str(cause)), ("Cause-txt", CAUSE_TEXT.get(cause, "Unknown"))],
+        )
+        self._channels.pop(ch.uniqueid, None)
+
+    def hangup(self, ch: Channel, cause: int = 16) -> None:
+        """Hang ``ch`` up (and the other half of a Local channel) with ``cause``."""
+        if not ch.alive:
+            return
+        self._cancel_timers(ch)
+        if ch.room is not None:
+            self._leave(ch, "HANGUP")
+            if not ch.alive:
+                return
+        peer = ch.peer
+        self._hangup_one(ch, cause)
+        if peer is not None and peer.alive:
+            if peer.room is not None:
+                self._leave(peer, "HANGUP")
+            self._hangup_one(peer, cause)
+
+    def request_hangup(self, ch: Channel, cause: int = 16) -> None:
+        """An AMI Hangup: ``HangupRequest`` then the hangup."""
+        if ch.alive:
+            self.emit("HangupRequest", ch.block() + [("Cause", str(cause))])
+            self.hangup(ch, cause)
+
+    def redirect(self, ch: Channel, context: str, exten: str, priority: str = "1") -> None:
+        """Move ``ch`` to ``context,exten``: it leaves its room and runs the dialplan there."""
+        self._cancel(ch, "dialplan")
+        if ch.room is not None:
+            self._leave(ch, "")
+        self._goto(ch, context, exten)
+
+    def absolute_timeout(self, ch: Channel, seconds: int) -> None:
+        """Hang ``ch`` up with cause 16 after ``seconds`` (0 cancels)."""
+        if seconds <= 0:
+            self._cancel(ch, "absolute-timeout")
+            return
+        self._later(ch, "absolute-timeout", seconds, lambda: self.request_hangup(ch, 16))
+
+    def getvar(self, variable: str, ch: Channel | None) -> str:
+        """A variable or a supported function (``CONFBRIDGE_INFO``) of ``ch`` or the globals."""
+        m = re.match(r"^CONFBRIDGE_INFO\(\s*(\w+)\s*,\s*([^)]*)\)$", variable, re.I)
+        if m:
+            kind, room = m.group(1).lower(), self._rooms.get(m.group(2).strip())
+            if room is None:
+                return "0"
+            counts = {
+                "parties": len(room.members),
+                "marked": sum(1 for mm in room.members if mm.marked),
+                "admins": 0,
+                "locked": 0,
+                "muted": 0,
+            }
+            return str(counts.get(kind, 0))
+        if ch is None:
+            return self.globals.get(variable, "")
+        if variable.upper() == "CHANNEL":
+            return ch.name
+        if variable.upper() == "UNIQUEID":
+            return ch.uniqueid
+        return ch.variables.get(variable, "")
+
+    def setvar(self, variable: str, value: str, ch: Channel | None) -> None:
+        """Set a channel variable (or a global without a channel)."""
+        (self.globals if ch is None else ch.variables)[variable] = value

@@ -1,0 +1,97 @@
+"""SimulatorService: the simulated Asterisk as a Twisted service listening for AMI clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from callbackd.simulator.asterisk import SimulatedAsterisk
+from callbackd.simulator.protocol import AMIServerFactory
+from callbackd.simulator.rules import DEFAULT_BEHAVIOUR, Behaviour, Rule, RuleSet, parse_rules
+
+__all__ = ["SimulatorService"]
+
+
+class SimulatorService(Service):
+    """A simulated Asterisk 22 AMI server on a strports endpoint.
+
+    ``rules`` are rule texts (``"1555002=busy"``) or parsed :class:`Rule` objects, or
+    one string of whitespace-separated rules. Nothing listens until ``startService``;
+    ``port`` is the bound TCP port afterwards. ``switch`` is the inspection API
+    (``switch.channels()``, ``switch.rooms()``).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        listen: str,
+        username: str,
+        secret: str,
+        *,
+        clock: IReactorTime | None = None,
+        reactor: Any = None,
+        rules: str | Iterable[str | Rule] = (),
+        default_behaviour: Behaviour = DEFAULT_BEHAVIOUR,
+        time_scale: float = 1.0,
+        timestamps: bool = True,
+    ) -> None:
+        if isinstance(rules, str):
+            parsed = parse_rules(rules)
+        else:
+            parsed = [r if isinstance(r, Rule) else parse_rules([r])[0] for r in rules]
+        self.listen = listen
+        self.username = username
+        self.secret = secret
+        self.reactor = reactor
+        self.clock = clock
+        self.rule_set = RuleSet(parsed, default=default_behaviour)
+        self.time_scale = time_scale
+        self.timestamps = timestamps
+        self.switch: SimulatedAsterisk | None = None
+        self.factory: AMIServerFactory | None = None
+        self.port: int | None = None
+        self._listening: Any = None
+        self.ready: Deferred[int] = Deferred()
+
+    def startService(self) -> None:
+        reactor = self.reactor
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = self.reactor = global_reactor
+        clock = self.clock if self.clock is not None else reactor
+        self.switch = SimulatedAsterisk(
+            clock, self.rule_set, time_scale=self.time_scale, timestamps=self.timestamps
+        )
+        self.factory = AMIServerFactory(self.switch, self.username, self.secret)
+        super().startService()
+        d = serverFromString(reactor, self.listen).listen(self.factory)
+
+        def listening(port: Any) -> int:
+            self._listening = port
+            self.port = port.getHost().port
+            self.log.info("simulated Asterisk AMI listening on port {port}", port=self.port)
+            return self.port
+
+        d.addCallback(listening)
+        d.chainDeferred(self.ready)
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        waits: list[Deferred[Any]] = []
+        if self._listening is not None:
+            waits.append(maybeDeferred(self._listening.stopListening))
+            self._listening = None
+        if self.factory is not None:
+            for session in list(self.factory.sessions):
+                session.transport.loseConnection()
+        if self.switch is not None:
+            self.switch.shutdown()
+        return DeferredList(waits) if waits else succeed(None)
