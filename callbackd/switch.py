@@ -11,12 +11,15 @@ daemon happened to read an event.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from zope.interface import Interface
 
 __all__ = [
+    "CHANNEL_ID",
+    "ROOM",
     "ChannelInfo",
     "ISwitch",
     "LegAnswered",
@@ -29,6 +32,7 @@ __all__ = [
     "SwitchDisconnected",
     "SwitchError",
     "SwitchEvent",
+    "check_request",
 ]
 
 
@@ -52,6 +56,43 @@ class OriginateRequest:
     timeout: int  # seconds the leg may ring
     caller_id: str = ""
     variables: tuple[tuple[str, str], ...] = ()
+
+
+#: pre-assigned channel ids (AMI ``ChannelId``): no ``;``, ``,`` or spaces; room for a ``-2``
+CHANNEL_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+#: ConfBridge room names = session ids (the dialplan FILTER()s everything else away)
+ROOM = re.compile(r"^[A-Za-z0-9_]{1,40}$")
+ROLES = ("wait", "join")
+_DIAL_STRING = re.compile(r"^[A-Za-z][A-Za-z0-9_]*/[^\s,&\x00-\x1f\x7f]+$")
+_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\([A-Za-z0-9_]*\))?$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UNSAFE_VALUE = re.compile(r"[,\x00-\x1f\x7f]")
+
+
+def check_request(request: OriginateRequest) -> None:
+    """Raise SwitchError if ``request`` is not one every switch accepts.
+
+    Shared by every ISwitch implementation so that the real and the fake one
+    refuse the same requests. Variable values may not contain ``,``: Asterisk
+    splits ``Variable:`` values on it (ASTERISK.md §2.2).
+    """
+    if not CHANNEL_ID.match(request.channel_id):
+        raise SwitchError(f"invalid leg id {request.channel_id!r}")
+    if not ROOM.match(request.room):
+        raise SwitchError(f"invalid room name {request.room!r}")
+    if request.role not in ROLES:
+        raise SwitchError(f"invalid leg role {request.role!r} (wait or join)")
+    if not _DIAL_STRING.match(request.channel):
+        raise SwitchError(f"invalid dial string {request.channel!r}")
+    if not 0 < request.timeout <= 3600:
+        raise SwitchError(f"invalid ring timeout {request.timeout!r}")
+    if _CONTROL.search(request.caller_id):
+        raise SwitchError("invalid caller id")
+    for name, value in request.variables:
+        if not _VARIABLE_NAME.match(name) or name == "CB_ROOM":
+            raise SwitchError(f"invalid channel variable name {name!r}")
+        if _UNSAFE_VALUE.search(value):
+            raise SwitchError(f"channel variable {name} may not contain ',' or control characters")
 
 
 @dataclass(frozen=True)
