@@ -1,0 +1,488 @@
+"""An in-memory IStore for unit tests of the other modules.
+
+Every method returns an already-fired Deferred (unless the injected password
+hasher is asynchronous). It refuses exactly what the Redis store refuses: both
+check their arguments with :mod:`callbackd.store.records` and are run through
+one contract suite. Nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import Clock
+from zope.interface import implementer
+
+from callbackd.core.model import CDR, Account, CallerID, PhonebookEntry, Voucher
+from callbackd.store import records
+from callbackd.store.hashing import BcryptHasher, PasswordHasher
+from callbackd.store.interface import (
+    AccountExists,
+    InsufficientFunds,
+    InvalidArgument,
+    IStore,
+    NoSuchAccount,
+    NoSuchVoucher,
+    StoreUnavailable,
+    VoucherUsed,
+)
+
+__all__ = ["MemoryStore"]
+
+T = TypeVar("T")
+
+
+def _fired(f: Callable[..., T], *args: Any, **kwargs: Any) -> defer.Deferred[T]:
+    return defer.maybeDeferred(f, *args, **kwargs)
+
+
+@implementer(IStore)
+class MemoryStore:
+    """IStore in dicts. ``clock`` stamps created/used times; ``password_hasher`` hashes."""
+
+    def __init__(
+        self,
+        clock: IReactorTime | None = None,
+        password_hasher: PasswordHasher | None = None,
+        provider_window: float = 86400.0,
+    ) -> None:
+        self.clock = clock if clock is not None else Clock()
+        self.hasher = password_hasher or BcryptHasher(rounds=4, run_in_thread=False)
+        self.provider_window = provider_window
+        #: flip to False to make every call errback StoreUnavailable (for outage tests)
+        self.available = True
+        self._accounts: dict[str, Account] = {}
+        self._secrets: dict[str, dict[str, str]] = {}
+        self._balances: dict[str, int] = {}
+        self._applied: dict[tuple[str, str], float] = {}
+        self._caller_ids: dict[str, dict[str, CallerID]] = {}
+        self._cid_owner: dict[str, str] = {}
+        self._phonebooks: dict[str, dict[int, PhonebookEntry]] = {}
+        self._vouchers: dict[str, Voucher] = {}
+        self._cdrs: dict[str, CDR] = {}
+        self._sessions: dict[str, str] = {}
+        self._attempts: dict[str, list[tuple[float, int, str]]] = {}
+        self._seq = 0
+
+    @property
+    def connected(self) -> bool:
+        """Whether the store answers (always, unless ``available`` was cleared)."""
+        return self.available
+
+    def _up(self) -> None:
+        if not self.available:
+            raise StoreUnavailable("memory store switched off")
+
+    def _account(self, username: str) -> Account:
+        records.check_username(username)
+        self._up()
+        try:
+            return self._accounts[username]
+        except KeyError:
+            raise NoSuchAccount(f"no account {username!r}") from None
+
+    def ping(self) -> defer.Deferred[bool]:
+        """Fire with True."""
+        return _fired(lambda: self._up() or True)
+
+    # -- accounts ----------------------------------------------------------
+    def create_account(
+        self, account: Account, password: str, pin: str | None = None
+    ) -> defer.Deferred[Account]:
+        """Create the account with hashed password (and PIN); AccountExists if taken."""
+        return defer.ensureDeferred(self._create_account(account, password, pin))
+
+    async def _create_account(self, account: Account, password: str, pin: str | None) -> Account:
+        records.check_account(account)
+        records.check_password(password)
+        if pin is not None:
+            records.check_pin(pin)
+        self._up()
+        if account.username in self._accounts:
+            raise AccountExists(f"account {account.username!r} exists")
+        password_hash = await self.hasher.hash(password)
+        pin_hash = await self.hasher.hash(pin) if pin is not None else ""
+        if account.username in self._accounts:  # created while hashing
+            raise AccountExists(f"account {account.username!r} exists")
+        if not account.created_at:
+            account = dataclasses.replace(account, created_at=self.clock.seconds())
+        self._accounts[account.username] = account
+        self._secrets[account.username] = {"password": password_hash, "pin": pin_hash}
+        self._balances[account.username] = 0
+        return account
+
+    def get_account(self, username: str) -> defer.Deferred[Account | None]:
+        """Fire with the Account or None."""
+
+        def get() -> Account | None:
+            records.check_username(username)
+            self._up()
+            return self._accounts.get(username)
+
+        return _fired(get)
+
+    def update_account(self, username: str, /, **fields: Any) -> defer.Deferred[Account]:
+        """Change fields; fire with the new Account."""
+
+        def update() -> Account:
+            new = records.updated_account(self._account(username), fields)
+            self._accounts[username] = new
+            return new
+
+        return _fired(update)
+
+    def list_accounts(self) -> defer.Deferred[list[str]]:
+        """Fire with every username, sorted."""
+        return _fired(lambda: self._up() or sorted(self._accounts))
+
+    def set_password(self, username: str, password: str) -> defer.Deferred[None]:
+        """Replace the password hash."""
+        return defer.ensureDeferred(self._set_secret(username, "password", password))
+
+    def set_pin(self, username: str, pin: str) -> defer.Deferred[None]:
+        """Replace the PIN hash."""
+        return defer.ensureDeferred(self._set_secret(username, "pin", pin))
+
+    async def _set_secret(self, username: str, which: str, secret: str) -> None:
+        (records.check_password if which == "password" else records.check_pin)(secret)
+        self._account(username)
+        hashed = await self.hasher.hash(secret)
+        self._account(username)
+        self._secrets[username][which] = hashed
+
+    def check_password(self, username: str, password: str) -> defer.Deferred[bool]:
+        """Fire with whether the password is right (False for no account)."""
+        return defer.ensureDeferred(self._check_secret(username, "password", password))
+
+    def check_pin(self, username: str, pin: str) -> defer.Deferred[bool]:
+        """Fire with whether the PIN is right (False for no account or no PIN)."""
+        return defer.ensureDeferred(self._check_secret(username, "pin", pin))
+
+    async def _check_secret(self, username: str, which: str, secret: str) -> bool:
+        records.check_username(username)
+        self._up()
+        if not isinstance(secret, str):
+            raise InvalidArgument(f"{which} must be a string")
+        hashed = self._secrets.get(username, {}).get(which)
+        return bool(await self.hasher.check(secret, hashed or None))
+
+    # -- money -------------------------------------------------------------
+    def get_balance(self, username: str) -> defer.Deferred[int]:
+        """Fire with the balance."""
+        return _fired(lambda: self._account(username) and self._balances[username])
+
+    def _seen(self, username: str, key: str) -> bool:
+        at = self._applied.get((username, key))
+        return at is not None and self.clock.seconds() - at < records.IDEMPOTENCY_TTL
+
+    def credit(self, username: str, amount: int, key: str) -> defer.Deferred[int]:
+        """Add ``amount`` once per ``key``; fire with the balance."""
+
+        def credit() -> int:
+            records.check_amount(amount, positive=True)
+            records.check_key(key)
+            self._account(username)
+            if not self._seen(username, key):
+                self._balances[username] += amount
+                self._applied[(username, key)] = self.clock.seconds()
+            return self._balances[username]
+
+        return _fired(credit)
+
+    def debit(
+        self, username: str, amount: int, key: str, force: bool = False
+    ) -> defer.Deferred[int]:
+        """Take ``amount`` once per ``key`` unless below the floor; fire with the balance."""
+
+        def debit() -> int:
+            records.check_amount(amount, positive=False)
+            records.check_key(key)
+            account = self._account(username)
+            balance = self._balances[username]
+            if self._seen(username, key):
+                return balance
+            if balance - amount < -account.credit_limit and not force:
+                raise InsufficientFunds(
+                    f"balance {balance} does not cover {amount} for {username!r}"
+                )
+            self._balances[username] = balance - amount
+            self._applied[(username, key)] = self.clock.seconds()
+            return self._balances[username]
+
+        return _fired(debit)
+
+    # -- caller IDs ----------------------------------------------------------
+    def add_caller_id(
+        self, username: str, number: str, verified: bool = False
+    ) -> defer.Deferred[CallerID]:
+        """Register ``number`` for the account; InvalidArgument if another owns it."""
+
+        def add() -> CallerID:
+            records.check_number(number)
+            self._account(username)
+            owner = self._cid_owner.get(number)
+            if owner is not None and owner != username:
+                raise InvalidArgument(f"{number} belongs to another account")
+            mine = self._caller_ids.setdefault(username, {})
+            old = mine.get(number)
+            cid = (
+                dataclasses.replace(old, verified=old.verified or bool(verified))
+                if old
+                else CallerID(number, bool(verified), self.clock.seconds())
+            )
+            mine[number] = cid
+            self._cid_owner[number] = username
+            return cid
+
+        return _fired(add)
+
+    def verify_caller_id(self, username: str, number: str) -> defer.Deferred[None]:
+        """Mark the number verified; InvalidArgument if it is not the account's."""
+
+        def verify() -> None:
+            records.check_number(number)
+            self._account(username)
+            mine = self._caller_ids.get(username, {})
+            if number not in mine:
+                raise InvalidArgument(f"{number} is not registered to {username!r}")
+            mine[number] = dataclasses.replace(mine[number], verified=True)
+
+        return _fired(verify)
+
+    def remove_caller_id(self, username: str, number: str) -> defer.Deferred[None]:
+        """Forget the number (nothing happens if it was not registered)."""
+
+        def remove() -> None:
+            records.check_number(number)
+            self._account(username)
+            if self._caller_ids.get(username, {}).pop(number, None) is not None:
+                del self._cid_owner[number]
+
+        return _fired(remove)
+
+    def list_caller_ids(self, username: str) -> defer.Deferred[list[CallerID]]:
+        """Fire with the account's CallerIDs sorted by number."""
+
+        def list_() -> list[CallerID]:
+            self._account(username)
+            mine = self._caller_ids.get(username, {})
+            return [mine[n] for n in sorted(mine)]
+
+        return _fired(list_)
+
+    def account_for_caller_id(
+        self, number: str, verified_only: bool = True
+    ) -> defer.Deferred[str | None]:
+        """Fire with the owner of ``number`` or None."""
+
+        def find() -> str | None:
+            records.check_number(number)
+            self._up()
+            owner = self._cid_owner.get(number)
+            if owner is None:
+                return None
+            if verified_only and not self._caller_ids[owner][number].verified:
+                return None
+            return owner
+
+        return _fired(find)
+
+    # -- phonebook -------------------------------------------------------------
+    def set_phonebook_entry(self, username: str, entry: PhonebookEntry) -> defer.Deferred[None]:
+        """Store ``entry``, replacing the entries with its index or its name."""
+
+        def set_() -> None:
+            records.check_entry(entry)
+            self._account(username)
+            book = self._phonebooks.setdefault(username, {})
+            for index in [i for i, e in book.items() if e.name == entry.name]:
+                del book[index]
+            book[entry.index] = entry
+
+        return _fired(set_)
+
+    def delete_phonebook_entry(self, username: str, index: int) -> defer.Deferred[None]:
+        """Remove the entry with ``index`` (nothing happens if there is none)."""
+
+        def delete() -> None:
+            self._account(username)
+            self._phonebooks.get(username, {}).pop(index, None)
+
+        return _fired(delete)
+
+    def get_phonebook(self, username: str) -> defer.Deferred[list[PhonebookEntry]]:
+        """Fire with the entries sorted by index."""
+
+        def get() -> list[PhonebookEntry]:
+            self._account(username)
+            book = self._phonebooks.get(username, {})
+            return [book[i] for i in sorted(book)]
+
+        return _fired(get)
+
+    # -- vouchers --------------------------------------------------------------
+    def create_vouchers(self, batch: str, value: int, count: int) -> defer.Deferred[list[Voucher]]:
+        """Create ``count`` vouchers of ``value`` with fresh random 12-digit codes."""
+
+        def create() -> list[Voucher]:
+            records.check_batch(batch)
+            records.check_amount(value, positive=True)
+            records.check_count(count)
+            self._up()
+            made = []
+            while len(made) < count:
+                code = records.new_voucher_code()
+                if code in self._vouchers:
+                    continue
+                voucher = Voucher(code, batch, value, created_at=self.clock.seconds())
+                self._vouchers[code] = voucher
+                made.append(voucher)
+            return made
+
+        return _fired(create)
+
+    def redeem_voucher(self, code: str, username: str) -> defer.Deferred[int]:
+        """Mark the voucher used and credit its value; fire with the value."""
+
+        def redeem() -> int:
+            records.check_key(code, "voucher code")
+            self._account(username)
+            voucher = self._vouchers.get(code)
+            if voucher is None:
+                raise NoSuchVoucher(f"no voucher {code!r}")
+            if voucher.used_by:
+                raise VoucherUsed(f"voucher {code!r} was already used")
+            self._vouchers[code] = dataclasses.replace(
+                voucher, used_by=username, used_at=self.clock.seconds()
+            )
+            self._balances[username] += voucher.value
+            return voucher.value
+
+        return _fired(redeem)
+
+    def get_voucher(self, code: str) -> defer.Deferred[Voucher | None]:
+        """Fire with the Voucher or None."""
+
+        def get() -> Voucher | None:
+            records.check_key(code, "voucher code")
+            self._up()
+            return self._vouchers.get(code)
+
+        return _fired(get)
+
+    def list_vouchers(self, batch: str) -> defer.Deferred[list[Voucher]]:
+        """Fire with the batch's vouchers sorted by code."""
+
+        def list_() -> list[Voucher]:
+            records.check_batch(batch)
+            self._up()
+            return sorted((v for v in self._vouchers.values() if v.batch == batch), key=_code)
+
+        return _fired(list_)
+
+    # -- CDRs --------------------------------------------------------------------
+    def append_cdr(self, cdr: CDR) -> defer.Deferred[None]:
+        """Append ``cdr`` unless one with its id exists."""
+
+        def append() -> None:
+            records.check_cdr(cdr)
+            text = records.cdr_to_json(cdr)
+            self._up()
+            self._cdrs.setdefault(cdr.cdr_id, records.cdr_from_json(text))
+
+        return _fired(append)
+
+    def list_cdrs(
+        self, username: str | None = None, since: float = 0.0, until: float | None = None
+    ) -> defer.Deferred[list[CDR]]:
+        """Fire with the CDRs ended in [since, until], oldest first (ties by id)."""
+
+        def list_() -> list[CDR]:
+            if username is not None:
+                records.check_username(username)
+            self._up()
+            top = float("inf") if until is None else until
+            found = [
+                c
+                for c in self._cdrs.values()
+                if (username is None or c.username == username) and since <= c.ended_at <= top
+            ]
+            return [copy.deepcopy(c) for c in sorted(found, key=lambda c: (c.ended_at, c.cdr_id))]
+
+        return _fired(list_)
+
+    # -- sessions ------------------------------------------------------------------
+    def save_session(self, session_id: str, data: dict[str, Any]) -> defer.Deferred[None]:
+        """Store the session's JSON-able dict."""
+
+        def save() -> None:
+            records.check_key(session_id, "session id")
+            text = records.check_session(data)
+            self._up()
+            self._sessions[session_id] = text
+
+        return _fired(save)
+
+    def load_session(self, session_id: str) -> defer.Deferred[dict[str, Any] | None]:
+        """Fire with the stored dict (a fresh copy) or None."""
+
+        def load() -> dict[str, Any] | None:
+            records.check_key(session_id, "session id")
+            self._up()
+            text = self._sessions.get(session_id)
+            return None if text is None else json.loads(text)
+
+        return _fired(load)
+
+    def delete_session(self, session_id: str) -> defer.Deferred[None]:
+        """Forget the session."""
+
+        def delete() -> None:
+            records.check_key(session_id, "session id")
+            self._up()
+            self._sessions.pop(session_id, None)
+
+        return _fired(delete)
+
+    def list_sessions(self) -> defer.Deferred[list[str]]:
+        """Fire with every session id, sorted."""
+        return _fired(lambda: self._up() or sorted(self._sessions))
+
+    # -- provider statistics -----------------------------------------------------------
+    def record_provider_attempt(
+        self, provider: str, at: float, answered: bool, pdd: float, duration: float, cause: str
+    ) -> defer.Deferred[None]:
+        """Record one attempt; attempts older than the window before ``at`` are dropped."""
+
+        def record() -> None:
+            records.check_provider(provider)
+            text = json.dumps(records.attempt_record(at, answered, pdd, duration, cause))
+            self._up()
+            self._seq += 1
+            cutoff = at - self.provider_window
+            kept = [a for a in self._attempts.get(provider, []) if a[0] >= cutoff]
+            kept.append((at, self._seq, text))
+            self._attempts[provider] = kept
+
+        return _fired(record)
+
+    def provider_attempts(self, provider: str, since: float) -> defer.Deferred[list[dict]]:
+        """Fire with the attempts at or after ``since``, oldest first."""
+
+        def list_() -> list[dict]:
+            records.check_provider(provider)
+            self._up()
+            found = sorted(a for a in self._attempts.get(provider, []) if a[0] >= since)
+            return [json.loads(text) for _, _, text in found]
+
+        return _fired(list_)
+
+
+def _code(voucher: Voucher) -> str:
+    return voucher.code

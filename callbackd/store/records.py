@@ -1,0 +1,308 @@
+"""Validation and flat encodings shared by the store implementations.
+
+Both stores check their arguments here, so the memory fake and Redis refuse
+exactly the same things (the contract suite holds them to it), and Redis
+hashes are written and read with one encoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from callbackd.core.model import CDR, Account, AccountStatus, CallerID, PhonebookEntry, Voucher
+from callbackd.store.interface import InvalidArgument
+
+__all__ = [
+    "ACCOUNT_FIELDS",
+    "IDEMPOTENCY_TTL",
+    "MAX_AMOUNT",
+    "account_from_fields",
+    "account_to_fields",
+    "attempt_record",
+    "caller_id_from_json",
+    "caller_id_to_json",
+    "cdr_from_json",
+    "cdr_to_json",
+    "check_amount",
+    "check_account",
+    "check_batch",
+    "check_count",
+    "check_cdr",
+    "check_entry",
+    "check_key",
+    "check_number",
+    "check_password",
+    "check_pin",
+    "check_provider",
+    "check_session",
+    "check_username",
+    "entry_from_json",
+    "entry_to_json",
+    "new_voucher_code",
+    "updated_account",
+    "voucher_from_fields",
+    "voucher_to_fields",
+]
+
+#: amounts above this are refused: Redis Lua numbers are doubles, exact to 2**53
+MAX_AMOUNT = 10**15
+#: seconds an applied credit/debit key is remembered (a retry after that is charged again)
+IDEMPOTENCY_TTL = 30 * 24 * 3600
+
+_USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+_PIN = re.compile(r"[0-9]{4,12}")
+_BATCH = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_PROVIDER = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_LANGUAGE = re.compile(r"[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})?")
+_MAX_KEY = 200
+
+ACCOUNT_FIELDS = tuple(f.name for f in dataclasses.fields(Account))
+
+
+def check_username(username: object) -> str:
+    """The username if well formed, else InvalidArgument."""
+    if not isinstance(username, str) or not _USERNAME.fullmatch(username):
+        raise InvalidArgument(
+            f"bad username {username!r}: 1-64 letters, digits or ._@+- starting with a letter "
+            "or digit"
+        )
+    return username
+
+
+def check_amount(amount: object, *, positive: bool) -> int:
+    """An int amount of minor units (> 0 or >= 0), else InvalidArgument."""
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise InvalidArgument(f"amount must be an integer of minor units, got {amount!r}")
+    if amount < 0 or (positive and amount == 0):
+        raise InvalidArgument(f"amount must be {'> 0' if positive else '>= 0'}, got {amount}")
+    if amount > MAX_AMOUNT:
+        raise InvalidArgument(f"amount {amount} is too large")
+    return amount
+
+
+def check_key(key: object, what: str = "key") -> str:
+    """A non-empty identifier (idempotency key, session id, CDR id) of at most 200 chars."""
+    if not isinstance(key, str) or not key or len(key) > _MAX_KEY:
+        raise InvalidArgument(f"{what} must be a non-empty string of at most {_MAX_KEY} chars")
+    return key
+
+
+def check_number(number: object) -> str:
+    """An E.164 number with its leading +, else InvalidArgument."""
+    if not isinstance(number, str) or not _E164.fullmatch(number):
+        raise InvalidArgument(f"bad number {number!r}: E.164 expected, like +4930123456")
+    return number
+
+
+def check_password(password: object) -> str:
+    """A non-empty password of at most 1024 chars."""
+    if not isinstance(password, str) or not password or len(password) > 1024:
+        raise InvalidArgument("password must be a non-empty string of at most 1024 chars")
+    return password
+
+
+def check_pin(pin: object) -> str:
+    """A PIN of 4 to 12 digits."""
+    if not isinstance(pin, str) or not _PIN.fullmatch(pin):
+        raise InvalidArgument("PIN must be 4 to 12 digits")
+    return pin
+
+
+def check_batch(batch: object) -> str:
+    """A voucher batch name."""
+    if not isinstance(batch, str) or not _BATCH.fullmatch(batch):
+        raise InvalidArgument(f"bad batch name {batch!r}: 1-64 letters, digits or ._-")
+    return batch
+
+
+def check_provider(provider: object) -> str:
+    """A provider name as in ``[provider:NAME]``."""
+    if not isinstance(provider, str) or not _PROVIDER.fullmatch(provider):
+        raise InvalidArgument(f"bad provider name {provider!r}")
+    return provider
+
+
+def check_session(data: object) -> str:
+    """The JSON text of a session's dict, else InvalidArgument."""
+    if not isinstance(data, dict):
+        raise InvalidArgument("session data must be a dict")
+    try:
+        return json.dumps(data, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgument(f"session data is not JSON-able: {e}") from None
+
+
+def _check_int(name: str, value: object, minimum: int = 0) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidArgument(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_account(account: object) -> Account:
+    """An Account whose every field is well formed, else InvalidArgument."""
+    if not isinstance(account, Account):
+        raise InvalidArgument(f"expected an Account, got {type(account).__name__}")
+    check_username(account.username)
+    if not isinstance(account.language, str) or not _LANGUAGE.fullmatch(account.language):
+        raise InvalidArgument(f"bad language {account.language!r}")
+    if not isinstance(account.tariff, str) or not _BATCH.fullmatch(account.tariff):
+        raise InvalidArgument(f"bad tariff name {account.tariff!r}")
+    if not isinstance(account.status, AccountStatus):
+        raise InvalidArgument(f"bad status {account.status!r}")
+    _check_int("credit_limit", account.credit_limit)
+    if account.credit_limit > MAX_AMOUNT:
+        raise InvalidArgument("credit_limit is too large")
+    _check_int("max_sessions", account.max_sessions)
+    _check_int("daily_spend_cap", account.daily_spend_cap)
+    if account.default_number:
+        check_number(account.default_number)
+    if isinstance(account.created_at, bool) or not isinstance(account.created_at, int | float):
+        raise InvalidArgument("created_at must be a number")
+    return account
+
+
+def updated_account(account: Account, fields: Mapping[str, Any]) -> Account:
+    """``account`` with ``fields`` changed, checked; InvalidArgument for unknown fields."""
+    unknown = sorted(set(fields) - set(ACCOUNT_FIELDS))
+    if unknown:
+        raise InvalidArgument(f"unknown account field(s): {', '.join(unknown)}")
+    if "username" in fields:
+        raise InvalidArgument("the username of an account cannot change")
+    values = dict(fields)
+    if "status" in values and not isinstance(values["status"], AccountStatus):
+        try:
+            values["status"] = AccountStatus(values["status"])
+        except ValueError:
+            raise InvalidArgument(f"bad status {values['status']!r}") from None
+    return check_account(dataclasses.replace(account, **values))
+
+
+def account_to_fields(account: Account) -> dict[str, str]:
+    """A flat str -> str mapping of an Account (a Redis hash)."""
+    out = {}
+    for name in ACCOUNT_FIELDS:
+        value = getattr(account, name)
+        out[name] = value.value if isinstance(value, AccountStatus) else str(value)
+    return out
+
+
+def account_from_fields(fields: Mapping[str, str]) -> Account:
+    """The Account a flat mapping from :func:`account_to_fields` describes."""
+    return Account(
+        username=fields["username"],
+        language=fields["language"],
+        tariff=fields["tariff"],
+        status=AccountStatus(fields["status"]),
+        credit_limit=int(fields["credit_limit"]),
+        max_sessions=int(fields["max_sessions"]),
+        default_number=fields["default_number"],
+        daily_spend_cap=int(fields["daily_spend_cap"]),
+        created_at=float(fields["created_at"]),
+    )
+
+
+def caller_id_to_json(caller_id: CallerID) -> str:
+    """JSON text of a CallerID."""
+    return json.dumps(dataclasses.asdict(caller_id), sort_keys=True)
+
+
+def caller_id_from_json(text: str) -> CallerID:
+    """The CallerID of :func:`caller_id_to_json` text."""
+    return CallerID(**json.loads(text))
+
+
+def check_entry(entry: object) -> PhonebookEntry:
+    """A well formed PhonebookEntry."""
+    if not isinstance(entry, PhonebookEntry):
+        raise InvalidArgument(f"expected a PhonebookEntry, got {type(entry).__name__}")
+    _check_int("index", entry.index)
+    for name in ("name", "address"):
+        value = getattr(entry, name)
+        if not isinstance(value, str) or not value or len(value) > 200:
+            raise InvalidArgument(f"phonebook {name} must be a non-empty string")
+    return entry
+
+
+def entry_to_json(entry: PhonebookEntry) -> str:
+    """JSON text of a PhonebookEntry."""
+    return json.dumps(dataclasses.asdict(entry), sort_keys=True)
+
+
+def entry_from_json(text: str) -> PhonebookEntry:
+    """The PhonebookEntry of :func:`entry_to_json` text."""
+    return PhonebookEntry(**json.loads(text))
+
+
+def voucher_to_fields(voucher: Voucher) -> dict[str, str]:
+    """A flat str -> str mapping of a Voucher (a Redis hash)."""
+    return {f.name: str(getattr(voucher, f.name)) for f in dataclasses.fields(Voucher)}
+
+
+def voucher_from_fields(fields: Mapping[str, str]) -> Voucher:
+    """The Voucher a flat mapping from :func:`voucher_to_fields` describes."""
+    return Voucher(
+        code=fields["code"],
+        batch=fields["batch"],
+        value=int(fields["value"]),
+        created_at=float(fields["created_at"]),
+        used_by=fields.get("used_by", ""),
+        used_at=float(fields.get("used_at", "0") or 0),
+    )
+
+
+def check_cdr(cdr: object) -> CDR:
+    """A CDR with an id and numeric times."""
+    if not isinstance(cdr, CDR):
+        raise InvalidArgument(f"expected a CDR, got {type(cdr).__name__}")
+    check_key(cdr.cdr_id, "cdr_id")
+    for name in ("started_at", "answered_at", "ended_at"):
+        value = getattr(cdr, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise InvalidArgument(f"CDR {name} must be a number")
+    for name in ("billed_seconds", "rate", "cost"):
+        _check_int(f"CDR {name}", getattr(cdr, name), minimum=-MAX_AMOUNT)
+    return cdr
+
+
+def cdr_to_json(cdr: CDR) -> str:
+    """JSON text of a CDR."""
+    try:
+        return json.dumps(dataclasses.asdict(cdr), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgument(f"CDR is not JSON-able: {e}") from None
+
+
+def cdr_from_json(text: str) -> CDR:
+    """The CDR of :func:`cdr_to_json` text."""
+    return CDR(**json.loads(text))
+
+
+def attempt_record(
+    at: float, answered: bool, pdd: float, duration: float, cause: str
+) -> dict[str, Any]:
+    """The dict stored for one provider attempt, checked."""
+    for name, value in (("at", at), ("pdd", pdd), ("duration", duration)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise InvalidArgument(f"attempt {name} must be a number, got {value!r}")
+    if not isinstance(answered, bool):
+        raise InvalidArgument("attempt answered must be a bool")
+    if not isinstance(cause, str):
+        raise InvalidArgument("attempt cause must be a string")
+    return {"at": at, "answered": answered, "pdd": pdd, "duration": duration, "cause": cause}
+
+
+def new_voucher_code() -> str:
+    """A fresh random 12-digit voucher code."""
+    return f"{secrets.randbelow(10**12):012d}"
+
+
+def check_count(count: object) -> int:
+    """A voucher count between 1 and 100000."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100_000:
+        raise InvalidArgument(f"count must be an integer from 1 to 100000, got {count!r}")
+    return count

@@ -1,0 +1,906 @@
+"""The production IStore: Redis through txredisapi.
+
+Key schema (every key starts with ``cb:``; usernames cannot contain ``:``, so the
+keys of different accounts never collide)::
+
+    cb:accounts                       SET     every username
+    cb:acct:{user}                    HASH    Account fields (records.account_to_fields)
+    cb:acct:{user}:secrets            HASH    password, pin: bcrypt hashes ("" = none)
+    cb:acct:{user}:balance            STRING  balance, integer minor units
+    cb:acct:{user}:applied:{key}      STRING  a credit/debit key already applied (30 days TTL)
+    cb:acct:{user}:cids               HASH    E.164 number -> added_at
+    cb:acct:{user}:cids:verified      SET     the verified numbers
+    cb:cid:{number}                   STRING  the username owning a number
+    cb:acct:{user}:phonebook          HASH    index -> PhonebookEntry JSON
+    cb:acct:{user}:phonebook:names    HASH    index -> name (to replace an entry by name)
+    cb:voucher:{code}                 HASH    Voucher fields (used_by "" while unused)
+    cb:batch:{batch}                  SET     the batch's voucher codes
+    cb:cdr:{cdr_id}                   STRING  CDR JSON, written once (SET NX)
+    cb:cdrs                           ZSET    cdr_id scored by ended_at, every account
+    cb:acct:{user}:cdrs               ZSET    cdr_id scored by ended_at, one account
+    cb:session:{session_id}           STRING  JSON of a session in flight
+    cb:sessions                       SET     the ids of sessions in flight
+    cb:provider:{name}:attempts       ZSET    "{seq:020}|{json}" scored by the attempt's time
+    cb:provider:{name}:seq            STRING  counter making attempt members unique
+
+Everything that must be all-or-nothing or checked-then-written is one Lua script
+(EVALSHA, falling back to EVAL after NOSCRIPT, e.g. when Redis restarted):
+account creation, credit, debit, voucher redemption, CDR append, caller ID and
+phonebook changes. Redis runs a script without interleaving any other command,
+so a concurrent debit or redemption can never see a half-applied one.
+
+Connections: a small txredisapi pool whose slots reconnect by themselves
+(``ClientService`` with exponential back-off, capped at ``max_reconnect_delay``).
+Every command has ``timeout``: txredisapi's reply timeout aborts a silent
+connection, and a command issued while no connection is up errbacks
+:class:`StoreUnavailable` at once instead of queueing. txredisapi schedules on
+the global reactor; this module is the only place that knows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import txredisapi
+from twisted.application import service
+from twisted.internet import defer, error
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from callbackd.config import Config, Secret
+from callbackd.core.model import CDR, Account, CallerID, PhonebookEntry, Voucher
+from callbackd.store import records
+from callbackd.store.embedded import socket_path
+from callbackd.store.hashing import BcryptHasher, PasswordHasher
+from callbackd.store.interface import (
+    AccountExists,
+    InsufficientFunds,
+    InvalidArgument,
+    IStore,
+    NoSuchAccount,
+    NoSuchVoucher,
+    StoreError,
+    StoreUnavailable,
+    VoucherUsed,
+)
+
+__all__ = ["RedisStore", "StoreService", "connect_store", "make_store", "store_endpoint"]
+
+log = Logger(namespace="callbackd.store.redis")
+
+_UNAVAILABLE_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "NOAUTH", "TRYAGAIN", "READONLY")
+_MGET_CHUNK = 500
+
+
+class _Script:
+    """A Lua script and its SHA1, for EVALSHA."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+_CREATE_ACCOUNT = _Script("""
+-- KEYS: accounts, account, secrets, balance; ARGV: username, password, pin, field, value...
+if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+redis.call('HSET', KEYS[3], 'password', ARGV[2], 'pin', ARGV[3])
+redis.call('SET', KEYS[4], 0)
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1
+""")
+
+_HSET_IF_ACCOUNT = _Script("""
+-- KEYS: account, target hash; ARGV: field, value...
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], unpack(ARGV))
+return 1
+""")
+
+_CREDIT = _Script("""
+-- KEYS: account, balance, applied; ARGV: amount, ttl
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0} end
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return {3, tonumber(redis.call('GET', KEYS[2]) or '0')}
+end
+local balance = redis.call('INCRBY', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[3], 'credit:' .. ARGV[1], 'EX', ARGV[2])
+return {1, balance}
+""")
+
+_DEBIT = _Script("""
+-- KEYS: account, balance, applied; ARGV: amount, ttl, force (1/0)
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0} end
+local balance = tonumber(redis.call('GET', KEYS[2]) or '0')
+if redis.call('EXISTS', KEYS[3]) == 1 then return {3, balance} end
+local limit = tonumber(redis.call('HGET', KEYS[1], 'credit_limit') or '0')
+if ARGV[3] ~= '1' and balance - tonumber(ARGV[1]) < -limit then return {2, balance} end
+balance = redis.call('DECRBY', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[3], 'debit:' .. ARGV[1], 'EX', ARGV[2])
+return {1, balance}
+""")
+
+_ADD_CALLER_ID = _Script("""
+-- KEYS: account, cids, verified, owner; ARGV: username, number, verified (1/0), now
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local owner = redis.call('GET', KEYS[4])
+if owner and owner ~= ARGV[1] then return {2} end
+redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[4])
+if ARGV[3] == '1' then redis.call('SADD', KEYS[3], ARGV[2]) end
+redis.call('SET', KEYS[4], ARGV[1])
+return {1, redis.call('HGET', KEYS[2], ARGV[2]), redis.call('SISMEMBER', KEYS[3], ARGV[2])}
+""")
+
+_VERIFY_CALLER_ID = _Script("""
+-- KEYS: account, cids, verified; ARGV: number
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 2 end
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+""")
+
+_REMOVE_CALLER_ID = _Script("""
+-- KEYS: account, cids, verified, owner; ARGV: username, number
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HDEL', KEYS[2], ARGV[2]) == 1 then
+  redis.call('SREM', KEYS[3], ARGV[2])
+  if redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
+end
+return 1
+""")
+
+_SET_PHONEBOOK_ENTRY = _Script("""
+-- KEYS: account, book, names; ARGV: index, name, json
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local names = redis.call('HGETALL', KEYS[3])
+for i = 1, #names, 2 do
+  if names[i + 1] == ARGV[2] and names[i] ~= ARGV[1] then
+    redis.call('HDEL', KEYS[2], names[i])
+    redis.call('HDEL', KEYS[3], names[i])
+  end
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+return 1
+""")
+
+_DELETE_PHONEBOOK_ENTRY = _Script("""
+-- KEYS: account, book, names; ARGV: index
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return 1
+""")
+
+_CREATE_VOUCHER = _Script("""
+-- KEYS: voucher, batch; ARGV: code, field, value...
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+""")
+
+_REDEEM_VOUCHER = _Script("""
+-- KEYS: account, balance, voucher; ARGV: username, now
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0} end
+if redis.call('EXISTS', KEYS[3]) == 0 then return {2, 0} end
+local used_by = redis.call('HGET', KEYS[3], 'used_by')
+if used_by and used_by ~= '' then return {3, 0} end
+redis.call('HSET', KEYS[3], 'used_by', ARGV[1], 'used_at', ARGV[2])
+local value = redis.call('HGET', KEYS[3], 'value')
+redis.call('INCRBY', KEYS[2], value)
+return {1, tonumber(value)}
+""")
+
+_APPEND_CDR = _Script("""
+-- KEYS: cdr, all, account's; ARGV: json, ended_at, cdr_id
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+return 1
+""")
+
+_SAVE_SESSION = _Script("""
+-- KEYS: session, sessions; ARGV: json, id
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+return 1
+""")
+
+_DELETE_SESSION = _Script("""
+-- KEYS: session, sessions; ARGV: id
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
+""")
+
+_RECORD_ATTEMPT = _Script("""
+-- KEYS: attempts, seq; ARGV: at, cutoff, json, ttl
+local n = redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[1], ARGV[1], string.format('%020d', n) .. '|' .. ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+""")
+
+
+def _acct(username: str, *parts: str) -> str:
+    return ":".join(("cb:acct", username, *parts))
+
+
+def _score(value: float) -> str:
+    return repr(float(value))
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
+    return dict(zip(flat[::2], flat[1::2]))
+
+
+class _PoolFactory(txredisapi.RedisFactory):
+    """txredisapi's pool factory, telling the store when connections come and go."""
+
+    def __init__(self, store: RedisStore, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._store = store
+
+    def addConnection(self, conn: Any) -> None:
+        super().addConnection(conn)
+        if conn in self.pool:
+            self._store._connection_ready()
+
+    def delConnection(self, conn: Any) -> None:
+        super().delConnection(conn)
+        self._store._connection_gone()
+
+    def connectionError(self, why: str) -> None:
+        # txredisapi errbacks its "pool complete" Deferred, which nobody waits on
+        # here; keep the reason to report it instead.
+        self.deferred = None
+        self._store._last_error = why
+        log.error("redis: {why}", why=why)
+
+
+@implementer(IStore)
+class RedisStore:
+    """IStore on Redis. Constructing it does no I/O; :meth:`start` or :meth:`connect` does.
+
+    ``endpoint`` reaches the server (TCP or unix socket; ``address`` names it in
+    messages), ``password`` is sent with AUTH and never logged, ``timeout`` bounds
+    every command, ``clock`` stamps created/used times.
+    """
+
+    def __init__(
+        self,
+        endpoint: IStreamClientEndpoint,
+        *,
+        clock: IReactorTime,
+        password_hasher: PasswordHasher,
+        address: str = "redis",
+        db: int = 0,
+        password: Secret | None = None,
+        timeout: float = 5.0,
+        poolsize: int = 2,
+        provider_window: float = 3600.0,
+        max_reconnect_delay: float = 5.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.address = address
+        self.clock = clock
+        self.hasher = password_hasher
+        self.timeout = timeout
+        self.provider_window = provider_window
+        self._db = db
+        self._password = password
+        self._poolsize = poolsize
+        self._max_reconnect_delay = max_reconnect_delay
+        self._factory: _PoolFactory | None = None
+        self._waiting: list[defer.Deferred[RedisStore]] = []
+        self._last_error = ""
+        self._next = 0
+
+    # -- connection ------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """Whether at least one connection to Redis is up."""
+        return bool(self._live())
+
+    def start(self) -> None:
+        """Start connecting (and reconnecting); returns at once."""
+        if self._factory is not None:
+            return
+        password = self._password.reveal() if self._password else None
+        factory = _PoolFactory(
+            self,
+            uuid=self.address,
+            dbid=self._db,
+            poolsize=self._poolsize,
+            isLazy=True,
+            password=password or None,
+            replyTimeout=self.timeout,
+            convertNumbers=False,
+        )
+        factory.initialDelay = min(0.5, self._max_reconnect_delay)
+        factory.maxDelay = self._max_reconnect_delay
+        self._factory = factory
+        factory.startConnecting(self.endpoint)
+
+    def connect(self, timeout: float | None = None) -> defer.Deferred[RedisStore]:
+        """Start connecting; fire with self once a connection is up, or StoreUnavailable."""
+        self.start()
+        if self.connected:
+            return defer.succeed(self)
+        d: defer.Deferred[RedisStore] = defer.Deferred(lambda d: self._waiting.remove(d))
+        self._waiting.append(d)
+        limit = self.timeout if timeout is None else timeout
+
+        def timed_out(failure: Failure) -> Failure:
+            failure.trap(defer.TimeoutError, defer.CancelledError)
+            why = f": {self._last_error}" if self._last_error else ""
+            raise StoreUnavailable(
+                f"redis unavailable: cannot connect to {self.address} in {limit:g}s{why}"
+            )
+
+        d.addTimeout(limit, self.clock)
+        d.addErrback(timed_out)
+        return d
+
+    def disconnect(self) -> defer.Deferred[None]:
+        """Stop reconnecting and close every connection."""
+        factory, self._factory = self._factory, None
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(StoreUnavailable("redis unavailable: store disconnected"))
+        if factory is None:
+            return defer.succeed(None)
+        return factory.disconnect().addCallback(lambda _: None)
+
+    def _connection_ready(self) -> None:
+        log.info("redis connected to {address}", address=self.address)
+        self._last_error = ""
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(self)
+
+    def _connection_gone(self) -> None:
+        if self._factory is not None and not self.connected:
+            log.warn("redis connection to {address} lost", address=self.address)
+
+    def _live(self) -> list[Any]:
+        if self._factory is None:
+            return []
+        return [
+            c
+            for c in self._factory.pool
+            if c.connected and not c.inTransaction and not c.pipelining
+        ]
+
+    def _call(self, *args: Any) -> defer.Deferred[Any]:
+        """Run one Redis command on a live connection, with the timeout."""
+        live = self._live()
+        if not live:
+            why = f" ({self._last_error})" if self._last_error else ""
+            return defer.fail(
+                StoreUnavailable(f"redis unavailable: not connected to {self.address}{why}")
+            )
+        self._next = (self._next + 1) % len(live)
+        d = defer.maybeDeferred(live[self._next].execute_command, *args)
+        # txredisapi's own reply timeout normally fires first and aborts the
+        # connection; this one makes sure the caller is answered regardless.
+        d.addTimeout(self.timeout + 1.0, self.clock)
+        return d.addErrback(self._translate)
+
+    def _translate(self, failure: Failure) -> Failure:
+        e = failure.value
+        if isinstance(e, StoreError):
+            return failure
+        if isinstance(
+            e,
+            txredisapi.ConnectionError
+            | error.ConnectionLost
+            | error.ConnectionDone
+            | defer.TimeoutError
+            | defer.CancelledError,
+        ):
+            raise StoreUnavailable(f"redis unavailable: {e or type(e).__name__}")
+        if isinstance(e, txredisapi.InvalidData):
+            raise InvalidArgument(str(e))
+        if isinstance(e, txredisapi.ResponseError):
+            text = str(e)
+            if text.startswith(_UNAVAILABLE_REPLIES):
+                raise StoreUnavailable(f"redis unavailable: {text}")
+            raise StoreError(f"redis error: {text}")
+        return failure
+
+    async def _eval(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except StoreError as e:
+            if "NOSCRIPT" not in str(e):
+                raise
+        return await self._call("EVAL", script.source, len(keys), *keys, *args)
+
+    def ping(self) -> defer.Deferred[bool]:
+        """Fire with True when Redis answers PING; StoreUnavailable otherwise."""
+        return self._call("PING").addCallback(lambda reply: reply == "PONG")
+
+    # -- accounts ----------------------------------------------------------------
+    def create_account(
+        self, account: Account, password: str, pin: str | None = None
+    ) -> defer.Deferred[Account]:
+        """Create the account all-or-nothing; AccountExists if the username is taken."""
+        return defer.ensureDeferred(self._create_account(account, password, pin))
+
+    async def _create_account(self, account: Account, password: str, pin: str | None) -> Account:
+        records.check_account(account)
+        records.check_password(password)
+        if pin is not None:
+            records.check_pin(pin)
+        user = account.username
+        if await self._call("EXISTS", _acct(user)):
+            raise AccountExists(f"account {user!r} exists")
+        password_hash = await self.hasher.hash(password)
+        pin_hash = await self.hasher.hash(pin) if pin is not None else ""
+        if not account.created_at:
+            account = dataclasses.replace(account, created_at=self.clock.seconds())
+        fields = [x for pair in records.account_to_fields(account).items() for x in pair]
+        created = await self._eval(
+            _CREATE_ACCOUNT,
+            ["cb:accounts", _acct(user), _acct(user, "secrets"), _acct(user, "balance")],
+            [user, password_hash, pin_hash, *fields],
+        )
+        if not created:
+            raise AccountExists(f"account {user!r} exists")
+        return account
+
+    def get_account(self, username: str) -> defer.Deferred[Account | None]:
+        """Fire with the Account, or None."""
+        return defer.ensureDeferred(self._get_account(username))
+
+    async def _get_account(self, username: str) -> Account | None:
+        records.check_username(username)
+        flat = await self._call("HGETALL", _acct(username))
+        return records.account_from_fields(_pairs(flat)) if flat else None
+
+    async def _existing(self, username: str) -> Account:
+        account = await self._get_account(username)
+        if account is None:
+            raise NoSuchAccount(f"no account {username!r}")
+        return account
+
+    def update_account(self, username: str, /, **fields: Any) -> defer.Deferred[Account]:
+        """Change Account fields; fire with the new Account."""
+        return defer.ensureDeferred(self._update_account(username, fields))
+
+    async def _update_account(self, username: str, fields: dict[str, Any]) -> Account:
+        new = records.updated_account(await self._existing(username), fields)
+        encoded = records.account_to_fields(new)
+        changed = [x for name in fields for x in (name, encoded[name])]
+        if changed and not await self._eval(
+            _HSET_IF_ACCOUNT, [_acct(username), _acct(username)], changed
+        ):
+            raise NoSuchAccount(f"no account {username!r}")
+        return await self._existing(username)
+
+    def list_accounts(self) -> defer.Deferred[list[str]]:
+        """Fire with every username, sorted."""
+        return self._call("SMEMBERS", "cb:accounts").addCallback(sorted)
+
+    def set_password(self, username: str, password: str) -> defer.Deferred[None]:
+        """Replace the password hash."""
+        return defer.ensureDeferred(self._set_secret(username, "password", password))
+
+    def set_pin(self, username: str, pin: str) -> defer.Deferred[None]:
+        """Replace the PIN hash."""
+        return defer.ensureDeferred(self._set_secret(username, "pin", pin))
+
+    async def _set_secret(self, username: str, which: str, secret: str) -> None:
+        (records.check_password if which == "password" else records.check_pin)(secret)
+        records.check_username(username)
+        if not await self._call("EXISTS", _acct(username)):
+            raise NoSuchAccount(f"no account {username!r}")
+        hashed = await self.hasher.hash(secret)
+        keys = [_acct(username), _acct(username, "secrets")]
+        if not await self._eval(_HSET_IF_ACCOUNT, keys, [which, hashed]):
+            raise NoSuchAccount(f"no account {username!r}")
+
+    def check_password(self, username: str, password: str) -> defer.Deferred[bool]:
+        """Fire with whether the password is right (False for no account)."""
+        return defer.ensureDeferred(self._check_secret(username, "password", password))
+
+    def check_pin(self, username: str, pin: str) -> defer.Deferred[bool]:
+        """Fire with whether the PIN is right (False for no account or no PIN)."""
+        return defer.ensureDeferred(self._check_secret(username, "pin", pin))
+
+    async def _check_secret(self, username: str, which: str, secret: str) -> bool:
+        records.check_username(username)
+        if not isinstance(secret, str):
+            raise InvalidArgument(f"{which} must be a string")
+        hashed = await self._call("HGET", _acct(username, "secrets"), which)
+        return bool(await self.hasher.check(secret, hashed or None))
+
+    # -- money ---------------------------------------------------------------------
+    def get_balance(self, username: str) -> defer.Deferred[int]:
+        """Fire with the balance in minor units; NoSuchAccount."""
+        return defer.ensureDeferred(self._get_balance(username))
+
+    async def _get_balance(self, username: str) -> int:
+        records.check_username(username)
+        balance = await self._call("GET", _acct(username, "balance"))
+        if balance is None:
+            raise NoSuchAccount(f"no account {username!r}")
+        return int(balance)
+
+    def credit(self, username: str, amount: int, key: str) -> defer.Deferred[int]:
+        """Add ``amount`` once per ``key``; fire with the new balance."""
+        return defer.ensureDeferred(self._money(_CREDIT, username, amount, key, False))
+
+    def debit(
+        self, username: str, amount: int, key: str, force: bool = False
+    ) -> defer.Deferred[int]:
+        """Take ``amount`` once per ``key`` unless below the floor; fire with the balance."""
+        return defer.ensureDeferred(self._money(_DEBIT, username, amount, key, force))
+
+    async def _money(
+        self, script: _Script, username: str, amount: int, key: str, force: bool
+    ) -> int:
+        records.check_amount(amount, positive=script is _CREDIT)
+        records.check_key(key)
+        records.check_username(username)
+        keys = [_acct(username), _acct(username, "balance"), _acct(username, "applied", key)]
+        args = [amount, records.IDEMPOTENCY_TTL, "1" if force else "0"]
+        status, balance = await self._eval(script, keys, args)
+        if status == 0:
+            raise NoSuchAccount(f"no account {username!r}")
+        if status == 2:
+            raise InsufficientFunds(f"balance {balance} does not cover {amount} for {username!r}")
+        return int(balance)
+
+    # -- caller IDs -----------------------------------------------------------------
+    def _cid_keys(self, username: str, number: str) -> list[str]:
+        return [
+            _acct(username),
+            _acct(username, "cids"),
+            _acct(username, "cids", "verified"),
+            f"cb:cid:{number}",
+        ]
+
+    def add_caller_id(
+        self, username: str, number: str, verified: bool = False
+    ) -> defer.Deferred[CallerID]:
+        """Register ``number`` for the account; InvalidArgument if another account owns it."""
+        return defer.ensureDeferred(self._add_caller_id(username, number, verified))
+
+    async def _add_caller_id(self, username: str, number: str, verified: bool) -> CallerID:
+        records.check_number(number)
+        records.check_username(username)
+        args = [username, number, "1" if verified else "0", _score(self.clock.seconds())]
+        reply = await self._eval(_ADD_CALLER_ID, self._cid_keys(username, number), args)
+        if reply[0] == 0:
+            raise NoSuchAccount(f"no account {username!r}")
+        if reply[0] == 2:
+            raise InvalidArgument(f"{number} belongs to another account")
+        return CallerID(number, bool(reply[2]), float(reply[1]))
+
+    def verify_caller_id(self, username: str, number: str) -> defer.Deferred[None]:
+        """Mark the number verified; InvalidArgument if it is not the account's."""
+        return defer.ensureDeferred(self._verify_caller_id(username, number))
+
+    async def _verify_caller_id(self, username: str, number: str) -> None:
+        records.check_number(number)
+        records.check_username(username)
+        status = await self._eval(_VERIFY_CALLER_ID, self._cid_keys(username, number)[:3], [number])
+        if status == 0:
+            raise NoSuchAccount(f"no account {username!r}")
+        if status == 2:
+            raise InvalidArgument(f"{number} is not registered to {username!r}")
+
+    def remove_caller_id(self, username: str, number: str) -> defer.Deferred[None]:
+        """Forget the number (nothing happens if it was not registered)."""
+        return defer.ensureDeferred(self._remove_caller_id(username, number))
+
+    async def _remove_caller_id(self, username: str, number: str) -> None:
+        records.check_number(number)
+        records.check_username(username)
+        keys = self._cid_keys(username, number)
+        if not await self._eval(_REMOVE_CALLER_ID, keys, [username, number]):
+            raise NoSuchAccount(f"no account {username!r}")
+
+    def list_caller_ids(self, username: str) -> defer.Deferred[list[CallerID]]:
+        """Fire with the account's CallerIDs sorted by number."""
+        return defer.ensureDeferred(self._list_caller_ids(username))
+
+    async def _list_caller_ids(self, username: str) -> list[CallerID]:
+        records.check_username(username)
+        if not await self._call("EXISTS", _acct(username)):
+            raise NoSuchAccount(f"no account {username!r}")
+        added = _pairs(await self._call("HGETALL", _acct(username, "cids")))
+        verified = set(await self._call("SMEMBERS", _acct(username, "cids", "verified")))
+        return [CallerID(n, n in verified, float(added[n])) for n in sorted(added)]
+
+    def account_for_caller_id(
+        self, number: str, verified_only: bool = True
+    ) -> defer.Deferred[str | None]:
+        """Fire with the username owning ``number``, or None."""
+        return defer.ensureDeferred(self._account_for_caller_id(number, verified_only))
+
+    async def _account_for_caller_id(self, number: str, verified_only: bool) -> str | None:
+        records.check_number(number)
+        owner = await self._call("GET", f"cb:cid:{number}")
+        if owner is None:
+            return None
+        if verified_only and not await self._call(
+            "SISMEMBER", _acct(owner, "cids", "verified"), number
+        ):
+            return None
+        return str(owner)
+
+    # -- phonebook -----------------------------------------------------------------
+    def _book_keys(self, username: str) -> list[str]:
+        return [
+            _acct(username),
+            _acct(username, "phonebook"),
+            _acct(username, "phonebook", "names"),
+        ]
+
+    def set_phonebook_entry(self, username: str, entry: PhonebookEntry) -> defer.Deferred[None]:
+        """Store ``entry``, replacing the entries with its index or its name."""
+        return defer.ensureDeferred(self._set_entry(username, entry))
+
+    async def _set_entry(self, username: str, entry: PhonebookEntry) -> None:
+        records.check_entry(entry)
+        records.check_username(username)
+        args = [entry.index, entry.name, records.entry_to_json(entry)]
+        if not await self._eval(_SET_PHONEBOOK_ENTRY, self._book_keys(username), args):
+            raise NoSuchAccount(f"no account {username!r}")
+
+    def delete_phonebook_entry(self, username: str, index: int) -> defer.Deferred[None]:
+        """Remove the entry with ``index`` (nothing happens if there is none)."""
+        return defer.ensureDeferred(self._delete_entry(username, index))
+
+    async def _delete_entry(self, username: str, index: int) -> None:
+        records.check_username(username)
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise InvalidArgument(f"index must be an integer, got {index!r}")
+        if not await self._eval(_DELETE_PHONEBOOK_ENTRY, self._book_keys(username), [index]):
+            raise NoSuchAccount(f"no account {username!r}")
+
+    def get_phonebook(self, username: str) -> defer.Deferred[list[PhonebookEntry]]:
+        """Fire with the entries sorted by index."""
+        return defer.ensureDeferred(self._get_phonebook(username))
+
+    async def _get_phonebook(self, username: str) -> list[PhonebookEntry]:
+        records.check_username(username)
+        if not await self._call("EXISTS", _acct(username)):
+            raise NoSuchAccount(f"no account {username!r}")
+        texts = await self._call("HVALS", _acct(username, "phonebook"))
+        return sorted((records.entry_from_json(t) for t in texts), key=lambda e: e.index)
+
+    # -- vouchers ------------------------------------------------------------------------
+    def create_vouchers(self, batch: str, value: int, count: int) -> defer.Deferred[list[Voucher]]:
+        """Create ``count`` vouchers of ``value`` with fresh random 12-digit codes."""
+        return defer.ensureDeferred(self._create_vouchers(batch, value, count))
+
+    async def _create_vouchers(self, batch: str, value: int, count: int) -> list[Voucher]:
+        records.check_batch(batch)
+        records.check_amount(value, positive=True)
+        records.check_count(count)
+        made: list[Voucher] = []
+        while len(made) < count:
+            voucher = Voucher(records.new_voucher_code(), batch, value, self.clock.seconds())
+            fields = records.voucher_to_fields(voucher)
+            keys = [f"cb:voucher:{voucher.code}", f"cb:batch:{batch}"]
+            args = [voucher.code, *(x for pair in fields.items() for x in pair)]
+            if await self._eval(_CREATE_VOUCHER, keys, args):  # 0: the code exists, draw again
+                made.append(voucher)
+        return made
+
+    def redeem_voucher(self, code: str, username: str) -> defer.Deferred[int]:
+        """Mark the voucher used by ``username`` and credit its value, in one script."""
+        return defer.ensureDeferred(self._redeem_voucher(code, username))
+
+    async def _redeem_voucher(self, code: str, username: str) -> int:
+        records.check_key(code, "voucher code")
+        records.check_username(username)
+        keys = [_acct(username), _acct(username, "balance"), f"cb:voucher:{code}"]
+        args = [username, _score(self.clock.seconds())]
+        status, value = await self._eval(_REDEEM_VOUCHER, keys, args)
+        if status == 0:
+            raise NoSuchAccount(f"no account {username!r}")
+        if status == 2:
+            raise NoSuchVoucher(f"no voucher {code!r}")
+        if status == 3:
+            raise VoucherUsed(f"voucher {code!r} was already used")
+        return int(value)
+
+    def get_voucher(self, code: str) -> defer.Deferred[Voucher | None]:
+        """Fire with the Voucher, or None."""
+        return defer.ensureDeferred(self._get_voucher(code))
+
+    async def _get_voucher(self, code: str) -> Voucher | None:
+        records.check_key(code, "voucher code")
+        flat = await self._call("HGETALL", f"cb:voucher:{code}")
+        return records.voucher_from_fields(_pairs(flat)) if flat else None
+
+    def list_vouchers(self, batch: str) -> defer.Deferred[list[Voucher]]:
+        """Fire with the batch's vouchers sorted by code."""
+        return defer.ensureDeferred(self._list_vouchers(batch))
+
+    async def _list_vouchers(self, batch: str) -> list[Voucher]:
+        records.check_batch(batch)
+        found = []
+        for code in sorted(await self._call("SMEMBERS", f"cb:batch:{batch}")):
+            voucher = await self._get_voucher(code)
+            if voucher is not None:
+                found.append(voucher)
+        return found
+
+    # -- CDRs ------------------------------------------------------------------------------
+    def append_cdr(self, cdr: CDR) -> defer.Deferred[None]:
+        """Append ``cdr``; one with the same ``cdr_id`` already stored wins."""
+        return defer.ensureDeferred(self._append_cdr(cdr))
+
+    async def _append_cdr(self, cdr: CDR) -> None:
+        records.check_cdr(cdr)
+        text = records.cdr_to_json(cdr)
+        keys = [f"cb:cdr:{cdr.cdr_id}", "cb:cdrs", _acct(cdr.username, "cdrs")]
+        await self._eval(_APPEND_CDR, keys, [text, _score(cdr.ended_at), cdr.cdr_id])
+
+    def list_cdrs(
+        self, username: str | None = None, since: float = 0.0, until: float | None = None
+    ) -> defer.Deferred[list[CDR]]:
+        """Fire with the CDRs ended in [since, until], oldest first (ties by id)."""
+        return defer.ensureDeferred(self._list_cdrs(username, since, until))
+
+    async def _list_cdrs(
+        self, username: str | None, since: float, until: float | None
+    ) -> list[CDR]:
+        if username is not None:
+            records.check_username(username)
+        index = "cb:cdrs" if username is None else _acct(username, "cdrs")
+        top = "+inf" if until is None else _score(until)
+        ids = await self._call("ZRANGEBYSCORE", index, _score(since), top)
+        found: list[CDR] = []
+        for start in range(0, len(ids), _MGET_CHUNK):
+            chunk = ids[start : start + _MGET_CHUNK]
+            texts = await self._call("MGET", *(f"cb:cdr:{i}" for i in chunk))
+            found.extend(records.cdr_from_json(t) for t in texts if t is not None)
+        return found
+
+    # -- sessions ------------------------------------------------------------------------------
+    def save_session(self, session_id: str, data: dict[str, Any]) -> defer.Deferred[None]:
+        """Store the session's JSON-able dict."""
+        return defer.ensureDeferred(self._save_session(session_id, data))
+
+    async def _save_session(self, session_id: str, data: dict[str, Any]) -> None:
+        records.check_key(session_id, "session id")
+        text = records.check_session(data)
+        keys = [f"cb:session:{session_id}", "cb:sessions"]
+        await self._eval(_SAVE_SESSION, keys, [text, session_id])
+
+    def load_session(self, session_id: str) -> defer.Deferred[dict[str, Any] | None]:
+        """Fire with the stored dict, or None."""
+        return defer.ensureDeferred(self._load_session(session_id))
+
+    async def _load_session(self, session_id: str) -> dict[str, Any] | None:
+        records.check_key(session_id, "session id")
+        text = await self._call("GET", f"cb:session:{session_id}")
+        return None if text is None else json.loads(text)
+
+    def delete_session(self, session_id: str) -> defer.Deferred[None]:
+        """Forget the session."""
+        return defer.ensureDeferred(self._delete_session(session_id))
+
+    async def _delete_session(self, session_id: str) -> None:
+        records.check_key(session_id, "session id")
+        keys = [f"cb:session:{session_id}", "cb:sessions"]
+        await self._eval(_DELETE_SESSION, keys, [session_id])
+
+    def list_sessions(self) -> defer.Deferred[list[str]]:
+        """Fire with every session id in flight, sorted."""
+        return self._call("SMEMBERS", "cb:sessions").addCallback(sorted)
+
+    # -- provider statistics ----------------------------------------------------------------
+    def record_provider_attempt(
+        self, provider: str, at: float, answered: bool, pdd: float, duration: float, cause: str
+    ) -> defer.Deferred[None]:
+        """Record one attempt; attempts older than the window before ``at`` are dropped."""
+        return defer.ensureDeferred(
+            self._record_attempt(provider, at, answered, pdd, duration, cause)
+        )
+
+    async def _record_attempt(
+        self, provider: str, at: float, answered: bool, pdd: float, duration: float, cause: str
+    ) -> None:
+        records.check_provider(provider)
+        text = json.dumps(records.attempt_record(at, answered, pdd, duration, cause))
+        keys = [f"cb:provider:{provider}:attempts", f"cb:provider:{provider}:seq"]
+        ttl = int(self.provider_window * 2) + 3600
+        args = [_score(at), _score(at - self.provider_window), text, ttl]
+        await self._eval(_RECORD_ATTEMPT, keys, args)
+
+    def provider_attempts(self, provider: str, since: float) -> defer.Deferred[list[dict]]:
+        """Fire with the attempts at or after ``since``, oldest first."""
+        return defer.ensureDeferred(self._provider_attempts(provider, since))
+
+    async def _provider_attempts(self, provider: str, since: float) -> list[dict]:
+        records.check_provider(provider)
+        members = await self._call(
+            "ZRANGEBYSCORE", f"cb:provider:{provider}:attempts", _score(since), "+inf"
+        )
+        return [json.loads(m.partition("|")[2]) for m in members]
+
+
+def store_endpoint(config: Config, reactor: Any) -> tuple[IStreamClientEndpoint, str]:
+    """The endpoint of the configured Redis and a description of it (for messages)."""
+    timeout = max(1, int(config.redis.timeout))
+    if config.redis.mode == "embedded":
+        path = str(socket_path(config.state_dir))
+        return UNIXClientEndpoint(reactor, path, timeout=timeout), f"unix:{path}"
+    if config.redis.unix_socket:
+        path = str(config.resolve(config.redis.unix_socket))
+        return UNIXClientEndpoint(reactor, path, timeout=timeout), f"unix:{path}"
+    host, port = config.redis.host, config.redis.port
+    return HostnameEndpoint(reactor, host, port, timeout=timeout), f"{host}:{port}"
+
+
+def make_store(
+    config: Config, reactor: Any, password_hasher: PasswordHasher | None = None
+) -> RedisStore:
+    """A RedisStore for the configured Redis (not connected yet)."""
+    endpoint, address = store_endpoint(config, reactor)
+    return RedisStore(
+        endpoint,
+        clock=reactor,
+        password_hasher=password_hasher or BcryptHasher(reactor),
+        address=address,
+        db=config.redis.db,
+        # the embedded server has no password (see callbackd.store.embedded)
+        password=None if config.redis.mode == "embedded" else config.redis.password,
+        timeout=config.redis.timeout,
+        provider_window=float(config.routing.window),
+    )
+
+
+def connect_store(
+    config: Config, reactor: Any, password_hasher: PasswordHasher | None = None
+) -> defer.Deferred[RedisStore]:
+    """Connect to the configured Redis; fire with the store or errback StoreUnavailable."""
+    return make_store(config, reactor, password_hasher).connect()
+
+
+class StoreService(service.Service):
+    """Keeps the daemon's RedisStore connected while the service runs.
+
+    Starting does not wait for Redis: the daemon comes up (unhealthy) while
+    Redis is down and the store reconnects by itself when it appears.
+    """
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        self.store = make_store(config, reactor)
+
+    def startService(self) -> None:
+        super().startService()
+        self.store.start()
+
+    def stopService(self) -> defer.Deferred[None]:  # type: ignore[override]
+        super().stopService()
+        return self.store.disconnect()
+
+    def health(self) -> defer.Deferred[dict[str, Any]]:
+        """Fire with ``{"ok": True}`` if Redis answers, else ``{"ok": False, "error": why}``."""
+
+        def failed(failure: Failure) -> dict[str, Any]:
+            return {"ok": False, "error": failure.getErrorMessage()}
+
+        d = self.store.ping().addCallback(lambda ok: {"ok": bool(ok)})
+        return d.addErrback(failed)
