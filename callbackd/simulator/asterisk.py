@@ -440,9 +440,11 @@ class SimulatedAsterisk:
         body.append(("Uniqueid", uid))
         num, name = parse_caller_id(req.caller_id)
         body += [("CallerIDNum", num), ("CallerIDName", name)]
-        self.emit("OriginateResponse", body)
         if dial.on_result is not None:
+            # A synchronous Originate gets only its Response, no OriginateResponse event.
             dial.on_result(success)
+        else:
+            self.emit("OriginateResponse", body)
 
     def _channel(self, name: str, uid: str, linkedid: str, context: str, exten: str) -> Channel:
         ch = Channel(name, uid, linkedid, self.clock.seconds(), context, exten)
@@ -715,7 +717,7 @@ class SimulatedAsterisk:
         )
         self._channels.pop(ch.uniqueid, None)
 
-    def hangup(self, ch: Channel, cause: int = 16) -> None:
+    def hangup(self, ch: Channel, cause: int = 16, peer_cause: int | None = None) -> None:
         """Hang ``ch`` up (and the other half of a Local channel) with ``cause``."""
         if not ch.alive:
             return
@@ -729,13 +731,19 @@ class SimulatedAsterisk:
         if peer is not None and peer.alive:
             if peer.room is not None:
                 self._leave(peer, "HANGUP")
-            self._hangup_one(peer, cause)
+            self._hangup_one(peer, cause if peer_cause is None else peer_cause)
 
-    def request_hangup(self, ch: Channel, cause: int = 16) -> None:
-        """An AMI Hangup: ``HangupRequest`` then the hangup."""
-        if ch.alive:
-            self.emit("HangupRequest", ch.block() + [("Cause", str(cause))])
-            self.hangup(ch, cause)
+    def request_hangup(self, ch: Channel, cause: int | None = None) -> None:
+        """An AMI Hangup (``HangupRequest``, then the hangup).
+
+        Without a cause the channel ends with 16, except a Local ``;2`` half, which
+        ends with 0 while its ``;1`` gets 16 (ami-two_legs_conf.log, regex hangup).
+        """
+        if not ch.alive:
+            return
+        own = cause if cause is not None else (0 if ch.is_local_two else 16)
+        self.emit("HangupRequest", ch.block() + [("Cause", str(own))])
+        self.hangup(ch, own, peer_cause=16 if cause is None else cause)
 
     def redirect(self, ch: Channel, context: str, exten: str, priority: str = "1") -> None:
         """Move ``ch`` to ``context,exten``: it leaves its room and runs the dialplan there."""
@@ -749,7 +757,7 @@ class SimulatedAsterisk:
         if seconds <= 0:
             self._cancel(ch, "absolute-timeout")
             return
-        self._later(ch, "absolute-timeout", seconds, lambda: self.request_hangup(ch, 16))
+        self._later(ch, "absolute-timeout", seconds, lambda: self.hangup(ch, 16))
 
     def getvar(self, variable: str, ch: Channel | None) -> str:
         """A variable or a supported function (``CONFBRIDGE_INFO``) of ``ch`` or the globals."""

@@ -351,14 +351,15 @@ class AMIServerProtocol(Protocol):
             self._error(msg, "No channel specified")
             return
         cause_text = (msg.get("Cause") or "").strip()
-        cause = int(cause_text) if cause_text.isdigit() and int(cause_text) < 128 else 16
+        cause = int(cause_text) if cause_text.isdigit() and int(cause_text) < 128 else None
         if len(name) > 2 and name.startswith("/") and name.endswith("/"):
             try:
                 regex = re.compile(name[1:-1])
             except re.error:
                 self._error(msg, "Invalid regex")
                 return
-            matched = [ch for ch in self.switch.channels() if regex.search(ch.name)]
+            # Newest first, as Asterisk walks its channel container.
+            matched = [ch for ch in reversed(self.switch.channels()) if regex.search(ch.name)]
             items = [[("Event", "ChannelHungup"), ("Channel", ch.name)] for ch in matched]
             started = ("Message", "Channels hung up will follow")
             self._success(msg, None, ("EventList", "start"), started)
