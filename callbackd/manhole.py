@@ -138,7 +138,6 @@ class BcryptPasswordChecker:
     """
 
     credentialInterfaces = (IUsernamePassword,)
-    _dummy_hash: bytes | None = None
 
     def __init__(self, path: Path, reactor: Any) -> None:
         self.path = path
@@ -164,24 +163,25 @@ class BcryptPasswordChecker:
         if isinstance(password, str):
             password = password.encode("utf-8")
         ok = await threads.deferToThreadPool(
-            self._reactor,
-            self._reactor.getThreadPool(),
-            _check_password,
-            password,
-            hashed if hashed is not None else self._dummy(),
+            self._reactor, self._reactor.getThreadPool(), _check_password, password, hashed
         )
-        if ok and hashed is not None:
+        if ok:
             return name.encode("utf-8")
+        log.warn("manhole password login refused for {user}", user=name)
         raise UnauthorizedLogin("bad user name or password")
 
-    @classmethod
-    def _dummy(cls) -> bytes:
-        if cls._dummy_hash is None:
-            cls._dummy_hash = bcrypt.hashpw(b"no such user", bcrypt.gensalt(12))
-        return cls._dummy_hash
+
+_dummy_hash: list[bytes] = []
 
 
-def _check_password(password: bytes, hashed: bytes) -> bool:
+def _check_password(password: bytes, hashed: bytes | None) -> bool:
+    """bcrypt's verdict (run in a thread); an unknown user costs the same and fails."""
+    if hashed is None:
+        # Spend the same time as for a real user, so timing does not reveal user names.
+        if not _dummy_hash:
+            _dummy_hash.append(bcrypt.hashpw(b"no such user", bcrypt.gensalt(12)))
+        _check_password(password, _dummy_hash[0])
+        return False
     try:
         return bcrypt.checkpw(password, hashed)
     except ValueError:

@@ -345,6 +345,29 @@ def test_password_checker_refuses(tmp_path, user, password):
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_refused_password_is_logged_without_the_password(tmp_path):
+    """A refusal is logged with the user name, and neither password nor hash appears."""
+    from twisted.internet import reactor
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    path = tmp_path / "passwords"
+    hashed = hash_password("s3cret", rounds=FAST_ROUNDS)
+    path.write_text(f"bob:{hashed}\n")
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        with pytest.raises(UnauthorizedLogin):
+            yield BcryptPasswordChecker(path, reactor).requestAvatarId(
+                UsernamePassword(b"bob", b"guess-XYZZY")
+            )
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    text = "\n".join(formatEvent(e) + repr(e) for e in events)
+    assert "refused for bob" in text
+    assert "XYZZY" not in text and hashed not in text
+
+
+@pytest_twisted.inlineCallbacks
 def test_password_checker_reads_the_file_on_each_attempt(tmp_path):
     """A password changed in the file works at the next login, without a restart."""
     from twisted.internet import reactor
