@@ -143,7 +143,7 @@ class BcryptPasswordChecker:
         self.path = path
         self._reactor = reactor
 
-    def requestAvatarId(self, credentials: IUsernamePassword) -> defer.Deferred[bytes]:
+    def requestAvatarId(self, credentials: IUsernamePassword) -> defer.Deferred[Any]:
         """The user name as bytes if the password matches, else UnauthorizedLogin."""
         return defer.ensureDeferred(self._check(credentials))
 
@@ -262,6 +262,7 @@ class _ManholeSession(manhole_ssh.TerminalSession):
             self._exit()
 
 
+@implementer(portal.IRealm)
 class _ManholeRealm(manhole_ssh.TerminalRealm):
     """Opens a ColoredManhole on a namespace made fresh for each login."""
 
@@ -270,7 +271,7 @@ class _ManholeRealm(manhole_ssh.TerminalRealm):
     def __init__(self, namespace_factory: NamespaceFactory) -> None:
         super().__init__()
         self._namespace_factory = namespace_factory
-        self.chainedProtocolFactory = self._terminal
+        self.chainedProtocolFactory = self._terminal  # type: ignore[assignment]
 
     def _terminal(self) -> insults.ServerProtocol:
         try:
@@ -281,8 +282,9 @@ class _ManholeRealm(manhole_ssh.TerminalRealm):
             namespace = {"namespace_error": f"{type(e).__name__}: {e}"}
         return insults.ServerProtocol(manhole.ColoredManhole, namespace)
 
-    def requestAvatar(self, avatarId: bytes, mind: object, *interfaces: Any) -> Any:
-        log.info("manhole login by {user}", user=avatarId.decode("utf-8", "replace"))
+    def requestAvatar(self, avatarId: Any, mind: object, *interfaces: Any) -> Any:
+        user = avatarId.decode("utf-8", "replace") if isinstance(avatarId, bytes) else avatarId
+        log.info("manhole login by {user}", user=user)
         return super().requestAvatar(avatarId, mind, *interfaces)
 
 
@@ -317,8 +319,9 @@ class ManholeService(service.MultiService):
         if missing:
             raise ConfigError(missing)
         key = load_or_create_host_key(self._host_key, self._state_dir)
-        self.factory.publicKeys = {key.sshType(): key.public()}
-        self.factory.privateKeys = {key.sshType(): key}
+        # conch annotates these as bytes but uses Key objects (as manhole_tap does)
+        self.factory.publicKeys = {key.sshType(): key.public()}  # type: ignore[dict-item]
+        self.factory.privateKeys = {key.sshType(): key}  # type: ignore[dict-item]
         super().startService()
 
 

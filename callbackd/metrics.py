@@ -8,6 +8,8 @@ for example ``metrics.legs_originated.labels(provider="MKS", outcome="answered")
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["ORIGINATE_BUCKETS", "Metrics"]
@@ -35,7 +37,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None, namespace: str = "callbackd"):
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        common = {"namespace": namespace, "registry": self.registry}
+        common: dict[str, Any] = {"namespace": namespace, "registry": self.registry}
         self.sessions_started = Counter("sessions_started", "Callback sessions started", **common)
         self.sessions_ended = Counter(
             "sessions_ended", "Callback sessions ended, by outcome", ["outcome"], **common

@@ -93,9 +93,11 @@ class HealthRegistry:
         """Run every check at once; fires with the report, never errbacks."""
         names = list(self._checks)
         runs = [self._run_one(name, self._checks[name]) for name in names]
-        d = defer.gatherResults(runs)
-        d.addCallback(lambda results: HealthReport(dict(zip(names, results))))
-        return d
+
+        def report(results: list[CheckResult]) -> HealthReport:
+            return HealthReport(dict(zip(names, results)))
+
+        return defer.gatherResults(runs).addCallback(report)
 
     def _run_one(self, name: str, check: HealthCheck) -> defer.Deferred[CheckResult]:
         d: defer.Deferred[Any] = defer.maybeDeferred(check)
@@ -122,7 +124,9 @@ def _to_result(value: object) -> CheckResult:
     raise TypeError(f"a health check returned {type(value).__name__}, not (bool, str)")
 
 
-def _describe(e: BaseException) -> str:
+def _describe(e: BaseException | None) -> str:
+    if e is None:
+        return "unknown error"
     text = str(e)
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
@@ -137,30 +141,29 @@ class HealthResource(resource.Resource):
         self._registry = registry
 
     def render_GET(self, request: server.Request) -> int:
-        finished = []
-        request.notifyFinish().addBoth(finished.append)
-        d = self._registry.run()
-        d.addCallback(self._answer, request, finished)
-        d.addErrback(self._broken, request, finished)
+        gone: list[object] = []  # non-empty once the request is finished or the client left
+        request.notifyFinish().addBoth(gone.append)
+
+        def answer(report: HealthReport) -> None:
+            if gone:
+                return
+            request.setResponseCode(200 if report.ok else 503)
+            request.setHeader(b"content-type", b"application/json")
+            request.setHeader(b"cache-control", b"no-store")
+            request.write(json.dumps(report.to_json(), sort_keys=True).encode() + b"\n")
+            request.finish()
+
+        def broken(failure: Failure) -> None:
+            log.failure("/healthz could not answer", failure)
+            if gone:
+                return
+            request.setResponseCode(500)
+            request.setHeader(b"content-type", b"application/json")
+            request.write(b'{"status": "unhealthy", "checks": {}}\n')
+            request.finish()
+
+        self._registry.run().addCallback(answer).addErrback(broken)
         return server.NOT_DONE_YET
-
-    def _answer(self, report: HealthReport, request: server.Request, finished: list) -> None:
-        if finished:  # the client went away meanwhile
-            return
-        request.setResponseCode(200 if report.ok else 503)
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        request.write(json.dumps(report.to_json(), sort_keys=True).encode() + b"\n")
-        request.finish()
-
-    def _broken(self, failure: Failure, request: server.Request, finished: list) -> None:
-        log.failure("/healthz could not answer", failure)
-        if finished:
-            return
-        request.setResponseCode(500)
-        request.setHeader(b"content-type", b"application/json")
-        request.write(b'{"status": "unhealthy", "checks": {}}\n')
-        request.finish()
 
 
 class MetricsResource(resource.Resource):
