@@ -92,10 +92,10 @@ class Session:
 
     def run(self, seconds: float, step: float = 0.05) -> list[Message]:
         """Advance the clock in small steps and return what was written."""
-        steps = round(seconds / step)
-        for _ in range(steps):
+        target = self.clock.seconds() + seconds
+        while self.clock.seconds() + step < target:
             self.clock.advance(step)
-        self.clock.advance(0)
+        self.clock.advance(max(0.0, target - self.clock.seconds()))
         return self.read()
 
 
