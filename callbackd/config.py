@@ -188,6 +188,13 @@ class SimulatorConfig:
     time_scale: float = field(
         default=1.0, metadata=_meta("multiply every simulated delay (tests use < 1)", min=0.0)
     )
+    rules: str = field(
+        default="",
+        metadata=_meta(
+            "callee rules, whitespace separated, e.g. '1555002=busy @pakline=congestion'"
+            " (see docs/simulator.rst)"
+        ),
+    )
 
 
 @dataclass(frozen=True)
