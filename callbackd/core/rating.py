@@ -190,7 +190,11 @@ class Deck:
             rates[prefix] = Rate(prefix, price, fee, initial, increment)
         if errors:
             raise DeckError(source, errors)
-        return cls(rates.values(), name=name)
+        deck = cls(name=name)
+        # every prefix was validated above: adopt the dict instead of checking it again
+        deck._rates = rates
+        deck._lengths = tuple(sorted({len(p) for p in rates}, reverse=True))
+        return deck
 
     def lookup(self, e164_digits: str) -> Rate | None:
         """The rate of the longest prefix of ``e164_digits`` (a leading ``+`` is ignored)."""

@@ -1,0 +1,169 @@
+"""Rating: load time, memory and longest-prefix lookups/s of a 200,000-prefix deck.
+
+The deck is generated (seeded, so every run rates the same deck): prefixes grow from
+random 1-3 digit country codes by 0-7 more digits, as real decks do (country, then
+area or mobile ranges), with prices of up to 5 decimals and, on one line in ten,
+a connect fee and increments. It is written as a CSV file in a temporary directory
+and loaded with :meth:`Deck.from_csv`, as the daemon loads its tariff.
+
+Numbers to rate are 12 digits: half start with a prefix of the deck (traffic goes
+to destinations that are sold), half are uniformly random. The peer is the lookup
+people usually write: try every length from 15 down to 1.
+
+Memory is what the loaded deck holds (``sys.getsizeof`` of its table, rates, prefix
+strings and distinct prices; tracemalloc agrees within a few percent but slows the load
+eightfold); the growth of the resident set during the timed load, which also counts the
+parser's freed temporaries, is reported beside it where ``/proc/self/statm`` exists.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from callbackd.core.rating import Deck, Rate
+
+PREFIXES = 200_000
+SEED = 20070920  # the date of the GTalk2VoIP callback announcement
+REPEATS = 3
+
+
+def write_deck(path: Path, count: int, rng: random.Random) -> None:
+    """A CSV deck of ``count`` distinct prefixes."""
+    countries = sorted(
+        {
+            str(rng.randint(1, 9)) + str(rng.randint(0, 99)).zfill(2)[: rng.randint(0, 2)]
+            for _ in range(300)
+        }
+    )
+    prefixes: set[str] = set(countries)
+    while len(prefixes) < count:
+        extra = "".join(rng.choices("0123456789", k=rng.randint(1, 7)))
+        prefixes.add(rng.choice(countries) + extra)
+    with path.open("w", encoding="utf-8") as out:
+        out.write("prefix,price_per_minute,connect_fee,initial_increment,increment\n")
+        for prefix in prefixes:
+            price = f"{rng.randint(0, 2)}.{rng.randint(0, 99999):05d}"
+            if rng.random() < 0.1:
+                out.write(f"{prefix},{price},0.{rng.randint(0, 999):03d},30,6\n")
+            else:
+                out.write(f"{prefix},{price}\n")
+
+
+def numbers(deck: Deck, count: int, rng: random.Random) -> list[str]:
+    """``count`` 12-digit numbers, half inside the deck's prefixes, half random."""
+    prefixes = [rate.prefix for rate in deck]
+    result = []
+    for i in range(count):
+        head = rng.choice(prefixes) if i % 2 else str(rng.randint(1, 9))
+        tail = "".join(rng.choices("0123456789", k=max(0, 12 - len(head))))
+        result.append((head + tail)[:12])
+    return result
+
+
+def resident_bytes() -> int | None:
+    """The process's resident set size, if the OS tells."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def naive_lookup(deck: Deck) -> Callable[[str], Rate | None]:
+    """The peer: probe every length from 15 down to 1."""
+    table = {rate.prefix: rate for rate in deck}
+    get = table.get
+
+    def lookup(digits: str) -> Rate | None:
+        for length in range(min(15, len(digits)), 0, -1):
+            rate = get(digits[:length])
+            if rate is not None:
+                return rate
+        return None
+
+    return lookup
+
+
+def lookups_per_second(lookup: Callable[[str], Rate | None], sample: list[str]) -> float:
+    """Best of REPEATS passes over the sample."""
+    best = float("inf")
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        for number in sample:
+            lookup(number)
+        best = min(best, time.perf_counter() - started)
+    return len(sample) / best
+
+
+def measure_load(path: Path) -> tuple[Deck, float, int | None]:
+    """Load the deck: (deck, seconds, growth of the resident set in bytes if known)."""
+    gc.collect()
+    before = resident_bytes()
+    started = time.perf_counter()
+    deck = Deck.from_csv(path, decimals=5)
+    seconds = time.perf_counter() - started
+    after = resident_bytes()
+    return deck, seconds, None if before is None or after is None else after - before
+
+
+def retained_bytes(deck: Deck) -> int:
+    """Bytes the deck holds: its table, the rates, their prefixes and distinct prices."""
+    table = {rate.prefix: rate for rate in deck}  # the same entries as the deck's own dict
+    seen: set[int] = set()
+    total = sys.getsizeof(table)
+    for rate in deck:
+        total += sys.getsizeof(rate) + sys.getsizeof(rate.prefix)
+        for value in (rate.price_per_minute, rate.connect_fee):
+            if id(value) not in seen:
+                seen.add(id(value))
+                total += sys.getsizeof(value)
+    return total
+
+
+def run(quick: bool) -> Iterator[dict]:
+    """Three results: lookups/s (with the naive peer), load seconds, memory MB."""
+    rng = random.Random(SEED)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "deck.csv"
+        write_deck(path, PREFIXES, rng)
+        deck, load_seconds, rss_growth = measure_load(path)
+    sample = numbers(deck, 200_000 if quick else 1_000_000, rng)
+    ours = lookups_per_second(deck.lookup, sample)
+    theirs = lookups_per_second(naive_lookup(deck), sample)
+    yield {
+        "bench": "rating_lookup",
+        "value": round(ours),
+        "unit": "lookups/s",
+        "peer": "naive LPM (every length 15..1)",
+        "peer_value": round(theirs),
+        "ratio": round(ours / theirs, 2),
+        "prefixes": len(deck),
+        "lookups": len(sample),
+    }
+    yield {
+        "bench": "rating_load",
+        "value": round(load_seconds, 3),
+        "unit": "s",
+        "prefixes": len(deck),
+    }
+    memory = {
+        "bench": "rating_memory",
+        "value": round(retained_bytes(deck) / 2**20, 1),
+        "unit": "MB",
+    }
+    if rss_growth is not None:
+        # includes the parser's temporaries that the allocator keeps for reuse
+        memory["rss_growth_mb"] = round(rss_growth / 2**20, 1)
+    yield memory
+
+
+if __name__ == "__main__":
+    for result in run(quick=False):
+        print(result)
