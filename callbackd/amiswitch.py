@@ -37,6 +37,7 @@ from callbackd.ami.message import AMIInjectionError, Message
 from callbackd.ami.protocol import AMICommandFailure, AMIConnectionLost, AMIProtocol, AMITimeout
 from callbackd.switch import (
     CHANNEL_ID,
+    OUTCOME_CAUSES,
     ROOM,
     ChannelInfo,
     ISwitch,
@@ -50,7 +51,9 @@ from callbackd.switch import (
     SwitchDisconnected,
     SwitchError,
     SwitchEvent,
+    check_channel_id,
     check_request,
+    check_room,
 )
 
 __all__ = ["AMISwitch", "failure_outcome"]
@@ -92,8 +95,6 @@ DIAL_STATUS_OUTCOMES = {
     "CONGESTION": "congestion",
     "CHANUNAVAIL": "chanunavail",
 }
-#: the cause reported for an outcome when the channel itself carried none
-OUTCOME_CAUSES = {"busy": 17, "noanswer": 19, "rejected": 21, "congestion": 34}
 #: ``ChannelState`` -> ChannelInfo.state (§2.1)
 CHANNEL_STATES = {
     "0": "down",
@@ -279,7 +280,7 @@ class AMISwitch:
     def hangup(self, channel_id: str, cause: int = 16) -> Deferred[None]:
         """Hang a leg up by its id; a leg that is already gone counts as done."""
         try:
-            self._check_id(channel_id)
+            check_channel_id(channel_id)
             protocol = self._protocol()
         except SwitchError:
             return fail()
@@ -297,9 +298,8 @@ class AMISwitch:
     def join_room(self, channel_id: str, room: str) -> Deferred[None]:
         """Move a waiting leg into ``room`` (Redirect to ``leg-a``)."""
         try:
-            self._check_id(channel_id)
-            if not ROOM.match(room):
-                raise SwitchError(f"invalid room name {room!r}")
+            check_channel_id(channel_id)
+            check_room(room)
             protocol = self._protocol()
         except SwitchError:
             return fail()
@@ -322,7 +322,7 @@ class AMISwitch:
     def set_absolute_timeout(self, channel_id: str, seconds: int) -> Deferred[None]:
         """Have Asterisk hang the leg up ``seconds`` from now (0 cancels)."""
         try:
-            self._check_id(channel_id)
+            check_channel_id(channel_id)
             if not isinstance(seconds, int) or seconds < 0:
                 raise SwitchError(f"invalid timeout {seconds!r}")
             protocol = self._protocol()
@@ -383,11 +383,6 @@ class AMISwitch:
                 self.log.info("leg {channel_id} is gone from the switch", channel_id=channel_id)
                 self._forget(leg)
         return found
-
-    @staticmethod
-    def _check_id(channel_id: str) -> None:
-        if not CHANNEL_ID.match(channel_id):
-            raise SwitchError(f"invalid leg id {channel_id!r}")
 
     def _refused(self, what: str, failure: Failure) -> Failure:
         """A SwitchError fit for users for a failed AMI action (the details are logged)."""

@@ -15,10 +15,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 __all__ = [
     "CHANNEL_ID",
+    "OUTCOME_CAUSES",
     "ROOM",
     "ChannelInfo",
     "ISwitch",
@@ -32,7 +33,9 @@ __all__ = [
     "SwitchDisconnected",
     "SwitchError",
     "SwitchEvent",
+    "check_channel_id",
     "check_request",
+    "check_room",
 ]
 
 
@@ -69,6 +72,22 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UNSAFE_VALUE = re.compile(r"[,\x00-\x1f\x7f]")
 
 
+#: the Q.850 cause a LegFailed reports for its outcome when the channel gave none
+OUTCOME_CAUSES = {"busy": 17, "noanswer": 19, "rejected": 21, "congestion": 34}
+
+
+def check_channel_id(channel_id: str) -> None:
+    """Raise SwitchError unless ``channel_id`` is a valid pre-assigned leg id."""
+    if not isinstance(channel_id, str) or not CHANNEL_ID.match(channel_id):
+        raise SwitchError(f"invalid leg id {channel_id!r}")
+
+
+def check_room(room: str) -> None:
+    """Raise SwitchError unless ``room`` is a valid room (session) name."""
+    if not isinstance(room, str) or not ROOM.match(room):
+        raise SwitchError(f"invalid room name {room!r}")
+
+
 def check_request(request: OriginateRequest) -> None:
     """Raise SwitchError if ``request`` is not one every switch accepts.
 
@@ -76,10 +95,8 @@ def check_request(request: OriginateRequest) -> None:
     refuse the same requests. Variable values may not contain ``,``: Asterisk
     splits ``Variable:`` values on it (ASTERISK.md §2.2).
     """
-    if not CHANNEL_ID.match(request.channel_id):
-        raise SwitchError(f"invalid leg id {request.channel_id!r}")
-    if not ROOM.match(request.room):
-        raise SwitchError(f"invalid room name {request.room!r}")
+    check_channel_id(request.channel_id)
+    check_room(request.room)
     if request.role not in ROLES:
         raise SwitchError(f"invalid leg role {request.role!r} (wait or join)")
     if not _DIAL_STRING.match(request.channel):
@@ -186,7 +203,7 @@ SwitchEvent = (
 class ISwitch(Interface):
     """Originate, hang up, move and inspect legs; report what happens to them."""
 
-    connected = ""  # bool attribute: the switch is reachable right now
+    connected = Attribute("bool: the switch is reachable right now")
 
     def add_listener(listener: Callable[[SwitchEvent], None]):
         """Deliver every SwitchEvent to ``listener``."""
