@@ -117,6 +117,7 @@ class AMIServerProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.factory.sessions.add(self)
+        assert self.transport is not None
         self.transport.write(BANNER)
 
     def connectionLost(self, reason: Any = None) -> None:
@@ -125,7 +126,7 @@ class AMIServerProtocol(Protocol):
 
     def send(self, pairs: Pairs) -> None:
         """Write one message."""
-        if not self._closing:
+        if not self._closing and self.transport is not None:
             self.transport.write(_wire(pairs))
 
     def deliver_event(self, category: str, pairs: Pairs) -> None:
@@ -136,7 +137,8 @@ class AMIServerProtocol(Protocol):
     def close(self) -> None:
         """Stop processing input and close the connection after pending writes."""
         self._closing = True
-        self.transport.loseConnection()
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     # -- framing -----------------------------------------------------------------
 
@@ -372,12 +374,12 @@ class AMIServerProtocol(Protocol):
             for ch in matched:
                 self.switch.request_hangup(ch, cause)
             return
-        ch = self.switch.find_channel(name)
-        if ch is None:
+        target = self.switch.find_channel(name)
+        if target is None:
             self._error(msg, "No such channel")
             return
         self._success(msg, "Channel Hungup")
-        self.switch.request_hangup(ch, cause)
+        self.switch.request_hangup(target, cause)
 
     def _redirect(self, msg: Message, _: Pairs) -> None:
         name = msg.get("Channel") or ""

@@ -91,7 +91,7 @@ class SimulatorService(Service):
             self._listening = None
         if self.factory is not None:
             for session in list(self.factory.sessions):
-                session.transport.loseConnection()
+                session.close()
         if self.switch is not None:
             self.switch.shutdown()
         return DeferredList(waits) if waits else succeed(None)
