@@ -1,0 +1,1187 @@
+"""One callback session as a pure state machine: ``(state, event, now) -> (state, effects)``.
+
+A session (DESIGN.md §2) has a source leg, a destination leg and any number of
+additional legs; each leg goes ``calling -> ringing -> up -> ended`` and ends with a
+cause. The switch follows ASTERISK.md §3.1 (one ConfBridge room per session, the room
+named after the session id):
+
+1. the source is originated first in the ``wait`` role (it hears ringback);
+2. when it answers, the destination is originated in the ``join`` role;
+3. when the destination answers (``LegAnswered`` or ``LegJoined``) the source is moved
+   into the room (:class:`JoinRoom`) and the session is *talking*;
+4. ``ADD`` originates another leg into the room. It is allowed only while talking: the
+   seeds offer it "in connected state", and a leg added while the destination still
+   rings would sit alone in the room if the destination then failed;
+5. ``DEL`` hangs up an additional leg; the session goes on;
+6. the source or the destination ending (hung up, failed, dropped by the switch) ends
+   the session, as do ``HANGUP`` and running out of credit: every other leg is
+   released and the session finishes once the switch has confirmed every leg's end
+   (or a release timer gave up waiting, see below).
+
+Provider failover: each leg carries its routes (provider + dial string), best first,
+from routing or the single one forced by ``via``. A provider-side failure (congestion,
+channel unavailable, an unexplained failure) tries the next route with a new channel id
+``<sid>-<letter><attempt>``; a user-side one (busy, no answer, rejected) does not
+(:func:`callbackd.core.routing.classify_failure`).
+
+Credit control (:mod:`callbackd.core.credit`): the state holds the account's balance
+(what the store said, minus what this session has charged since) and every leg's sell
+rate. Whenever the set of billed legs that are dialled or up changes, or the balance
+changes, the allowed remaining time is recomputed; the machine then (re)arms its
+``credit`` timer and sets the switch's ``AbsoluteTimeout`` on every billed leg that is
+up, :data:`ABSOLUTE_TIMEOUT_GRACE` seconds later than the timer, so the daemon's cut
+is the normal one and the switch's the backstop. When the timer fires, every leg is
+released and the session ends with ``Reason = OutOfCredit``.
+
+Billing: a leg is billed from its own answer to its own end, both switch timestamps,
+rounded up to whole seconds and then to the rate's increments (:meth:`Rate.cost`). An
+answered leg is charged (:class:`ChargeLeg`) as soon as it ends; an unanswered leg gets
+its zero-cost CDR when the session finishes, so that an answer that the switch reports
+late (after the hangup) can still be billed. Every leg is charged exactly once:
+events for ended legs, duplicates and events of superseded attempts change nothing
+(a superseded attempt that answers late is hung up).
+
+End times the switch never reported:
+
+* a leg whose hangup the daemon requested, and whose end the switch does not confirm
+  within :data:`RELEASE_TIMEOUT`, is billed up to the moment the hangup was requested;
+* a leg that vanished while the daemon was not watching (found gone by
+  :class:`Reconcile` after a restart or an AMI reconnect) is billed up to the last
+  moment the daemon knew it was up (``seen_at``: updated by every event and by the
+  engine's heartbeats, :class:`Seen`), and never beyond the ``AbsoluteTimeout`` the
+  switch was told to enforce. This never charges more than the real call could have
+  cost; it undercharges by at most one heartbeat interval.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Final
+
+from callbackd.core.credit import LegCharge, accrued_cost, allowed_seconds
+from callbackd.core.model import CDR
+from callbackd.core.money import format_amount
+from callbackd.core.rating import Rate
+from callbackd.core.routing import classify_failure
+from callbackd.switch import (
+    LegAnswered,
+    LegFailed,
+    LegHungUp,
+    LegJoined,
+    LegRinging,
+    OriginateRequest,
+)
+
+__all__ = [
+    "ABSOLUTE_TIMEOUT_GRACE",
+    "CREDIT_TIMER",
+    "MAX_ADDITIONAL",
+    "RELEASE_TIMEOUT",
+    "AddLeg",
+    "ArmTimer",
+    "BalanceChanged",
+    "CancelTimer",
+    "ChargeLeg",
+    "DropLeg",
+    "Effect",
+    "Finished",
+    "Hangup",
+    "HangupSession",
+    "JoinRoom",
+    "Leg",
+    "LegSpec",
+    "LegState",
+    "Notify",
+    "Originate",
+    "Persist",
+    "Phase",
+    "Reason",
+    "Reconcile",
+    "RecordAttempt",
+    "Route",
+    "Seen",
+    "SessionError",
+    "SessionEvent",
+    "SessionState",
+    "SetAbsoluteTimeout",
+    "TimerFired",
+    "list_text",
+    "render",
+    "start",
+    "step",
+    "summary",
+]
+
+#: the daemon's credit timer
+CREDIT_TIMER: Final = "credit"
+#: seconds the switch's AbsoluteTimeout runs past the daemon's credit timer
+ABSOLUTE_TIMEOUT_GRACE: Final = 1
+#: seconds to wait for the switch to confirm a requested hangup
+RELEASE_TIMEOUT: Final = 10
+#: seconds past the ring timeout before a leg the switch says nothing about is given up
+RING_GUARD: Final = 15
+#: additional legs per session (channel letters c..z)
+MAX_ADDITIONAL: Final = 24
+#: Q.850 normal clearing, used for every hangup the daemon asks for
+NORMAL_CLEARING: Final = 16
+
+SOURCE: Final = "source"
+DESTINATION: Final = "destination"
+ADDITIONAL: Final = "additional"
+
+
+class SessionError(Exception):
+    """A command the session cannot carry out now; ``str()`` is fit for users."""
+
+
+class LegState(str, Enum):
+    """Where a leg is."""
+
+    CALLING = "calling"
+    RINGING = "ringing"
+    UP = "up"
+    ENDED = "ended"
+
+
+class Phase(str, Enum):
+    """Where the session is."""
+
+    SOURCE = "calling-source"
+    DESTINATION = "calling-destination"
+    TALKING = "talking"
+    RELEASING = "releasing"
+    ENDED = "ended"
+
+
+class Reason:
+    """Why a session ended (the seeds' ``Reason = ...`` words)."""
+
+    HANGUP = "EndedByHangup"
+    SOURCE_HANGUP = "SourceHangup"
+    DESTINATION_HANGUP = "DestinationHangup"
+    OUT_OF_CREDIT = "OutOfCredit"
+
+
+# leg causes
+BUSY, NO_ANSWER, REJECTED = "busy", "no answer", "rejected"
+CONGESTION, UNAVAILABLE, FAILED = "congestion", "unavailable", "failed"
+HUNG_UP, KICKED, OUT_OF_CREDIT, LOST = "hung up", "kicked", "out of credit", "lost"
+NOT_CALLED = "not called"
+
+#: LegFailed.outcome -> leg cause
+_OUTCOME_CAUSE: Final = {
+    "busy": BUSY,
+    "noanswer": NO_ANSWER,
+    "rejected": REJECTED,
+    "congestion": CONGESTION,
+    "chanunavail": UNAVAILABLE,
+    "failed": FAILED,
+}
+#: LegFailed.outcome -> the DialStatus words routing classifies
+_OUTCOME_DIALSTATUS: Final = {
+    "busy": "BUSY",
+    "noanswer": "NOANSWER",
+    "congestion": "CONGESTION",
+    "chanunavail": "CHANUNAVAIL",
+}
+#: Q.850 cause of a hangup before answer -> LegFailed.outcome
+_CAUSE_OUTCOME: Final = {17: "busy", 18: "noanswer", 19: "noanswer", 21: "rejected", 16: "noanswer"}
+#: leg cause of an unanswered source/destination -> reason suffix
+_REASON_SUFFIX: Final = {
+    BUSY: "Busy",
+    NO_ANSWER: "NoAnswer",
+    REJECTED: "Rejected",
+    CONGESTION: "Failed",
+    UNAVAILABLE: "Failed",
+    FAILED: "Failed",
+    HUNG_UP: "NoAnswer",
+    LOST: "Lost",
+}
+
+
+# -- inputs -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way to reach a leg: a provider (empty for gateway legs) and its dial string."""
+
+    provider: str
+    channel: str
+
+
+@dataclass(frozen=True)
+class LegSpec:
+    """What the engine resolved for a leg: address, routes best first, sell rate."""
+
+    address: str
+    routes: tuple[Route, ...]
+    #: the sell rate; None for free legs (SIP, XMPP)
+    rate: Rate | None = None
+
+
+@dataclass(frozen=True)
+class AddLeg:
+    """``ADD``: call one more party into the room."""
+
+    spec: LegSpec
+
+
+@dataclass(frozen=True)
+class DropLeg:
+    """``DEL``: hang up an additional leg, named by address, leg name or letter."""
+
+    target: str
+
+
+@dataclass(frozen=True)
+class HangupSession:
+    """``HANGUP``: end the whole session."""
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    """A timer the machine armed went off."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class BalanceChanged:
+    """The account's balance is now ``balance`` (a top-up, another session's debit)."""
+
+    balance: int
+
+
+@dataclass(frozen=True)
+class Seen:
+    """The switch is reachable and reported no end for the live legs up to ``now``."""
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    """What the switch reports live after a restart or reconnect: channel id -> state."""
+
+    channels: Mapping[str, str]
+
+
+Command = AddLeg | DropLeg | HangupSession | TimerFired | BalanceChanged | Seen | Reconcile
+LegEvent = LegRinging | LegAnswered | LegJoined | LegFailed | LegHungUp
+
+
+# -- effects ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Originate:
+    """Call a leg (one attempt over one provider)."""
+
+    request: OriginateRequest
+    leg: str
+    provider: str
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """Hang up a channel."""
+
+    channel_id: str
+    cause: int = NORMAL_CLEARING
+
+
+@dataclass(frozen=True)
+class JoinRoom:
+    """Move the waiting source into the room."""
+
+    channel_id: str
+    room: str
+
+
+@dataclass(frozen=True)
+class SetAbsoluteTimeout:
+    """Have the switch hang up the channel ``seconds`` from now (0 disables)."""
+
+    channel_id: str
+    seconds: int
+
+
+@dataclass(frozen=True)
+class ArmTimer:
+    """(Re)arm the named timer to fire ``seconds`` from now, replacing an armed one."""
+
+    name: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    """Cancel the named timer if armed."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Tell the session's subscribers."""
+
+    event: SessionEvent
+
+
+@dataclass(frozen=True)
+class ChargeLeg:
+    """Debit ``cost`` (idempotency key: the CDR id) and append the leg's CDR."""
+
+    leg: str
+    billed_seconds: int
+    cost: int
+    cdr: CDR
+
+
+@dataclass(frozen=True)
+class RecordAttempt:
+    """Provider statistics: one attempt ended."""
+
+    provider: str
+    at: float
+    answered: bool
+    pdd: float
+    duration: float
+    cause: str
+
+
+@dataclass(frozen=True)
+class Persist:
+    """Save the session state (it changed)."""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The session is over: append its CDR, forget it."""
+
+    cdr: CDR
+
+
+Effect = (
+    Originate
+    | Hangup
+    | JoinRoom
+    | SetAbsoluteTimeout
+    | ArmTimer
+    | CancelTimer
+    | Notify
+    | ChargeLeg
+    | RecordAttempt
+    | Persist
+    | Finished
+)
+
+
+# -- events for subscribers ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionEvent:
+    """Something subscribers (chat, SMS, web, webhooks) hear about; JSON-able.
+
+    ``kind`` is one of ``session_started``, ``leg_calling``, ``leg_ringing``,
+    ``leg_answered``, ``leg_failed``, ``talking``, ``party_answered``, ``leg_ended``,
+    ``session_ended``, ``credit_updated``. Money (``rate``, ``total_rate``, ``cost``,
+    ``balance``) is in minor units.
+    """
+
+    kind: str
+    session_id: str
+    seq: int
+    at: float
+    leg: str = ""
+    role: str = ""
+    address: str = ""
+    provider: str = ""
+    #: the leg's sell price per minute
+    rate: int = 0
+    #: per-minute prices of the legs up now, summed
+    total_rate: int = 0
+    #: the leg's state, or the session's phase for session events
+    state: str = ""
+    cause: str = ""
+    reason: str = ""
+    #: on a failure: the provider tried next ("" when none)
+    next_provider: str = ""
+    billed_seconds: int = 0
+    cost: int = 0
+    balance: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as a JSON-able dict."""
+        return dataclasses.asdict(self)
+
+
+def _money(amount: int, decimals: int) -> str:
+    return format_amount(amount, decimals)
+
+
+def render(event: SessionEvent, decimals: int, currency: str = "") -> str:
+    """The seeds' words for ``event`` ("" for events that need no text of their own)."""
+    role = event.role.capitalize()
+    kind = event.kind
+    if kind == "session_started":
+        return ""
+    if kind == "leg_calling":
+        text = f"Calling {event.role}: {event.address}"
+        if event.rate:
+            text += f", cost = {_money(event.rate, decimals)}"
+        return text + (f" via {event.provider}" if event.provider else "")
+    if kind == "leg_ringing":
+        return f"{role} ringing..."
+    if kind == "leg_answered":
+        return f"{role} answered." if event.role == SOURCE else ""
+    if kind == "leg_failed":
+        if event.next_provider:
+            return f"{role} {event.cause}, trying {event.next_provider}..."
+        if event.role in (SOURCE, DESTINATION):
+            return f"{role} {event.cause}. Call aborted!"
+        return f"{role} {event.address}: {event.cause}."
+    if kind == "talking":
+        return f"Remote answered. Now talking. Cost = {_money(event.total_rate, decimals)}"
+    if kind == "party_answered":
+        return f"Party answered. Now talking. Cost = {_money(event.rate, decimals)}"
+    if kind == "leg_ended":
+        if event.role == ADDITIONAL:
+            return f"{role} {event.address} left the call ({event.cause})."
+        return ""
+    if kind == "session_ended":
+        head = "Call aborted! Thank you!\n" if event.reason == Reason.HANGUP else "Thank you!\n"
+        return f"{head}Charged time: {event.billed_seconds} secs. Reason = {event.reason}"
+    if kind == "credit_updated":
+        unit = f" {currency}" if currency else ""
+        return f"Balance: {_money(event.balance, decimals)}{unit}"
+    return ""
+
+
+# -- state --------------------------------------------------------------------------
+
+
+@dataclass
+class Leg:
+    """One leg of a session and the attempt now in charge of it."""
+
+    name: str
+    role: str
+    letter: str
+    address: str
+    routes: tuple[Route, ...]
+    rate: Rate | None = None
+    state: LegState = LegState.CALLING
+    #: 1-based number of the current attempt (index into routes + 1); 0 before dialling
+    attempt: int = 0
+    channel_id: str = ""
+    dialled_at: float = 0.0
+    attempt_at: float = 0.0
+    ringing_at: float | None = None
+    answered_at: float | None = None
+    ended_at: float = 0.0
+    cause: str = ""
+    #: why the daemon asked the switch to hang it up ("" when it did not)
+    release_cause: str = ""
+    release_at: float = 0.0
+    #: the instant the switch's AbsoluteTimeout cuts it (0: none set)
+    deadline: float = 0.0
+    #: ``provider:cause`` of the superseded attempts
+    failures: list[str] = field(default_factory=list)
+    charged: bool = False
+    billed_seconds: int = 0
+    cost: int = 0
+
+    @property
+    def provider(self) -> str:
+        """The provider of the current attempt."""
+        return self.routes[self.attempt - 1].provider if self.attempt else ""
+
+    @property
+    def billed(self) -> bool:
+        """Whether time on this leg costs money."""
+        return self.rate is not None and not self.rate.is_free
+
+    @property
+    def price(self) -> int:
+        """The per-minute sell price (0 for free legs)."""
+        return self.rate.price_per_minute if self.rate is not None else 0
+
+    @property
+    def live(self) -> bool:
+        """Not ended yet."""
+        return self.state is not LegState.ENDED
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (for the store)."""
+        data = dataclasses.asdict(self)
+        data["state"] = self.state.value
+        data["routes"] = [[r.provider, r.channel] for r in self.routes]
+        data["rate"] = None if self.rate is None else _rate_to_list(self.rate)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Leg:
+        """Rebuild from :meth:`to_dict`."""
+        values = dict(data)
+        values["state"] = LegState(values["state"])
+        values["routes"] = tuple(Route(str(p), str(c)) for p, c in values["routes"])
+        values["rate"] = None if values["rate"] is None else Rate(*values["rate"])
+        values["failures"] = list(values["failures"])
+        return cls(**values)
+
+
+def _rate_to_list(rate: Rate) -> list[Any]:
+    return [
+        rate.prefix,
+        rate.price_per_minute,
+        rate.connect_fee,
+        rate.initial_increment,
+        rate.increment,
+    ]
+
+
+@dataclass
+class SessionState:
+    """Everything one session knows; JSON-able through :meth:`to_dict`."""
+
+    session_id: str
+    username: str
+    phase: Phase
+    legs: list[Leg]
+    #: the account's balance as far as this session knows (minor units)
+    balance: int
+    credit_limit: int
+    ring_timeout: int
+    created_at: float
+    caller_id: str = ""
+    origin: str = ""
+    talking_at: float = 0.0
+    ended_at: float = 0.0
+    reason: str = ""
+    seq: int = 0
+    seen_at: float = 0.0
+    additional_count: int = 0
+    #: when the credit timer fires (0: not armed)
+    credit_deadline: float = 0.0
+
+    def leg(self, name: str) -> Leg:
+        """The leg called ``name``; KeyError if none."""
+        for leg in self.legs:
+            if leg.name == name:
+                return leg
+        raise KeyError(name)
+
+    def leg_for_channel(self, channel_id: str) -> tuple[Leg, bool] | None:
+        """The leg a channel id belongs to, and whether it is the current attempt."""
+        prefix = f"{self.session_id}-"
+        if not channel_id.startswith(prefix):
+            return None
+        rest = channel_id[len(prefix) :]
+        letter = rest.rstrip("0123456789")
+        for leg in self.legs:
+            if leg.letter == letter:
+                return leg, channel_id == leg.channel_id
+        return None
+
+    @property
+    def finished(self) -> bool:
+        """The session is over."""
+        return self.phase is Phase.ENDED
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (for the store)."""
+        data = dataclasses.asdict(self)
+        data["phase"] = self.phase.value
+        data["legs"] = [leg.to_dict() for leg in self.legs]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SessionState:
+        """Rebuild from :meth:`to_dict`."""
+        values = dict(data)
+        values["phase"] = Phase(values["phase"])
+        values["legs"] = [Leg.from_dict(leg) for leg in values["legs"]]
+        return cls(**values)
+
+
+def list_text(state: SessionState) -> str:
+    """The ``LIST`` reply: the legs that are up, with their providers."""
+    parts = []
+    for leg in state.legs:
+        if leg.state is LegState.UP:
+            via = f" Via: {leg.provider}" if leg.provider else ""
+            parts.append(f"{leg.role.capitalize()}: {leg.address}{via}")
+    if not parts:
+        return "No connected legs."
+    return "List of connected legs: " + ", ".join(parts)
+
+
+# -- the machine --------------------------------------------------------------------
+
+
+class _Step:
+    """One transition in progress: the (copied) state and the effects so far."""
+
+    def __init__(self, state: SessionState, now: float) -> None:
+        self.state = state
+        self.now = now
+        self.effects: list[Effect] = []
+
+    def emit(self, effect: Effect) -> None:
+        self.effects.append(effect)
+
+    def notify(self, kind: str, leg: Leg | None = None, **fields: Any) -> None:
+        state = self.state
+        state.seq += 1
+        values: dict[str, Any] = {"total_rate": self.total_rate()}
+        if leg is not None:
+            values.update(
+                leg=leg.name,
+                role=leg.role,
+                address=leg.address,
+                provider=leg.provider,
+                rate=leg.price,
+                state=leg.state.value,
+                cause=leg.cause,
+            )
+        else:
+            values["state"] = state.phase.value
+        values.update(fields)
+        event = SessionEvent(kind, state.session_id, state.seq, self.now, **values)
+        self.emit(Notify(event))
+
+    def total_rate(self) -> int:
+        return sum(leg.price for leg in self.state.legs if leg.state is LegState.UP)
+
+    # -- dialling ---------------------------------------------------------------
+
+    def dial(self, leg: Leg, role: str) -> None:
+        """Originate the leg's next route."""
+        leg.attempt += 1
+        leg.state = LegState.CALLING
+        leg.channel_id = f"{self.state.session_id}-{leg.letter}{leg.attempt}"
+        leg.attempt_at = self.now
+        if leg.attempt == 1:
+            leg.dialled_at = self.now
+        route = leg.routes[leg.attempt - 1]
+        request = OriginateRequest(
+            channel_id=leg.channel_id,
+            channel=route.channel,
+            room=self.state.session_id,
+            role=role,
+            timeout=self.state.ring_timeout,
+            caller_id=self.state.caller_id,
+        )
+        self.emit(Originate(request, leg.name, route.provider))
+        self.emit(ArmTimer(f"ring-{leg.letter}", self.state.ring_timeout + RING_GUARD))
+        if leg.attempt == 1:
+            self.notify("leg_calling", leg)
+
+    def role_of(self, leg: Leg) -> str:
+        return "wait" if leg.role == SOURCE else "join"
+
+    # -- leg events ---------------------------------------------------------------
+
+    def ringing(self, leg: Leg, at: float) -> None:
+        if leg.state is not LegState.CALLING:
+            return
+        leg.state = LegState.RINGING
+        leg.ringing_at = at
+        self.notify("leg_ringing", leg)
+
+    def answered(self, leg: Leg, at: float) -> None:
+        state = self.state
+        if leg.state is LegState.ENDED:
+            # an answer reported after the end (OriginateResponse may trail the Hangup)
+            if not leg.charged and leg.answered_at is None and at <= leg.ended_at:
+                leg.answered_at = at
+                self.charge(leg)
+            return
+        if leg.state is LegState.UP:
+            return
+        leg.state = LegState.UP
+        leg.answered_at = at
+        self.emit(CancelTimer(f"ring-{leg.letter}"))
+        if leg.release_cause:
+            return
+        if leg.role == SOURCE and state.phase is Phase.SOURCE:
+            state.phase = Phase.DESTINATION
+            self.notify("leg_answered", leg)
+            self.dial(state.leg(DESTINATION), "join")
+        elif leg.role == DESTINATION and state.phase is Phase.DESTINATION:
+            state.phase = Phase.TALKING
+            state.talking_at = at
+            source = state.leg(SOURCE)
+            self.emit(JoinRoom(source.channel_id, state.session_id))
+            self.notify("talking", leg)
+        elif leg.role == ADDITIONAL:
+            self.notify("party_answered", leg)
+        self.recompute()
+
+    def failed(self, leg: Leg, at: float, outcome: str, cause: int) -> None:
+        state = self.state
+        if leg.state not in (LegState.CALLING, LegState.RINGING):
+            return
+        leg_cause = _OUTCOME_CAUSE.get(outcome, FAILED)
+        self.record_attempt(leg, at, leg_cause)
+        if leg.release_cause:
+            self.end(leg, at, leg.release_cause, recorded=True)
+            return
+        side = classify_failure(dialstatus=_OUTCOME_DIALSTATUS.get(outcome), cause=cause or None)
+        if side == "none":
+            side = "user" if leg_cause in (BUSY, NO_ANSWER, REJECTED) else "provider"
+        if side == "provider" and leg.attempt < len(leg.routes) and not state.reason:
+            leg.failures.append(f"{leg.provider}:{leg_cause}")
+            next_provider = leg.routes[leg.attempt].provider
+            self.notify("leg_failed", leg, cause=leg_cause, next_provider=next_provider or "next")
+            self.dial(leg, self.role_of(leg))
+            self.recompute()
+            return
+        leg.cause = leg_cause
+        self.notify("leg_failed", leg, cause=leg_cause, state=LegState.ENDED.value)
+        self.end(leg, at, leg_cause, announce=False, recorded=True)
+
+    def hung_up(self, leg: Leg, at: float, cause: int) -> None:
+        if leg.state is LegState.ENDED:
+            return
+        if leg.state is LegState.UP:
+            self.end(leg, at, HUNG_UP)
+        elif leg.release_cause:
+            self.end(leg, at, leg.release_cause)
+        else:
+            self.failed(leg, at, _CAUSE_OUTCOME.get(cause, "failed"), cause)
+
+    # -- ending -----------------------------------------------------------------------
+
+    def record_attempt(self, leg: Leg, at: float, cause: str) -> None:
+        first = min(t for t in (leg.ringing_at, leg.answered_at, at) if t is not None)
+        self.emit(
+            RecordAttempt(
+                provider=leg.provider,
+                at=leg.attempt_at,
+                answered=leg.answered_at is not None,
+                pdd=max(0.0, first - leg.attempt_at),
+                duration=0.0 if leg.answered_at is None else max(0.0, at - leg.answered_at),
+                cause=cause,
+            )
+        )
+
+    def end(
+        self, leg: Leg, at: float, cause: str, announce: bool = True, recorded: bool = False
+    ) -> None:
+        """The leg is over: bill it if it answered, then see what the session does."""
+        if leg.state is LegState.ENDED:
+            return
+        was_up = leg.state is LegState.UP
+        if leg.attempt and not recorded:
+            self.record_attempt(leg, at, leg.release_cause or cause)
+        leg.state = LegState.ENDED
+        leg.ended_at = at if leg.answered_at is None else max(at, leg.answered_at)
+        leg.cause = leg.release_cause or cause
+        self.emit(CancelTimer(f"ring-{leg.letter}"))
+        self.emit(CancelTimer(f"release-{leg.letter}"))
+        if leg.answered_at is not None:
+            self.charge(leg)
+        if announce:
+            self.notify("leg_ended", leg)
+        self.after_end(leg, was_up)
+
+    def charge(self, leg: Leg) -> None:
+        if leg.charged:
+            return
+        leg.charged = True
+        if leg.answered_at is not None:
+            duration = _seconds(leg.ended_at - leg.answered_at)
+            leg.billed_seconds = duration
+            if leg.rate is not None:
+                leg.billed_seconds = leg.rate.billable_seconds(duration)
+                leg.cost = leg.rate.cost(duration)
+        self.state.balance -= leg.cost
+        self.emit(ChargeLeg(leg.name, leg.billed_seconds, leg.cost, self.leg_cdr(leg)))
+
+    def leg_cdr(self, leg: Leg) -> CDR:
+        state = self.state
+        extra = {"channel_id": leg.channel_id}
+        if leg.failures:
+            extra["failed_attempts"] = ",".join(leg.failures)
+        return CDR(
+            cdr_id=f"{state.session_id}-{leg.letter}",
+            username=state.username,
+            session_id=state.session_id,
+            kind="leg",
+            leg=leg.name,
+            address=leg.address,
+            provider=leg.provider,
+            started_at=leg.dialled_at,
+            answered_at=leg.answered_at or 0.0,
+            ended_at=leg.ended_at,
+            billed_seconds=leg.billed_seconds,
+            rate=leg.price,
+            cost=leg.cost,
+            cause=leg.cause,
+            extra=extra,
+        )
+
+    def after_end(self, leg: Leg, was_up: bool) -> None:
+        state = self.state
+        if state.finished:
+            return
+        if not state.reason and leg.role in (SOURCE, DESTINATION):
+            prefix = leg.role.capitalize()
+            if was_up or leg.answered_at is not None:
+                reason = f"{prefix}Hangup"
+            else:
+                reason = prefix + _REASON_SUFFIX.get(leg.cause, "Failed")
+            self.end_session(reason, HUNG_UP)
+        elif not state.reason:
+            self.recompute()
+        self.maybe_finish()
+
+    def release(self, leg: Leg, cause: str) -> None:
+        """Ask the switch to hang the leg up; its end comes as an event (or by timer)."""
+        if not leg.live or leg.release_cause:
+            return
+        if not leg.attempt:
+            # never dialled (the destination while the source still rings)
+            self.end(leg, self.now, NOT_CALLED, announce=False)
+            return
+        leg.release_cause = cause
+        leg.release_at = self.now
+        self.emit(Hangup(leg.channel_id))
+        self.emit(CancelTimer(f"ring-{leg.letter}"))
+        self.emit(ArmTimer(f"release-{leg.letter}", RELEASE_TIMEOUT))
+
+    def end_session(self, reason: str, cause: str) -> None:
+        state = self.state
+        if state.reason:
+            return
+        state.reason = reason
+        state.phase = Phase.RELEASING
+        if state.credit_deadline:
+            state.credit_deadline = 0.0
+            self.emit(CancelTimer(CREDIT_TIMER))
+        for leg in state.legs:
+            self.release(leg, cause)
+
+    def maybe_finish(self) -> None:
+        state = self.state
+        if state.finished or not state.reason or any(leg.live for leg in state.legs):
+            return
+        for leg in state.legs:
+            self.charge(leg)  # the unanswered legs' zero-cost CDRs
+        state.phase = Phase.ENDED
+        state.ended_at = max([self.now] + [leg.ended_at for leg in state.legs])
+        charged = max((leg.billed_seconds for leg in state.legs if leg.billed), default=0)
+        cost = sum(leg.cost for leg in state.legs)
+        self.notify(
+            "session_ended",
+            reason=state.reason,
+            billed_seconds=charged,
+            cost=cost,
+            balance=state.balance,
+        )
+        destination = state.leg(DESTINATION)
+        self.emit(
+            Finished(
+                CDR(
+                    cdr_id=state.session_id,
+                    username=state.username,
+                    session_id=state.session_id,
+                    kind="session",
+                    leg="",
+                    address=destination.address,
+                    started_at=state.created_at,
+                    answered_at=state.talking_at,
+                    ended_at=state.ended_at,
+                    billed_seconds=charged,
+                    rate=sum(leg.price for leg in state.legs if leg.answered_at is not None),
+                    cost=cost,
+                    cause=state.reason,
+                    extra={"source": state.leg(SOURCE).address, "origin": state.origin},
+                )
+            )
+        )
+
+    # -- credit -------------------------------------------------------------------------
+
+    def recompute(self) -> None:
+        """Re-derive the allowed remaining time; (re)arm the timer and AbsoluteTimeouts."""
+        state = self.state
+        if state.reason or state.finished:
+            return
+        charges = []
+        up = []
+        for leg in state.legs:
+            if not leg.billed or not leg.live or leg.release_cause or leg.rate is None:
+                continue
+            elapsed = 0
+            if leg.state is LegState.UP and leg.answered_at is not None:
+                elapsed = _seconds(self.now - leg.answered_at)
+                up.append(leg)
+            charges.append(LegCharge(leg.rate, elapsed))
+        available = state.balance + state.credit_limit - accrued_cost(charges)
+        allowed = allowed_seconds(available, charges)
+        if allowed is None:
+            if state.credit_deadline:
+                state.credit_deadline = 0.0
+                self.emit(CancelTimer(CREDIT_TIMER))
+            for leg in up:
+                if leg.deadline:
+                    leg.deadline = 0.0
+                    self.emit(SetAbsoluteTimeout(leg.channel_id, 0))
+            return
+        if allowed <= 0:
+            self.end_session(Reason.OUT_OF_CREDIT, OUT_OF_CREDIT)
+            return
+        state.credit_deadline = self.now + allowed
+        self.emit(ArmTimer(CREDIT_TIMER, allowed))
+        for leg in up:
+            seconds = allowed + ABSOLUTE_TIMEOUT_GRACE
+            leg.deadline = self.now + seconds
+            self.emit(SetAbsoluteTimeout(leg.channel_id, seconds))
+
+    # -- commands -----------------------------------------------------------------------
+
+    def command(self, command: Command) -> None:
+        state = self.state
+        if isinstance(command, AddLeg):
+            self.add_leg(command.spec)
+        elif isinstance(command, DropLeg):
+            self.drop_leg(command.target)
+        elif isinstance(command, HangupSession):
+            self.end_session(Reason.HANGUP, HUNG_UP)
+            self.maybe_finish()
+        elif isinstance(command, TimerFired):
+            self.timer(command.name)
+        elif isinstance(command, BalanceChanged):
+            state.balance = command.balance
+            self.notify("credit_updated", balance=command.balance)
+            self.recompute()
+        elif isinstance(command, Seen):
+            state.seen_at = max(state.seen_at, self.now)
+        elif isinstance(command, Reconcile):
+            self.reconcile(command.channels)
+
+    def add_leg(self, spec: LegSpec) -> None:
+        state = self.state
+        if state.phase is not Phase.TALKING:
+            raise SessionError("Legs can be added only once the call is connected.")
+        if not spec.routes:
+            raise SessionError(f"No route to {spec.address}.")
+        if state.additional_count >= MAX_ADDITIONAL:
+            raise SessionError(f"At most {MAX_ADDITIONAL} additional legs can be added.")
+        if any(leg.live and leg.address == spec.address for leg in state.legs):
+            raise SessionError(f"{spec.address} is already in the call.")
+        state.additional_count += 1
+        number = state.additional_count
+        leg = Leg(
+            name=f"{ADDITIONAL}-{number}",
+            role=ADDITIONAL,
+            letter=chr(ord("c") + number - 1),
+            address=spec.address,
+            routes=spec.routes,
+            rate=spec.rate,
+        )
+        state.legs.append(leg)
+        self.dial(leg, "join")
+        self.recompute()
+
+    def drop_leg(self, target: str) -> None:
+        state = self.state
+        wanted = target.strip()
+        matches = [
+            leg
+            for leg in state.legs
+            if leg.live
+            and wanted.casefold()
+            in (leg.name.casefold(), leg.letter, leg.address.casefold(), leg.role)
+        ]
+        if any(leg.role in (SOURCE, DESTINATION) for leg in matches):
+            raise SessionError(
+                "Dropping the source or destination leg is impossible; use HANGUP to end the call."
+            )
+        additional = [leg for leg in matches if leg.role == ADDITIONAL]
+        if not additional:
+            raise SessionError(f"{wanted} is not an additional leg of this call.")
+        for leg in additional:
+            self.release(leg, KICKED)
+        self.recompute()
+
+    def timer(self, name: str) -> None:
+        state = self.state
+        if name == CREDIT_TIMER:
+            if state.reason or not state.credit_deadline:
+                return
+            state.credit_deadline = 0.0
+            # recomputing with the time now elapsed ends the session when nothing more is
+            # affordable, and re-arms when the balance grew since the timer was armed
+            self.recompute()
+            return
+        kind, _, letter = name.partition("-")
+        leg = next((leg for leg in state.legs if leg.letter == letter), None)
+        if leg is None or not leg.live:
+            return
+        if kind == "ring" and leg.state in (LegState.CALLING, LegState.RINGING):
+            self.emit(Hangup(leg.channel_id))
+            self.failed(leg, self.now, "noanswer", 0)
+        elif kind == "release" and leg.release_cause:
+            self.end(leg, leg.release_at, leg.release_cause)
+
+    def reconcile(self, channels: Mapping[str, str]) -> None:
+        state = self.state
+        for leg in state.legs:
+            if not leg.live or not leg.attempt:
+                continue
+            if leg.channel_id in channels:
+                if channels[leg.channel_id] == "up" and leg.state is not LegState.UP:
+                    # answered while we were away: bill from now, never from earlier
+                    self.answered(leg, self.now)
+                if leg.release_cause:
+                    self.emit(Hangup(leg.channel_id))
+                    self.emit(ArmTimer(f"release-{leg.letter}", RELEASE_TIMEOUT))
+                elif leg.state in (LegState.CALLING, LegState.RINGING):
+                    self.emit(ArmTimer(f"ring-{leg.letter}", state.ring_timeout + RING_GUARD))
+                continue
+            if leg.answered_at is not None:
+                end = max(leg.answered_at, state.seen_at)
+                if leg.deadline:
+                    end = min(end, leg.deadline)
+                self.end(leg, end, LOST)
+            else:
+                self.end(leg, state.seen_at or self.now, LOST)
+        state.seen_at = max(state.seen_at, self.now)
+        if state.reason:
+            self.maybe_finish()
+        else:
+            self.recompute()
+
+
+def _seconds(duration: float) -> int:
+    """Whole seconds, a started second counting as one (float noise aside)."""
+    return max(0, math.ceil(duration - 1e-6))
+
+
+def start(
+    session_id: str,
+    username: str,
+    source: LegSpec,
+    destination: LegSpec,
+    *,
+    balance: int,
+    now: float,
+    credit_limit: int = 0,
+    ring_timeout: int = 45,
+    caller_id: str = "",
+    origin: str = "",
+) -> tuple[SessionState, list[Effect]]:
+    """A new session: the source leg is dialled first."""
+    if not source.routes:
+        raise SessionError(f"No route to {source.address}.")
+    if not destination.routes:
+        raise SessionError(f"No route to {destination.address}.")
+    state = SessionState(
+        session_id=session_id,
+        username=username,
+        phase=Phase.SOURCE,
+        legs=[
+            Leg(SOURCE, SOURCE, "a", source.address, source.routes, source.rate),
+            Leg(
+                DESTINATION,
+                DESTINATION,
+                "b",
+                destination.address,
+                destination.routes,
+                destination.rate,
+            ),
+        ],
+        balance=balance,
+        credit_limit=credit_limit,
+        ring_timeout=ring_timeout,
+        created_at=now,
+        caller_id=caller_id,
+        origin=origin,
+        seen_at=now,
+    )
+    run = _Step(state, now)
+    run.notify("session_started")
+    run.dial(state.legs[0], "wait")
+    run.recompute()
+    run.emit(Persist())
+    return state, run.effects
+
+
+def step(
+    state: SessionState, event: LegEvent | Command, now: float
+) -> tuple[SessionState, list[Effect]]:
+    """Apply a switch event or a command; the given state is not modified.
+
+    Raises :class:`SessionError` for a command that cannot be carried out now (the
+    state is then unchanged).
+    """
+    if state.finished:
+        if isinstance(event, AddLeg | DropLeg):
+            raise SessionError("The call is over.")
+        return state, []
+    run = _Step(copy.deepcopy(state), now)
+    if isinstance(event, LegRinging | LegAnswered | LegJoined | LegFailed | LegHungUp):
+        _leg_event(run, event)
+    else:
+        run.command(event)
+    if (run.effects or isinstance(event, Seen)) and not run.state.finished:
+        run.emit(Persist())
+    return run.state, run.effects
+
+
+def _leg_event(run: _Step, event: LegEvent) -> None:
+    found = run.state.leg_for_channel(event.channel_id)
+    if found is None:
+        return
+    leg, current = found
+    run.state.seen_at = max(run.state.seen_at, run.now)
+    if not current:
+        # a superseded attempt: nothing of it counts, but a late answer must not stay up
+        if isinstance(event, LegAnswered | LegJoined):
+            run.emit(Hangup(event.channel_id))
+        return
+    if isinstance(event, LegRinging):
+        run.ringing(leg, event.at)
+    elif isinstance(event, LegAnswered | LegJoined):
+        run.answered(leg, event.at)
+    elif isinstance(event, LegFailed):
+        run.failed(leg, event.at, event.outcome, event.cause)
+    else:
+        run.hung_up(leg, event.at, event.cause)
+
+
+def summary(state: SessionState) -> dict[str, Any]:
+    """A JSON-able status of the session for STATUS and the REST API."""
+    return {
+        "session_id": state.session_id,
+        "username": state.username,
+        "phase": state.phase.value,
+        "reason": state.reason,
+        "created_at": state.created_at,
+        "talking_at": state.talking_at,
+        "legs": [
+            {
+                "leg": leg.name,
+                "role": leg.role,
+                "address": leg.address,
+                "provider": leg.provider,
+                "rate": leg.price,
+                "state": leg.state.value,
+                "cause": leg.cause,
+                "answered_at": leg.answered_at,
+                "ended_at": leg.ended_at,
+                "billed_seconds": leg.billed_seconds,
+                "cost": leg.cost,
+            }
+            for leg in state.legs
+        ],
+    }

@@ -1,0 +1,744 @@
+"""The callback session state machine: transitions, billing, credit, failover, recovery."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from callbackd.core.rating import Rate
+from callbackd.core.session import (
+    ABSOLUTE_TIMEOUT_GRACE,
+    CREDIT_TIMER,
+    RELEASE_TIMEOUT,
+    AddLeg,
+    ArmTimer,
+    BalanceChanged,
+    ChargeLeg,
+    DropLeg,
+    Finished,
+    Hangup,
+    HangupSession,
+    JoinRoom,
+    LegSpec,
+    LegState,
+    Notify,
+    Originate,
+    Persist,
+    Phase,
+    Reason,
+    Reconcile,
+    RecordAttempt,
+    Route,
+    Seen,
+    SessionError,
+    SessionEvent,
+    SessionState,
+    SetAbsoluteTimeout,
+    TimerFired,
+    list_text,
+    render,
+    start,
+    step,
+    summary,
+)
+from callbackd.switch import LegAnswered, LegFailed, LegHungUp, LegJoined, LegRinging
+
+SID = "cb1k2x9a"
+DECIMALS = 5
+PROXICOM = Rate("49", 1400)  # 0.014 / min
+PAKLINE = Rate("92", 1204)  # 0.01204 / min
+BIG = 10**9
+
+
+def route(*providers: str) -> tuple[Route, ...]:
+    return tuple(Route(p, f"PJSIP/123456789@{p.lower()}") for p in providers)
+
+
+SOURCE = LegSpec("phone:+4930123456", route("PROXICOM", "MKS"), PROXICOM)
+DESTINATION = LegSpec("phone:+923001234567", route("PAKLINE", "AVANGARD"), PAKLINE)
+EXTRA = LegSpec("phone:+15551230000", route("PROXICOM", "MKS"), PROXICOM)
+FREE = LegSpec("sip:bob@example.org", (Route("", "PJSIP/callbackd-sip/sip:bob@example.org"),))
+
+
+class Session:
+    """A session driven by hand: feeds events, keeps every effect."""
+
+    def __init__(self, source=SOURCE, destination=DESTINATION, balance=BIG, now=0.0, **kw):
+        self.now = now
+        self.state, self.last = start(
+            SID, "alice", source, destination, balance=balance, now=now, **kw
+        )
+        self.all = list(self.last)
+
+    def feed(self, event, now=None):
+        if now is not None:
+            self.now = now
+        self.state, self.last = step(self.state, event, self.now)
+        self.all.extend(self.last)
+        return self.last
+
+    def talking(self, source_at=1.0, destination_at=3.0):
+        self.feed(LegAnswered(f"{SID}-a1", source_at), source_at)
+        self.feed(LegAnswered(f"{SID}-b1", destination_at), destination_at)
+        return self
+
+    def charges(self):
+        return [e for e in self.all if isinstance(e, ChargeLeg)]
+
+
+def of(effects, kind):
+    return [e for e in effects if isinstance(e, kind)]
+
+
+def events(effects, kind=None):
+    found = [e.event for e in effects if isinstance(e, Notify)]
+    return [e for e in found if kind is None or e.kind == kind]
+
+
+# -- starting and connecting --------------------------------------------------------
+
+
+def test_start_originates_the_source_into_the_waiting_role():
+    """A new session dials the source first, with ringback (role wait) and channel id -a1."""
+    session = Session()
+    [originate] = of(session.last, Originate)
+    assert originate.request.role == "wait"
+    assert originate.request.channel_id == f"{SID}-a1"
+    assert originate.request.room == SID
+    assert originate.provider == "PROXICOM"
+
+
+def test_start_announces_the_source_call_in_the_seed_words():
+    """The leg_calling event renders as the seed's "Calling source" line."""
+    session = Session()
+    [calling] = events(session.last, "leg_calling")
+    assert render(calling, DECIMALS) == (
+        "Calling source: phone:+4930123456, cost = 0.014 via PROXICOM"
+    )
+
+
+def test_start_persists():
+    """The new session is saved."""
+    assert of(Session().last, Persist)
+
+
+def test_source_answer_dials_the_destination_into_the_room():
+    """When the source answers, the destination is originated in the join role."""
+    session = Session()
+    effects = session.feed(LegAnswered(f"{SID}-a1", 1.0), 1.0)
+    [originate] = of(effects, Originate)
+    assert (originate.request.channel_id, originate.request.role) == (f"{SID}-b1", "join")
+    assert session.state.phase is Phase.DESTINATION
+
+
+def test_destination_answer_moves_the_source_into_the_room():
+    """When the destination answers, the source is redirected into the room and they talk."""
+    session = Session()
+    session.feed(LegAnswered(f"{SID}-a1", 1.0), 1.0)
+    effects = session.feed(LegAnswered(f"{SID}-b1", 3.0), 3.0)
+    assert of(effects, JoinRoom) == [JoinRoom(f"{SID}-a1", SID)]
+    assert session.state.phase is Phase.TALKING
+
+
+def test_destination_joined_counts_as_its_answer():
+    """A LegJoined without a LegAnswered before it connects the call too."""
+    session = Session()
+    session.feed(LegAnswered(f"{SID}-a1", 1.0), 1.0)
+    effects = session.feed(LegJoined(f"{SID}-b1", 3.0, SID), 3.0)
+    assert of(effects, JoinRoom)
+    assert session.state.leg("destination").answered_at == 3.0
+
+
+def test_talking_renders_the_sum_of_the_rates_up():
+    """ "Remote answered. Now talking. Cost = 0.02604" sums the per-minute rates of both legs."""
+    session = Session()
+    session.feed(LegAnswered(f"{SID}-a1", 1.0), 1.0)
+    [talking] = events(session.feed(LegAnswered(f"{SID}-b1", 3.0), 3.0), "talking")
+    assert render(talking, DECIMALS) == "Remote answered. Now talking. Cost = 0.02604"
+
+
+def test_ringing_is_reported():
+    """LegRinging moves the leg to ringing and tells subscribers."""
+    session = Session()
+    effects = session.feed(LegRinging(f"{SID}-a1", 0.5), 0.5)
+    assert session.state.leg("source").state is LegState.RINGING
+    assert [e.kind for e in events(effects)] == ["leg_ringing"]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        LegRinging(f"{SID}-a1", 2.0),
+        LegAnswered(f"{SID}-a1", 2.0),
+        LegJoined(f"{SID}-a1", 2.0, SID),
+        LegAnswered("someoneelse-a1", 2.0),
+        LegHungUp("someoneelse-a1", 2.0),
+    ],
+)
+def test_events_that_change_nothing_have_no_effect(event):
+    """Duplicates of a connected call's events and foreign channels are ignored."""
+    session = Session().talking()
+    before = session.state.to_dict()
+    assert session.feed(event, 5.0) == [] or session.state.to_dict()["legs"] == before["legs"]
+    assert not of(session.last, Originate)
+
+
+# -- failures and failover ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("outcome", ["congestion", "chanunavail", "failed"])
+@pytest.mark.parametrize("letter,role", [("a", "source"), ("b", "destination")])
+def test_provider_failure_tries_the_next_provider(outcome, letter, role):
+    """A provider-side failure originates the same leg over the next route, as attempt 2."""
+    session = Session()
+    if letter == "b":
+        session.feed(LegAnswered(f"{SID}-a1", 1.0), 1.0)
+    effects = session.feed(LegFailed(f"{SID}-{letter}1", 2.0, outcome), 2.0)
+    [originate] = of(effects, Originate)
+    assert originate.request.channel_id == f"{SID}-{letter}2"
+    assert originate.provider == session.state.leg(role).routes[1].provider
+    assert session.state.reason == ""
+
+
+@pytest.mark.parametrize(
+    "outcome,reason",
+    [("busy", "Busy"), ("noanswer", "NoAnswer"), ("rejected", "Rejected")],
+)
+@pytest.mark.parametrize("letter,role", [("a", "Source"), ("b", "Destination")])
+def test_user_failure_ends_the_session(outcome, reason, letter, role):
+    """A busy, unanswered or rejected source or destination ends the session without failover."""
+    session = Session()
+    if letter == "b":
+        session.feed(LegAnswered(f"{SID}-a1", 1.0), 1.0)
+    effects = session.feed(LegFailed(f"{SID}-{letter}1", 2.0, outcome), 2.0)
+    assert not of(effects, Originate)
+    assert session.state.reason == role + reason
+
+
+def test_failover_message_names_the_next_provider():
+    """ "Source congestion, trying MKS..." tells the user what comes next."""
+    session = Session()
+    [failed] = events(session.feed(LegFailed(f"{SID}-a1", 2.0, "congestion"), 2.0), "leg_failed")
+    assert render(failed, DECIMALS) == "Source congestion, trying MKS..."
+
+
+def test_destination_busy_message_aborts_the_call():
+    """ "Destination busy. Call aborted!" when the destination is busy."""
+    session = Session()
+    session.feed(LegAnswered(f"{SID}-a1", 1.0), 1.0)
+    [failed] = events(session.feed(LegFailed(f"{SID}-b1", 2.0, "busy", 17), 2.0), "leg_failed")
+    assert render(failed, DECIMALS) == "Destination busy. Call aborted!"
+
+
+def test_destination_failure_releases_the_waiting_source():
+    """A failed destination hangs up the source, which is then billed and the session ends."""
+    session = Session()
+    session.feed(LegAnswered(f"{SID}-a1", 1.0), 1.0)
+    effects = session.feed(LegFailed(f"{SID}-b1", 4.0, "busy"), 4.0)
+    assert of(effects, Hangup) == [Hangup(f"{SID}-a1")]
+    effects = session.feed(LegHungUp(f"{SID}-a1", 4.5), 4.5)
+    [finished] = of(effects, Finished)
+    assert finished.cdr.cause == "DestinationBusy"
+    source_charge = next(c for c in session.charges() if c.leg == "source")
+    assert source_charge.cost == PROXICOM.cost(4)
+
+
+def test_exhausted_routes_end_the_session():
+    """When the last provider fails too, the session ends with SourceFailed."""
+    session = Session()
+    session.feed(LegFailed(f"{SID}-a1", 1.0, "congestion"), 1.0)
+    effects = session.feed(LegFailed(f"{SID}-a2", 2.0, "congestion"), 2.0)
+    assert not of(effects, Originate)
+    assert session.state.reason == "SourceFailed"
+    assert session.state.finished
+
+
+def test_failed_attempts_are_recorded_per_provider():
+    """Each attempt ends with a RecordAttempt for its provider."""
+    session = Session()
+    session.feed(LegRinging(f"{SID}-a1", 0.4), 0.4)
+    effects = session.feed(LegFailed(f"{SID}-a1", 1.0, "congestion"), 1.0)
+    [attempt] = of(effects, RecordAttempt)
+    assert (attempt.provider, attempt.answered, attempt.pdd) == ("PROXICOM", False, 0.4)
+
+
+def test_late_answer_of_a_superseded_attempt_is_hung_up():
+    """An attempt given up for the next provider that answers anyway is hung up, not used."""
+    session = Session()
+    session.feed(LegFailed(f"{SID}-a1", 1.0, "congestion"), 1.0)
+    effects = session.feed(LegAnswered(f"{SID}-a1", 1.5), 1.5)
+    assert of(effects, Hangup) == [Hangup(f"{SID}-a1")]
+    assert session.state.leg("source").state is LegState.CALLING
+
+
+def test_ring_guard_gives_up_on_a_silent_leg():
+    """When the switch never reports on a leg, its ring guard hangs it up as no answer."""
+    session = Session()
+    effects = session.feed(TimerFired("ring-a"), 100.0)
+    assert Hangup(f"{SID}-a1") in effects
+    assert session.state.reason == "SourceNoAnswer"
+
+
+# -- conference legs ----------------------------------------------------------------
+
+
+def test_add_is_refused_before_the_call_is_connected():
+    """ADD while the destination still rings raises SessionError."""
+    session = Session()
+    session.feed(LegAnswered(f"{SID}-a1", 1.0), 1.0)
+    with pytest.raises(SessionError):
+        session.feed(AddLeg(EXTRA), 2.0)
+
+
+def test_add_originates_an_additional_leg_into_the_room():
+    """ADD while talking dials leg c into the room."""
+    session = Session().talking()
+    effects = session.feed(AddLeg(EXTRA), 5.0)
+    [originate] = of(effects, Originate)
+    assert (originate.request.channel_id, originate.request.role) == (f"{SID}-c1", "join")
+    [calling] = events(effects, "leg_calling")
+    assert render(calling, DECIMALS).startswith("Calling additional: phone:+15551230000")
+
+
+def test_add_refuses_an_address_already_in_the_call():
+    """A party already in the call cannot be added twice."""
+    session = Session().talking()
+    with pytest.raises(SessionError):
+        session.feed(AddLeg(SOURCE), 5.0)
+
+
+def test_additional_answer_renders_party_answered_with_its_rate():
+    """ "Party answered. Now talking. Cost = 0.014" uses the added leg's rate."""
+    session = Session().talking()
+    session.feed(AddLeg(EXTRA), 5.0)
+    [answered] = events(session.feed(LegAnswered(f"{SID}-c1", 7.0), 7.0), "party_answered")
+    assert render(answered, DECIMALS) == "Party answered. Now talking. Cost = 0.014"
+
+
+def test_additional_busy_does_not_end_the_session():
+    """A busy additional party leaves the session talking."""
+    session = Session().talking()
+    session.feed(AddLeg(EXTRA), 5.0)
+    session.feed(LegFailed(f"{SID}-c1", 6.0, "busy"), 6.0)
+    assert session.state.phase is Phase.TALKING
+
+
+@pytest.mark.parametrize("target", ["source", "destination", "phone:+4930123456"])
+def test_del_refuses_source_and_destination(target):
+    """DEL of the source or the destination raises SessionError."""
+    session = Session().talking()
+    with pytest.raises(SessionError):
+        session.feed(DropLeg(target), 5.0)
+
+
+def test_del_of_an_unknown_leg_is_refused():
+    """DEL of an address that is not in the call raises SessionError."""
+    session = Session().talking()
+    with pytest.raises(SessionError):
+        session.feed(DropLeg("phone:+15550000000"), 5.0)
+
+
+@pytest.mark.parametrize("target", ["phone:+15551230000", "additional-1", "c"])
+def test_del_hangs_up_the_additional_leg_only(target):
+    """DEL hangs up the additional leg; its end is "kicked" and the session goes on."""
+    session = Session().talking()
+    session.feed(AddLeg(EXTRA), 5.0)
+    session.feed(LegAnswered(f"{SID}-c1", 6.0), 6.0)
+    effects = session.feed(DropLeg(target), 10.0)
+    assert of(effects, Hangup) == [Hangup(f"{SID}-c1")]
+    session.feed(LegHungUp(f"{SID}-c1", 10.2), 10.2)
+    leg = session.state.leg("additional-1")
+    assert (leg.state, leg.cause) == (LegState.ENDED, "kicked")
+    assert session.state.phase is Phase.TALKING
+
+
+def test_list_shows_connected_legs_with_providers():
+    """LIST names each connected leg and its provider."""
+    session = Session().talking()
+    session.feed(AddLeg(EXTRA), 5.0)
+    session.feed(LegAnswered(f"{SID}-c1", 6.0), 6.0)
+    assert list_text(session.state) == (
+        "List of connected legs: Source: phone:+4930123456 Via: PROXICOM, "
+        "Destination: phone:+923001234567 Via: PAKLINE, "
+        "Additional: phone:+15551230000 Via: PROXICOM"
+    )
+
+
+# -- ending and billing -------------------------------------------------------------
+
+
+def test_hangup_releases_every_leg():
+    """HANGUP hangs up every live leg."""
+    session = Session().talking()
+    session.feed(AddLeg(EXTRA), 5.0)
+    effects = session.feed(HangupSession(), 8.0)
+    assert {h.channel_id for h in of(effects, Hangup)} == {f"{SID}-a1", f"{SID}-b1", f"{SID}-c1"}
+
+
+def test_hangup_finishes_once_every_leg_has_ended():
+    """The session finishes with EndedByHangup when the switch confirms the last hangup."""
+    session = Session().talking()
+    session.feed(HangupSession(), 31.0)
+    assert not of(session.feed(LegHungUp(f"{SID}-a1", 31.0), 31.0), Finished)
+    effects = session.feed(LegHungUp(f"{SID}-b1", 31.0), 31.0)
+    [ended] = events(effects, "session_ended")
+    assert render(ended, DECIMALS) == (
+        "Call aborted! Thank you!\nCharged time: 30 secs. Reason = EndedByHangup"
+    )
+
+
+def test_each_leg_is_billed_from_its_own_answer_to_its_own_end():
+    """Source and destination are billed separately with their switch timestamps."""
+    session = Session().talking(source_at=100.0, destination_at=110.0)
+    session.feed(LegHungUp(f"{SID}-b1", 138.2), 138.5)
+    session.feed(LegHungUp(f"{SID}-a1", 138.3), 138.5)
+    costs = {c.leg: (c.billed_seconds, c.cost) for c in session.charges()}
+    assert costs == {
+        "source": (39, PROXICOM.cost(39)),
+        "destination": (29, PAKLINE.cost(29)),
+    }
+
+
+def test_leg_cdrs_carry_the_provider_and_times():
+    """A leg's CDR holds its provider, answer and end times, rate and cost."""
+    session = Session().talking(source_at=100.0, destination_at=110.0)
+    session.feed(LegHungUp(f"{SID}-b1", 140.0), 140.0)
+    cdr = next(c.cdr for c in session.charges() if c.leg == "destination")
+    assert (cdr.cdr_id, cdr.provider, cdr.answered_at, cdr.ended_at, cdr.rate, cdr.cost) == (
+        f"{SID}-b",
+        "PAKLINE",
+        110.0,
+        140.0,
+        1204,
+        PAKLINE.cost(30),
+    )
+
+
+def test_source_hangup_ends_the_session_and_releases_the_rest():
+    """When the source hangs up, the destination and additional legs are released."""
+    session = Session().talking()
+    session.feed(AddLeg(EXTRA), 5.0)
+    effects = session.feed(LegHungUp(f"{SID}-a1", 9.0), 9.0)
+    assert {h.channel_id for h in of(effects, Hangup)} == {f"{SID}-b1", f"{SID}-c1"}
+    assert session.state.reason == Reason.SOURCE_HANGUP
+
+
+def test_destination_hangup_ends_the_session():
+    """When the destination hangs up, the reason is DestinationHangup."""
+    session = Session().talking()
+    session.feed(LegHungUp(f"{SID}-b1", 9.0), 9.0)
+    assert session.state.reason == Reason.DESTINATION_HANGUP
+
+
+def test_a_leg_ended_twice_is_billed_once():
+    """A duplicate LegHungUp does not charge the leg again."""
+    session = Session().talking()
+    session.feed(LegHungUp(f"{SID}-b1", 20.0), 20.0)
+    session.feed(LegHungUp(f"{SID}-b1", 21.0), 21.0)
+    assert [c.leg for c in session.charges()] == ["destination"]
+
+
+def test_unanswered_legs_get_a_zero_cost_cdr_at_the_end():
+    """A leg that never answered is charged 0 with its cause when the session finishes."""
+    session = Session()
+    session.feed(LegFailed(f"{SID}-a1", 1.0, "busy"), 1.0)
+    charges = {c.leg: c for c in session.charges()}
+    assert charges["source"].cost == 0 and charges["source"].cdr.cause == "busy"
+    assert charges["destination"].cost == 0
+
+
+def test_an_answer_reported_after_the_hangup_is_billed():
+    """An answer that arrives after the leg's hangup (OriginateResponse last) is still billed."""
+    session = Session().talking()
+    session.feed(AddLeg(EXTRA), 5.0)
+    session.feed(LegHungUp(f"{SID}-c1", 20.0), 20.0)
+    assert not [c for c in session.charges() if c.leg == "additional-1"]
+    session.feed(LegAnswered(f"{SID}-c1", 8.0), 20.1)
+    [charge] = [c for c in session.charges() if c.leg == "additional-1"]
+    assert charge.cost == PROXICOM.cost(12)
+
+
+def test_free_legs_cost_nothing():
+    """A SIP source costs nothing, however long it is up."""
+    session = Session(source=FREE).talking(source_at=0.0, destination_at=0.0)
+    session.feed(LegHungUp(f"{SID}-a1", 600.0), 600.0)
+    charge = next(c for c in session.charges() if c.leg == "source")
+    assert (charge.cost, charge.billed_seconds) == (0, 600)
+
+
+def test_session_cdr_sums_the_leg_costs():
+    """The session CDR's cost is the sum of its legs' costs."""
+    session = Session().talking()
+    session.feed(HangupSession(), 30.0)
+    session.feed(LegHungUp(f"{SID}-a1", 30.0), 30.0)
+    session.feed(LegHungUp(f"{SID}-b1", 30.0), 30.0)
+    [finished] = of(session.all, Finished)
+    assert finished.cdr.cost == sum(c.cost for c in session.charges()) > 0
+
+
+def test_release_timer_bills_up_to_the_hangup_request():
+    """A hangup the switch never confirms ends the leg at the time it was requested."""
+    session = Session().talking(source_at=0.0, destination_at=0.0)
+    session.feed(HangupSession(), 30.0)
+    session.feed(TimerFired("release-a"), 30.0 + RELEASE_TIMEOUT)
+    session.feed(TimerFired("release-b"), 30.0 + RELEASE_TIMEOUT)
+    assert session.state.finished
+    assert {c.billed_seconds for c in session.charges()} == {30}
+
+
+def test_a_finished_session_ignores_everything():
+    """After Finished, events change nothing and commands are refused."""
+    session = Session()
+    session.feed(LegFailed(f"{SID}-a1", 1.0, "busy"), 1.0)
+    assert session.feed(LegAnswered(f"{SID}-a1", 2.0), 2.0) == []
+    with pytest.raises(SessionError):
+        session.feed(AddLeg(EXTRA), 2.0)
+
+
+# -- credit control -----------------------------------------------------------------
+
+
+def test_credit_timer_matches_the_balance():
+    """With credit for 60 s of both legs, the timer is armed for 60 s after the talk starts."""
+    balance = PROXICOM.cost(60) + PAKLINE.cost(60)
+    session = Session(balance=balance)
+    session.feed(LegAnswered(f"{SID}-a1", 10.0), 10.0)
+    effects = session.feed(LegAnswered(f"{SID}-b1", 10.0), 10.0)
+    assert ArmTimer(CREDIT_TIMER, 60) in effects
+
+
+def test_credit_sets_absolute_timeouts_on_billed_legs():
+    """Every billed leg up gets an AbsoluteTimeout a little after the daemon's timer."""
+    balance = PROXICOM.cost(60) + PAKLINE.cost(60)
+    session = Session(balance=balance)
+    session.feed(LegAnswered(f"{SID}-a1", 10.0), 10.0)
+    effects = session.feed(LegAnswered(f"{SID}-b1", 10.0), 10.0)
+    assert set(of(effects, SetAbsoluteTimeout)) == {
+        SetAbsoluteTimeout(f"{SID}-a1", 60 + ABSOLUTE_TIMEOUT_GRACE),
+        SetAbsoluteTimeout(f"{SID}-b1", 60 + ABSOLUTE_TIMEOUT_GRACE),
+    }
+
+
+def test_credit_timer_cuts_every_leg_with_out_of_credit():
+    """When the credit timer fires, every leg is hung up and the reason is OutOfCredit."""
+    balance = PROXICOM.cost(60) + PAKLINE.cost(60)
+    session = Session(balance=balance)
+    session.talking(source_at=10.0, destination_at=10.0)
+    effects = session.feed(TimerFired(CREDIT_TIMER), 70.0)
+    assert {h.channel_id for h in of(effects, Hangup)} == {f"{SID}-a1", f"{SID}-b1"}
+    session.feed(LegHungUp(f"{SID}-a1", 70.0), 70.0)
+    session.feed(LegHungUp(f"{SID}-b1", 70.0), 70.0)
+    assert session.state.reason == Reason.OUT_OF_CREDIT
+    assert sum(c.cost for c in session.charges()) <= balance
+
+
+def test_top_up_extends_the_credit_timer():
+    """A BalanceChanged re-arms the timer further away."""
+    balance = PROXICOM.cost(60) + PAKLINE.cost(60)
+    session = Session(balance=balance).talking(source_at=10.0, destination_at=10.0)
+    effects = session.feed(BalanceChanged(balance * 2), 40.0)
+    [arm] = [a for a in of(effects, ArmTimer) if a.name == CREDIT_TIMER]
+    assert arm.seconds == 90
+
+
+def test_a_credit_timer_after_a_top_up_re_arms_instead_of_cutting():
+    """A credit timer that fires when more credit is known re-arms and hangs nothing up."""
+    balance = PROXICOM.cost(60) + PAKLINE.cost(60)
+    session = Session(balance=balance).talking(source_at=10.0, destination_at=10.0)
+    session.state.balance *= 2  # as if a top-up had been applied without a recompute
+    effects = session.feed(TimerFired(CREDIT_TIMER), 70.0)
+    assert not of(effects, Hangup)
+    assert ArmTimer(CREDIT_TIMER, 60) in effects
+
+
+def test_dropping_a_billed_leg_lengthens_the_allowed_time():
+    """When an additional leg ends, the remaining legs may stay up longer."""
+    session = Session(balance=PROXICOM.cost(600)).talking(0.0, 0.0)
+    session.feed(AddLeg(EXTRA), 0.0)
+    session.feed(LegAnswered(f"{SID}-c1", 0.0), 0.0)
+    before = session.state.credit_deadline
+    session.feed(DropLeg("c"), 5.0)
+    assert session.state.credit_deadline > before
+
+
+def test_free_legs_arm_no_credit_timer():
+    """A session of free legs only never arms the credit timer."""
+    free_destination = LegSpec("xmpp:bob@example.org", (Route("", "Motif/x/bob@example.org"),))
+    session = Session(source=FREE, destination=free_destination, balance=0).talking()
+    assert not [a for a in of(session.all, ArmTimer) if a.name == CREDIT_TIMER]
+
+
+def test_no_credit_at_all_ends_the_session_at_once():
+    """Without credit for a single second the session ends before any leg answers."""
+    session = Session(balance=0)
+    assert session.state.reason == Reason.OUT_OF_CREDIT
+    assert Hangup(f"{SID}-a1") in session.all
+
+
+def test_credit_update_is_reported():
+    """BalanceChanged tells subscribers the new balance."""
+    session = Session().talking()
+    [event] = events(session.feed(BalanceChanged(1_500_000), 5.0), "credit_updated")
+    assert render(event, DECIMALS, "EUR") == "Balance: 15.00 EUR"
+
+
+# -- recovery -----------------------------------------------------------------------
+
+
+def test_reconcile_keeps_live_legs_and_re_arms_credit():
+    """Live legs stay tracked after a restart and the credit timer is armed again."""
+    session = Session(balance=PROXICOM.cost(600) + PAKLINE.cost(600)).talking(0.0, 0.0)
+    restored = SessionState.from_dict(json.loads(json.dumps(session.state.to_dict())))
+    session.state = restored
+    effects = session.feed(Reconcile({f"{SID}-a1": "up", f"{SID}-b1": "up"}), 100.0)
+    assert ArmTimer(CREDIT_TIMER, 500) in effects
+    assert not of(effects, ChargeLeg)
+
+
+def test_reconcile_bills_vanished_legs_up_to_the_last_time_seen():
+    """A leg gone while the daemon was away is billed up to its last heartbeat, once."""
+    session = Session().talking(0.0, 0.0)
+    session.feed(Seen(), 40.0)
+    session.feed(Reconcile({}), 100.0)
+    costs = {c.leg: c.billed_seconds for c in session.charges()}
+    assert costs == {"source": 40, "destination": 40}
+    assert session.state.finished
+
+
+def test_reconcile_never_bills_past_the_absolute_timeout():
+    """A vanished leg is billed no further than the AbsoluteTimeout the switch enforced."""
+    balance = PROXICOM.cost(30) + PAKLINE.cost(30)
+    session = Session(balance=balance).talking(0.0, 0.0)
+    session.feed(Seen(), 200.0)
+    session.feed(Reconcile({}), 300.0)
+    assert max(c.billed_seconds for c in session.charges()) <= 30 + ABSOLUTE_TIMEOUT_GRACE
+
+
+def test_reconcile_of_a_ringing_leg_that_vanished_loses_it():
+    """A calling source gone after a restart ends the session as SourceLost, unbilled."""
+    session = Session()
+    session.feed(Reconcile({}), 50.0)
+    assert session.state.reason == "SourceLost"
+    assert sum(c.cost for c in session.charges()) == 0
+
+
+def test_state_round_trips_through_json():
+    """to_dict/from_dict keep everything, through JSON."""
+    session = Session().talking()
+    session.feed(AddLeg(EXTRA), 5.0)
+    data = json.loads(json.dumps(session.state.to_dict()))
+    assert SessionState.from_dict(data) == session.state
+
+
+def test_summary_lists_every_leg():
+    """The status summary has one entry per leg with its state."""
+    session = Session().talking()
+    assert [(leg["leg"], leg["state"]) for leg in summary(session.state)["legs"]] == [
+        ("source", "up"),
+        ("destination", "up"),
+    ]
+
+
+def test_events_are_json_able_and_numbered():
+    """SessionEvent.to_dict is JSON-able and seq numbers increase by one."""
+    session = Session().talking()
+    found = events(session.all)
+    assert [e.seq for e in found] == list(range(1, len(found) + 1))
+    assert json.loads(json.dumps(found[-1].to_dict()))["session_id"] == SID
+
+
+def test_render_of_the_seed_session_end():
+    """ "Charged time: 28 secs. Reason = EndedByHangup" as in the seed."""
+    event = SessionEvent(
+        "session_ended", SID, 9, 0.0, reason=Reason.HANGUP, billed_seconds=28, state="ended"
+    )
+    assert render(event, DECIMALS).endswith("Charged time: 28 secs. Reason = EndedByHangup")
+
+
+# -- random sequences ---------------------------------------------------------------
+
+LETTERS = "abcd"
+OUTCOMES = ["busy", "noanswer", "congestion", "chanunavail", "rejected", "failed"]
+
+
+@st.composite
+def session_inputs(draw):
+    letter = draw(st.sampled_from(LETTERS))
+    channel = f"{SID}-{letter}{draw(st.integers(1, 3))}"
+    back = draw(st.floats(0, 5))
+    return draw(
+        st.sampled_from(
+            [
+                LegRinging(channel, -back),
+                LegAnswered(channel, -back),
+                LegJoined(channel, -back, SID),
+                LegFailed(channel, -back, draw(st.sampled_from(OUTCOMES))),
+                LegHungUp(channel, -back, draw(st.sampled_from([16, 17, 19, 34]))),
+                AddLeg(draw(st.sampled_from([EXTRA, FREE]))),
+                DropLeg(draw(st.sampled_from(["c", "d", "source", "phone:+15551230000"]))),
+                HangupSession(),
+                TimerFired(
+                    draw(st.sampled_from([CREDIT_TIMER, "ring-a", "ring-b", "release-a", "ring-c"]))
+                ),
+                BalanceChanged(draw(st.integers(0, 200_000))),
+                Seen(),
+                Reconcile({c: "up" for c in draw(st.sets(st.sampled_from(_channels())))}),
+            ]
+        )
+    )
+
+
+def _channels():
+    return [f"{SID}-{letter}{n}" for letter in LETTERS for n in (1, 2, 3)]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    balance=st.integers(0, 100_000),
+    inputs=st.lists(st.tuples(session_inputs(), st.floats(0, 30)), max_size=40),
+)
+def test_random_sequences_keep_the_billing_invariants(balance, inputs):
+    """Any order of events: each leg charged once, costs add up, nothing after Finished."""
+    session = Session(balance=balance)
+    ended_channels: set[str] = set()
+    finished_seen = False
+    for item, delay in inputs:
+        now = session.now + delay
+        if isinstance(item, LegRinging | LegAnswered | LegJoined | LegFailed | LegHungUp):
+            item = type(item)(**{**item.__dict__, "at": max(0.0, now + item.at)})
+            if isinstance(item, LegFailed | LegHungUp):
+                ended_channels.add(item.channel_id)
+        if isinstance(item, Reconcile):
+            live = set(item.channels)
+            ended_channels.update(c for c in _channels() if c not in live)
+        try:
+            effects = session.feed(item, now)
+        except SessionError:
+            continue
+        if finished_seen:
+            assert effects == []
+        finished_seen = finished_seen or bool(of(effects, Finished))
+    charges = session.charges()
+    names = [c.leg for c in charges]
+    assert len(names) == len(set(names))
+    state = session.state
+    assert sum(c.cost for c in charges) == sum(leg.cost for leg in state.legs if leg.charged)
+    for charge in charges:
+        leg = state.leg(charge.leg)
+        assert charge.cost == 0 or leg.answered_at is not None
+        assert charge.cdr.cost == charge.cost
+        if leg.rate is not None and leg.answered_at is not None:
+            assert charge.cost == leg.rate.cost(charge.billed_seconds)
+    if state.finished:
+        assert len(of(session.all, Finished)) == 1
+        assert all(leg.charged for leg in state.legs)
+        hung_up = {h.channel_id for h in of(session.all, Hangup)}
+        originated = {o.request.channel_id for o in of(session.all, Originate)}
+        assert originated <= hung_up | ended_channels
+        finished_at = next(i for i, e in enumerate(session.all) if isinstance(e, Finished))
+        assert not of(session.all[finished_at:], Originate)
+    else:
+        assert not of(session.all, Finished)
