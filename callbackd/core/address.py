@@ -204,7 +204,10 @@ def parse_address(text: str, default_region: str) -> LegAddress:
             "+<country><number>, sip:user@host or xmpp:user@domain"
         )
     if kind == "phone":
-        return LegAddress("phone", _parse_phone(rest, default_region, international=True))
+        try:
+            return LegAddress("phone", _parse_phone(rest, default_region, international=True))
+        except AddressError:
+            raise _not_an_address(stripped) from None
     parts = _split_network(kind, rest)
     if parts is None:
         raise _not_an_address(stripped)

@@ -91,6 +91,12 @@ def test_error_message_tells_the_user_what_to_write():
     )
 
 
+def test_error_message_shows_the_scheme_too():
+    """A bad phone: address is quoted whole in the message."""
+    with pytest.raises(AddressError, match="^'phone:12ab' is not a phone number"):
+        parse_address("phone:12ab", "DE")
+
+
 def test_unknown_scheme_is_named_in_the_error():
     """An unknown scheme is named in the message."""
     with pytest.raises(AddressError, match="'skype:'"):
