@@ -140,51 +140,86 @@ def encode_message(message: Message | Iterable[tuple[str, str]]) -> bytes:
     return "".join(out).encode("utf-8")
 
 
+class _HeaderCache(dict[str, tuple[str, str]]):
+    """Received line -> ``(key, value)``, filled on lookup.
+
+    Most AMI lines repeat within a session (``Privilege: call,all``,
+    ``Language: en``, ``CallerIDNum: <unknown>`` ...): looking them up is much
+    cheaper than splitting them again. Bounded: emptied when full.
+    """
+
+    __slots__ = ()
+    max_entries = 4096
+    max_line = 200
+
+    def __missing__(self, line: str) -> tuple[str, str]:
+        key, sep, value = line.partition(":")
+        # a line without a colon (an old "Response: Follows" body line) is kept as text
+        pair = (key, value[1:] if value[:1] == " " else value) if sep else ("", line)
+        if len(line) <= self.max_line:
+            if len(self) >= self.max_entries:
+                self.clear()
+            self[line] = pair
+        return pair
+
+
 class MessageParser:
     """Split a byte stream into AMI messages, tolerant of bare LF line ends.
 
-    Feed it whatever TCP delivers: partial lines are kept until the rest
-    arrives. ``banner`` is True while the first line (the unframed
-    ``Asterisk Call Manager/x.y.z`` banner) is still expected.
+    Feed it whatever TCP delivers: bytes are kept until a blank line ends a
+    message, then every complete message is parsed in one go. ``banner`` is
+    True while the first line (the unframed ``Asterisk Call Manager/x.y.z``
+    banner) is still expected. An unfinished message longer than
+    ``max_buffer`` bytes is garbage and is dropped rather than kept growing.
     """
 
     def __init__(self, banner: bool = False, max_buffer: int = 1 << 20) -> None:
         self._buffer = b""
-        self._pairs: list[tuple[str, str]] = []
         self.expect_banner = banner
         self.banner: str | None = None
         self.max_buffer = max_buffer
+        self._header = _HeaderCache().__getitem__
 
     def feed(self, data: bytes) -> list[Message]:
         """Parse ``data`` and return the messages it completed."""
-        buf = self._buffer + data if self._buffer else data
-        lines = buf.split(b"\n")
-        self._buffer = lines.pop()
-        if len(self._buffer) > self.max_buffer:
-            # A line this long is garbage; drop it rather than grow without bound.
-            self._buffer = b""
-        out: list[Message] = []
-        pairs = self._pairs
-        for raw in lines:
-            line = raw.decode("utf-8", "replace")
-            if line.endswith("\r"):
-                line = line[:-1]
-            if self.expect_banner:
-                self.expect_banner = False
-                self.banner = line
-                continue
-            if not line:
-                if pairs:
-                    out.append(Message(pairs))
-                    pairs = []
-                continue
-            key, sep, value = line.partition(":")
-            if not sep:
-                # Not a header (e.g. an old "Response: Follows" body line): keep it as text.
-                pairs.append(("", line))
-                continue
-            if value.startswith(" "):
-                value = value[1:]
-            pairs.append((key, value))
-        self._pairs = pairs
-        return out
+        kept = self._buffer
+        if kept:
+            buf = kept + data
+            # a blank line can only end in the new bytes: search those and 2 before
+            start = len(kept) - 2 if len(kept) > 2 else 0
+        else:
+            buf = data
+            start = 0
+        if self.expect_banner:
+            newline = buf.find(b"\n")
+            if newline < 0:
+                self._buffer = buf if len(buf) <= self.max_buffer else b""
+                return []
+            line = buf[:newline].decode("utf-8", "replace")
+            self.banner = line[:-1] if line.endswith("\r") else line
+            self.expect_banner = False
+            buf = buf[newline + 1 :]
+            start = 0
+        # A message ends at a blank line: "\n\n" or "\n\r\n".
+        crlf = buf.rfind(b"\n\r\n", start)
+        lf = buf.rfind(b"\n\n", start)
+        if crlf < 0 and lf < 0:
+            self._buffer = buf if len(buf) <= self.max_buffer else b""
+            return []
+        end = crlf + 3 if crlf + 3 > lf + 2 else lf + 2
+        rest = buf[end:]
+        self._buffer = rest if len(rest) <= self.max_buffer else b""
+        # Decoding many lines at once is safe: b"\n" is never part of a multi-byte
+        # sequence, so no decoding error spans two lines.
+        text = buf[:end].decode("utf-8", "replace")
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+        # The buffer always starts at the start of a line; with a "\n" in front every
+        # blank line shows as "\n\n", and text ends with one, so every piece is a
+        # whole message (or empty, between repeated blank lines).
+        header = self._header
+        return [
+            Message(map(header, piece.split("\n")))
+            for raw in ("\n" + text).split("\n\n")
+            if (piece := raw.strip("\n"))
+        ]

@@ -61,7 +61,9 @@ def segments(name: str) -> tuple[tuple[str, bytes], ...]:
     """The transcript as ``(direction, bytes)`` segments, ``SERVER`` or ``CLIENT``.
 
     For the block format one segment is one block (roughly one TCP write); for the
-    wire-log format one segment is one line, with ``\\r\\n`` restored on ``m<`` lines.
+    wire-log format one segment is the run of consecutive lines logged in the same
+    direction with the same timestamp (what one read returned, as far as the log
+    tells), with ``\\r\\n`` restored on ``m<`` lines.
     """
     raw = fixture_path(name).read_bytes()
     if _BLOCK.match(raw):
@@ -81,16 +83,22 @@ def _block_segments(raw: bytes) -> tuple[tuple[str, bytes], ...]:
 
 
 def _wire_log_segments(text: str) -> tuple[tuple[str, bytes], ...]:
-    out = []
+    out: list[tuple[str, bytes]] = []
+    previous: tuple[str, str] | None = None
     for number, line in enumerate(text.splitlines(), 1):
         match = _WIRE_LINE.match(line)
         if match is None:
             raise ValueError(f"line {number} is not a wire-log line: {line[:60]!r}")
+        stamp = line.split(" ", 1)[0]
         data = ast.literal_eval(match.group(2))
-        if match.group(1) == "<":
-            out.append((SERVER, data + b"\r\n"))
+        direction = SERVER if match.group(1) == "<" else CLIENT
+        if direction == SERVER:
+            data += b"\r\n"
+        if previous == (direction, stamp):
+            out[-1] = (direction, out[-1][1] + data)
         else:
-            out.append((CLIENT, data))
+            out.append((direction, data))
+        previous = (direction, stamp)
     return tuple(out)
 
 

@@ -34,6 +34,28 @@ def reference_messages(data: bytes) -> list[list[tuple[str, str]]]:
     return out
 
 
+def line_by_line(data: bytes, banner: bool) -> list[list[tuple[str, str]]]:
+    """A second oracle, for any bytes: one line at a time, as ASTERISK.md §8 describes."""
+    out: list[list[tuple[str, str]]] = []
+    pairs: list[tuple[str, str]] = []
+    lines = data.split(b"\n")[:-1]  # the last piece has no line end yet
+    for number, raw in enumerate(lines):
+        line = raw.decode("utf-8", "replace")
+        line = line[:-1] if line.endswith("\r") else line
+        if banner and number == 0:
+            continue
+        if not line:
+            if pairs:
+                out.append(pairs)
+            pairs = []
+        elif ":" in line:
+            key, _, value = line.partition(":")
+            pairs.append((key, value[1:] if value.startswith(" ") else value))
+        else:
+            pairs.append(("", line))
+    return out
+
+
 def parse_all(chunks) -> tuple[MessageParser, list[Message]]:
     parser = MessageParser(banner=True)
     messages: list[Message] = []
@@ -150,6 +172,30 @@ def test_merged_segments_give_the_same_messages(names):
     _, merged = parse_all([b"Asterisk Call Manager/11.0.0\r\n" + b"".join(streams)])
     assert merged == separate
     assert len(merged) == sum(len(reference_messages(b"x\r\n" + s)) for s in streams)
+
+
+wire_ish = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [b"\r\n", b"\n", b"\r", b": ", b":", b" ", b"Event: X", b"\xe2\x82", b"\xac"]
+        ),
+        st.binary(max_size=12),
+    ),
+    max_size=60,
+).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(stream=wire_ish, banner=st.booleans(), data=st.data())
+def test_any_bytes_any_chunking_match_line_by_line(stream, banner, data):
+    """For arbitrary bytes cut anywhere, the parser agrees with a line-at-a-time parse."""
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10, unique=True)))
+    bounds = [0, *cuts, len(stream)]
+    parser = MessageParser(banner=banner)
+    messages = []
+    for a, b in zip(bounds, bounds[1:]):
+        messages.extend(parser.feed(stream[a:b]))
+    assert [m.pairs for m in messages] == line_by_line(stream, banner)
 
 
 keys = st.from_regex(r"\A[A-Za-z0-9_-]{1,30}\Z")
