@@ -43,8 +43,8 @@ class BcryptHasher:
         self._rounds = rounds
         self._threaded = run_in_thread
         # checked against when there is no hash, so "no such user" takes as long as a
-        # wrong password and does not tell that the user does not exist
-        self._dummy = bcrypt.hashpw(b"x", bcrypt.gensalt(rounds))
+        # wrong password and does not tell that the user does not exist (made lazily)
+        self._dummy: bytes | None = None
 
     def _run(self, f: Any, *args: Any) -> defer.Deferred[Any]:
         if self._threaded:
@@ -64,6 +64,8 @@ class BcryptHasher:
 
     def _check(self, secret: str, hashed: str | None) -> bool:
         if not hashed:
+            if self._dummy is None:
+                self._dummy = bcrypt.hashpw(b"x", bcrypt.gensalt(self._rounds))
             bcrypt.checkpw(_prehash(secret), self._dummy)
             return False
         try:
