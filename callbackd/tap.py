@@ -58,7 +58,12 @@ def makeService(options: Options) -> service.IService:
 
     from callbackd.app import create_daemon
 
-    root = create_daemon(options.loaded, reactor)
+    try:
+        root = create_daemon(options.loaded, reactor)
+    except configmod.ConfigError as e:
+        sys.stderr.write(f"{len(e.problems)} problem(s) in {options['config']}:\n  ")
+        sys.stderr.write("\n  ".join(e.problems) + "\n")
+        sys.exit(1)
     root.started.addErrback(_fail_loudly, reactor)
     return root
 

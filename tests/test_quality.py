@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,11 +40,15 @@ def test_mypy_core_and_interfaces():
 
 
 def test_core_imports_no_io():
-    """callbackd/core imports nothing from twisted.internet and no redis client."""
-    offenders = []
-    for path in (ROOT / "callbackd" / "core").rglob("*.py"):
-        text = path.read_text()
-        for bad in ("twisted.internet", "txredisapi", "import time", "from time import"):
-            if bad in text:
-                offenders.append(f"{path.relative_to(ROOT)}: {bad}")
+    """callbackd/core imports nothing from twisted.internet, no redis client, no clock."""
+    forbidden = re.compile(
+        r"^\s*(from\s+(twisted\.internet|txredisapi|time|datetime)\b"
+        r"|import\s+(twisted\.internet|txredisapi|time|datetime)\b)",
+        re.MULTILINE,
+    )
+    offenders = [
+        f"{path.relative_to(ROOT)}: {m.group(0).strip()}"
+        for path in (ROOT / "callbackd" / "core").rglob("*.py")
+        for m in forbidden.finditer(path.read_text())
+    ]
     assert offenders == []

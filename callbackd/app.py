@@ -1,0 +1,195 @@
+"""Wiring: build the daemon's service tree from a loaded configuration.
+
+The only module that knows every adapter. Each ``_make_*`` function builds one
+named child of the root service (see docs/architecture.rst); the root starts
+them in order and stops them in reverse.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from callbackd.config import Config
+from callbackd.service import StagedMultiService
+
+log = Logger(namespace="callbackd.app")
+
+
+@implementer(IStreamClientEndpoint)
+class _LateTCPEndpoint:
+    """A TCP client endpoint whose port is known only once another service listens."""
+
+    def __init__(self, reactor: Any, host: str, port_of: Any) -> None:
+        self._reactor = reactor
+        self._host = host
+        self._port_of = port_of
+
+    def connect(self, factory: Any) -> defer.Deferred[Any]:
+        return TCP4ClientEndpoint(self._reactor, self._host, self._port_of(), timeout=5).connect(
+            factory
+        )
+
+
+class Daemon:
+    """The daemon's parts, for the manhole namespace and for tests."""
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.root = StagedMultiService()
+        self.root.setName("callbackd")
+        self.registry = CollectorRegistry()
+        self.store: Any = None
+        self.ami: Any = None
+        self.simulator: Any = None
+        self.switch: Any = None
+        self.engine: Any = None
+
+    def add(self, name: str, child: service.IService) -> service.IService:
+        child.setName(name)
+        child.setServiceParent(self.root)
+        return child
+
+
+def create_daemon(config: Config, reactor: Any) -> StagedMultiService:
+    """The root service of a daemon configured by ``config``, running on ``reactor``."""
+    from callbackd.metrics import Metrics
+    from callbackd.web.ops import HealthRegistry
+    from callbackd.web.root import make_web_root, make_web_service
+
+    daemon = Daemon(config, reactor)
+    metrics = Metrics(daemon.registry)
+    health = HealthRegistry(reactor)
+    daemon.metrics = metrics  # type: ignore[attr-defined]
+    daemon.health = health  # type: ignore[attr-defined]
+
+    _make_store(daemon, health, metrics)
+    _make_switch(daemon, health, metrics)
+    _make_engine(daemon, metrics)
+    web_root = make_web_root(health, metrics)
+    daemon.web_root = web_root  # type: ignore[attr-defined]
+    daemon.add("web", make_web_service(config.web, web_root, reactor=reactor))
+    if config.manhole.enabled:
+        from callbackd.manhole import make_manhole_service
+
+        daemon.add(
+            "manhole",
+            make_manhole_service(
+                config.manhole,
+                config.state_dir,
+                lambda: namespace(daemon),
+                base_dir=config.path.parent,
+                reactor=reactor,
+            ),
+        )
+    daemon.root.daemon = daemon  # type: ignore[attr-defined]
+    return daemon.root
+
+
+def _make_store(daemon: Daemon, health: Any, metrics: Any) -> None:
+    from callbackd.store.embedded import EmbeddedRedisService
+    from callbackd.store.redis import StoreService
+
+    config = daemon.config
+    if config.redis.mode == "embedded":
+        daemon.add("redis", EmbeddedRedisService(config.redis, config.state_dir, daemon.reactor))
+    store_service = StoreService(config, daemon.reactor)
+    daemon.add("store", store_service)
+    daemon.store = store_service.store
+
+    def redis_health() -> defer.Deferred[tuple[bool, str]]:
+        def report(result: dict[str, Any]) -> tuple[bool, str]:
+            metrics.redis_up.set(1 if result["ok"] else 0)
+            return bool(result["ok"]), result.get("error", "answers PING")
+
+        return store_service.health().addCallback(report)
+
+    health.register("redis", redis_health)
+
+
+def _make_switch(daemon: Daemon, health: Any, metrics: Any) -> None:
+    from callbackd.ami.client import AMIClientService
+    from callbackd.amiswitch import AMISwitch
+
+    config = daemon.config
+    reactor = daemon.reactor
+    endpoint: Any
+    if config.ami.mode == "simulated":
+        from callbackd.simulator import SimulatorService
+
+        secret = secrets.token_hex(16)
+        simulator = SimulatorService(
+            config.simulator.listen,
+            config.ami.username,
+            secret,
+            clock=reactor,
+            reactor=reactor,
+            rules=config.simulator.rules,
+            time_scale=config.simulator.time_scale,
+        )
+        daemon.simulator = daemon.add("simulator", simulator)
+        endpoint = _LateTCPEndpoint(reactor, "127.0.0.1", lambda: simulator.port)
+    else:
+        secret = config.ami.secret.reveal()
+        endpoint = TCP4ClientEndpoint(reactor, config.ami.host, config.ami.port, timeout=10)
+    ami = AMIClientService(
+        endpoint,
+        config.ami.username,
+        secret,
+        md5=config.ami.auth == "md5",
+        clock=reactor,
+        node_id=config.daemon.node_id,
+        action_timeout=config.ami.action_timeout,
+        ping_interval=config.ami.ping_interval,
+        ping_timeout=config.ami.ping_timeout,
+    )
+    daemon.ami = daemon.add("ami", ami)
+    daemon.switch = AMISwitch(
+        ami, clock=reactor, context=config.ami.context, caller_id=config.ami.caller_id
+    )
+
+    def ami_health() -> tuple[bool, str]:
+        if ami.connected:
+            return True, "logged in"
+        return False, "not connected"
+
+    health.register("ami", ami_health)
+    ami.add_connection_listener(
+        lambda protocol: metrics.ami_connected.set(1), lambda reason: metrics.ami_connected.set(0)
+    )
+
+
+def _make_engine(daemon: Daemon, metrics: Any) -> None:
+    from callbackd.engine import EngineService
+
+    daemon.engine = daemon.add(
+        "engine", EngineService(daemon.config, daemon.reactor, daemon.switch, daemon.store, metrics)
+    ).manager
+
+
+def namespace(daemon: Daemon) -> dict[str, Any]:
+    """The manhole's namespace: the daemon's parts and a few operator helpers."""
+    from callbackd.operator import operator_helpers
+
+    ns: dict[str, Any] = {
+        "daemon": daemon,
+        "root": daemon.root,
+        "config": daemon.config,
+        "store": daemon.store,
+        "ami": daemon.ami,
+        "switch": daemon.switch,
+        "engine": daemon.engine,
+        "simulator": daemon.simulator,
+        "reactor": daemon.reactor,
+    }
+    ns.update(operator_helpers(daemon))
+    return ns
