@@ -195,7 +195,7 @@ def _prepare(args: argparse.Namespace, config: Config) -> Job:
         if limit < 0:
             args.parser.error("--credit-limit must not be negative")
         account = Account(
-            user,
+            args.username,
             language=args.language,
             tariff=args.tariff,
             credit_limit=limit,

@@ -69,6 +69,7 @@ class _OneCommand(protocol.Protocol):
         self._buffer = b""
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         self.transport.write(self.command + b"\r\n")
 
     def dataReceived(self, data: bytes) -> None:
@@ -76,7 +77,8 @@ class _OneCommand(protocol.Protocol):
         if b"\r\n" in self._buffer and not self.reply.called:
             line = self._buffer.split(b"\r\n", 1)[0]
             self.reply.callback(line.decode("utf-8", "replace"))
-            self.transport.loseConnection()
+            if self.transport is not None:
+                self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         if not self.reply.called:
@@ -104,7 +106,7 @@ async def redis_command(reactor: Any, path: Path, command: str, timeout: float =
         return await reply
     except defer.TimeoutError:
         if proto.transport is not None:
-            proto.transport.abortConnection()
+            proto.transport.abortConnection()  # type: ignore[attr-defined]
         return None
 
 
@@ -287,8 +289,13 @@ class EmbeddedRedisService(service.Service):
 
 def _when_ended(process: _RedisProcess) -> defer.Deferred[None]:
     d: defer.Deferred[None] = defer.Deferred()
+
+    def fire(result: Any) -> Any:
+        d.callback(None)
+        return result
+
     if not process.running:
         d.callback(None)
     else:
-        process.ended.addBoth(lambda r: (d.callback(None), r)[1])
+        process.ended.addBoth(fire)
     return d

@@ -12,7 +12,7 @@ import copy
 import dataclasses
 import json
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -75,9 +75,10 @@ class MemoryStore:
         """Whether the store answers (always, unless ``available`` was cleared)."""
         return self.available
 
-    def _up(self) -> None:
+    def _up(self) -> Literal[True]:
         if not self.available:
             raise StoreUnavailable("memory store switched off")
+        return True
 
     def _account(self, username: str) -> Account:
         records.check_username(username)
@@ -89,7 +90,7 @@ class MemoryStore:
 
     def ping(self) -> defer.Deferred[bool]:
         """Fire with True."""
-        return _fired(lambda: self._up() or True)
+        return _fired(lambda: self._up())
 
     # -- accounts ----------------------------------------------------------
     def create_account(
@@ -127,7 +128,7 @@ class MemoryStore:
 
         return _fired(get)
 
-    def update_account(self, username: str, /, **fields: Any) -> defer.Deferred[Account]:
+    def update_account(self, username: str, **fields: Any) -> defer.Deferred[Account]:
         """Change fields; fire with the new Account."""
 
         def update() -> Account:
@@ -139,7 +140,7 @@ class MemoryStore:
 
     def list_accounts(self) -> defer.Deferred[list[str]]:
         """Fire with every username, sorted."""
-        return _fired(lambda: self._up() or sorted(self._accounts))
+        return _fired(lambda: self._up() and sorted(self._accounts))
 
     def set_password(self, username: str, password: str) -> defer.Deferred[None]:
         """Replace the password hash."""
@@ -175,7 +176,12 @@ class MemoryStore:
     # -- money -------------------------------------------------------------
     def get_balance(self, username: str) -> defer.Deferred[int]:
         """Fire with the balance."""
-        return _fired(lambda: self._account(username) and self._balances[username])
+
+        def get() -> int:
+            self._account(username)
+            return self._balances[username]
+
+        return _fired(get)
 
     def _seen(self, username: str, key: str) -> bool:
         at = self._applied.get((username, key))
@@ -335,7 +341,7 @@ class MemoryStore:
             records.check_amount(value, positive=True)
             records.check_count(count)
             self._up()
-            made = []
+            made: list[Voucher] = []
             while len(made) < count:
                 code = records.new_voucher_code()
                 if code in self._vouchers:
@@ -452,7 +458,7 @@ class MemoryStore:
 
     def list_sessions(self) -> defer.Deferred[list[str]]:
         """Fire with every session id, sorted."""
-        return _fired(lambda: self._up() or sorted(self._sessions))
+        return _fired(lambda: self._up() and sorted(self._sessions))
 
     # -- provider statistics -----------------------------------------------------------
     def record_provider_attempt(

@@ -477,7 +477,7 @@ class RedisStore:
             raise NoSuchAccount(f"no account {username!r}")
         return account
 
-    def update_account(self, username: str, /, **fields: Any) -> defer.Deferred[Account]:
+    def update_account(self, username: str, **fields: Any) -> defer.Deferred[Account]:
         """Change Account fields; fire with the new Account."""
         return defer.ensureDeferred(self._update_account(username, fields))
 
