@@ -339,7 +339,7 @@ class RedisStore:
         self.start()
         if self.connected:
             return defer.succeed(self)
-        d: defer.Deferred[RedisStore] = defer.Deferred(lambda d: self._waiting.remove(d))
+        d: defer.Deferred[RedisStore] = defer.Deferred(self._forget_waiter)
         self._waiting.append(d)
         limit = self.timeout if timeout is None else timeout
 
@@ -353,6 +353,10 @@ class RedisStore:
         d.addTimeout(limit, self.clock)
         d.addErrback(timed_out)
         return d
+
+    def _forget_waiter(self, d: defer.Deferred[RedisStore]) -> None:
+        if d in self._waiting:
+            self._waiting.remove(d)
 
     def disconnect(self) -> defer.Deferred[None]:
         """Stop reconnecting and close every connection."""
