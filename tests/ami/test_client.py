@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest_twisted
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
@@ -12,6 +14,7 @@ from twisted.python.failure import Failure
 from callbackd.ami.client import AMIClientService, backoff_delay
 from callbackd.ami.message import Message, MessageParser
 from callbackd.ami.protocol import AMIProtocol, AMITimeout
+from callbackd.simulator.service import SimulatorService
 from tests.ami.fixtures import server_bytes
 
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
@@ -320,3 +323,35 @@ def test_stop_when_logoff_is_unanswered():
     clock.advance(2.0)
     assert stopped.called
     assert not connection.transport.connected
+
+
+@pytest_twisted.ensureDeferred
+async def test_real_loopback_session_with_the_simulator():
+    """Over real TCP to the simulated Asterisk: MD5 login, a list, an Originate, a clean stop."""
+    from twisted.internet import reactor
+
+    simulator = SimulatorService(
+        "tcp:0:interface=127.0.0.1", "callbackd", "sim-secret", reactor=reactor, clock=reactor
+    )
+    simulator.startService()
+    port = await simulator.ready
+    service = AMIClientService(
+        TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5),
+        "callbackd",
+        "sim-secret",
+        clock=reactor,
+        action_timeout=5.0,
+    )
+    service.startService()
+    try:
+        protocol = await service.when_connected(timeout=5.0)
+        assert protocol.version
+        assert isinstance(await protocol.core_show_channels(), list)
+        result = await protocol.originate(
+            "Local/15550011234@sim-pstn", application="Wait", data="1", timeout_ms=3000
+        )
+        assert result.name == "OriginateResponse"
+    finally:
+        await service.stopService()
+        await simulator.stopService()
+    assert not service.connected
