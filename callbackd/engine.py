@@ -1,0 +1,724 @@
+"""The session manager: runs callback sessions by executing the core machine's effects.
+
+:mod:`callbackd.core.session` decides; this module does. It validates a callback
+request (account, addresses, block list, rates, ``via``, credit, concurrency), resolves
+each leg's routes (providers ranked by :func:`callbackd.core.routing.rank_providers` on
+the statistics in the store), and then feeds the machine with switch events, user
+commands and timer expiries, carrying out what it asks: switch calls (a refused
+originate is a ``LegFailed "failed"`` for the machine), timers on the injected clock,
+debits (idempotency key = the CDR id, ``force=True``: settling a call that happened),
+CDRs, session persistence and provider statistics. Store writes of one session run in
+order, one after the other.
+
+Recovery (:meth:`SessionManager.recover`, run at start and on every
+:class:`~callbackd.switch.SwitchConnected`): the sessions in flight are loaded from the
+store and reconciled with :meth:`ISwitch.list_channels`. Legs still live stay tracked
+(their credit timers are re-armed from the stored answer times); legs that ended
+meanwhile are billed up to the last moment the daemon knew them up (the session's
+``seen_at``, persisted by a heartbeat every ``heartbeat_interval`` seconds while the
+switch is connected), never beyond the AbsoluteTimeout the switch enforced. That never
+charges more than the real call could have cost and undercharges by at most one
+heartbeat; debits keyed by CDR id make a repeated settlement a no-op.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from callbackd.config import Config, GatewaysConfig
+from callbackd.core import session as machine
+from callbackd.core.address import AddressError, LegAddress, parse_address
+from callbackd.core.credit import LegCharge, allowed_seconds
+from callbackd.core.dialstring import DialStringError, build_channel
+from callbackd.core.model import AccountStatus
+from callbackd.core.rating import Deck
+from callbackd.core.routing import (
+    Attempt,
+    Candidate,
+    UnknownProvider,
+    rank_providers,
+    resolve_provider,
+    stats_by_provider,
+)
+from callbackd.switch import (
+    ISwitch,
+    LegAnswered,
+    LegFailed,
+    LegHungUp,
+    LegJoined,
+    LegRinging,
+    SwitchConnected,
+    SwitchDisconnected,
+    SwitchEvent,
+)
+
+__all__ = [
+    "CallbackRefused",
+    "EngineService",
+    "Provider",
+    "SessionManager",
+    "UnknownSession",
+]
+
+log = Logger(namespace="callbackd.engine")
+
+_BASE36 = string.digits + string.ascii_lowercase
+#: counter values per millisecond (4 base-36 digits)
+_COUNTER_SPAN = 36**4
+
+Subscriber = Callable[[machine.SessionEvent], object]
+
+
+class CallbackRefused(Exception):
+    """A request the manager will not carry out; ``str()`` is fit for the user."""
+
+
+class UnknownSession(CallbackRefused):
+    """No session in flight has that id."""
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A configured VoIP provider: dial template, buy deck, channel limit."""
+
+    name: str
+    dial: str
+    deck: Deck
+    channels: int = 30
+
+
+def _base36(number: int) -> str:
+    digits = []
+    while True:
+        number, digit = divmod(number, 36)
+        digits.append(_BASE36[digit])
+        if not number:
+            return "".join(reversed(digits))
+
+
+class SessionManager:
+    """Runs every callback session of this daemon (see the module docstring).
+
+    Nothing happens before :meth:`start` (listener, heartbeat, recovery); :meth:`stop`
+    cancels the timers and leaves the sessions in the store for the next start.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        switch: ISwitch,
+        store: Any,
+        *,
+        sell_deck: Deck,
+        providers: Sequence[Provider],
+        node_id: str = "cb1",
+        default_region: str = "DE",
+        gateways: GatewaysConfig | None = None,
+        blocked_prefixes: Sequence[str] = (),
+        ring_timeout: int = 45,
+        caller_id: str = "",
+        routing_window: float = 3600.0,
+        min_attempts: int = 5,
+        heartbeat_interval: float = 10.0,
+    ) -> None:
+        self.clock = clock
+        self.switch = switch
+        self.store = store
+        self.sell_deck = sell_deck
+        self.providers = {p.name: p for p in providers}
+        self.node_id = node_id
+        self.default_region = default_region
+        self.gateways = gateways if gateways is not None else GatewaysConfig()
+        self.blocked_prefixes = tuple(blocked_prefixes)
+        self.ring_timeout = ring_timeout
+        self.caller_id = caller_id
+        self.routing_window = routing_window
+        self.min_attempts = min_attempts
+        self.heartbeat_interval = heartbeat_interval
+        self._sessions: dict[str, machine.SessionState] = {}
+        self._timers: dict[tuple[str, str], IDelayedCall] = {}
+        self._writes: dict[str, defer.Deferred[Any]] = {}
+        self._subscribers: list[tuple[str | None, Subscriber]] = []
+        self._queue: list[tuple[str, Any]] = []
+        self._busy = False
+        self._counter = 0
+        self._heartbeat: LoopingCall | None = None
+        self._listening = False
+        self._recovering: defer.Deferred[None] | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        clock: IReactorTime,
+        switch: ISwitch,
+        store: Any,
+        *,
+        sell_deck: Deck,
+        providers: Sequence[Provider],
+    ) -> SessionManager:
+        """A manager set up from the daemon's configuration."""
+        return cls(
+            clock,
+            switch,
+            store,
+            sell_deck=sell_deck,
+            providers=providers,
+            node_id=config.daemon.node_id,
+            default_region=config.billing.default_region,
+            gateways=config.gateways,
+            blocked_prefixes=config.routing.blocked,
+            ring_timeout=config.ami.ring_timeout,
+            caller_id=config.ami.caller_id,
+            routing_window=config.routing.window,
+            min_attempts=config.routing.min_attempts,
+        )
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> defer.Deferred[None]:
+        """Listen to the switch, start the heartbeat, recover the sessions in flight."""
+        if not self._listening:
+            self.switch.add_listener(self._switch_event)
+            self._listening = True
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = self.clock
+        self._heartbeat.start(self.heartbeat_interval, now=False)
+        return self.recover()
+
+    def stop(self) -> None:
+        """Stop the heartbeat and every timer; the sessions stay in the store."""
+        if self._heartbeat is not None and self._heartbeat.running:
+            self._heartbeat.stop()
+        for call in self._timers.values():
+            if call.active():
+                call.cancel()
+        self._timers.clear()
+
+    # -- requests -----------------------------------------------------------------------
+
+    def start_callback(
+        self,
+        username: str,
+        source: str,
+        destination: str,
+        via: Sequence[str] = (),
+        origin: str | None = None,
+    ) -> defer.Deferred[str]:
+        """Start a callback; fire with the session id or errback CallbackRefused."""
+        return defer.ensureDeferred(
+            self._start_callback(username, source, destination, tuple(via), origin or "")
+        )
+
+    async def _start_callback(
+        self, username: str, source: str, destination: str, via: tuple[str, ...], origin: str
+    ) -> str:
+        account = await self.store.get_account(username)
+        if account is None:
+            raise CallbackRefused("Unknown account.")
+        if account.status is not AccountStatus.ACTIVE:
+            raise CallbackRefused("Your account is blocked.")
+        if len(via) > 2:
+            raise CallbackRefused("Give at most two providers after via: one per leg.")
+        addresses = [self._address(source), self._address(destination)]
+        forced = [self._provider_name(name) for name in via] + [None, None]
+        if len(self.sessions_of(username)) >= account.max_sessions:
+            raise CallbackRefused(
+                f"You have {account.max_sessions} call(s) in progress already; hang one up first."
+            )
+        specs = [
+            await self._leg_spec(address, provider)
+            for address, provider in zip(addresses, forced[:2])
+        ]
+        balance = await self.store.get_balance(username)
+        billed = [LegCharge(s.rate) for s in specs if s.rate is not None and not s.rate.is_free]
+        if allowed_seconds(balance + account.credit_limit, billed) == 0:
+            raise CallbackRefused("Not enough credit for this call. Please top up.")
+        session_id = self._new_session_id()
+        try:
+            state, effects = machine.start(
+                session_id,
+                username,
+                specs[0],
+                specs[1],
+                balance=balance,
+                now=self.clock.seconds(),
+                credit_limit=account.credit_limit,
+                ring_timeout=self.ring_timeout,
+                caller_id=self.caller_id,
+                origin=origin,
+            )
+        except machine.SessionError as e:
+            raise CallbackRefused(str(e)) from None
+        self._sessions[session_id] = state
+        log.info(
+            "session {session_id} of {username}: {source} -> {destination}",
+            session_id=session_id,
+            username=username,
+            source=str(addresses[0]),
+            destination=str(addresses[1]),
+        )
+        if self._busy:
+            self._execute(session_id, effects)
+        else:
+            self._exclusively(self._execute, session_id, effects)
+        return session_id
+
+    def add_leg(
+        self, session_id: str, address: str, provider: str | None = None
+    ) -> defer.Deferred[None]:
+        """``ADD``: call one more party into a connected session."""
+        return defer.ensureDeferred(self._add_leg(session_id, address, provider))
+
+    async def _add_leg(self, session_id: str, address: str, provider: str | None) -> None:
+        self._state(session_id)
+        leg_address = self._address(address)
+        name = self._provider_name(provider) if provider else None
+        spec = await self._leg_spec(leg_address, name)
+        self._command(session_id, machine.AddLeg(spec))
+
+    def drop_leg(self, session_id: str, address_or_role: str) -> defer.Deferred[None]:
+        """``DEL``: hang up an additional leg (by address, leg name or letter)."""
+        target = address_or_role.strip()
+        try:
+            target = str(parse_address(target, self.default_region))
+        except AddressError:
+            pass  # a leg name or letter
+        return defer.maybeDeferred(self._command, session_id, machine.DropLeg(target))
+
+    def hangup(self, session_id: str) -> defer.Deferred[None]:
+        """``HANGUP``: end the session and every leg."""
+        return defer.maybeDeferred(self._command, session_id, machine.HangupSession())
+
+    def list_legs(self, session_id: str) -> str:
+        """The ``LIST`` reply."""
+        return machine.list_text(self._state(session_id))
+
+    def status(self, session_id: str) -> dict[str, Any]:
+        """A JSON-able summary of the session."""
+        return machine.summary(self._state(session_id))
+
+    def sessions_of(self, username: str) -> list[str]:
+        """The ids of the account's sessions in flight, oldest first."""
+        return [
+            sid
+            for sid, state in self._sessions.items()
+            if state.username == username and not state.finished
+        ]
+
+    def subscribe(self, callback: Subscriber, session_id: str | None = None) -> Callable[[], None]:
+        """Deliver SessionEvents (of one session, or all) to ``callback``; return an undo."""
+        entry = (session_id, callback)
+        self._subscribers.append(entry)
+
+        def unsubscribe() -> None:
+            if entry in self._subscribers:
+                self._subscribers.remove(entry)
+
+        return unsubscribe
+
+    def balance_changed(self, username: str) -> defer.Deferred[None]:
+        """The account's balance changed (top-up): recompute its sessions' credit."""
+        return defer.ensureDeferred(self._balance_changed(username))
+
+    async def _balance_changed(self, username: str) -> None:
+        if not self.sessions_of(username):
+            return
+        balance = await self.store.get_balance(username)
+        for session_id in self.sessions_of(username):
+            self._feed(session_id, machine.BalanceChanged(balance))
+
+    # -- validation and routes ---------------------------------------------------------
+
+    def _address(self, text: str) -> LegAddress:
+        try:
+            address = parse_address(text, self.default_region)
+        except AddressError as e:
+            raise CallbackRefused(str(e)) from None
+        if address.kind == "phone":
+            for prefix in self.blocked_prefixes:
+                if address.digits.startswith(prefix):
+                    raise CallbackRefused(f"Calls to {address.value} are not allowed.")
+        return address
+
+    def _provider_name(self, name: str) -> str:
+        try:
+            return resolve_provider(name, self.providers)
+        except UnknownProvider as e:
+            raise CallbackRefused(str(e)) from None
+
+    async def _leg_spec(self, address: LegAddress, forced: str | None) -> machine.LegSpec:
+        """The routes and sell rate of a leg; CallbackRefused when it cannot be called."""
+        if address.kind != "phone":
+            template = getattr(self.gateways, address.kind, "")
+            if not template:
+                raise CallbackRefused(f"The {address.kind} network is not available here.")
+            route = machine.Route("", self._channel(template, address))
+            return machine.LegSpec(str(address), (route,), None)
+        rate = self.sell_deck.lookup(address.digits)
+        routes: tuple[machine.Route, ...]
+        if rate is None:
+            raise CallbackRefused(f"There is no rate for {address.value}.")
+        if forced is not None:
+            provider = self.providers[forced]
+            if provider.deck.lookup(address.digits) is None:
+                raise CallbackRefused(f"{forced} does not reach {address.value}.")
+            routes = (machine.Route(forced, self._channel(provider.dial, address)),)
+        else:
+            ranked = rank_providers(
+                [
+                    Candidate(p.name, p.deck, p.channels, self._in_use(p.name))
+                    for p in self.providers.values()
+                ],
+                await self._stats(),
+                address.digits,
+            )
+            routes = tuple(
+                machine.Route(r.name, self._channel(self.providers[r.name].dial, address))
+                for r in ranked
+            )
+            if not routes:
+                raise CallbackRefused(f"No provider reaches {address.value} right now.")
+        return machine.LegSpec(str(address), routes, rate)
+
+    @staticmethod
+    def _channel(template: str, address: LegAddress) -> str:
+        try:
+            return build_channel(template, address)
+        except DialStringError as e:
+            log.error("dial template {template!r}: {error}", template=template, error=str(e))
+            raise CallbackRefused(f"{address} cannot be dialled here.") from None
+
+    async def _stats(self) -> Mapping[str, Any]:
+        now = self.clock.seconds()
+        since = now - self.routing_window
+        attempts: list[Attempt] = []
+        for name in self.providers:
+            for record in await self.store.provider_attempts(name, since):
+                attempts.append(
+                    Attempt(
+                        name,
+                        record["at"],
+                        record["answered"],
+                        record["duration"],
+                        record["pdd"],
+                    )
+                )
+        return stats_by_provider(attempts, now, self.routing_window, self.min_attempts)
+
+    def _in_use(self, provider: str) -> int:
+        return sum(
+            1
+            for state in self._sessions.values()
+            for leg in state.legs
+            if leg.live and leg.attempt and leg.provider == provider
+        )
+
+    def _new_session_id(self) -> str:
+        self._counter = (self._counter + 1) % _COUNTER_SPAN
+        millis = int(self.clock.seconds() * 1000)
+        return f"{self.node_id}{_base36(millis)}{_base36(self._counter)}"
+
+    # -- feeding the machine -----------------------------------------------------------
+
+    def _state(self, session_id: str) -> machine.SessionState:
+        state = self._sessions.get(session_id)
+        if state is None or state.finished:
+            raise UnknownSession(f"No call {session_id} is in progress.")
+        return state
+
+    def _command(self, session_id: str, command: Any) -> None:
+        """Apply a user command; SessionError becomes CallbackRefused."""
+        self._state(session_id)
+        self._apply(session_id, command, refuse=True)
+
+    def _feed(self, session_id: str, event: Any) -> None:
+        """Apply a switch event, timer or internal command."""
+        self._apply(session_id, event, refuse=False)
+
+    def _apply(self, session_id: str, item: Any, refuse: bool) -> None:
+        """Step the machine; what effects feed back meanwhile waits its turn in the queue."""
+        if self._busy:
+            self._queue.append((session_id, item))
+            return
+        self._exclusively(self._step, session_id, item, refuse)
+
+    def _exclusively(self, first: Callable[..., None], *args: Any) -> None:
+        """Run ``first``, then everything it queued, one step at a time."""
+        self._busy = True
+        try:
+            first(*args)
+            while self._queue:
+                sid, queued = self._queue.pop(0)
+                self._step(sid, queued, False)
+        finally:
+            self._busy = False
+
+    def _step(self, session_id: str, item: Any, refuse: bool) -> None:
+        state = self._sessions.get(session_id)
+        if state is None:
+            return
+        try:
+            new, effects = machine.step(state, item, self.clock.seconds())
+        except machine.SessionError as e:
+            if refuse:
+                raise CallbackRefused(str(e)) from None
+            log.info("session {session_id}: {error}", session_id=session_id, error=str(e))
+            return
+        self._sessions[session_id] = new
+        self._execute(session_id, effects)
+
+    def _switch_event(self, event: SwitchEvent) -> None:
+        if isinstance(event, SwitchConnected):
+            self.recover()
+        elif isinstance(event, SwitchDisconnected):
+            log.warn("switch lost: {reason}", reason=event.reason)
+            for session_id in list(self._sessions):
+                self._feed(session_id, machine.Seen())
+        elif isinstance(event, LegRinging | LegAnswered | LegJoined | LegFailed | LegHungUp):
+            session_id = event.channel_id.rpartition("-")[0]
+            if session_id in self._sessions:
+                self._feed(session_id, event)
+
+    def _beat(self) -> None:
+        if not self.switch.connected:
+            return
+        for session_id in list(self._sessions):
+            self._feed(session_id, machine.Seen())
+
+    # -- effects --------------------------------------------------------------------------
+
+    def _execute(self, session_id: str, effects: Iterable[machine.Effect]) -> None:
+        for effect in effects:
+            try:
+                self._do(session_id, effect)
+            except Exception:
+                log.failure("session {session_id}: {effect}", session_id=session_id, effect=effect)
+
+    def _do(self, sid: str, effect: machine.Effect) -> None:
+        if isinstance(effect, machine.Originate):
+            self._originate(sid, effect)
+        elif isinstance(effect, machine.Hangup):
+            self._switch_call(sid, "hangup", self.switch.hangup, effect.channel_id, effect.cause)
+        elif isinstance(effect, machine.JoinRoom):
+            self._switch_call(
+                sid, "join_room", self.switch.join_room, effect.channel_id, effect.room
+            )
+        elif isinstance(effect, machine.SetAbsoluteTimeout):
+            self._switch_call(
+                sid,
+                "set_absolute_timeout",
+                self.switch.set_absolute_timeout,
+                effect.channel_id,
+                effect.seconds,
+            )
+        elif isinstance(effect, machine.ArmTimer):
+            self._cancel_timer(sid, effect.name)
+            self._timers[(sid, effect.name)] = self.clock.callLater(
+                effect.seconds, self._timer_fired, sid, effect.name
+            )
+        elif isinstance(effect, machine.CancelTimer):
+            self._cancel_timer(sid, effect.name)
+        elif isinstance(effect, machine.Notify):
+            self._publish(effect.event)
+        elif isinstance(effect, machine.ChargeLeg):
+            self._charge(sid, effect)
+        elif isinstance(effect, machine.RecordAttempt):
+            if effect.provider:
+                self._write(
+                    sid,
+                    "provider attempt",
+                    self.store.record_provider_attempt,
+                    effect.provider,
+                    effect.at,
+                    effect.answered,
+                    effect.pdd,
+                    effect.duration,
+                    effect.cause,
+                )
+        elif isinstance(effect, machine.Persist):
+            state = self._sessions.get(sid)
+            if state is not None and not state.finished:
+                self._write(sid, "save session", self.store.save_session, sid, state.to_dict())
+        elif isinstance(effect, machine.Finished):
+            self._finish(sid, effect)
+
+    def _originate(self, sid: str, effect: machine.Originate) -> None:
+        request = effect.request
+        log.info(
+            "originate {channel_id} via {provider}",
+            channel_id=request.channel_id,
+            provider=effect.provider or "gateway",
+        )
+
+        def refused(failure: Failure) -> None:
+            log.warn(
+                "originate {channel_id} refused: {error}",
+                channel_id=request.channel_id,
+                error=failure.getErrorMessage(),
+            )
+            self._feed(sid, LegFailed(request.channel_id, self.clock.seconds(), "failed"))
+
+        self.switch.originate(request).addErrback(refused)
+
+    def _switch_call(self, sid: str, what: str, call: Callable[..., Any], *args: Any) -> None:
+        def failed(failure: Failure) -> None:
+            log.warn(
+                "session {session_id}: {what}{args} failed: {error}",
+                session_id=sid,
+                what=what,
+                args=args,
+                error=failure.getErrorMessage(),
+            )
+
+        call(*args).addErrback(failed)
+
+    def _timer_fired(self, sid: str, name: str) -> None:
+        self._timers.pop((sid, name), None)
+        self._feed(sid, machine.TimerFired(name))
+
+    def _cancel_timer(self, sid: str, name: str) -> None:
+        call = self._timers.pop((sid, name), None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _publish(self, event: machine.SessionEvent) -> None:
+        for session_id, callback in list(self._subscribers):
+            if session_id is not None and session_id != event.session_id:
+                continue
+            try:
+                callback(event)
+            except Exception:
+                log.failure(
+                    "subscriber {callback!r} failed on {kind}", callback=callback, kind=event.kind
+                )
+
+    def _write(self, sid: str, what: str, call: Callable[..., Any], *args: Any) -> None:
+        """Chain one store write after the session's earlier ones."""
+        previous = self._writes.get(sid)
+        d: defer.Deferred[Any] = previous if previous is not None else defer.succeed(None)
+
+        def run(_: object) -> Any:
+            return call(*args)
+
+        def failed(failure: Failure) -> None:
+            log.failure(
+                "session {session_id}: store {what} failed", failure, session_id=sid, what=what
+            )
+
+        d.addCallback(run)
+        d.addErrback(failed)
+        self._writes[sid] = d
+
+    def _charge(self, sid: str, effect: machine.ChargeLeg) -> None:
+        cdr = effect.cdr
+        log.info(
+            "charge {cdr_id}: {seconds} s, {cost}",
+            cdr_id=cdr.cdr_id,
+            seconds=effect.billed_seconds,
+            cost=effect.cost,
+        )
+        self._write(sid, "append CDR", self.store.append_cdr, cdr)
+        if effect.cost > 0:
+            self._write(sid, "debit", self.store.debit, cdr.username, effect.cost, cdr.cdr_id, True)
+
+    def _finish(self, sid: str, effect: machine.Finished) -> None:
+        for key in [k for k in self._timers if k[0] == sid]:
+            self._cancel_timer(*key)
+        self._sessions.pop(sid, None)
+        self._write(sid, "append session CDR", self.store.append_cdr, effect.cdr)
+        self._write(sid, "delete session", self.store.delete_session, sid)
+        done = self._writes[sid]
+
+        def forget(_: object) -> None:
+            if self._writes.get(sid) is done:
+                del self._writes[sid]
+
+        done.addCallback(forget)
+        log.info("session {session_id} ended: {reason}", session_id=sid, reason=effect.cdr.cause)
+
+    # -- recovery ---------------------------------------------------------------------------
+
+    def recover(self) -> defer.Deferred[None]:
+        """Load the sessions in flight and reconcile them with the switch's channels."""
+        if self._recovering is not None:
+            return self._recovering
+
+        def done(result: object) -> None:
+            self._recovering = None
+
+        def failed(failure: Failure) -> None:
+            log.failure("recovery failed; it runs again on the next switch connect", failure)
+
+        d = defer.ensureDeferred(self._recover())
+        d.addErrback(failed)
+        if not d.called:
+            self._recovering = d
+            d.addBoth(done)
+        return d
+
+    async def _recover(self) -> None:
+        for session_id in await self.store.list_sessions():
+            if session_id in self._sessions:
+                continue
+            data = await self.store.load_session(session_id)
+            if data is None:
+                continue
+            state = machine.SessionState.from_dict(data)
+            if state.finished:
+                await self.store.delete_session(session_id)
+                continue
+            self._sessions[session_id] = state
+            log.info("recovered session {session_id}", session_id=session_id)
+        if not self.switch.connected or not self._sessions:
+            return
+        channels = await self.switch.list_channels()
+        live = {info.channel_id: info.state for info in channels}
+        for session_id in list(self._sessions):
+            self._feed(session_id, machine.Reconcile(live))
+
+
+class EngineService(service.Service):
+    """The session manager as a service of the daemon: loads the decks, starts, stops."""
+
+    def __init__(
+        self, config: Config, reactor: IReactorTime, switch: ISwitch, store: Any, metrics: Any
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        decimals = config.billing.decimals
+        sell = (
+            Deck.from_csv(config.resolve(config.billing.tariff), decimals, name="sell")
+            if config.billing.tariff
+            else Deck(name="sell")
+        )
+        providers = [
+            Provider(
+                p.name,
+                p.dial,
+                Deck.from_csv(config.resolve(p.rates), decimals, name=p.name),
+                p.channels,
+            )
+            for p in config.providers
+        ]
+        self.manager = SessionManager.from_config(
+            config, reactor, switch, store, sell_deck=sell, providers=providers
+        )
+
+    def startService(self) -> None:
+        super().startService()
+        self.manager.start()
+
+    def stopService(self) -> defer.Deferred[None] | None:
+        self.manager.stop()
+        return super().stopService()

@@ -1,0 +1,444 @@
+"""The session manager over a FakeSwitch, a MemoryStore and a task.Clock."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from callbackd.core.model import Account, AccountStatus
+from callbackd.core.rating import Deck, Rate
+from callbackd.core.session import render
+from callbackd.engine import CallbackRefused, Provider, SessionManager
+from callbackd.fakeswitch import FakeSwitch
+from callbackd.store.hashing import BcryptHasher
+from callbackd.store.memory import MemoryStore
+from callbackd.switch import ChannelInfo
+
+START = 1_700_000_000.0
+SOURCE = "+4930123456"
+DESTINATION = "+923001234567"
+EXTRA = "+4989123456"
+SELL_49 = Rate("49", 1400)
+SELL_92 = Rate("92", 1204)
+
+
+def result(d):
+    """The result of a Deferred that has fired (raising its failure)."""
+    out = []
+    d.addBoth(out.append)
+    assert out, "the Deferred has not fired"
+    if isinstance(out[0], Failure):
+        out[0].raiseException()
+    return out[0]
+
+
+class World:
+    """A manager with its fakes, and alice's account."""
+
+    def __init__(self, balance=10_000_000, store=None, clock=None, channels=(), **account):
+        self.clock = clock or Clock()
+        if clock is None:
+            self.clock.advance(START)
+        self.switch = FakeSwitch()
+        self.switch.channels = list(channels)
+        self.store = store or MemoryStore(self.clock, BcryptHasher(rounds=4, run_in_thread=False))
+        if store is None:
+            result(self.store.create_account(Account("alice", **account), "secret-pw"))
+            if balance:
+                result(self.store.credit("alice", balance, "initial"))
+        self.manager = self.new_manager()
+        self.events = []
+        self.manager.subscribe(self.events.append)
+
+    def new_manager(self, **kw):
+        providers = [
+            Provider("PROXICOM", "PJSIP/{number}@proxicom", Deck([Rate("49", 500)])),
+            Provider("MKS", "PJSIP/{number}@mks", Deck([Rate("49", 600)])),
+            Provider("PAKLINE", "PJSIP/{number}@pakline", Deck([Rate("92", 800)])),
+        ]
+        manager = SessionManager(
+            self.clock,
+            self.switch,
+            self.store,
+            sell_deck=Deck([SELL_49, SELL_92, Rate("1900", 9000)]),
+            providers=providers,
+            node_id="t1",
+            blocked_prefixes=("1900",),
+            **kw,
+        )
+        result(manager.start())
+        return manager
+
+    def callback(self, source=SOURCE, destination=DESTINATION, via=()):
+        return result(self.manager.start_callback("alice", source, destination, via))
+
+    def now(self):
+        return self.clock.seconds()
+
+    def talking(self):
+        sid = self.callback()
+        self.switch.answer(f"{sid}-a1", self.now())
+        self.switch.answer(f"{sid}-b1", self.now())
+        return sid
+
+    def balance(self):
+        return result(self.store.get_balance("alice"))
+
+    def cdrs(self):
+        return {c.leg or "session": c for c in result(self.store.list_cdrs("alice"))}
+
+    def texts(self):
+        return [render(e, 5) for e in self.events]
+
+
+# -- the whole call -----------------------------------------------------------------
+
+
+def test_source_is_originated_first_into_the_waiting_role():
+    """start_callback originates the source with ringback, over the cheapest provider."""
+    world = World()
+    sid = world.callback()
+    [request] = world.switch.originated
+    assert (request.channel_id, request.role, request.channel) == (
+        f"{sid}-a1",
+        "wait",
+        "PJSIP/4930123456@proxicom",
+    )
+
+
+def test_two_leg_callback_is_billed_per_leg():
+    """A two-leg call: each leg billed from its own answer, CDRs written, balance debited."""
+    world = World()
+    sid = world.callback()
+    world.switch.answer(f"{sid}-a1", START + 5)
+    assert world.switch.originated[1].channel_id == f"{sid}-b1"
+    world.switch.answer(f"{sid}-b1", START + 10)
+    assert world.switch.joined == [(f"{sid}-a1", sid)]
+    result(world.manager.hangup(sid))
+    world.switch.hang_up(f"{sid}-a1", START + 38)
+    world.switch.hang_up(f"{sid}-b1", START + 38)
+    cdrs = world.cdrs()
+    assert (cdrs["source"].billed_seconds, cdrs["source"].cost) == (33, SELL_49.cost(33))
+    assert (cdrs["destination"].billed_seconds, cdrs["destination"].cost) == (
+        28,
+        SELL_92.cost(28),
+    )
+    assert cdrs["session"].cost == SELL_49.cost(33) + SELL_92.cost(28)
+    assert world.balance() == 10_000_000 - cdrs["session"].cost
+
+
+def test_finished_session_is_forgotten():
+    """After the end the session is neither in memory nor in the store."""
+    world = World()
+    sid = world.talking()
+    result(world.manager.hangup(sid))
+    world.switch.hang_up(f"{sid}-a1", world.now())
+    world.switch.hang_up(f"{sid}-b1", world.now())
+    assert world.manager.sessions_of("alice") == []
+    assert result(world.store.list_sessions()) == []
+
+
+def test_progress_is_published_in_the_seed_words():
+    """Subscribers get the seed's progress lines."""
+    world = World()
+    sid = world.talking()
+    result(world.manager.hangup(sid))
+    world.switch.hang_up(f"{sid}-a1", world.now() + 5)
+    world.switch.hang_up(f"{sid}-b1", world.now() + 5)
+    texts = world.texts()
+    for line in (
+        "Calling source: phone:+4930123456, cost = 0.014 via PROXICOM",
+        "Calling destination: phone:+923001234567, cost = 0.01204 via PAKLINE",
+        "Remote answered. Now talking. Cost = 0.02604",
+        "Call aborted! Thank you!\nCharged time: 5 secs. Reason = EndedByHangup",
+    ):
+        assert line in texts
+
+
+def test_a_raising_subscriber_does_not_break_the_session():
+    """A subscriber that raises is logged; the others still hear and the call goes on."""
+    world = World()
+
+    def broken(event):
+        raise RuntimeError("subscriber bug")
+
+    world.manager.subscribe(broken)
+    sid = world.talking()
+    assert world.switch.joined == [(f"{sid}-a1", sid)]
+    assert "Remote answered. Now talking. Cost = 0.02604" in world.texts()
+
+
+def test_subscription_to_one_session_hears_only_it():
+    """subscribe(session_id=...) filters the events."""
+    world = World(max_sessions=2)
+    first = world.callback()
+    heard = []
+    world.manager.subscribe(heard.append, first)
+    world.callback(EXTRA, DESTINATION)
+    world.switch.answer(f"{first}-a1", world.now())
+    assert heard and {e.session_id for e in heard} == {first}
+
+
+def test_session_ids_are_unique_and_short():
+    """Session ids are node id + base36 time + counter, alphanumeric, at most 24 chars."""
+    world = World(max_sessions=2)
+    ids = [world.callback(), world.callback(EXTRA, DESTINATION)]
+    assert len(set(ids)) == 2
+    assert all(re.fullmatch(r"t1[a-z0-9]+", sid) and len(sid) <= 24 for sid in ids)
+
+
+# -- failover -----------------------------------------------------------------------
+
+
+def test_congestion_fails_over_to_the_next_provider():
+    """A congested source attempt is retried over MKS as attempt 2."""
+    world = World()
+    sid = world.callback()
+    world.switch.fail(f"{sid}-a1", "congestion", world.now())
+    retry = world.switch.originated[-1]
+    assert (retry.channel_id, retry.channel) == (f"{sid}-a2", "PJSIP/4930123456@mks")
+    assert "Source congestion, trying MKS..." in world.texts()
+
+
+def test_busy_does_not_fail_over():
+    """A busy source ends the session: no second attempt, a zero-cost CDR."""
+    world = World()
+    sid = world.callback()
+    world.switch.fail(f"{sid}-a1", "busy", world.now())
+    assert len(world.switch.originated) == 1
+    cdrs = world.cdrs()
+    assert (cdrs["source"].cost, cdrs["source"].cause, cdrs["session"].cause) == (
+        0,
+        "busy",
+        "SourceBusy",
+    )
+    assert world.balance() == 10_000_000
+
+
+def test_refused_originate_fails_over():
+    """An originate the switch refuses counts as a failed attempt: the next provider is tried."""
+    world = World()
+    world.switch.refuse_next()
+    sid = world.callback()
+    assert [r.channel_id for r in world.switch.originated] == [f"{sid}-a2"]
+
+
+def test_attempts_are_recorded_for_provider_statistics():
+    """Each ended attempt is stored with its provider."""
+    world = World()
+    sid = world.callback()
+    world.switch.fail(f"{sid}-a1", "congestion", world.now())
+    [attempt] = result(world.store.provider_attempts("PROXICOM", 0))
+    assert (attempt["answered"], attempt["cause"]) == (False, "congestion")
+
+
+def test_via_forces_the_provider():
+    """``via MKS`` dials the source over MKS only."""
+    world = World()
+    sid = world.callback(via=("MKS",))
+    world.switch.fail(f"{sid}-a1", "congestion", world.now())
+    assert [r.channel for r in world.switch.originated] == ["PJSIP/4930123456@mks"]
+
+
+# -- conference legs ----------------------------------------------------------------
+
+
+def test_add_and_del_an_additional_leg():
+    """ADD dials a third party into the room; DEL hangs it up and bills it; the call goes on."""
+    world = World()
+    sid = world.talking()
+    result(world.manager.add_leg(sid, EXTRA))
+    assert world.switch.originated[-1].channel_id == f"{sid}-c1"
+    world.switch.answer(f"{sid}-c1", world.now())
+    world.clock.advance(12)
+    result(world.manager.drop_leg(sid, EXTRA))
+    assert (f"{sid}-c1", 16) in world.switch.hung_up
+    world.switch.hang_up(f"{sid}-c1", world.now())
+    cdr = world.cdrs()["additional-1"]
+    assert (cdr.cause, cdr.billed_seconds) == ("kicked", 12)
+    assert world.manager.sessions_of("alice") == [sid]
+
+
+def test_list_legs_names_the_connected_legs():
+    """LIST gives the seed's list."""
+    world = World()
+    sid = world.talking()
+    assert world.manager.list_legs(sid) == (
+        "List of connected legs: Source: phone:+4930123456 Via: PROXICOM, "
+        "Destination: phone:+923001234567 Via: PAKLINE"
+    )
+
+
+def test_del_of_the_source_is_refused():
+    """DEL source errbacks CallbackRefused."""
+    world = World()
+    sid = world.talking()
+    with pytest.raises(CallbackRefused):
+        result(world.manager.drop_leg(sid, "source"))
+
+
+def test_add_before_connected_is_refused():
+    """ADD while the destination rings errbacks CallbackRefused."""
+    world = World()
+    sid = world.callback()
+    with pytest.raises(CallbackRefused):
+        result(world.manager.add_leg(sid, EXTRA))
+
+
+def test_source_hangup_releases_every_other_leg():
+    """When the source hangs up, destination and additional legs are hung up."""
+    world = World()
+    sid = world.talking()
+    result(world.manager.add_leg(sid, EXTRA))
+    world.switch.hang_up(f"{sid}-a1", world.now())
+    assert {c for c, _ in world.switch.hung_up} == {f"{sid}-b1", f"{sid}-c1"}
+
+
+def test_unconfirmed_hangups_finish_after_the_release_timer():
+    """When the switch never confirms the hangups the session still ends, billed to the request."""
+    world = World()
+    sid = world.talking()
+    world.clock.advance(20)
+    result(world.manager.hangup(sid))
+    world.clock.advance(60)
+    cdrs = world.cdrs()
+    assert cdrs["source"].billed_seconds == 20
+    assert world.manager.sessions_of("alice") == []
+
+
+# -- credit -------------------------------------------------------------------------
+
+
+def credit_for(seconds):
+    return SELL_49.cost(seconds) + SELL_92.cost(seconds)
+
+
+def test_out_of_credit_cuts_the_billed_legs_at_the_right_second():
+    """With credit for 60 s the legs are hung up 60 s after they answer, AbsoluteTimeout set."""
+    world = World(balance=credit_for(60))
+    sid = world.talking()
+    assert (f"{sid}-b1", 61) in world.switch.timeouts
+    world.clock.advance(59)
+    assert world.switch.hung_up == []
+    world.clock.advance(1)
+    assert {c for c, _ in world.switch.hung_up} == {f"{sid}-a1", f"{sid}-b1"}
+    world.switch.hang_up(f"{sid}-a1", world.now())
+    world.switch.hang_up(f"{sid}-b1", world.now())
+    assert world.cdrs()["session"].cause == "OutOfCredit"
+    assert world.balance() == 0
+
+
+def test_top_up_extends_the_call():
+    """A top-up during the call moves the cut further away."""
+    world = World(balance=credit_for(60))
+    world.talking()
+    world.clock.advance(30)
+    result(world.store.credit("alice", credit_for(60), "voucher-1"))
+    result(world.manager.balance_changed("alice"))
+    world.clock.advance(40)
+    assert world.switch.hung_up == []
+    world.clock.advance(50)
+    assert len(world.switch.hung_up) == 2
+
+
+# -- refusals -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "setup,source,destination,via,words",
+    [
+        ({"username": "bob"}, SOURCE, DESTINATION, (), "Unknown account"),
+        ({"status": AccountStatus.BLOCKED}, SOURCE, DESTINATION, (), "blocked"),
+        ({}, "sip:nonsense", DESTINATION, (), "not a phone number"),
+        ({}, SOURCE, "+19005551234", (), "not allowed"),
+        ({}, SOURCE, "+33123456789", (), "no rate"),
+        ({}, SOURCE, DESTINATION, ("NOSUCH",), "unknown provider"),
+        ({}, SOURCE, DESTINATION, ("PAKLINE",), "does not reach"),
+        ({"balance": 0}, SOURCE, DESTINATION, (), "Not enough credit"),
+    ],
+)
+def test_refusals_say_why(setup, source, destination, via, words):
+    """Each refusal errbacks CallbackRefused with a message for the user."""
+    setup = dict(setup)
+    username = setup.pop("username", "alice")
+    world = World(balance=setup.pop("balance", 10_000_000), **setup)
+    with pytest.raises(CallbackRefused, match=f"(?i){words}"):
+        result(world.manager.start_callback(username, source, destination, via))
+    assert world.switch.originated == []
+
+
+def test_concurrent_session_limit():
+    """A second session beyond max_sessions is refused."""
+    world = World(max_sessions=1)
+    world.callback()
+    with pytest.raises(CallbackRefused, match="in progress"):
+        world.callback(EXTRA, DESTINATION)
+
+
+def test_free_legs_need_no_credit():
+    """A SIP-to-SIP callback starts with a zero balance."""
+    world = World(balance=0)
+    sid = world.callback("sip:alice@example.org", "sip:bob@example.org")
+    assert world.switch.originated[0].channel == "PJSIP/callbackd-sip/sip:alice@example.org"
+    assert sid in world.manager.sessions_of("alice")
+
+
+# -- recovery -----------------------------------------------------------------------
+
+
+def restart(world, channels):
+    """A new manager and switch on the same store and clock (the old one crashed)."""
+    world.manager.stop()
+    return World(store=world.store, clock=world.clock, channels=channels)
+
+
+def test_recovery_keeps_live_legs_and_re_arms_credit():
+    """After a restart live legs stay tracked and the credit cut still comes on time."""
+    world = World(balance=credit_for(100))
+    sid = world.talking()
+    world.clock.advance(30)
+    after = restart(
+        world,
+        [ChannelInfo(f"{sid}-a1", "PJSIP/a", "up"), ChannelInfo(f"{sid}-b1", "PJSIP/b", "up")],
+    )
+    assert after.manager.sessions_of("alice") == [sid]
+    after.clock.advance(69)
+    assert after.switch.hung_up == []
+    after.clock.advance(1)
+    assert len(after.switch.hung_up) == 2
+
+
+def test_recovery_bills_vanished_legs_to_the_last_heartbeat_once():
+    """Legs gone during the outage are billed up to the last heartbeat, and only once."""
+    world = World()
+    sid = world.talking()
+    world.clock.pump([10, 10, 5])  # heartbeats at 10 and 20 s
+    after = restart(world, [])
+    world.clock.advance(100)
+    cdrs = after.cdrs()
+    assert (cdrs["source"].billed_seconds, cdrs["destination"].billed_seconds) == (20, 20)
+    balance = after.balance()
+    assert balance == 10_000_000 - SELL_49.cost(20) - SELL_92.cost(20)
+    again = restart(after, [])
+    assert again.balance() == balance
+    assert result(again.store.list_sessions()) == []
+    assert sid not in again.manager.sessions_of("alice")
+
+
+def test_recovery_on_switch_reconnect_closes_legs_that_ended():
+    """A SwitchConnected reconciles: a destination gone meanwhile ends the session."""
+    world = World()
+    sid = world.talking()
+    world.clock.pump([10, 5])
+    world.switch.disconnect(world.now())
+    world.clock.advance(30)
+    world.switch.channels = [ChannelInfo(f"{sid}-a1", "PJSIP/a", "up")]
+    world.switch.connect(world.now())
+    assert (f"{sid}-a1", 16) in world.switch.hung_up
+    world.switch.hang_up(f"{sid}-a1", world.now())
+    cdrs = world.cdrs()
+    assert cdrs["destination"].billed_seconds == 15
+    assert cdrs["source"].billed_seconds == 45
