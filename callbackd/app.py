@@ -114,6 +114,10 @@ def _make_store(daemon: Daemon, health: Any, metrics: Any) -> None:
         return store_service.health().addCallback(report)
 
     health.register("redis", redis_health)
+    if config.daemon.demo_data:
+        from callbackd.demo import DemoDataService
+
+        daemon.add("demo", DemoDataService(daemon.store, config.billing.decimals, daemon.reactor))
 
 
 def _make_switch(daemon: Daemon, health: Any, metrics: Any) -> None:
@@ -170,10 +174,37 @@ def _make_switch(daemon: Daemon, health: Any, metrics: Any) -> None:
 
 def _make_engine(daemon: Daemon, metrics: Any) -> None:
     from callbackd.engine import EngineService
+    from callbackd.operator import progress_logger
 
-    daemon.engine = daemon.add(
-        "engine", EngineService(daemon.config, daemon.reactor, daemon.switch, daemon.store, metrics)
-    ).manager
+    config = daemon.config
+    engine_service = EngineService(config, daemon.reactor, daemon.switch, daemon.store, metrics)
+    daemon.add("engine", engine_service)
+    daemon.engine = engine_service.manager
+    daemon.engine.subscribe(
+        progress_logger(
+            Logger(namespace="callbackd.progress"), config.billing.decimals, config.billing.currency
+        )
+    )
+    daemon.engine.subscribe(_session_metrics(metrics, config.billing.currency))
+
+
+def _session_metrics(metrics: Any, currency: str) -> Any:
+    """A session subscriber that keeps the session and leg metrics."""
+
+    def count(event: Any) -> None:
+        if event.kind == "session_started":
+            metrics.sessions_started.inc()
+            metrics.sessions_active.inc()
+        elif event.kind == "session_ended":
+            metrics.sessions_active.dec()
+            metrics.sessions_ended.labels(event.reason or "unknown").inc()
+            if event.cost:
+                metrics.billed_amount.labels(currency).inc(event.cost)
+        elif event.kind in ("leg_answered", "leg_failed"):
+            outcome = "answered" if event.kind == "leg_answered" else event.cause or "failed"
+            metrics.legs_originated.labels(event.provider or "-", outcome).inc()
+
+    return count
 
 
 def namespace(daemon: Daemon) -> dict[str, Any]:

@@ -39,6 +39,11 @@ class StagedMultiService(service.MultiService):
         self._started_children: list[service.IService] = []
         self._starting: defer.Deferred[None] | None = None
 
+    def privilegedStartService(self) -> None:
+        # Children do everything (listening included) in their turn, in
+        # startService: a listener must not open before what it serves is ready.
+        service.Service.privilegedStartService(self)
+
     def startService(self) -> defer.Deferred[None]:  # type: ignore[override]
         service.Service.startService(self)
         self._starting = defer.ensureDeferred(self._start_children())

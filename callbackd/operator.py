@@ -1,0 +1,121 @@
+"""Operator helpers for the manhole: place and steer callbacks, look at money.
+
+Until the chat, SMS and web front ends exist, the manhole is where an operator
+(or a newcomer trying the demo) drives the engine::
+
+    >>> sid = callback("alice", "+15550011111", "+15550012222")
+    >>> legs(sid)
+    >>> add(sid, "+15550013333")
+    >>> hangup(sid)
+
+Each helper returns what the engine returns (often a Deferred, which the manhole
+shows when it fires). A helper given a session id accepts the fired Deferred
+that ``callback`` returned, so ``sid`` can be passed on as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+
+from callbackd.core import session as machine
+from callbackd.core.money import format_amount
+
+__all__ = ["operator_helpers", "progress_logger"]
+
+
+def _session_id(value: Any) -> str:
+    """A session id from a string or from the (fired) Deferred ``callback`` returned."""
+    if isinstance(value, defer.Deferred):
+        if not value.called:
+            raise ValueError("that callback has not started yet; try again in a moment")
+        value = value.result
+    if not isinstance(value, str):
+        raise ValueError(f"not a session id: {value!r}")
+    return value
+
+
+def operator_helpers(daemon: Any) -> dict[str, Any]:
+    """The helper functions put into the manhole's namespace."""
+    engine = daemon.engine
+    store = daemon.store
+    decimals = daemon.config.billing.decimals
+
+    def callback(username: str, source: str, destination: str, *via: str) -> defer.Deferred[str]:
+        """CALLBACK: call ``source``, then ``destination``, and join them."""
+        return engine.start_callback(username, source, destination, via, origin="manhole")
+
+    def legs(session: Any) -> str:
+        """LIST: the legs of a session."""
+        text: str = engine.list_legs(_session_id(session))
+        return text
+
+    def add(session: Any, address: str, provider: str | None = None) -> defer.Deferred[None]:
+        """ADD: call one more party into the session."""
+        d: defer.Deferred[None] = engine.add_leg(_session_id(session), address, provider)
+        return d
+
+    def drop(session: Any, leg: str) -> defer.Deferred[None]:
+        """DEL: drop an additional leg."""
+        d: defer.Deferred[None] = engine.drop_leg(_session_id(session), leg)
+        return d
+
+    def hangup(session: Any) -> defer.Deferred[None]:
+        """HANGUP: end the session and every leg."""
+        d: defer.Deferred[None] = engine.hangup(_session_id(session))
+        return d
+
+    def status(session: Any) -> dict[str, Any]:
+        """STATUS: the session's state."""
+        result: dict[str, Any] = engine.status(_session_id(session))
+        return result
+
+    def sessions(username: str) -> list[str]:
+        """The session ids of an account that are in progress."""
+        result: list[str] = engine.sessions_of(username)
+        return result
+
+    def balance(username: str) -> defer.Deferred[str]:
+        """BALANCE: the account's balance, formatted."""
+        d = store.get_balance(username)
+        return d.addCallback(lambda minor: format_amount(minor, decimals))
+
+    def cdrs(username: str | None = None) -> defer.Deferred[list[str]]:
+        """The account's CDRs, one line each: leg, address, provider, seconds, cost, cause."""
+
+        def lines(records: list[Any]) -> list[str]:
+            return [
+                f"{c.session_id} {c.kind}:{c.leg or '-'} {c.address or '-'} "
+                f"via {c.provider or '-'} {c.billed_seconds}s "
+                f"{format_amount(c.cost, decimals)} {c.cause}"
+                for c in records
+            ]
+
+        return store.list_cdrs(username).addCallback(lines)
+
+    return {
+        "callback": callback,
+        "legs": legs,
+        "add": add,
+        "drop": drop,
+        "hangup": hangup,
+        "status": status,
+        "sessions": sessions,
+        "balance": balance,
+        "cdrs": cdrs,
+    }
+
+
+def progress_logger(log: Any, decimals: int, currency: str) -> Any:
+    """A session subscriber that logs every event in the seed's words."""
+
+    def log_event(event: machine.SessionEvent) -> None:
+        log.info(
+            "session {session_id}: {text}",
+            session_id=event.session_id,
+            text=machine.render(event, decimals, currency) or event.kind,
+            event=event.to_dict(),
+        )
+
+    return log_event
