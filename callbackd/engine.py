@@ -50,6 +50,7 @@ from callbackd.core.routing import (
     resolve_provider,
     stats_by_provider,
 )
+from callbackd.store.interface import StoreError
 from callbackd.switch import (
     ISwitch,
     LegAnswered,
@@ -155,6 +156,8 @@ class SessionManager:
         self._heartbeat: LoopingCall | None = None
         self._listening = False
         self._recovering: defer.Deferred[None] | None = None
+        self._recovery_call: IDelayedCall | None = None
+        self.recovery_retry = 2.0
 
     @classmethod
     def from_config(
@@ -200,6 +203,8 @@ class SessionManager:
         """Stop the heartbeat and every timer; the sessions stay in the store."""
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
+        if self._recovery_call is not None and self._recovery_call.active():
+            self._recovery_call.cancel()
         for call in self._timers.values():
             if call.active():
                 call.cancel()
@@ -658,6 +663,17 @@ class SessionManager:
             self._recovering = None
 
         def failed(failure: Failure) -> None:
+            running = self._heartbeat is not None and self._heartbeat.running
+            if failure.check(StoreError) and running:
+                # Redis is not there yet (or went away): try again soon rather than
+                # waiting for the next switch reconnect, which may never come.
+                log.warn(
+                    "recovery waits for the store ({why}); retrying in {delay} s",
+                    why=failure.getErrorMessage(),
+                    delay=self.recovery_retry,
+                )
+                self._recovery_call = self.clock.callLater(self.recovery_retry, self.recover)
+                return
             log.failure("recovery failed; it runs again on the next switch connect", failure)
 
         d = defer.ensureDeferred(self._recover())
