@@ -52,8 +52,11 @@ def fixture_path(name: str) -> Path:
 
 
 def ami_logs() -> list[str]:
-    """Names of every AMI ``.log`` transcript, sorted."""
-    return sorted(p.name for p in FIXTURES.glob("ami-*.log"))
+    """Names of every AMI ``.log`` transcript, sorted (there must be some)."""
+    names = sorted(p.name for p in FIXTURES.glob("ami-*.log"))
+    if not names:
+        raise FileNotFoundError(f"no AMI transcripts in {FIXTURES} (set CALLBACKD_FIXTURES)")
+    return names
 
 
 @cache

@@ -14,8 +14,10 @@ from callbackd.ami.message import Message, MessageParser
 from callbackd.simulator.asterisk import SimulatedAsterisk
 from callbackd.simulator.protocol import AMIServerFactory
 from callbackd.simulator.rules import RuleSet, parse_rules
+from tests.ami.fixtures import FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures/asterisk22")
+__all__ = ["FIXTURES"]
+
 USERNAME = "callbackd"
 SECRET = "callbackd-secret"
 #: Events the daemon relies on (the manager.conf whitelist of the test instance).
