@@ -1,0 +1,53 @@
+"""The wiring: the service tree create_daemon builds, and the document that draws it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from twisted.internet.testing import MemoryReactorClock
+
+from callbackd.app import create_daemon
+from callbackd.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Reactor(MemoryReactorClock):
+    """A memory reactor: building the tree must do no I/O (it records any)."""
+
+
+def _documented_children() -> list[str]:
+    text = (ROOT / "docs" / "architecture.rst").read_text()
+    return re.findall(r"^    [├└]── (\w+)", text, re.MULTILINE)
+
+
+def test_demo_config_builds_every_child_in_order(tmp_path):
+    """The demo config's tree has the children docs/architecture.rst draws, in that order."""
+    config = load_config(ROOT / "etc" / "callbackd.ini")
+    root = create_daemon(config, _Reactor())
+    names = [child.name for child in root]
+    assert names == _documented_children()
+
+
+def test_building_the_tree_opens_nothing(tmp_path):
+    """create_daemon does no I/O: nothing is started, so nothing is running."""
+    config = load_config(ROOT / "etc" / "callbackd.ini")
+    reactor = _Reactor()
+    root = create_daemon(config, reactor)
+    assert not root.running
+    assert all(not child.running for child in root)
+    assert reactor.tcpServers == [] and reactor.tcpClients == [] and reactor.unixClients == []
+
+
+def test_external_redis_and_real_asterisk_leave_out_embedded_parts(tmp_path):
+    """With an external Redis and a real Asterisk there is no embedded redis or simulator."""
+    secret = tmp_path / "ami.secret"
+    secret.write_text("s3cret\n")
+    ini = tmp_path / "c.ini"
+    ini.write_text(
+        "[redis]\nmode = external\n[ami]\nmode = asterisk\nsecret_file = ami.secret\n"
+        "[manhole]\nenabled = no\n"
+    )
+    root = create_daemon(load_config(ini, environ={}), _Reactor())
+    assert [child.name for child in root] == ["store", "ami", "engine", "web"]
