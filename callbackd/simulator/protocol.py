@@ -407,33 +407,33 @@ class AMIServerProtocol(Protocol):
         self.switch.absolute_timeout(ch, seconds)
         self._success(msg, "Timeout Set")
 
-    def _getvar(self, msg: Message, _: Pairs) -> None:
+    def _variable_target(self, msg: Message) -> tuple[str, Any] | None:
+        """Getvar/Setvar's variable and channel (None = global); None after an Error."""
         variable = msg.get("Variable") or ""
         if not variable:
             self._error(msg, "No variable specified")
-            return
+            return None
         ch = None
         if msg.get("Channel"):
             ch = self._find(msg)
             if ch is None:
                 self._error(msg, "No such channel")
-                return
-        value = self.switch.getvar(variable, ch)
-        self._success(msg, None, ("Variable", variable), ("Value", value))
+                return None
+        return variable, ch
+
+    def _getvar(self, msg: Message, _: Pairs) -> None:
+        target = self._variable_target(msg)
+        if target is not None:
+            variable, ch = target
+            value = self.switch.getvar(variable, ch)
+            self._success(msg, None, ("Variable", variable), ("Value", value))
 
     def _setvar(self, msg: Message, _: Pairs) -> None:
-        variable = msg.get("Variable") or ""
-        if not variable:
-            self._error(msg, "No variable specified")
-            return
-        ch = None
-        if msg.get("Channel"):
-            ch = self._find(msg)
-            if ch is None:
-                self._error(msg, "No such channel")
-                return
-        self.switch.setvar(variable, msg.get("Value") or "", ch)
-        self._success(msg, "Variable Set")
+        target = self._variable_target(msg)
+        if target is not None:
+            variable, ch = target
+            self.switch.setvar(variable, msg.get("Value") or "", ch)
+            self._success(msg, "Variable Set")
 
     def _play_dtmf(self, msg: Message, _: Pairs) -> None:
         ch = self._find(msg)
