@@ -18,16 +18,47 @@ The rule the session engine follows (DESIGN.md §2, "Credit control"):
   the first limit already accounts for all legs that will be up together.
 * When the timer fires (the answer reaches 0) every billed leg is hung up with
   "Reason = OutOfCredit". A negative ``available`` gives 0: hang up now.
+
+Account level (:func:`account_allowance`): the sessions of one account share one budget.
+Every billed leg of every live session of the account (up, or being dialled with
+``elapsed=0``) goes into one joint :func:`allowed_seconds`; legs being released (the
+daemon asked the switch to hang them up) no longer get future time but what they have
+accrued still counts. What may be spent is the smaller of
+
+* credit: ``balance + credit_limit`` (the balance net of every debit already issued), and
+* the daily cap, when set: ``daily_cap - spent_today`` (what the legs that ended this UTC
+  day were charged),
+
+minus the cost accrued by the legs still up (not yet debited). The answer is one common
+number of seconds for every billed leg of the account, and which limit binds (a cut by
+the daily cap ends sessions with "Reason = DailyLimit" instead of "OutOfCredit").
+One session alone is the special case: the same figure as :func:`allowed_seconds` gives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from callbackd.core.rating import Rate
 
-__all__ = ["LegCharge", "accrued_cost", "allowed_seconds", "extra_cost"]
+__all__ = [
+    "CREDIT",
+    "DAILY_CAP",
+    "AccountBudget",
+    "Allowance",
+    "LegCharge",
+    "account_allowance",
+    "accrued_cost",
+    "allowed_seconds",
+    "extra_cost",
+]
+
+#: :attr:`Allowance.limit` when the balance (and credit limit) binds
+CREDIT: Final = "credit"
+#: :attr:`Allowance.limit` when the daily spend cap binds
+DAILY_CAP: Final = "daily"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +109,52 @@ def allowed_seconds(available: int, legs: Sequence[LegCharge]) -> int | None:
         else:
             high = middle
     return low
+
+
+@dataclass(frozen=True, slots=True)
+class AccountBudget:
+    """What an account may spend before counting its legs up now (all in minor units)."""
+
+    #: the balance net of every charge already issued (debited or about to be)
+    balance: int
+    credit_limit: int = 0
+    #: the most the account may spend in one UTC day (0 = no cap)
+    daily_cap: int = 0
+    #: what the legs that ended today were charged
+    spent_today: int = 0
+
+    def limit(self) -> tuple[int, str]:
+        """What may still be spent before the legs up now, and which limit that is."""
+        credit = self.balance + self.credit_limit
+        if self.daily_cap > 0 and self.daily_cap - self.spent_today < credit:
+            return self.daily_cap - self.spent_today, DAILY_CAP
+        return credit, CREDIT
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """How long every billed leg of an account may stay up, and the limit that binds."""
+
+    #: seconds from now (None: no limit, nothing billed more as time passes)
+    seconds: int | None
+    #: :data:`CREDIT` or :data:`DAILY_CAP`
+    limit: str
+    #: what was left to spend on future time (after the accrued cost; may be negative)
+    available: int
+
+
+def account_allowance(
+    budget: AccountBudget,
+    legs: Sequence[LegCharge],
+    releasing: Sequence[LegCharge] = (),
+) -> Allowance:
+    """The common remaining time of every billed leg of an account's live sessions.
+
+    ``legs`` are the billed legs that may go on (up, or being dialled with ``elapsed=0``)
+    across all the account's sessions; ``releasing`` are legs up whose hangup was
+    requested: their accrued cost counts, they get no future time. The seconds are the
+    largest ``t`` with ``extra_cost(legs, t) <= available`` (see :func:`allowed_seconds`).
+    """
+    limit, which = budget.limit()
+    available = limit - accrued_cost(legs) - accrued_cost(releasing)
+    return Allowance(allowed_seconds(available, legs), which, available)

@@ -33,6 +33,17 @@ up, :data:`ABSOLUTE_TIMEOUT_GRACE` seconds later than the timer, so the daemon's
 is the normal one and the switch's the backstop. When the timer fires, every leg is
 released and the session ends with ``Reason = OutOfCredit``.
 
+That is the single-session case: the machine alone only knows its own legs. The
+sessions of one account share one budget (:func:`callbackd.core.credit.account_allowance`),
+which only the engine can see; it feeds each session the account's common deadline as
+:class:`CreditDeadline` (``at``, and the reason a cut then gives: ``OutOfCredit`` or
+``DailyLimit`` for the daily spend cap) whenever the account's billed legs, debits or
+balance change. The machine then holds its billed legs to the *earlier* of its own
+limit and the account's deadline: with no :class:`CreditDeadline` (or ``at=None``) it
+behaves exactly as alone, and an account deadline can only shorten, never lengthen, what
+its own balance allows. :func:`credit_legs` is the one definition of which legs count,
+used by the machine and the engine alike.
+
 Billing: a leg is billed from its own answer to its own end, both switch timestamps,
 rounded up to whole seconds and then to the rate's increments (:meth:`Rate.cost`). An
 answered leg is charged (:class:`ChargeLeg`) as soon as it ends; an unanswered leg gets
@@ -87,6 +98,7 @@ __all__ = [
     "BalanceChanged",
     "CancelTimer",
     "ChargeLeg",
+    "CreditDeadline",
     "DropLeg",
     "Effect",
     "Finished",
@@ -110,6 +122,7 @@ __all__ = [
     "SessionState",
     "SetAbsoluteTimeout",
     "TimerFired",
+    "credit_legs",
     "list_text",
     "render",
     "start",
@@ -165,12 +178,17 @@ class Reason:
     SOURCE_HANGUP = "SourceHangup"
     DESTINATION_HANGUP = "DestinationHangup"
     OUT_OF_CREDIT = "OutOfCredit"
+    #: the account's daily spend cap was reached
+    DAILY_LIMIT = "DailyLimit"
 
 
 # leg causes
 BUSY, NO_ANSWER, REJECTED = "busy", "no answer", "rejected"
 CONGESTION, UNAVAILABLE, FAILED = "congestion", "unavailable", "failed"
 HUNG_UP, KICKED, OUT_OF_CREDIT, LOST = "hung up", "kicked", "out of credit", "lost"
+DAILY_LIMIT = "daily limit"
+#: session reason -> leg cause of a credit cut
+_CUT_CAUSE: Final = {Reason.OUT_OF_CREDIT: OUT_OF_CREDIT, Reason.DAILY_LIMIT: DAILY_LIMIT}
 NOT_CALLED = "not called"
 
 #: LegFailed.outcome -> leg cause
@@ -259,6 +277,18 @@ class BalanceChanged:
 
 
 @dataclass(frozen=True)
+class CreditDeadline:
+    """The account's budget lets this session's billed legs stay up until ``at``.
+
+    ``at=None`` lifts the account's limit (the session's own one stays). ``reason`` is
+    the session's reason when the deadline cuts it (``OutOfCredit`` or ``DailyLimit``).
+    """
+
+    at: float | None
+    reason: str = Reason.OUT_OF_CREDIT
+
+
+@dataclass(frozen=True)
 class Seen:
     """The switch is reachable and reported no end for the live legs up to ``now``."""
 
@@ -270,7 +300,16 @@ class Reconcile:
     channels: Mapping[str, str]
 
 
-Command = AddLeg | DropLeg | HangupSession | TimerFired | BalanceChanged | Seen | Reconcile
+Command = (
+    AddLeg
+    | DropLeg
+    | HangupSession
+    | TimerFired
+    | BalanceChanged
+    | CreditDeadline
+    | Seen
+    | Reconcile
+)
 LegEvent = LegRinging | LegAnswered | LegJoined | LegFailed | LegHungUp
 
 
@@ -569,6 +608,10 @@ class SessionState:
     additional_count: int = 0
     #: when the credit timer fires (0: not armed)
     credit_deadline: float = 0.0
+    #: the account's common deadline (:class:`CreditDeadline`; None: no account limit)
+    shared_deadline: float | None = None
+    #: the reason a cut by ``shared_deadline`` gives
+    shared_reason: str = Reason.OUT_OF_CREDIT
 
     def leg(self, name: str) -> Leg:
         """The leg called ``name``; KeyError if none."""
@@ -608,6 +651,29 @@ class SessionState:
         values["phase"] = Phase(values["phase"])
         values["legs"] = [Leg.from_dict(leg) for leg in values["legs"]]
         return cls(**values)
+
+
+def credit_legs(state: SessionState, now: float) -> tuple[list[LegCharge], list[LegCharge]]:
+    """The session's billed legs for credit control at ``now``: (going on, being released).
+
+    Going on: live billed legs whose hangup was not requested, up (elapsed since their
+    answer) or being dialled (elapsed 0). Being released: legs up whose hangup was
+    requested; they still accrue until the switch confirms, but get no future time.
+    """
+    going: list[LegCharge] = []
+    releasing: list[LegCharge] = []
+    for leg in state.legs:
+        if not leg.billed or not leg.live or leg.rate is None:
+            continue
+        elapsed = 0
+        if leg.state is LegState.UP and leg.answered_at is not None:
+            elapsed = _seconds(now - leg.answered_at)
+        if leg.release_cause:
+            if elapsed:
+                releasing.append(LegCharge(leg.rate, elapsed))
+        else:
+            going.append(LegCharge(leg.rate, elapsed))
+    return going, releasing
 
 
 def list_text(state: SessionState) -> str:
@@ -915,18 +981,23 @@ class _Step:
         state = self.state
         if state.reason or state.finished:
             return
-        charges = []
-        up = []
-        for leg in state.legs:
-            if not leg.billed or not leg.live or leg.release_cause or leg.rate is None:
-                continue
-            elapsed = 0
-            if leg.state is LegState.UP and leg.answered_at is not None:
-                elapsed = _seconds(self.now - leg.answered_at)
-                up.append(leg)
-            charges.append(LegCharge(leg.rate, elapsed))
+        charges, _ = credit_legs(state, self.now)
+        up = [
+            leg
+            for leg in state.legs
+            if leg.billed and leg.state is LegState.UP and not leg.release_cause
+        ]
         available = state.balance + state.credit_limit - accrued_cost(charges)
-        allowed = allowed_seconds(available, charges)
+        allowed: float | None = allowed_seconds(available, charges)
+        reason = Reason.OUT_OF_CREDIT
+        if charges and state.shared_deadline is not None:
+            # the account's budget, shared with the account's other sessions
+            remaining = state.shared_deadline - self.now
+            if remaining < 1e-6:
+                remaining = 0
+            if allowed is None or remaining < allowed:
+                allowed = remaining
+                reason = state.shared_reason
         if allowed is None:
             if state.credit_deadline:
                 state.credit_deadline = 0.0
@@ -937,12 +1008,12 @@ class _Step:
                     self.emit(SetAbsoluteTimeout(leg.channel_id, 0))
             return
         if allowed <= 0:
-            self.end_session(Reason.OUT_OF_CREDIT, OUT_OF_CREDIT)
+            self.end_session(reason, _CUT_CAUSE.get(reason, OUT_OF_CREDIT))
             return
         state.credit_deadline = self.now + allowed
         self.emit(ArmTimer(CREDIT_TIMER, allowed))
         for leg in up:
-            seconds = allowed + ABSOLUTE_TIMEOUT_GRACE
+            seconds = math.ceil(allowed - 1e-6) + ABSOLUTE_TIMEOUT_GRACE
             leg.deadline = self.now + seconds
             self.emit(SetAbsoluteTimeout(leg.channel_id, seconds))
 
@@ -962,6 +1033,15 @@ class _Step:
         elif isinstance(command, BalanceChanged):
             state.balance = command.balance
             self.notify("credit_updated", balance=command.balance)
+            self.recompute()
+        elif isinstance(command, CreditDeadline):
+            if state.reason or (command.at, command.reason) == (
+                state.shared_deadline,
+                state.shared_reason,
+            ):
+                return
+            state.shared_deadline = command.at
+            state.shared_reason = command.reason
             self.recompute()
         elif isinstance(command, Seen):
             state.seen_at = max(state.seen_at, self.now)
