@@ -10,6 +10,23 @@ debits (idempotency key = the CDR id, ``force=True``: settling a call that happe
 CDRs, session persistence and provider statistics. Store writes of one session run in
 order, one after the other.
 
+Account-level credit: the sessions of one account share one budget. While an account
+has sessions in flight the manager keeps its ledger: the balance net of every charge
+issued (a debit still on its way to the store counts as done), the credit limit, and
+for the daily spend cap what the legs that ended this UTC day were charged (read from
+the day's CDRs, plus the charges issued since). After every step that changes a
+session's billed legs (dialled, answered, released, ended, charged, added) and on every
+top-up (:meth:`SessionManager.balance_changed`), the account's common remaining time is
+computed over every billed leg of all its sessions
+(:func:`callbackd.core.credit.account_allowance`) and fed to each of them as
+:class:`~callbackd.core.session.CreditDeadline`; each re-arms its timer and the
+switch's AbsoluteTimeouts. When the budget runs out every billed leg of the account is
+cut at the same instant with ``Reason = OutOfCredit``, or ``Reason = DailyLimit`` when
+the daily cap is what ran out. A new callback is refused ("Not enough credit...",
+"Daily spending limit reached.") when the joint time of the account's live legs and the
+new ones is 0. The daily cap counts a leg on the UTC day it ended; a call running over
+midnight keeps the deadline computed before it until the next recompute.
+
 Recovery (:meth:`SessionManager.recover`, run at start and on every
 :class:`~callbackd.switch.SwitchConnected`): the sessions in flight are loaded from the
 store and reconciled with :meth:`ISwitch.list_channels`. Legs still live stay tracked
@@ -38,9 +55,9 @@ from twisted.python.failure import Failure
 from callbackd.config import Config, GatewaysConfig
 from callbackd.core import session as machine
 from callbackd.core.address import AddressError, LegAddress, parse_address
-from callbackd.core.credit import LegCharge, allowed_seconds
+from callbackd.core.credit import DAILY_CAP, AccountBudget, LegCharge, account_allowance
 from callbackd.core.dialstring import DialStringError, build_channel
-from callbackd.core.model import AccountStatus
+from callbackd.core.model import Account, AccountStatus
 from callbackd.core.rating import Deck
 from callbackd.core.routing import (
     Attempt,
@@ -76,6 +93,8 @@ log = Logger(namespace="callbackd.engine")
 _BASE36 = string.digits + string.ascii_lowercase
 #: counter values per millisecond (4 base-36 digits)
 _COUNTER_SPAN = 36**4
+#: seconds in a UTC day (the daily spend cap's period)
+_DAY = 86400
 
 Subscriber = Callable[[machine.SessionEvent], object]
 
@@ -96,6 +115,54 @@ class Provider:
     dial: str
     deck: Deck
     channels: int = 30
+
+
+@dataclass
+class _Ledger:
+    """An account's money as the manager knows it while the account has sessions."""
+
+    #: the store's balance net of every charge issued since (pending debits included)
+    balance: int
+    credit_limit: int
+    daily_cap: int
+    #: charged today (legs that ended on UTC day ``day``)
+    spent_today: int
+    day: int
+
+    def _roll(self, now: float) -> None:
+        day = int(now // _DAY)
+        if day != self.day:
+            self.day, self.spent_today = day, 0
+
+    def spend(self, cost: int, now: float) -> None:
+        """A leg's charge was issued."""
+        self._roll(now)
+        self.balance -= cost
+        self.spent_today += cost
+
+    def budget(self, now: float) -> AccountBudget:
+        """The budget for the pure account-level computation."""
+        self._roll(now)
+        return AccountBudget(self.balance, self.credit_limit, self.daily_cap, self.spent_today)
+
+
+def _credit_signature(state: machine.SessionState) -> tuple[Any, ...]:
+    """What of a session matters to its account's credit; a change means: recompute."""
+    legs = tuple(
+        (leg.state, leg.answered_at, bool(leg.release_cause), leg.charged, leg.attempt)
+        for leg in state.legs
+    )
+    return (state.phase, state.reason, legs)
+
+
+def _unpend(result: Any, pending: dict[str, int], username: str, cost: int) -> Any:
+    """A pending charge reached the store (or failed to): stop counting it as pending."""
+    left = pending.get(username, 0) - cost
+    if left > 0:
+        pending[username] = left
+    else:
+        pending.pop(username, None)
+    return result
 
 
 def _base36(number: int) -> str:
@@ -158,6 +225,13 @@ class SessionManager:
         self._recovering: defer.Deferred[None] | None = None
         self._recovery_call: IDelayedCall | None = None
         self.recovery_retry = 2.0
+        self._ledgers: dict[str, _Ledger] = {}
+        #: charges issued whose debit (CDR append) the store has not confirmed yet
+        self._pending_debits: dict[str, int] = {}
+        self._pending_spend: dict[str, int] = {}
+        #: accounts whose sessions' credit must be recomputed
+        self._dirty: set[str] = set()
+        self._loading: set[str] = set()
 
     @classmethod
     def from_config(
@@ -245,10 +319,22 @@ class SessionManager:
             await self._leg_spec(address, provider)
             for address, provider in zip(addresses, forced[:2])
         ]
-        balance = await self.store.get_balance(username)
+        ledger = self._ledgers.get(username)
+        if ledger is None:
+            ledger = await self._load_ledger(account)
+        else:
+            ledger.credit_limit = account.credit_limit
+            ledger.daily_cap = account.daily_spend_cap
         billed = [LegCharge(s.rate) for s in specs if s.rate is not None and not s.rate.is_free]
-        if allowed_seconds(balance + account.credit_limit, billed) == 0:
-            raise CallbackRefused("Not enough credit for this call. Please top up.")
+        if billed:
+            # what the account's other sessions are about to consume counts too
+            now = self.clock.seconds()
+            legs, releasing = self._account_legs(username, now)
+            allowance = account_allowance(ledger.budget(now), legs + billed, releasing)
+            if allowance.seconds == 0:
+                if allowance.limit == DAILY_CAP:
+                    raise CallbackRefused("Daily spending limit reached.")
+                raise CallbackRefused("Not enough credit for this call. Please top up.")
         session_id = self._new_session_id()
         try:
             state, effects = machine.start(
@@ -256,7 +342,7 @@ class SessionManager:
                 username,
                 specs[0],
                 specs[1],
-                balance=balance,
+                balance=ledger.balance,
                 now=self.clock.seconds(),
                 credit_limit=account.credit_limit,
                 ring_timeout=self.ring_timeout,
@@ -266,6 +352,8 @@ class SessionManager:
         except machine.SessionError as e:
             raise CallbackRefused(str(e)) from None
         self._sessions[session_id] = state
+        self._ledgers.setdefault(username, ledger)
+        self._dirty.add(username)
         log.info(
             "session {session_id} of {username}: {source} -> {destination}",
             session_id=session_id,
@@ -340,8 +428,90 @@ class SessionManager:
         if not self.sessions_of(username):
             return
         balance = await self.store.get_balance(username)
+        balance -= self._pending_debits.get(username, 0)
+        ledger = self._ledgers.get(username)
+        if ledger is not None:
+            ledger.balance = balance
+        self._dirty.add(username)
         for session_id in self.sessions_of(username):
             self._feed(session_id, machine.BalanceChanged(balance))
+        self._settle_credit()
+
+    # -- account-level credit ---------------------------------------------------------
+
+    async def _load_ledger(self, account: Account) -> _Ledger:
+        """The account's ledger from the store, net of the charges still on their way."""
+        username = account.username
+        balance = await self.store.get_balance(username)
+        balance -= self._pending_debits.get(username, 0)
+        day = int(self.clock.seconds() // _DAY)
+        spent = 0
+        if account.daily_spend_cap > 0:
+            cdrs = await self.store.list_cdrs(username, since=float(day * _DAY))
+            spent = sum(c.cost for c in cdrs if c.kind == "leg")
+            spent += self._pending_spend.get(username, 0)
+        return _Ledger(balance, account.credit_limit, account.daily_spend_cap, spent, day)
+
+    async def _fetch_ledger(self, username: str) -> None:
+        """Load the ledger of an account whose sessions were recovered, then recompute."""
+        try:
+            account = await self.store.get_account(username)
+            ledger = None if account is None else await self._load_ledger(account)
+        except Exception:
+            # the sessions keep their own limits; the next change tries again
+            log.failure("credit of {username}: cannot load the account", username=username)
+            return
+        finally:
+            self._loading.discard(username)
+        if ledger is not None and self.sessions_of(username):
+            self._ledgers.setdefault(username, ledger)
+            self._dirty.add(username)
+            self._settle_credit()
+
+    def _account_legs(self, username: str, now: float) -> tuple[list[LegCharge], list[LegCharge]]:
+        """Every billed leg of the account's sessions: (going on, being released)."""
+        legs: list[LegCharge] = []
+        releasing: list[LegCharge] = []
+        for state in self._sessions.values():
+            if state.username == username and not state.finished:
+                going, ending = machine.credit_legs(state, now)
+                legs += going
+                releasing += ending
+        return legs, releasing
+
+    def _share_credit(self, username: str) -> None:
+        """Feed every session of the account the account's common deadline."""
+        sessions = [
+            (sid, state)
+            for sid, state in self._sessions.items()
+            if state.username == username and not state.finished
+        ]
+        if not sessions:
+            self._ledgers.pop(username, None)
+            return
+        ledger = self._ledgers.get(username)
+        if ledger is None:
+            if username not in self._loading:
+                self._loading.add(username)
+                defer.ensureDeferred(self._fetch_ledger(username))
+            return
+        now = self.clock.seconds()
+        legs, releasing = self._account_legs(username, now)
+        allowance = account_allowance(ledger.budget(now), legs, releasing)
+        at = None if allowance.seconds is None else now + allowance.seconds
+        reason = (
+            machine.Reason.DAILY_LIMIT
+            if allowance.limit == DAILY_CAP
+            else machine.Reason.OUT_OF_CREDIT
+        )
+        for sid, state in sessions:
+            if not state.reason and (state.shared_deadline, state.shared_reason) != (at, reason):
+                self._queue.append((sid, machine.CreditDeadline(at, reason)))
+
+    def _settle_credit(self) -> None:
+        """Recompute the accounts marked dirty now, unless a step is under way (it will)."""
+        if self._dirty and not self._busy:
+            self._exclusively(lambda: None)
 
     # -- validation and routes ---------------------------------------------------------
 
@@ -463,9 +633,12 @@ class SessionManager:
         self._busy = True
         try:
             first(*args)
-            while self._queue:
-                sid, queued = self._queue.pop(0)
-                self._step(sid, queued, False)
+            while self._queue or self._dirty:
+                while self._queue:
+                    sid, queued = self._queue.pop(0)
+                    self._step(sid, queued, False)
+                if self._dirty:
+                    self._share_credit(self._dirty.pop())
         finally:
             self._busy = False
 
@@ -481,6 +654,8 @@ class SessionManager:
             log.info("session {session_id}: {error}", session_id=session_id, error=str(e))
             return
         self._sessions[session_id] = new
+        if _credit_signature(new) != _credit_signature(state):
+            self._dirty.add(new.username)
         self._execute(session_id, effects)
 
     def _switch_event(self, event: SwitchEvent) -> None:
@@ -633,9 +808,26 @@ class SessionManager:
             seconds=effect.billed_seconds,
             cost=effect.cost,
         )
-        self._write(sid, "append CDR", self.store.append_cdr, cdr)
-        if effect.cost > 0:
-            self._write(sid, "debit", self.store.debit, cdr.username, effect.cost, cdr.cdr_id, True)
+        username, cost = cdr.username, effect.cost
+        if cost <= 0:
+            self._write(sid, "append CDR", self.store.append_cdr, cdr)
+            return
+        ledger = self._ledgers.get(username)
+        if ledger is not None:
+            ledger.spend(cost, self.clock.seconds())
+        self._pending_spend[username] = self._pending_spend.get(username, 0) + cost
+        self._pending_debits[username] = self._pending_debits.get(username, 0) + cost
+        self._write(sid, "append CDR", self._append_charged_cdr, cdr, cost)
+        self._write(sid, "debit", self._debit, username, cost, cdr.cdr_id)
+
+    def _append_charged_cdr(self, cdr: Any, cost: int) -> defer.Deferred[Any]:
+        d = defer.maybeDeferred(self.store.append_cdr, cdr)
+        return d.addBoth(_unpend, self._pending_spend, cdr.username, cost)
+
+    def _debit(self, username: str, cost: int, key: str) -> defer.Deferred[Any]:
+        # force: settling a call that happened, whatever the balance is now
+        d = defer.maybeDeferred(self.store.debit, username, cost, key, True)
+        return d.addBoth(_unpend, self._pending_debits, username, cost)
 
     def _finish(self, sid: str, effect: machine.Finished) -> None:
         for key in [k for k in self._timers if k[0] == sid]:
