@@ -6,7 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callbackd.core.credit import LegCharge, accrued_cost, allowed_seconds, extra_cost
+from callbackd.core.credit import (
+    CREDIT,
+    DAILY_CAP,
+    AccountBudget,
+    LegCharge,
+    account_allowance,
+    accrued_cost,
+    allowed_seconds,
+    extra_cost,
+)
 from callbackd.core.rating import Rate
 
 PER_SECOND = Rate("49", 1400)  # 0.014/min
@@ -131,3 +140,123 @@ def test_more_money_never_means_less_time(legs, available, more):
     before = allowed_seconds(available, legs)
     after = allowed_seconds(available + more, legs)
     assert after is None or (before is not None and after >= before)
+
+
+# -- account level ------------------------------------------------------------------
+
+ONE_A_SECOND = Rate("1", 60)  # 1 minor unit per second
+TWO_A_SECOND = Rate("2", 120)
+
+
+@pytest.mark.parametrize(
+    "budget,legs,releasing,seconds,limit",
+    [
+        # one session alone: the same as allowed_seconds on balance + credit limit
+        (AccountBudget(100), [LegCharge(ONE_A_SECOND)], [], 100, CREDIT),
+        (AccountBudget(100, credit_limit=50), [LegCharge(ONE_A_SECOND)], [], 150, CREDIT),
+        # two sessions' legs share the money: the common time halves
+        (AccountBudget(100), [LegCharge(ONE_A_SECOND)] * 2, [], 50, CREDIT),
+        # three sessions, different prices: 1 + 1 + 2 units a second
+        (
+            AccountBudget(120),
+            [LegCharge(ONE_A_SECOND), LegCharge(ONE_A_SECOND), LegCharge(TWO_A_SECOND)],
+            [],
+            30,
+            CREDIT,
+        ),
+        # what legs up have accrued is not available any more
+        (AccountBudget(100), [LegCharge(ONE_A_SECOND, 40)] * 2, [], 10, CREDIT),
+        # legs being released: their accrued cost counts, they get no future time
+        (AccountBudget(100), [LegCharge(ONE_A_SECOND)], [LegCharge(TWO_A_SECOND, 20)], 60, CREDIT),
+        # the daily cap binds when it leaves less than the balance
+        (
+            AccountBudget(1000, daily_cap=300, spent_today=200),
+            [LegCharge(ONE_A_SECOND)],
+            [],
+            100,
+            DAILY_CAP,
+        ),
+        # ...and not when the balance is the smaller
+        (
+            AccountBudget(50, daily_cap=300, spent_today=200),
+            [LegCharge(ONE_A_SECOND)],
+            [],
+            50,
+            CREDIT,
+        ),
+        # a cap already spent: nothing more
+        (
+            AccountBudget(1000, daily_cap=300, spent_today=300),
+            [LegCharge(ONE_A_SECOND)],
+            [],
+            0,
+            DAILY_CAP,
+        ),
+        # a cap of 0 is no cap
+        (
+            AccountBudget(100, daily_cap=0, spent_today=10**6),
+            [LegCharge(ONE_A_SECOND)],
+            [],
+            100,
+            CREDIT,
+        ),
+        # free legs only: unlimited whatever the money
+        (AccountBudget(-5), [LegCharge(FREE)], [], None, CREDIT),
+        # below the floor already: hang up now
+        (AccountBudget(-10, credit_limit=5), [LegCharge(ONE_A_SECOND)], [], 0, CREDIT),
+    ],
+)
+def test_account_allowance_table(budget, legs, releasing, seconds, limit):
+    """The account's common time and binding limit for typical budgets and leg sets."""
+    allowance = account_allowance(budget, legs, releasing)
+    assert (allowance.seconds, allowance.limit) == (seconds, limit)
+
+
+def test_one_session_is_the_special_case():
+    """For one session's legs the account figure equals allowed_seconds on the balance."""
+    legs = [LegCharge(PER_SECOND, 30), LegCharge(PAKISTAN, 25)]
+    budget = AccountBudget(50_000, credit_limit=7_000)
+    expected = allowed_seconds(57_000 - accrued_cost(legs), legs)
+    assert account_allowance(budget, legs).seconds == expected
+
+
+BUDGETS = st.builds(
+    AccountBudget,
+    balance=st.integers(-1_000, 200_000),
+    credit_limit=st.integers(0, 50_000),
+    daily_cap=st.integers(0, 200_000),
+    spent_today=st.integers(0, 200_000),
+)
+SOME_LEGS = st.lists(st.builds(LegCharge, RATES, st.integers(0, 500)), max_size=6)
+
+
+@given(BUDGETS, SOME_LEGS, SOME_LEGS)
+def test_account_allowance_never_overspends_and_is_maximal(budget, legs, releasing):
+    """Total cost after the allowed time fits both limits; one second more does not."""
+    allowance = account_allowance(budget, legs, releasing)
+    credit = budget.balance + budget.credit_limit
+    cap = budget.daily_cap - budget.spent_today if budget.daily_cap else None
+    room = min(credit, cap) if cap is not None else credit
+    accrued = accrued_cost(legs) + accrued_cost(releasing)
+    assert allowance.available == room - accrued
+    if allowance.seconds is None:
+        # nothing billed more as time passes
+        assert all(extra_cost(legs, t) <= max(room - accrued, 0) for t in range(0, 3000, 11))
+        return
+    total = accrued + extra_cost(legs, allowance.seconds)
+    if room - accrued >= 0:
+        assert total <= credit
+        assert cap is None or total <= cap
+        assert accrued + extra_cost(legs, allowance.seconds + 1) > room
+    else:
+        assert allowance.seconds == 0
+    assert allowance.limit == (DAILY_CAP if cap is not None and cap < credit else CREDIT)
+
+
+@given(BUDGETS, SOME_LEGS, st.builds(LegCharge, RATES))
+def test_another_session_never_lengthens_the_time(budget, legs, extra):
+    """A further billed leg of the account never gives the others more time."""
+    before = account_allowance(budget, legs).seconds
+    after = account_allowance(budget, [*legs, extra]).seconds
+    if before is not None:
+        assert after is not None and after <= before
