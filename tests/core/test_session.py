@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from callbackd.core.credit import LegCharge
 from callbackd.core.rating import Rate
 from callbackd.core.session import (
     ABSOLUTE_TIMEOUT_GRACE,
@@ -17,6 +18,7 @@ from callbackd.core.session import (
     ArmTimer,
     BalanceChanged,
     ChargeLeg,
+    CreditDeadline,
     DropLeg,
     Finished,
     Hangup,
@@ -38,6 +40,7 @@ from callbackd.core.session import (
     SessionState,
     SetAbsoluteTimeout,
     TimerFired,
+    credit_legs,
     list_text,
     render,
     start,
@@ -585,6 +588,114 @@ def test_credit_update_is_reported():
     assert render(event, DECIMALS, "EUR") == "Balance: 15.00 EUR"
 
 
+# -- the account's shared deadline --------------------------------------------------
+
+
+def credit_arms(effects):
+    return [a.seconds for a in of(effects, ArmTimer) if a.name == CREDIT_TIMER]
+
+
+def test_account_deadline_earlier_than_the_own_limit_arms_the_timer():
+    """A CreditDeadline before what the balance alone allows moves the timer and timeouts."""
+    session = Session().talking(0.0, 0.0)
+    effects = session.feed(CreditDeadline(40.0), 10.0)
+    assert credit_arms(effects) == [30]
+    assert set(of(effects, SetAbsoluteTimeout)) == {
+        SetAbsoluteTimeout(f"{SID}-a1", 30 + ABSOLUTE_TIMEOUT_GRACE),
+        SetAbsoluteTimeout(f"{SID}-b1", 30 + ABSOLUTE_TIMEOUT_GRACE),
+    }
+
+
+def test_account_deadline_never_lengthens_the_own_limit():
+    """A CreditDeadline later than the session's own limit leaves the own limit in force."""
+    balance = PROXICOM.cost(60) + PAKLINE.cost(60)
+    session = Session(balance=balance).talking(0.0, 0.0)
+    effects = session.feed(CreditDeadline(500.0), 10.0)
+    assert credit_arms(effects) == [50]
+
+
+def test_account_deadline_cuts_every_leg_with_out_of_credit():
+    """When the timer armed for the account's deadline fires, the session ends OutOfCredit."""
+    session = Session().talking(0.0, 0.0)
+    session.feed(CreditDeadline(40.0), 10.0)
+    effects = session.feed(TimerFired(CREDIT_TIMER), 40.0)
+    assert {h.channel_id for h in of(effects, Hangup)} == {f"{SID}-a1", f"{SID}-b1"}
+    assert session.state.reason == Reason.OUT_OF_CREDIT
+
+
+def test_daily_limit_deadline_ends_with_its_own_reason():
+    """A deadline from the daily cap ends the session as DailyLimit, legs cut 'daily limit'."""
+    session = Session().talking(0.0, 0.0)
+    session.feed(CreditDeadline(20.0, Reason.DAILY_LIMIT), 5.0)
+    session.feed(TimerFired(CREDIT_TIMER), 20.0)
+    session.feed(LegHungUp(f"{SID}-a1", 20.0), 20.0)
+    session.feed(LegHungUp(f"{SID}-b1", 20.0), 20.0)
+    assert {leg.cause for leg in session.state.legs} == {"daily limit"}
+    [ended] = events(session.all, "session_ended")
+    assert render(ended, DECIMALS).endswith("Reason = DailyLimit")
+
+
+def test_a_deadline_already_past_ends_the_session_at_once():
+    """A CreditDeadline at or before now releases every leg straight away."""
+    session = Session().talking(0.0, 0.0)
+    effects = session.feed(CreditDeadline(8.0), 10.0)
+    assert {h.channel_id for h in of(effects, Hangup)} == {f"{SID}-a1", f"{SID}-b1"}
+
+
+def test_the_same_deadline_again_changes_nothing():
+    """Feeding an unchanged CreditDeadline has no effect at all (no re-arming, no persist)."""
+    session = Session().talking(0.0, 0.0)
+    session.feed(CreditDeadline(40.0), 10.0)
+    assert session.feed(CreditDeadline(40.0), 12.0) == []
+
+
+def test_lifting_the_account_deadline_restores_the_own_limit():
+    """CreditDeadline(None) re-arms for what the session's own balance allows."""
+    balance = PROXICOM.cost(100) + PAKLINE.cost(100)
+    session = Session(balance=balance).talking(0.0, 0.0)
+    session.feed(CreditDeadline(30.0), 10.0)
+    effects = session.feed(CreditDeadline(None), 20.0)
+    assert credit_arms(effects) == [80]
+
+
+def test_free_sessions_ignore_the_account_deadline():
+    """A session of free legs is not cut by the account's deadline."""
+    free_destination = LegSpec("xmpp:bob@example.org", (Route("", "Motif/x/bob@example.org"),))
+    session = Session(source=FREE, destination=free_destination, balance=0).talking()
+    session.feed(CreditDeadline(5.0), 10.0)
+    assert not session.state.reason and not of(session.all, Hangup)
+
+
+def test_a_leg_being_dialled_is_held_to_the_account_deadline():
+    """Before the destination answers, the dialled leg already counts: the timer is armed."""
+    session = Session()
+    session.feed(LegAnswered(f"{SID}-a1", 2.0), 2.0)
+    effects = session.feed(CreditDeadline(32.0), 2.0)
+    assert credit_arms(effects) == [30]
+
+
+def test_credit_legs_split_going_and_released_legs():
+    """credit_legs: legs up with their elapsed seconds, dialled legs at 0, released apart."""
+    session = Session().talking(0.0, 0.0)
+    session.feed(AddLeg(EXTRA), 10.0)
+    assert credit_legs(session.state, 10.5) == (
+        [LegCharge(PROXICOM, 11), LegCharge(PAKLINE, 11), LegCharge(PROXICOM, 0)],
+        [],
+    )
+    session.feed(HangupSession(), 20.0)
+    going, releasing = credit_legs(session.state, 20.0)
+    assert going == [] and releasing == [LegCharge(PROXICOM, 20), LegCharge(PAKLINE, 20)]
+
+
+def test_the_account_deadline_survives_persistence():
+    """The shared deadline and its reason round-trip through to_dict/from_dict."""
+    session = Session().talking(0.0, 0.0)
+    session.feed(CreditDeadline(40.0, Reason.DAILY_LIMIT), 10.0)
+    data = json.loads(json.dumps(session.state.to_dict()))
+    restored = SessionState.from_dict(data)
+    assert (restored.shared_deadline, restored.shared_reason) == (40.0, Reason.DAILY_LIMIT)
+
+
 # -- recovery -----------------------------------------------------------------------
 
 
@@ -684,6 +795,10 @@ def session_inputs(draw):
                     draw(st.sampled_from([CREDIT_TIMER, "ring-a", "ring-b", "release-a", "ring-c"]))
                 ),
                 BalanceChanged(draw(st.integers(0, 200_000))),
+                CreditDeadline(
+                    draw(st.one_of(st.none(), st.floats(0, 400))),
+                    draw(st.sampled_from([Reason.OUT_OF_CREDIT, Reason.DAILY_LIMIT])),
+                ),
                 Seen(),
                 Reconcile({c: "up" for c in draw(st.sets(st.sampled_from(_channels())))}),
             ]
