@@ -61,11 +61,11 @@ from callbackd.core.model import Account, AccountStatus
 from callbackd.core.rating import Deck
 from callbackd.core.routing import (
     Attempt,
+    AttemptWindow,
     Candidate,
     UnknownProvider,
     rank_providers,
     resolve_provider,
-    stats_by_provider,
 )
 from callbackd.store.interface import StoreError
 from callbackd.switch import (
@@ -213,6 +213,11 @@ class SessionManager:
         self.routing_window = routing_window
         self.min_attempts = min_attempts
         self.heartbeat_interval = heartbeat_interval
+        #: seconds before the provider statistics are read from the store again
+        self.stats_refresh = 60.0
+        self._windows: dict[str, AttemptWindow] = {}
+        self._windows_read_at: float | None = None
+        self._windows_waiting: list[defer.Deferred[None]] | None = None
         self._sessions: dict[str, machine.SessionState] = {}
         self._timers: dict[tuple[str, str], IDelayedCall] = {}
         self._writes: dict[str, defer.Deferred[Any]] = {}
@@ -575,21 +580,50 @@ class SessionManager:
             raise CallbackRefused(f"{address} cannot be dialled here.") from None
 
     async def _stats(self) -> Mapping[str, Any]:
+        """Provider quality over the window, from a cache read from the store.
+
+        Reading every attempt of the window for every leg made ranking cost grow with
+        the traffic of the last hour (quadratic in a busy hour); the cache is read once
+        per :attr:`stats_refresh` seconds (concurrent callers share the read) and keeps
+        up with this daemon's own attempts in between (see ``RecordAttempt``).
+        """
         now = self.clock.seconds()
-        since = now - self.routing_window
-        attempts: list[Attempt] = []
+        if self._windows_read_at is None or now - self._windows_read_at >= self.stats_refresh:
+            await self._read_windows()
+        return {
+            name: window.stats(now, self.min_attempts) for name, window in self._windows.items()
+        }
+
+    def _read_windows(self) -> defer.Deferred[None]:
+        waiter: defer.Deferred[None] = defer.Deferred()
+        if self._windows_waiting is not None:
+            self._windows_waiting.append(waiter)
+            return waiter
+        self._windows_waiting = [waiter]
+
+        def done(result: object) -> None:
+            waiting, self._windows_waiting = self._windows_waiting or [], None
+            for d in waiting:
+                if isinstance(result, Failure):
+                    d.errback(result)
+                else:
+                    d.callback(None)
+
+        defer.ensureDeferred(self._load_windows()).addBoth(done)
+        return waiter
+
+    async def _load_windows(self) -> None:
+        now = self.clock.seconds()
+        windows: dict[str, AttemptWindow] = {}
         for name in self.providers:
-            for record in await self.store.provider_attempts(name, since):
-                attempts.append(
+            window = windows[name] = AttemptWindow(self.routing_window)
+            for record in await self.store.provider_attempts(name, now - self.routing_window):
+                window.add(
                     Attempt(
-                        name,
-                        record["at"],
-                        record["answered"],
-                        record["duration"],
-                        record["pdd"],
+                        name, record["at"], record["answered"], record["duration"], record["pdd"]
                     )
                 )
-        return stats_by_provider(attempts, now, self.routing_window, self.min_attempts)
+        self._windows, self._windows_read_at = windows, now
 
     def _in_use(self, provider: str) -> int:
         return sum(
@@ -715,6 +749,13 @@ class SessionManager:
             self._charge(sid, effect)
         elif isinstance(effect, machine.RecordAttempt):
             if effect.provider:
+                window = self._windows.get(effect.provider)
+                if window is not None:
+                    window.add(
+                        Attempt(
+                            effect.provider, effect.at, effect.answered, effect.duration, effect.pdd
+                        )
+                    )
                 self._write(
                     sid,
                     "provider attempt",

@@ -27,6 +27,7 @@ traffic and earns its own numbers.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,6 +40,7 @@ __all__ = [
     "ACD_BUCKET",
     "ASR_BUCKET",
     "Attempt",
+    "AttemptWindow",
     "Candidate",
     "FailureSide",
     "ProviderStats",
@@ -110,6 +112,57 @@ class ProviderStats:
             answered=answered,
             acd=talk / answered if answered else None,
             pdd=sum(delays) / len(delays) if delays else None,
+            measured=count >= min_attempts and count > 0,
+        )
+
+
+class AttemptWindow:
+    """One provider's attempts over a sliding window, kept as running sums.
+
+    :meth:`stats` gives what :meth:`ProviderStats.from_attempts` gives for the same
+    attempts (up to float rounding) without going over them again: each attempt is
+    added once and expired once, so ranking a leg costs O(1) however busy the window.
+    Attempts are expired by their start time ``at``, in any order they are added.
+    """
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._heap: list[tuple[float, int, Attempt]] = []
+        self._seq = 0
+        self._answered = 0
+        self._talk = 0.0
+        self._delays = 0
+        self._delay_sum = 0.0
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, attempt: Attempt) -> None:
+        """Count one attempt (it is expired once ``now - window`` reaches its ``at``)."""
+        self._seq += 1
+        heapq.heappush(self._heap, (attempt.at, self._seq, attempt))
+        self._count(attempt, 1)
+
+    def _count(self, attempt: Attempt, sign: int) -> None:
+        if attempt.answered:
+            self._answered += sign
+            self._talk = self._talk + sign * attempt.duration if self._answered else 0.0
+        if attempt.pdd is not None:
+            self._delays += sign
+            self._delay_sum = self._delay_sum + sign * attempt.pdd if self._delays else 0.0
+
+    def stats(self, now: float, min_attempts: int) -> ProviderStats:
+        """The stats over ``now - window < at`` (attempts after ``now`` count too)."""
+        start = now - self.window
+        heap = self._heap
+        while heap and heap[0][0] <= start:
+            self._count(heapq.heappop(heap)[2], -1)
+        count = len(heap)
+        return ProviderStats(
+            attempts=count,
+            answered=self._answered,
+            acd=self._talk / self._answered if self._answered else None,
+            pdd=self._delay_sum / self._delays if self._delays else None,
             measured=count >= min_attempts and count > 0,
         )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 from callbackd.core.rating import Deck, Rate
 from callbackd.core.routing import (
     Attempt,
+    AttemptWindow,
     Candidate,
     ProviderStats,
     UnknownProvider,
@@ -198,3 +201,51 @@ def test_unknown_provider_lists_valid_names():
         resolve_provider("avangard", ["PROXICOM", "MKS"])
     assert info.value.valid == ["MKS", "PROXICOM"]
     assert str(info.value) == "unknown provider 'avangard': choose one of MKS, PROXICOM"
+
+
+_attempt = st.builds(
+    Attempt,
+    provider=st.just("A"),
+    at=st.floats(0, 1000, allow_nan=False),
+    answered=st.booleans(),
+    duration=st.floats(0, 7200, allow_nan=False),
+    pdd=st.none() | st.floats(0, 60, allow_nan=False),
+)
+
+
+def _same_stats(got: ProviderStats, want: ProviderStats) -> bool:
+    def close(a: float | None, b: float | None) -> bool:
+        return a is b is None or (
+            a is not None and b is not None and math.isclose(a, b, abs_tol=1e-6)
+        )
+
+    return (
+        (got.attempts, got.answered, got.measured) == (want.attempts, want.answered, want.measured)
+        and close(got.acd, want.acd)
+        and close(got.pdd, want.pdd)
+    )
+
+
+@given(
+    st.lists(_attempt, max_size=40),
+    st.lists(st.floats(0, 3000, allow_nan=False), min_size=1, max_size=5),
+)
+def test_attempt_window_agrees_with_from_attempts(attempts: list[Attempt], nows: list[float]):
+    """Running sums give from_attempts' stats as the window slides forward."""
+    window = AttemptWindow(600)
+    for attempt in attempts:
+        window.add(attempt)
+    horizon = max((a.at for a in attempts), default=0.0)
+    for now in sorted(horizon + n for n in nows):
+        want = ProviderStats.from_attempts(attempts, now, 600, 3)
+        assert _same_stats(window.stats(now, 3), want)
+
+
+def test_attempt_window_expires_old_attempts():
+    """An attempt that started a whole window ago no longer counts."""
+    window = AttemptWindow(60)
+    window.add(Attempt("A", 10.0, True, 30.0, 2.0))
+    window.add(Attempt("A", 50.0, False))
+    stats = window.stats(75.0, 1)
+    assert (stats.attempts, stats.answered, stats.acd) == (1, 0, None)
+    assert len(window) == 1

@@ -206,6 +206,18 @@ def test_provider_failure_tries_the_next_provider(outcome, letter, role):
     assert session.state.reason == ""
 
 
+def test_step_leaves_the_given_state_untouched():
+    """step works on a copy: the state it was given, legs and failures included, is as before."""
+    session = Session()
+    session.feed(LegFailed(f"{SID}-a1", 2.0, "congestion"), 2.0)
+    given_state = session.state
+    before = json.dumps(given_state.to_dict())
+    session.feed(LegFailed(f"{SID}-a2", 3.0, "congestion"), 3.0)
+    assert session.state is not given_state
+    assert session.state.to_dict() != json.loads(before)
+    assert json.dumps(given_state.to_dict()) == before
+
+
 @pytest.mark.parametrize(
     "outcome,reason",
     [("busy", "Busy"), ("noanswer", "NoAnswer"), ("rejected", "Rejected")],
