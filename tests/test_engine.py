@@ -8,14 +8,14 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from callbackd.core.model import Account, AccountStatus
+from callbackd.core.model import CDR, Account, AccountStatus
 from callbackd.core.rating import Deck, Rate
-from callbackd.core.session import render
+from callbackd.core.session import ABSOLUTE_TIMEOUT_GRACE, render
 from callbackd.engine import CallbackRefused, Provider, SessionManager
 from callbackd.fakeswitch import FakeSwitch
 from callbackd.store.hashing import BcryptHasher
 from callbackd.store.memory import MemoryStore
-from callbackd.switch import ChannelInfo
+from callbackd.switch import ChannelInfo, LegHungUp
 
 START = 1_700_000_000.0
 SOURCE = "+4930123456"
@@ -442,3 +442,209 @@ def test_recovery_on_switch_reconnect_closes_legs_that_ended():
     cdrs = world.cdrs()
     assert cdrs["destination"].billed_seconds == 15
     assert cdrs["source"].billed_seconds == 45
+
+
+# -- account-level credit ------------------------------------------------------------
+
+HAMBURG = "+4940123456"
+SOURCES = (SOURCE, EXTRA, HAMBURG)
+
+
+def talking_from(world, source):
+    """A session from ``source`` to DESTINATION, both legs answered now."""
+    sid = world.callback(source, DESTINATION)
+    world.switch.answer(f"{sid}-a1", world.now())
+    world.switch.answer(f"{sid}-b1", world.now())
+    return sid
+
+
+def confirm_hangups(world):
+    """The switch confirms every hangup the daemon asked for (once each)."""
+    done = {e.channel_id for e in world.switch.emitted if isinstance(e, LegHungUp)}
+    for channel, _ in list(world.switch.hung_up):
+        if channel not in done:
+            done.add(channel)
+            world.switch.hang_up(channel, world.now())
+
+
+def hung_up_channels(world):
+    return {channel for channel, _ in world.switch.hung_up}
+
+
+def legs_of(*sids):
+    return {f"{sid}-{letter}1" for sid in sids for letter in "ab"}
+
+
+def session_causes(world):
+    return sorted(c.cause for c in result(world.store.list_cdrs("alice")) if c.kind == "session")
+
+
+def test_two_sessions_share_the_balance_and_are_cut_together():
+    """Two sessions on credit for 60 s of one: both cut after 30 s, balance exactly spent."""
+    world = World(balance=credit_for(60), max_sessions=3)
+    first, second = talking_from(world, SOURCE), talking_from(world, EXTRA)
+    world.clock.advance(29)
+    assert world.switch.hung_up == []
+    world.clock.advance(1)
+    assert hung_up_channels(world) == legs_of(first, second)
+    confirm_hangups(world)
+    assert session_causes(world) == ["OutOfCredit", "OutOfCredit"]
+    assert world.balance() == 0
+
+
+def test_absolute_timeouts_follow_the_shared_deadline():
+    """The second session re-sets the first one's AbsoluteTimeouts to the common deadline."""
+    world = World(balance=credit_for(60), max_sessions=3)
+    first = talking_from(world, SOURCE)
+    assert (f"{first}-a1", 61) in world.switch.timeouts
+    talking_from(world, EXTRA)
+    last = {channel: seconds for channel, seconds in world.switch.timeouts}
+    assert (last[f"{first}-a1"], last[f"{first}-b1"]) == (31, 31)
+
+
+def test_three_staggered_sessions_never_go_below_the_floor():
+    """Sessions joining at 0, 15 and 30 s: all cut together at 45 s, floor reached, not passed."""
+    limit = credit_for(30)
+    world = World(balance=credit_for(60), max_sessions=3, credit_limit=limit)
+    sids = [talking_from(world, SOURCE)]
+    world.clock.advance(15)
+    sids.append(talking_from(world, EXTRA))
+    world.clock.advance(15)
+    sids.append(talking_from(world, HAMBURG))
+    # 45 + 30 + 15 session-seconds at 45 s = what balance + credit limit pay for
+    world.clock.advance(14)
+    assert world.switch.hung_up == []
+    world.clock.advance(1)
+    assert hung_up_channels(world) == legs_of(*sids)
+    confirm_hangups(world)
+    assert world.balance() == -limit
+    assert session_causes(world) == ["OutOfCredit"] * 3
+
+
+def test_top_up_extends_every_session_of_the_account():
+    """A top-up during two sessions moves the common cut for both."""
+    world = World(balance=credit_for(60), max_sessions=3)
+    first, second = talking_from(world, SOURCE), talking_from(world, EXTRA)
+    world.clock.advance(15)
+    result(world.store.credit("alice", credit_for(60), "voucher-1"))
+    result(world.manager.balance_changed("alice"))
+    world.clock.advance(44)
+    assert world.switch.hung_up == []
+    world.clock.advance(1)
+    assert hung_up_channels(world) == legs_of(first, second)
+    confirm_hangups(world)
+    assert world.balance() == 0
+
+
+def test_a_session_ending_frees_its_budget_for_the_others():
+    """When one session hangs up, the other may use what it leaves."""
+    world = World(balance=credit_for(60), max_sessions=3)
+    first, second = talking_from(world, SOURCE), talking_from(world, EXTRA)
+    world.clock.advance(15)
+    result(world.manager.hangup(first))
+    confirm_hangups(world)
+    world.clock.advance(29)
+    assert hung_up_channels(world) == legs_of(first)
+    world.clock.advance(1)
+    assert hung_up_channels(world) == legs_of(first, second)
+    confirm_hangups(world)
+    assert world.balance() == 0
+
+
+def test_adding_a_leg_in_one_session_shortens_the_other():
+    """An additional billed leg in one session moves the other session's cut earlier."""
+    world = World(balance=credit_for(120), max_sessions=3)
+    first, second = talking_from(world, SOURCE), talking_from(world, EXTRA)
+    world.clock.advance(10)
+    before = len(world.switch.timeouts)
+    result(world.manager.add_leg(first, HAMBURG))
+    changed = dict(world.switch.timeouts[before:])
+    # 120 session-seconds paid, 20 used: without the new leg both had 50 s more
+    assert changed[f"{second}-a1"] < 50 + ABSOLUTE_TIMEOUT_GRACE
+
+
+def test_a_new_session_counts_what_the_others_are_about_to_consume():
+    """A callback the balance alone would allow is refused when a running call needs the money."""
+    world = World(balance=credit_for(60), max_sessions=3)
+    talking_from(world, SOURCE)
+    world.clock.advance(58.5)
+    assert world.balance() >= credit_for(1)  # on its own the new call would be affordable
+    with pytest.raises(CallbackRefused, match="Not enough credit"):
+        world.callback(EXTRA, DESTINATION)
+
+
+def test_recovered_sessions_share_the_budget_again():
+    """After a restart the sessions of one account are held to one budget again."""
+    world = World(balance=credit_for(120), max_sessions=3)
+    first, second = talking_from(world, SOURCE), talking_from(world, EXTRA)
+    world.clock.advance(15)
+    after = restart(
+        world,
+        [ChannelInfo(channel, "PJSIP/x", "up") for channel in sorted(legs_of(first, second))],
+    )
+    after.clock.advance(44)
+    assert after.switch.hung_up == []
+    after.clock.advance(1)
+    assert hung_up_channels(after) == legs_of(first, second)
+
+
+# -- daily spend cap -----------------------------------------------------------------
+
+
+def spent_earlier(world, cost, at):
+    """A leg CDR of ``cost`` that ended at ``at``."""
+    cdr = CDR("old-a", "alice", "old", "leg", "source", ended_at=at, cost=cost)
+    result(world.store.append_cdr(cdr))
+
+
+def test_daily_cap_refuses_new_callbacks_once_reached():
+    """With today's spending at the cap a billed callback is refused with a clear message."""
+    world = World(daily_spend_cap=credit_for(60))
+    spent_earlier(world, credit_for(60), START - 10)
+    with pytest.raises(CallbackRefused, match=r"Daily spending limit reached\."):
+        world.callback()
+    assert world.switch.originated == []
+
+
+def test_spending_of_an_earlier_day_does_not_count():
+    """The cap is per UTC day: yesterday's CDRs leave today's cap untouched."""
+    world = World(daily_spend_cap=credit_for(60))
+    midnight = START - START % 86400
+    spent_earlier(world, credit_for(600), midnight - 1)
+    assert world.callback() in world.manager.sessions_of("alice")
+
+
+def test_daily_cap_cuts_a_running_call_with_its_own_reason():
+    """A call reaching the cap is cut like OutOfCredit, with Reason = DailyLimit."""
+    world = World(daily_spend_cap=credit_for(60))
+    spent_earlier(world, credit_for(30), START - 10)
+    sid = world.talking()
+    world.clock.advance(29)
+    assert world.switch.hung_up == []
+    world.clock.advance(1)
+    assert hung_up_channels(world) == legs_of(sid)
+    confirm_hangups(world)
+    assert session_causes(world) == ["DailyLimit"]
+    assert world.balance() == 10_000_000 - credit_for(30)
+    assert "Thank you!\nCharged time: 30 secs. Reason = DailyLimit" in world.texts()
+
+
+def test_daily_cap_is_shared_by_concurrent_sessions():
+    """Two sessions under a cap for 60 s of one are both cut after 30 s."""
+    world = World(daily_spend_cap=credit_for(60), max_sessions=3)
+    first, second = talking_from(world, SOURCE), talking_from(world, EXTRA)
+    world.clock.advance(30)
+    assert hung_up_channels(world) == legs_of(first, second)
+    confirm_hangups(world)
+    assert session_causes(world) == ["DailyLimit", "DailyLimit"]
+
+
+def test_charges_of_finished_calls_count_for_the_next_one():
+    """A call ended today counts against the cap for a callback started after it."""
+    world = World(daily_spend_cap=credit_for(60))
+    sid = world.talking()
+    world.clock.advance(60)
+    confirm_hangups(world)
+    assert sid not in world.manager.sessions_of("alice")
+    with pytest.raises(CallbackRefused, match="Daily spending limit"):
+        world.callback()
