@@ -100,8 +100,17 @@ class Rig:
         out = self.daemon.admin("list-cdrs", username).stdout
         return list(csv.DictReader(io.StringIO(out)))
 
-    def cdrs(self, session_id: str) -> list[dict]:
-        """The session's CDRs straight from the store (exact floats), legs by letter."""
+    def cdrs(self, session_id: str, timeout: float = 10.0) -> list[dict]:
+        """The ended session's CDRs straight from the store (exact floats), by id.
+
+        The log says "ended" when the session finishes; the store writes (leg CDRs,
+        debits, session CDR, deleting the session: in that order) follow, so this
+        waits until the session is gone from Redis.
+        """
+        deadline = time.monotonic() + timeout
+        while f"cb:session:{session_id}" in self.sessions_in_redis():
+            assert time.monotonic() < deadline, f"session {session_id} never left Redis"
+            time.sleep(0.05)
         records = self.manhole.value(
             f"store.list_cdrs(None).addCallback(lambda cs: "
             f"[__import__('dataclasses').asdict(c) for c in cs if c.session_id == {session_id!r}])"
@@ -229,3 +238,227 @@ def test_two_legs_then_a_third_then_hangup(rig_factory):
     assert m.value("sessions('alice')") == []
     assert rig.sessions_in_redis() == []
     assert rig.wait_no_channels() == []
+
+
+def start_and_talk(rig: Rig, username: str, source: str, destination: str) -> tuple[str, float]:
+    """Place a callback through the manhole (as ``d``); its id once both legs talk."""
+    mark = rig.daemon.log_mark()
+    rig.manhole.execute(f"d = callback({username!r}, {source!r}, {destination!r})")
+    sid = rig.manhole.value("d")
+    assert isinstance(sid, str)
+    rig.daemon.wait_for_log(progress(sid, "Remote answered. Now talking."), since=mark)
+    return sid, time.time()
+
+
+def test_a_congested_provider_fails_over_to_the_next(rig_factory):
+    """PROXICOM congested: each leg goes out over the next provider, and says so."""
+    rig = rig_factory("@proxicom=congestion")
+    price = sell_price("1555")
+    before = rig.balance("alice")
+    mark = rig.daemon.log_mark()
+    sid, _ = start_and_talk(rig, "alice", "+15550011111", "+15550012222")
+    log = rig.daemon.wait_for_log
+    log(progress(sid, "Calling source: phone:+15550011111, cost = 0.014 via PROXICOM"), since=mark)
+    source_next = log(rf"session {sid}: Source congestion, trying (\w+)\.\.\.", since=mark)
+    dest_next = log(rf"session {sid}: Destination congestion, trying (\w+)\.\.\.", since=mark)
+    assert source_next.group(1) != "PROXICOM"
+    assert rig.manhole.value("hangup(d)") is None
+    log(rf"session {sid} ended: EndedByHangup", since=mark)
+
+    legs = {c["leg"]: c for c in rig.cdrs(sid) if c["kind"] == "leg"}
+    assert legs["source"]["provider"] == source_next.group(1)
+    assert legs["destination"]["provider"] == dest_next.group(1)
+    for cdr in legs.values():
+        check_leg(cdr, price)
+        assert "PROXICOM:" in cdr["extra"]["failed_attempts"], cdr
+        assert cdr["extra"]["channel_id"].endswith("2"), cdr  # the second attempt
+    assert rig.balance("alice") == before - sum(c["cost"] for c in legs.values())
+    assert rig.sessions_in_redis() == []
+    assert rig.wait_no_channels() == []
+
+
+def test_a_busy_destination_ends_the_session_without_failover(rig_factory):
+    """Busy is the callee's answer: no other provider is tried, the session ends with CDRs."""
+    rig = rig_factory()
+    price = sell_price("1555")
+    before = rig.balance("alice")
+    mark = rig.daemon.log_mark()
+    rig.manhole.execute('d = callback("alice", "+15550011111", "+15550022222")')
+    sid = rig.manhole.value("d")
+    log = rig.daemon.wait_for_log
+    log(progress(sid, "Destination busy. Call aborted!"), since=mark)
+    log(r"Charged time: \d+ secs\. Reason = DestinationBusy", since=mark)
+    log(rf"session {sid} ended: DestinationBusy", since=mark)
+    assert re.search(rf"session {sid}: .*trying", rig.daemon.log()[mark:]) is None
+    assert f"originate {sid}-b2" not in rig.daemon.log()[mark:]
+
+    cdrs = rig.cdrs(sid)
+    legs = {c["leg"]: c for c in cdrs if c["kind"] == "leg"}
+    (record,) = [c for c in cdrs if c["kind"] == "session"]
+    assert sorted(legs) == ["destination", "source"]
+    assert legs["destination"]["answered_at"] == 0.0
+    assert legs["destination"]["cost"] == 0
+    assert legs["destination"]["cause"] == "busy"
+    for cdr in legs.values():
+        check_leg(cdr, price)
+    assert legs["source"]["billed_seconds"] >= 1  # up while the destination was dialled
+    assert record["cause"] == "DestinationBusy"
+    assert record["cost"] == legs["source"]["cost"]
+    assert rig.balance("alice") == before - legs["source"]["cost"]
+    assert rig.manhole.value("sessions('alice')") == []
+    assert rig.sessions_in_redis() == []
+    assert rig.wait_no_channels() == []
+
+
+def test_out_of_credit_cuts_the_call_at_the_computed_second(rig_factory):
+    """A tiny balance: legs cut with OutOfCredit, the balance lands on the floor, never below."""
+    # time_scale 1: the simulator scales AbsoluteTimeout too, and the switch's backstop
+    # (1 s after the daemon's cut, in real seconds on a real Asterisk) must not come first
+    rig = rig_factory(time_scale=1.0)
+    rig.daemon.env["CB_TEST_PASSWORD"] = "a long test password"
+    rig.daemon.admin("create-account", "carol", "--password-env", "CB_TEST_PASSWORD")
+    rig.daemon.admin("topup", "carol", "0.002")
+    credit = rig.balance("carol")
+    assert credit == 200
+    price = sell_price("1555")
+    mark = rig.daemon.log_mark()
+    sid, _ = start_and_talk(rig, "carol", "+15550011111", "+15550012222")
+    log = rig.daemon.wait_for_log
+    log(r"Charged time: \d+ secs\. Reason = OutOfCredit", since=mark)
+    log(rf"session {sid} ended: OutOfCredit", since=mark)
+
+    legs = {c["leg"]: c for c in rig.cdrs(sid) if c["kind"] == "leg"}
+    total = sum(c["cost"] for c in legs.values())
+    for cdr in legs.values():
+        check_leg(cdr, price)
+        assert cdr["cause"] == "out of credit", cdr  # the daemon's cut, not the switch's
+    assert rig.balance("carol") == credit - total
+    assert credit - total >= 0  # credit_limit 0: the floor is 0
+    # cut at the last second that fits: one more second on every leg would not
+    assert sum(expected_cost(price, c["billed_seconds"] + 1) for c in legs.values()) > credit
+    assert rig.sessions_in_redis() == []
+    assert rig.wait_no_channels() == []
+
+
+def session_json(rig: Rig, sid: str) -> dict:
+    """The session as the daemon last persisted it in Redis."""
+    import json
+
+    raw = redis_command(rig.redis_port, "GET", f"cb:session:{sid}")
+    assert isinstance(raw, bytes), raw
+    return json.loads(raw)
+
+
+def test_kill_9_and_restart_in_the_middle_of_a_call(rig_factory):
+    """kill -9 while talking: the new daemon recovers the session, bills all up-time once."""
+    rig = rig_factory()
+    price = sell_price("1555")
+    before = rig.balance("alice")
+    t_request = time.time()
+    sid, t_talking = start_and_talk(rig, "alice", "+15550011111", "+15550012222")
+    time.sleep(0.5)
+    rig.close_manhole()
+    rig.daemon.kill()
+    time.sleep(3.0)  # the calls go on at the switch while no daemon watches
+    assert sid in rig.sessions_in_redis()
+    mark = rig.daemon.log_mark()
+    rig.start()
+    rig.daemon.wait_for_log(rf"recovered session {sid}", since=mark)
+    m = rig.manhole
+    assert m.value("sessions('alice')") == [sid]
+    listing = m.value(f"legs({sid!r})")
+    assert "+15550011111" in listing and "+15550012222" in listing
+    t_query = time.time()
+    channels = m.value(
+        "switch.list_channels().addCallback(lambda cs: "
+        "{c.channel_id: (c.state, c.seconds) for c in cs})"
+    )
+    assert isinstance(channels, dict)
+    t_hangup = time.time()
+    assert m.value(f"hangup({sid!r})") is None
+    rig.daemon.wait_for_log(rf"session {sid} ended: EndedByHangup", since=mark)
+    t_ended = time.time()
+
+    cdrs = rig.cdrs(sid)
+    legs = {c["leg"]: c for c in cdrs if c["kind"] == "leg"}
+    assert sorted(c["cdr_id"] for c in cdrs) == [sid, f"{sid}-a", f"{sid}-b"]
+    for cdr in legs.values():
+        check_leg(cdr, price)
+        assert t_request - SLACK <= cdr["answered_at"] <= t_talking + SLACK, cdr
+        assert t_hangup - SLACK <= cdr["ended_at"] <= t_ended + SLACK, cdr
+        assert cdr["billed_seconds"] >= 4, cdr  # 0.5 s + 3 s down + restart, all billed
+        # The switch's own count: CoreShowChannels' whole seconds since the channel was
+        # made (ringing 0.2 s before the answer included) at t_query; the leg then
+        # stayed up until its end. Rounding each way makes at most one second.
+        state, seconds = channels[cdr["extra"]["channel_id"]]
+        assert state == "up"
+        up_after_query = cdr["ended_at"] - t_query
+        assert seconds - 1 <= cdr["billed_seconds"] <= seconds + up_after_query + 1, cdr
+    log = rig.daemon.log()
+    for letter in "ab":
+        assert log.count(f"charge {sid}-{letter}:") == 1  # billed once over both daemons
+    assert rig.balance("alice") == before - sum(c["cost"] for c in legs.values())
+    assert m.value("store.list_sessions()") == []
+    assert rig.sessions_in_redis() == []
+    assert rig.wait_no_channels() == []
+
+
+def test_a_leg_that_ends_while_the_daemon_is_down_is_billed_to_the_last_heartbeat(rig_factory):
+    """The destination hangs up during the outage: after restart it is billed up to seen_at."""
+    rig = rig_factory(time_scale=0.6)  # 1555004: answers after 0.6 s, hangs up 3 s later
+    price = sell_price("1555")
+    before = rig.balance("alice")
+    sid, t_talking = start_and_talk(rig, "alice", "+15550011111", "+15550042222")
+    rig.close_manhole()
+    rig.daemon.kill()
+    saved = session_json(rig, sid)
+    seen_at = saved["seen_at"]
+    time.sleep(max(0.0, t_talking + 3.6 - time.time()))  # the destination hangs up meanwhile
+    mark = rig.daemon.log_mark()
+    rig.start()
+    log = rig.daemon.wait_for_log
+    log(rf"recovered session {sid}", since=mark)
+    log(r"Charged time: \d+ secs\. Reason = DestinationHangup", since=mark)
+    log(rf"session {sid} ended: DestinationHangup", since=mark)
+
+    cdrs = rig.cdrs(sid)
+    legs = {c["leg"]: c for c in cdrs if c["kind"] == "leg"}
+    assert sorted(c["cdr_id"] for c in cdrs) == [sid, f"{sid}-a", f"{sid}-b"]
+    destination, source = legs["destination"], legs["source"]
+    for cdr in legs.values():
+        check_leg(cdr, price)
+    # the documented rule: the vanished leg ends at the last moment the daemon knew it up
+    assert destination["cause"] == "lost"
+    assert destination["ended_at"] == pytest.approx(max(destination["answered_at"], seen_at))
+    # the source was still up after the restart, and is billed until it was hung up
+    assert source["ended_at"] > t_talking + 3.0
+    assert rig.balance("alice") == before - sum(c["cost"] for c in legs.values())
+    assert rig.manhole.value("store.list_sessions()") == []
+    assert rig.sessions_in_redis() == []
+    assert rig.wait_no_channels() == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("+15550011111", "+15550012222", "NOSUCH"),
+            "unknown provider 'NOSUCH': choose one of MKS, PAKLINE, PROXICOM",
+        ),
+        (("+15550011111", "+1555-abc"), "+1555-abc"),
+        (("+15550011111", "+886212345678"), "There is no rate for +886212345678."),
+    ],
+    ids=["unknown-provider", "malformed-leg", "no-rate"],
+)
+def test_bad_requests_are_refused_with_a_reason(rig_factory, args, message):
+    """A request the daemon cannot carry out fails with the reason; nothing is created."""
+    rig = rig_factory()
+    before = rig.balance("alice")
+    ok, error = rig.manhole.call(f"callback('alice', *{args!r})")
+    assert not ok
+    assert error.startswith("CallbackRefused: ")
+    assert message in error
+    assert rig.sessions_in_redis() == []
+    assert rig.manhole.value("cdrs('alice')") == []
+    assert rig.balance("alice") == before
+    assert rig.manhole.value("switch.list_channels()") == []
