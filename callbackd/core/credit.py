@@ -88,8 +88,9 @@ def allowed_seconds(available: int, legs: Sequence[LegCharge]) -> int | None:
     """The largest ``t`` with ``extra_cost(legs, t) <= available``; None if unbounded.
 
     None means the legs cost nothing more however long they stay up (no billed leg,
-    or only connect fees that are already covered). The search doubles an upper
-    bound and then bisects: O(log t) evaluations of the legs' costs.
+    or only connect fees that are already covered). The search gallops from the linear
+    estimate and then bisects: O(log e) evaluations of the legs' costs, e being how far
+    increments and connect fees move the answer from ``available`` / price.
     """
     billed = [leg for leg in legs if not leg.rate.is_free]
     if not billed:
@@ -99,9 +100,22 @@ def allowed_seconds(available: int, legs: Sequence[LegCharge]) -> int | None:
     if all(leg.rate.price_per_minute == 0 for leg in billed):
         # only connect fees: the cost is a step at the first second, then flat
         return None if extra_cost(billed, 1) <= available else 0
-    low, high = 0, 1  # invariant: extra_cost(low) <= available < extra_cost(high)
-    while extra_cost(billed, high) <= available:
-        low, high = high, high * 2
+    # Start from the linear estimate (increments and connect fees move the answer only a
+    # little) and gallop away from it: O(log error) cost evaluations rather than O(log t),
+    # which with a large balance was most of the engine's CPU per session step.
+    # Invariant once found: extra_cost(low) <= available < extra_cost(high).
+    guess = max(1, available * 60 // sum(leg.rate.price_per_minute for leg in billed))
+    step = 1
+    if extra_cost(billed, guess) <= available:
+        low, high = guess, guess + step
+        while extra_cost(billed, high) <= available:
+            step *= 2
+            low, high = high, high + step
+    else:
+        low, high = max(0, guess - step), guess
+        while low > 0 and extra_cost(billed, low) > available:
+            step *= 2
+            low, high = max(0, low - step), low
     while high - low > 1:
         middle = (low + high) // 2
         if extra_cost(billed, middle) <= available:
