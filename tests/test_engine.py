@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
@@ -648,3 +650,64 @@ def test_charges_of_finished_calls_count_for_the_next_one():
     assert sid not in world.manager.sessions_of("alice")
     with pytest.raises(CallbackRefused, match="Daily spending limit"):
         world.callback()
+
+
+SESSION_PLANS = st.lists(
+    st.tuples(
+        st.integers(0, 60),  # start, seconds after the first
+        st.floats(0.5, 20),  # source answers after
+        st.floats(0.5, 20),  # destination answers after the source
+        st.one_of(st.none(), st.integers(1, 200)),  # the user hangs up after
+    ),
+    min_size=2,
+    max_size=3,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    balance=st.integers(0, credit_for(240)),
+    credit_limit=st.integers(0, credit_for(60)),
+    cap=st.sampled_from([0, credit_for(45), credit_for(150)]),
+    plans=SESSION_PLANS,
+)
+def test_concurrent_sessions_never_pass_the_floor_or_the_cap(balance, credit_limit, cap, plans):
+    """Random staggered sessions of one account: charges stay within balance+limit and cap."""
+    world = World(balance=balance, credit_limit=credit_limit, daily_spend_cap=cap, max_sessions=3)
+    switch, clock = world.switch, world.clock
+    hangup = switch.hangup
+
+    def confirming_hangup(channel_id, cause=16):
+        # the switch confirms at the very instant it is asked
+        clock.callLater(0, switch.hang_up, channel_id, clock.seconds())
+        return hangup(channel_id, cause)
+
+    switch.hangup = confirming_hangup
+    originated = lambda channel: any(r.channel_id == channel for r in switch.originated)  # noqa: E731
+
+    def answer(channel):
+        if originated(channel):
+            switch.answer(channel, clock.seconds())
+
+    def start(source, source_after, destination_after, hangup_after):
+        try:
+            sid = world.callback(source, DESTINATION)
+        except CallbackRefused:
+            return
+        clock.callLater(source_after, answer, f"{sid}-a1")
+        clock.callLater(source_after + destination_after, answer, f"{sid}-b1")
+        if hangup_after is not None:
+            clock.callLater(
+                hangup_after,
+                lambda: sid in world.manager.sessions_of("alice") and world.manager.hangup(sid),
+            )
+
+    for source, (at, *rest) in zip(SOURCES, plans):
+        clock.callLater(at, start, source, *rest)
+    clock.pump([1] * 700)
+    assert world.manager.sessions_of("alice") == []
+    legs = [c for c in result(world.store.list_cdrs("alice")) if c.kind == "leg"]
+    assert world.balance() == balance - sum(c.cost for c in legs)
+    assert world.balance() >= -credit_limit
+    if cap:
+        assert sum(c.cost for c in legs) <= cap
