@@ -340,6 +340,9 @@ class SessionManager:
                 if allowance.limit == DAILY_CAP:
                     raise CallbackRefused("Daily spending limit reached.")
                 raise CallbackRefused("Not enough credit for this call. Please top up.")
+        if not self.switch.connected:
+            # nothing could be dialled: say so now, not after failing every provider in turn
+            raise CallbackRefused("The phone switch is not reachable right now; try again soon.")
         session_id = self._new_session_id()
         try:
             state, effects = machine.start(

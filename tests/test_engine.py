@@ -711,3 +711,14 @@ def test_concurrent_sessions_never_pass_the_floor_or_the_cap(balance, credit_lim
     assert world.balance() >= -credit_limit
     if cap:
         assert sum(c.cost for c in legs) <= cap
+
+
+def test_callback_is_refused_while_the_switch_is_down():
+    """With the switch disconnected a callback is refused at once: no session, no originate."""
+    world = World()
+    world.switch.connected = False
+    with pytest.raises(CallbackRefused, match="switch is not reachable"):
+        world.callback()
+    assert world.switch.originated == []
+    assert result(world.store.list_sessions()) == []
+    assert world.cdrs() == {}
