@@ -462,3 +462,48 @@ def test_bad_requests_are_refused_with_a_reason(rig_factory, args, message):
     assert rig.manhole.value("cdrs('alice')") == []
     assert rig.balance("alice") == before
     assert rig.manhole.value("switch.list_channels()") == []
+
+
+def test_no_credit_is_refused(rig_factory):
+    """An account with nothing on it is refused before anything is dialled."""
+    rig = rig_factory()
+    rig.daemon.env["CB_TEST_PASSWORD"] = "a long test password"
+    rig.daemon.admin("create-account", "dave", "--password-env", "CB_TEST_PASSWORD")
+    assert rig.balance("dave") == 0
+    ok, error = rig.manhole.call("callback('dave', '+15550011111', '+15550012222')")
+    assert not ok
+    assert error == "CallbackRefused: Not enough credit for this call. Please top up."
+    assert rig.sessions_in_redis() == []
+    assert rig.manhole.value("cdrs('dave')") == []
+    assert rig.balance("dave") == 0
+    assert rig.manhole.value("switch.list_channels()") == []
+
+
+def test_asterisk_down_then_back(rig_factory):
+    """AMI server gone: unhealthy, a callback is refused, nothing left; back: calls work again."""
+    rig = rig_factory()
+    before = rig.balance("alice")
+    rig.simulator.stop()
+    body = rig.daemon.wait_healthy(healthy=False)
+    assert body["checks"]["ami"]["ok"] is False
+    mark = rig.daemon.log_mark()
+    ok, error = rig.manhole.call("callback('alice', '+15550011111', '+15550012222')")
+    assert not ok
+    assert error == (
+        "CallbackRefused: The phone switch is not reachable right now; try again soon."
+    )
+    assert rig.manhole.value("sessions('alice')") == []
+    assert rig.sessions_in_redis() == []
+    assert rig.manhole.value("cdrs('alice')") == []
+    assert rig.balance("alice") == before
+    assert "originate" not in rig.daemon.log()[mark:]
+
+    rig.simulator.start()
+    rig.daemon.wait_healthy(timeout=30)
+    sid, _ = start_and_talk(rig, "alice", "+15550011111", "+15550012222")
+    assert rig.manhole.value("hangup(d)") is None
+    rig.daemon.wait_for_log(rf"session {sid} ended: EndedByHangup", since=mark)
+    legs = [c for c in rig.cdrs(sid) if c["kind"] == "leg"]
+    assert rig.balance("alice") == before - sum(c["cost"] for c in legs)
+    assert rig.sessions_in_redis() == []
+    assert rig.wait_no_channels() == []
