@@ -107,6 +107,13 @@ def operator_helpers(daemon: Any) -> dict[str, Any]:
     }
 
 
+def _describe(event: machine.SessionEvent) -> str:
+    """A short log text for an event the seeds have no words for."""
+    details = ", ".join(filter(None, (event.role, event.address, event.cause)))
+    what = event.kind.replace("_", " ")
+    return f"({what}: {details})" if details else f"({what})"
+
+
 def progress_logger(log: Any, decimals: int, currency: str) -> Any:
     """A session subscriber that logs every event in the seed's words."""
 
@@ -114,7 +121,7 @@ def progress_logger(log: Any, decimals: int, currency: str) -> Any:
         log.info(
             "session {session_id}: {text}",
             session_id=event.session_id,
-            text=machine.render(event, decimals, currency) or event.kind,
+            text=machine.render(event, decimals, currency) or _describe(event),
             event=event.to_dict(),
         )
 
