@@ -100,10 +100,7 @@ class MemoryStore:
         return defer.ensureDeferred(self._create_account(account, password, pin))
 
     async def _create_account(self, account: Account, password: str, pin: str | None) -> Account:
-        records.check_account(account)
-        records.check_password(password)
-        if pin is not None:
-            records.check_pin(pin)
+        records.check_new_account(account, password, pin)
         self._up()
         if account.username in self._accounts:
             raise AccountExists(f"account {account.username!r} exists")

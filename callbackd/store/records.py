@@ -166,6 +166,15 @@ def check_account(account: object) -> Account:
     return account
 
 
+def check_new_account(account: object, password: object, pin: object | None) -> Account:
+    """The checks of ``create_account``: the account, its password and its PIN (if any)."""
+    checked = check_account(account)
+    check_password(password)
+    if pin is not None:
+        check_pin(pin)
+    return checked
+
+
 def updated_account(account: Account, fields: Mapping[str, Any]) -> Account:
     """``account`` with ``fields`` changed, checked; InvalidArgument for unknown fields."""
     unknown = sorted(set(fields) - set(ACCOUNT_FIELDS))

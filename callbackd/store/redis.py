@@ -445,10 +445,7 @@ class RedisStore:
         return defer.ensureDeferred(self._create_account(account, password, pin))
 
     async def _create_account(self, account: Account, password: str, pin: str | None) -> Account:
-        records.check_account(account)
-        records.check_password(password)
-        if pin is not None:
-            records.check_pin(pin)
+        records.check_new_account(account, password, pin)
         user = account.username
         if await self._call("EXISTS", _acct(user)):
             raise AccountExists(f"account {user!r} exists")
