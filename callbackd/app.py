@@ -53,6 +53,9 @@ class Daemon:
         self.simulator: Any = None
         self.switch: Any = None
         self.engine: Any = None
+        self.metrics: Any = None
+        self.health: Any = None
+        self.web_root: Any = None
 
     def add(self, name: str, child: service.IService) -> service.IService:
         child.setName(name)
@@ -69,14 +72,14 @@ def create_daemon(config: Config, reactor: Any) -> StagedMultiService:
     daemon = Daemon(config, reactor)
     metrics = Metrics(daemon.registry)
     health = HealthRegistry(reactor)
-    daemon.metrics = metrics  # type: ignore[attr-defined]
-    daemon.health = health  # type: ignore[attr-defined]
+    daemon.metrics = metrics
+    daemon.health = health
 
     _make_store(daemon, health, metrics)
     _make_switch(daemon, health, metrics)
     _make_engine(daemon, metrics)
     web_root = make_web_root(health, metrics)
-    daemon.web_root = web_root  # type: ignore[attr-defined]
+    daemon.web_root = web_root
     daemon.add("web", make_web_service(config.web, web_root, reactor=reactor))
     if config.manhole.enabled:
         from callbackd.manhole import make_manhole_service
