@@ -8,13 +8,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-#: the pure core and the interfaces the adapters are written against
-TYPED = [
-    "callbackd/core",
-    "callbackd/store/interface.py",
-    "callbackd/switch.py",
-    "callbackd/config.py",
-]
+#: the whole package: the core and the interfaces are what the issue asks for; the
+#: adapters are held to the same standard
+TYPED = ["callbackd", "twisted/plugins/callbackd_plugin.py"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -33,8 +29,8 @@ def test_ruff_format():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_core_and_interfaces():
-    """mypy accepts the core and the interfaces."""
+def test_mypy():
+    """mypy accepts the package: the core, the interfaces and the adapters."""
     result = run("mypy", "--no-incremental", *TYPED)
     assert result.returncode == 0, result.stdout + result.stderr
 
