@@ -934,10 +934,14 @@ class SessionManager:
             log.info("recovered session {session_id}", session_id=session_id)
         if not self.switch.connected or not self._sessions:
             return
+        # only the sessions known when the list was asked for: one started meanwhile
+        # originated its legs after the list was made, and would be found gone from it
+        known = list(self._sessions)
         channels = await self.switch.list_channels()
         live = {info.channel_id: info.state for info in channels}
-        for session_id in list(self._sessions):
-            self._feed(session_id, machine.Reconcile(live))
+        for session_id in known:
+            if session_id in self._sessions:
+                self._feed(session_id, machine.Reconcile(live))
 
 
 class EngineService(service.Service):

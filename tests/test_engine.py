@@ -446,6 +446,24 @@ def test_recovery_on_switch_reconnect_closes_legs_that_ended():
     assert cdrs["source"].billed_seconds == 45
 
 
+def test_recovery_leaves_sessions_started_while_the_channels_are_listed():
+    """A session started after the channel list was asked for is not found gone from it."""
+    from twisted.internet.defer import Deferred
+
+    world = World()
+    old = world.talking()
+    world.switch.disconnect(world.now())
+    listing: Deferred = Deferred()
+    world.switch.list_channels = lambda: listing
+    world.switch.connect(world.now())
+    new = world.callback()
+    listing.callback([ChannelInfo(f"{old}-a1", "PJSIP/a", "up")])
+    assert (f"{old}-b1", 16) not in world.switch.hung_up
+    assert (f"{old}-a1", 16) in world.switch.hung_up
+    assert world.manager.sessions_of("alice") == [old, new]
+    assert not any(channel.startswith(new) for channel, _ in world.switch.hung_up)
+
+
 # -- account-level credit ------------------------------------------------------------
 
 HAMBURG = "+4940123456"
