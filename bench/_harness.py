@@ -207,6 +207,27 @@ class Round:
     session_ids: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Load:
+    """A closed-loop run: ``concurrency`` callers, each one callback after another."""
+
+    concurrency: int
+    #: seconds of the steady-state window the figures are taken over
+    window: float
+    #: setups (``talking`` events) inside the window
+    setups: int
+    #: daemon-process CPU seconds (user + system) over the window
+    cpu: float
+    #: the simulator process's CPU seconds over the window
+    simulator_cpu: float
+    #: per callback triggered inside the window: trigger to its source leg's Originate
+    originate_latencies: list[float]
+    #: per callback triggered inside the window: trigger to ``talking``
+    setup_times: list[float]
+    #: every session of the run (warm-up, window and drain)
+    session_ids: list[str] = field(default_factory=list)
+
+
 class BenchDaemon:
     """The daemon built by ``create_daemon``, driven and timed from inside its process."""
 
@@ -373,6 +394,126 @@ class BenchDaemon:
             session_ids=session_ids,
         )
 
+    async def closed_loop(
+        self, concurrency: int, warmup: float, window: float, timeout: float = 120.0
+    ) -> Load:
+        """``concurrency`` callers, each: trigger, wait for talking, hang up, wait for the end.
+
+        Caller ``i`` uses account ``i`` (one session at a time each). The callers start
+        together; the figures are taken over the ``window`` seconds after ``warmup``
+        seconds of the same load. Triggers and hang-ups run in a reactor turn of their
+        own (as a request from outside would), never inside the engine's event delivery.
+        After the window no caller triggers again; the run returns once every session
+        ended with a charge and the store holds none in flight.
+        """
+        from twisted.internet import defer
+
+        if concurrency > len(self.accounts):
+            raise ValueError("more concurrent callers than accounts")
+        engine = self.daemon.engine
+        reactor = self.reactor
+        triggered_at: dict[str, float] = {}
+        talked_at: dict[str, float] = {}
+        caller_of: dict[str, int] = {}
+        errors: list[str] = []
+        phase = {"window_start": float("inf"), "window_end": float("inf"), "stopping": False}
+        in_flight: set[int] = set()
+        all_done: defer.Deferred[None] = defer.Deferred()
+
+        def trigger(i: int) -> None:
+            in_flight.add(i)
+            started = time.perf_counter()
+            d = engine.start_callback(
+                self.accounts[i], SOURCE.format(i % 1000), DESTINATION.format(i % 1000)
+            )
+
+            def began(session_id: str) -> None:
+                triggered_at[session_id] = started
+                caller_of[session_id] = i
+
+            def refused(failure: Any) -> None:
+                errors.append(failure.getErrorMessage())
+                caller_done(i)
+
+            d.addCallbacks(began, refused)
+
+        def caller_done(i: int) -> None:
+            in_flight.discard(i)
+            if phase["stopping"] and not in_flight and not all_done.called:
+                all_done.callback(None)
+
+        def on_event(event: Any) -> None:
+            i = caller_of.get(event.session_id)
+            if i is None:
+                return
+            if event.kind == "talking":
+                talked_at[event.session_id] = time.perf_counter()
+                reactor.callLater(0, engine.hangup, event.session_id)
+            elif event.kind == "session_ended":
+                if event.session_id not in talked_at:
+                    errors.append(f"{event.session_id} ended before talking: {event.to_dict()}")
+                if event.cost <= 0:
+                    errors.append(f"{event.session_id} ended without a charge")
+                if phase["stopping"] or errors:
+                    caller_done(i)
+                else:
+                    reactor.callLater(0, trigger, i)
+
+        unsubscribe = engine.subscribe(on_event)
+        gc.collect()
+        simulator = self.processes.simulator.pid
+        marks: dict[str, tuple[float, float]] = {}
+
+        def mark(name: str) -> None:
+            marks[name] = (time.process_time(), process_cpu(simulator))
+
+        def open_window() -> None:
+            phase["window_start"] = time.perf_counter()
+            mark("start")
+
+        def close_window() -> None:
+            phase["window_end"] = time.perf_counter()
+            phase["stopping"] = True
+            mark("end")
+            if not in_flight and not all_done.called:
+                all_done.callback(None)
+
+        try:
+            for i in range(concurrency):
+                trigger(i)
+            reactor.callLater(warmup, open_window)
+            reactor.callLater(warmup + window, close_window)
+            all_done.addTimeout(warmup + window + timeout, reactor)
+            try:
+                await all_done
+            except defer.TimeoutError:
+                raise RuntimeError(f"closed loop of {concurrency} did not drain") from None
+        finally:
+            unsubscribe()
+        if errors:
+            raise RuntimeError(f"{len(errors)} callbacks failed, first: {errors[0]}")
+        await self._drained(timeout)
+        start, end = phase["window_start"], phase["window_end"]
+        inside = [sid for sid, at in triggered_at.items() if start <= at < end]
+        return Load(
+            concurrency,
+            window=end - start,
+            setups=sum(1 for at in talked_at.values() if start <= at < end),
+            cpu=marks["end"][0] - marks["start"][0],
+            simulator_cpu=marks["end"][1] - marks["start"][1],
+            originate_latencies=[self.originate_at[sid] - triggered_at[sid] for sid in inside],
+            setup_times=[talked_at[sid] - triggered_at[sid] for sid in inside],
+            session_ids=list(triggered_at),
+        )
+
+    async def _drained(self, timeout: float) -> None:
+        """Wait until the store holds no session in flight."""
+        deadline = time.monotonic() + timeout
+        while await self.daemon.store.list_sessions():
+            if time.monotonic() > deadline:
+                raise RuntimeError("sessions still in the store after hang-up")
+            await self.sleep(0.05)
+
     async def hangup_round(self, session_ids: list[str], timeout: float = 60.0) -> None:
         """Hang every session up; return once each ended and the store holds none in flight."""
         from twisted.internet import defer
@@ -387,11 +528,7 @@ class BenchDaemon:
         unbilled = [sid for sid in session_ids if self.ended[sid].cost <= 0]
         if unbilled:
             raise RuntimeError(f"{len(unbilled)} sessions ended without a charge")
-        deadline = time.monotonic() + timeout
-        while await self.daemon.store.list_sessions():
-            if time.monotonic() > deadline:
-                raise RuntimeError("sessions still in the store after hang-up")
-            await self.sleep(0.05)
+        await self._drained(timeout)
 
     async def check_billing(self) -> int:
         """Raise unless the accounts' balances fell by what the ended sessions cost in total."""
