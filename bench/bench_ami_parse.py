@@ -9,6 +9,7 @@ only parsing is timed.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Iterator
 
@@ -55,42 +56,68 @@ def parse_panoramisk(streams: list[list[bytes]]) -> int:
     return count
 
 
-def best_times(parsers: dict[str, Callable[[list[list[bytes]]], int]], streams, iterations: int,
-               repeats: int) -> dict[str, tuple[float, int]]:  # fmt: skip
-    """Best time of ``repeats`` rounds of ``iterations`` passes, and messages per pass.
+def paired_times(
+    parsers: dict[str, Callable[[list[list[bytes]]], int]],
+    streams: list[list[bytes]],
+    iterations: int,
+    repeats: int,
+    warmup: int,
+) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Seconds of each of ``repeats`` rounds of ``iterations`` passes, and messages per pass.
 
-    The parsers take turns within each round, so a burst of load on a shared
-    machine hits both rather than whichever happened to run then.
+    ``warmup`` untimed passes of each parser come first (imports, caches, the
+    allocator's pools). Within a round the parsers take turns, and the one going
+    first alternates from round to round, so a burst of load on a shared machine,
+    or whatever the first runner leaves in the CPU caches, falls on both alike.
     """
-    best = dict.fromkeys(parsers, float("inf"))
     counts = dict.fromkeys(parsers, 0)
+    for name, parse in parsers.items():
+        for _ in range(warmup):
+            counts[name] = parse(streams)
+    times: dict[str, list[float]] = {name: [] for name in parsers}
+    order = list(parsers)
     for _ in range(repeats):
-        for name, parse in parsers.items():
+        for name in order:
+            parse = parsers[name]
             started = time.perf_counter()
             for _ in range(iterations):
                 counts[name] = parse(streams)
-            best[name] = min(best[name], time.perf_counter() - started)
-    return {name: (best[name], counts[name]) for name in parsers}
+            times[name].append(time.perf_counter() - started)
+        order.reverse()
+    return times, counts
 
 
 def run(quick: bool) -> Iterator[dict]:
-    """One result line: our events/s with panoramisk's as the peer."""
+    """One result line: our events/s with panoramisk's as the peer (medians of the rounds).
+
+    ``ratio`` is the median of the rounds' own ratios (both parsers timed in the
+    same round), the least disturbed by load that comes and goes; ``best_ratio``
+    compares the fastest rounds.
+    """
     streams = workload()
     iterations, repeats = (5, 15) if quick else (20, 30)
-    results = best_times(
-        {"ours": parse_ours, "panoramisk": parse_panoramisk}, streams, iterations, repeats
+    times, counts = paired_times(
+        {"ours": parse_ours, "panoramisk": parse_panoramisk},
+        streams,
+        iterations,
+        repeats,
+        warmup=iterations,
     )
-    (ours_time, ours_count), (peer_time, peer_count) = results["ours"], results["panoramisk"]
-    ours = ours_count * iterations / ours_time
-    theirs = peer_count * iterations / peer_time
+    ours_count, peer_count = counts["ours"], counts["panoramisk"]
+    if ours_count != peer_count:
+        raise AssertionError(f"not the same work: {ours_count} vs {peer_count} messages a pass")
+    events = ours_count * iterations
+    ours = [events / seconds for seconds in times["ours"]]
+    theirs = [events / seconds for seconds in times["panoramisk"]]
     yield {
         "bench": "ami_parse",
-        "value": round(ours),
+        "value": round(statistics.median(ours)),
         "unit": "events/s",
         "peer": "panoramisk",
-        "peer_value": round(theirs),
-        "ratio": round(ours / theirs, 2),
+        "peer_value": round(statistics.median(theirs)),
+        "ratio": round(statistics.median(a / b for a, b in zip(ours, theirs)), 2),
+        "best_ratio": round(max(ours) / max(theirs), 2),
         "messages_per_pass": ours_count,
-        "peer_messages_per_pass": peer_count,
-        "iterations": iterations * repeats,
+        "rounds": repeats,
+        "passes_per_round": iterations,
     }

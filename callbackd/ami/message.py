@@ -11,7 +11,7 @@ injection, ASTERISK.md §6.1).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 __all__ = [
     "MAX_LINE",
@@ -140,25 +140,34 @@ def encode_message(message: Message | Iterable[tuple[str, str]]) -> bytes:
     return "".join(out).encode("utf-8")
 
 
+#: longer lines are rarely repeated: split them, don't keep them
+_CACHED_LINE = 200
+
+
+class _BareLineFeed(Exception):
+    """A line cut at CR LF still holds a LF: the text has bare-LF line ends."""
+
+
 class _HeaderCache(dict[str, tuple[str, str]]):
     """Received line -> ``(key, value)``, filled on lookup.
 
     Most AMI lines repeat within a session (``Privilege: call,all``,
     ``Language: en``, ``CallerIDNum: <unknown>`` ...): looking them up is much
-    cheaper than splitting them again. Bounded: emptied when full.
+    cheaper than splitting them again. Bounded: the parser empties it when full.
+    A line holding a LF is refused (:class:`_BareLineFeed`): it was cut at CR LF
+    from text that also has bare LF line ends, which must be cut again at LF.
     """
 
     __slots__ = ()
     max_entries = 4096
-    max_line = 200
 
     def __missing__(self, line: str) -> tuple[str, str]:
+        if "\n" in line:
+            raise _BareLineFeed()
         key, sep, value = line.partition(":")
         # a line without a colon (an old "Response: Follows" body line) is kept as text
-        pair = (key, value[1:] if value[:1] == " " else value) if sep else ("", line)
-        if len(line) <= self.max_line:
-            if len(self) >= self.max_entries:
-                self.clear()
+        pair = (key, value.removeprefix(" ")) if sep else ("", line)
+        if len(line) <= _CACHED_LINE:
             self[line] = pair
         return pair
 
@@ -178,7 +187,7 @@ class MessageParser:
         self.expect_banner = banner
         self.banner: str | None = None
         self.max_buffer = max_buffer
-        self._header = _HeaderCache().__getitem__
+        self._cache = _HeaderCache()
 
     def feed(self, data: bytes) -> list[Message]:
         """Parse ``data`` and return the messages it completed."""
@@ -212,12 +221,36 @@ class MessageParser:
         # Decoding many lines at once is safe: b"\n" is never part of a multi-byte
         # sequence, so no decoding error spans two lines.
         text = buf[:end].decode("utf-8", "replace")
-        if "\r" in text:
-            text = text.replace("\r\n", "\n")
-        # The buffer always starts at the start of a line; with a "\n" in front every
-        # blank line shows as "\n\n", and text ends with one, so every piece is a
-        # whole message (or empty, between repeated blank lines).
-        header = self._header
+        cache = self._cache
+        if len(cache) >= cache.max_entries:
+            cache.clear()
+        header = cache.__getitem__
+        try:
+            return self._split_crlf(text, header)
+        except _BareLineFeed:
+            return self._split_lf(text, header)
+
+    @staticmethod
+    def _split_crlf(text: str, header: Callable[[str], tuple[str, str]]) -> list[Message]:
+        """Messages of text whose lines all end in CR LF (what Asterisk writes).
+
+        A blank line is then always "\r\n\r\n". Cut left to right, an odd run of
+        blank lines leaves one "\r\n" in front of the next piece, never more, and
+        text ends with a blank line, so every piece is a whole message or empty. A
+        bare LF anywhere leaves a "\n" inside some line, which the cache refuses.
+        """
+        return [
+            Message(map(header, piece.split("\r\n")))
+            for raw in text.split("\r\n\r\n")
+            if (piece := raw.removeprefix("\r\n"))
+        ]
+
+    @staticmethod
+    def _split_lf(text: str, header: Callable[[str], tuple[str, str]]) -> list[Message]:
+        """Messages of text with bare LF line ends (some or all)."""
+        text = text.replace("\r\n", "\n")
+        # With a "\n" in front every blank line shows as "\n\n", and text ends with
+        # one, so every piece is a whole message (or empty, between blank lines).
         return [
             Message(map(header, piece.split("\n")))
             for raw in ("\n" + text).split("\n\n")
