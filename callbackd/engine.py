@@ -219,6 +219,11 @@ class SessionManager:
         self._windows_read_at: float | None = None
         self._windows_waiting: list[defer.Deferred[None]] | None = None
         self._sessions: dict[str, machine.SessionState] = {}
+        # indexes of _sessions, kept by _put and _drop: per account its session ids
+        # (oldest first), per provider its live dialled legs, per session its providers
+        self._by_account: dict[str, dict[str, None]] = {}
+        self._channels: dict[str, int] = {}
+        self._providers_of: dict[str, tuple[str, ...]] = {}
         self._timers: dict[tuple[str, str], IDelayedCall] = {}
         self._writes: dict[str, defer.Deferred[Any]] = {}
         self._subscribers: list[tuple[str | None, Subscriber]] = []
@@ -359,7 +364,7 @@ class SessionManager:
             )
         except machine.SessionError as e:
             raise CallbackRefused(str(e)) from None
-        self._sessions[session_id] = state
+        self._put(session_id, state)
         self._ledgers.setdefault(username, ledger)
         self._dirty.add(username)
         log.info(
@@ -411,11 +416,8 @@ class SessionManager:
 
     def sessions_of(self, username: str) -> list[str]:
         """The ids of the account's sessions in flight, oldest first."""
-        return [
-            sid
-            for sid, state in self._sessions.items()
-            if state.username == username and not state.finished
-        ]
+        sessions = self._sessions
+        return [sid for sid in self._by_account.get(username, ()) if not sessions[sid].finished]
 
     def subscribe(self, callback: Subscriber, session_id: str | None = None) -> Callable[[], None]:
         """Deliver SessionEvents (of one session, or all) to ``callback``; return an undo."""
@@ -480,8 +482,9 @@ class SessionManager:
         """Every billed leg of the account's sessions: (going on, being released)."""
         legs: list[LegCharge] = []
         releasing: list[LegCharge] = []
-        for state in self._sessions.values():
-            if state.username == username and not state.finished:
+        for sid in self._by_account.get(username, ()):
+            state = self._sessions[sid]
+            if not state.finished:
                 going, ending = machine.credit_legs(state, now)
                 legs += going
                 releasing += ending
@@ -489,11 +492,8 @@ class SessionManager:
 
     def _share_credit(self, username: str) -> None:
         """Feed every session of the account the account's common deadline."""
-        sessions = [
-            (sid, state)
-            for sid, state in self._sessions.items()
-            if state.username == username and not state.finished
-        ]
+        sessions = [(sid, self._sessions[sid]) for sid in self._by_account.get(username, ())]
+        sessions = [(sid, state) for sid, state in sessions if not state.finished]
         if not sessions:
             self._ledgers.pop(username, None)
             return
@@ -629,12 +629,42 @@ class SessionManager:
         self._windows, self._windows_read_at = windows, now
 
     def _in_use(self, provider: str) -> int:
-        return sum(
-            1
-            for state in self._sessions.values()
-            for leg in state.legs
-            if leg.live and leg.attempt and leg.provider == provider
-        )
+        """The provider's channels in use: live, dialled legs of the sessions in flight."""
+        return self._channels.get(provider, 0)
+
+    def _put(self, session_id: str, state: machine.SessionState) -> None:
+        """Track a session's (new) state, and keep the indexes up to date."""
+        if session_id not in self._sessions:
+            self._by_account.setdefault(state.username, {})[session_id] = None
+        self._sessions[session_id] = state
+        providers = tuple(leg.provider for leg in state.legs if leg.live and leg.attempt)
+        self._count_channels(self._providers_of.get(session_id, ()), providers)
+        self._providers_of[session_id] = providers
+
+    def _drop(self, session_id: str) -> None:
+        """Stop tracking a session."""
+        state = self._sessions.pop(session_id, None)
+        if state is None:
+            return
+        mine = self._by_account.get(state.username)
+        if mine is not None:
+            mine.pop(session_id, None)
+            if not mine:
+                del self._by_account[state.username]
+        self._count_channels(self._providers_of.pop(session_id, ()), ())
+
+    def _count_channels(self, before: tuple[str, ...], after: tuple[str, ...]) -> None:
+        if before == after:
+            return
+        channels = self._channels
+        for provider in before:
+            left = channels[provider] - 1
+            if left:
+                channels[provider] = left
+            else:
+                del channels[provider]
+        for provider in after:
+            channels[provider] = channels.get(provider, 0) + 1
 
     def _new_session_id(self) -> str:
         self._counter = (self._counter + 1) % _COUNTER_SPAN
@@ -690,7 +720,7 @@ class SessionManager:
                 raise CallbackRefused(str(e)) from None
             log.info("session {session_id}: {error}", session_id=session_id, error=str(e))
             return
-        self._sessions[session_id] = new
+        self._put(session_id, new)
         if _credit_signature(new) != _credit_signature(state):
             self._dirty.add(new.username)
         self._execute(session_id, effects)
@@ -876,7 +906,7 @@ class SessionManager:
     def _finish(self, sid: str, effect: machine.Finished) -> None:
         for key in [k for k in self._timers if k[0] == sid]:
             self._cancel_timer(*key)
-        self._sessions.pop(sid, None)
+        self._drop(sid)
         self._write(sid, "append session CDR", self.store.append_cdr, effect.cdr)
         self._write(sid, "delete session", self.store.delete_session, sid)
         done = self._writes[sid]
@@ -930,7 +960,7 @@ class SessionManager:
             if state.finished:
                 await self.store.delete_session(session_id)
                 continue
-            self._sessions[session_id] = state
+            self._put(session_id, state)
             log.info("recovered session {session_id}", session_id=session_id)
         if not self.switch.connected or not self._sessions:
             return

@@ -740,3 +740,59 @@ def test_callback_is_refused_while_the_switch_is_down():
     assert world.switch.originated == []
     assert result(world.store.list_sessions()) == []
     assert world.cdrs() == {}
+
+
+def assert_indexes_match(manager):
+    """The manager's indexes say what a scan of every session in flight says."""
+    sessions = manager._sessions
+    for name in manager.providers:
+        scanned = sum(
+            1
+            for state in sessions.values()
+            for leg in state.legs
+            if leg.live and leg.attempt and leg.provider == name
+        )
+        assert manager._in_use(name) == scanned
+    assert manager.sessions_of("alice") == [
+        sid for sid, state in sessions.items() if state.username == "alice" and not state.finished
+    ]
+
+
+SWITCH_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["start", "answer", "congestion", "busy", "hang_up", "hangup", "wait"]),
+        st.integers(0, 20),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=SWITCH_STEPS)
+def test_session_indexes_follow_every_change(steps):
+    """Per-account sessions and per-provider channels in use match a full scan after any step."""
+    world = World(max_sessions=3)
+    switch, clock = world.switch, world.clock
+    for what, k in steps:
+        channels = [r.channel_id for r in switch.originated]
+        channel = channels[k % len(channels)] if channels else None
+        if what == "start":
+            try:
+                world.callback(SOURCES[k % 3], DESTINATION)
+            except CallbackRefused:
+                pass
+        elif what == "wait":
+            clock.advance(k)
+        elif what == "hangup":
+            live = world.manager.sessions_of("alice")
+            if live:
+                world.manager.hangup(live[k % len(live)])
+        elif channel is not None and what == "answer":
+            switch.answer(channel, world.now())
+        elif channel is not None and what == "hang_up":
+            switch.hang_up(channel, world.now())
+        elif channel is not None:
+            switch.fail(channel, what, world.now())
+        assert_indexes_match(world.manager)
+    clock.pump([10] * 30)
+    assert_indexes_match(world.manager)
