@@ -226,6 +226,9 @@ class SessionManager:
         self._providers_of: dict[str, tuple[str, ...]] = {}
         self._timers: dict[tuple[str, str], IDelayedCall] = {}
         self._writes: dict[str, defer.Deferred[Any]] = {}
+        #: sessions whose state changed this reactor turn and is not written yet
+        self._unsaved: dict[str, machine.SessionState] = {}
+        self._saving: IDelayedCall | None = None
         self._subscribers: list[tuple[str | None, Subscriber]] = []
         self._queue: list[tuple[str, Any]] = []
         self._busy = False
@@ -293,6 +296,7 @@ class SessionManager:
             if call.active():
                 call.cancel()
         self._timers.clear()
+        self._save_all()
 
     # -- requests -----------------------------------------------------------------------
 
@@ -803,7 +807,12 @@ class SessionManager:
         elif isinstance(effect, machine.Persist):
             state = self._sessions.get(sid)
             if state is not None and not state.finished:
-                self._write(sid, "save session", self.store.save_session, sid, state.to_dict())
+                # written at the end of the reactor turn: the steps one input causes
+                # (a switch event, its credit recompute, the AMI events read together)
+                # save a session once, with its last state
+                self._unsaved[sid] = state
+                if self._saving is None:
+                    self._saving = self.clock.callLater(0, self._save_all)
         elif isinstance(effect, machine.Finished):
             self._finish(sid, effect)
 
@@ -857,8 +866,26 @@ class SessionManager:
                     "subscriber {callback!r} failed on {kind}", callback=callback, kind=event.kind
                 )
 
+    def _save(self, sid: str) -> None:
+        """Write the session's unsaved state now, after its earlier writes."""
+        state = self._unsaved.pop(sid, None)
+        if state is not None:
+            self._chain(sid, "save session", self.store.save_session, sid, state.to_dict())
+
+    def _save_all(self) -> None:
+        """Write every unsaved session state (end of the reactor turn, or stop)."""
+        if self._saving is not None and self._saving.active():
+            self._saving.cancel()
+        self._saving = None
+        for sid in list(self._unsaved):
+            self._save(sid)
+
     def _write(self, sid: str, what: str, call: Callable[..., Any], *args: Any) -> None:
-        """Chain one store write after the session's earlier ones."""
+        """Chain one store write after the session's earlier ones (its unsaved state first)."""
+        self._save(sid)
+        self._chain(sid, what, call, *args)
+
+    def _chain(self, sid: str, what: str, call: Callable[..., Any], *args: Any) -> None:
         previous = self._writes.get(sid)
         d: defer.Deferred[Any] = previous if previous is not None else defer.succeed(None)
 

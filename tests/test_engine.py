@@ -796,3 +796,55 @@ def test_session_indexes_follow_every_change(steps):
         assert_indexes_match(world.manager)
     clock.pump([10] * 30)
     assert_indexes_match(world.manager)
+
+
+def recording_store_writes(world):
+    """Record (call, session state or CDR kind) of the store writes the manager makes."""
+    writes = []
+    store = world.store
+    for name in ("save_session", "append_cdr", "debit", "delete_session"):
+        original = getattr(store, name)
+
+        def recorded(*args, _original=original, _name=name):
+            writes.append((_name, args))
+            return _original(*args)
+
+        setattr(store, name, recorded)
+    return writes
+
+
+def test_state_changes_of_one_turn_are_saved_once_with_the_last_state():
+    """Several steps in one reactor turn write the session once, at the turn's end."""
+    world = World()
+    writes = recording_store_writes(world)
+    sid = world.callback()
+    world.switch.answer(f"{sid}-a1", world.now())
+    world.switch.answer(f"{sid}-b1", world.now())
+    assert [w for w in writes if w[0] == "save_session"] == []
+    world.clock.advance(0)
+    [(_, (saved_sid, data))] = [w for w in writes if w[0] == "save_session"]
+    assert saved_sid == sid
+    assert data == world.manager._sessions[sid].to_dict()
+    assert result(world.store.load_session(sid)) == data
+
+
+def test_unsaved_state_is_written_before_the_sessions_next_write():
+    """A charge's CDR and debit are written after the state change that came before them."""
+    world = World()
+    sid = world.talking()
+    world.clock.advance(0)
+    writes = recording_store_writes(world)
+    result(world.manager.hangup(sid))
+    world.switch.hang_up(f"{sid}-b1", world.now() + 3)
+    names = [name for name, _ in writes]
+    assert names[:3] == ["save_session", "append_cdr", "debit"]
+    saved = writes[0][1][1]
+    assert saved["phase"] != "talking"
+
+
+def test_stop_writes_the_unsaved_states():
+    """Stopping the manager writes what the turn left unsaved."""
+    world = World()
+    sid = world.callback()
+    world.manager.stop()
+    assert result(world.store.load_session(sid)) == world.manager._sessions[sid].to_dict()
