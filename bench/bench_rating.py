@@ -10,10 +10,12 @@ Numbers to rate are 12 digits: half start with a prefix of the deck (traffic goe
 to destinations that are sold), half are uniformly random. The peer is the lookup
 people usually write: try every length from 15 down to 1.
 
-Memory is what the loaded deck holds (``sys.getsizeof`` of its table, rates, prefix
-strings and distinct prices; tracemalloc agrees within a few percent but slows the load
-eightfold); the growth of the resident set during the timed load, which also counts the
-parser's freed temporaries, is reported beside it where ``/proc/self/statm`` exists.
+Lookups/s and load seconds are medians (of 5 passes after a warm-up, of 3 loads; one
+load with ``--quick``). Memory is what the loaded deck holds (``sys.getsizeof`` of its
+dict, rates, prefix strings, distinct prices and lookup table; tracemalloc agrees within
+a few percent but slows the load eightfold); the growth of the resident set during the
+timed load, which also counts the parser's freed temporaries, is reported beside it where
+``/proc/self/statm`` exists.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import gc
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +34,9 @@ from callbackd.core.rating import Deck, Rate
 
 PREFIXES = 200_000
 SEED = 20070920  # the date of the GTalk2VoIP callback announcement
-REPEATS = 3
+#: timed passes over the sample per lookup (median reported), and loads of the deck
+REPEATS = 5
+LOADS = 3
 
 
 def write_deck(path: Path, count: int, rng: random.Random) -> None:
@@ -91,15 +96,29 @@ def naive_lookup(deck: Deck) -> Callable[[str], Rate | None]:
     return lookup
 
 
-def lookups_per_second(lookup: Callable[[str], Rate | None], sample: list[str]) -> float:
-    """Best of REPEATS passes over the sample."""
-    best = float("inf")
-    for _ in range(REPEATS):
-        started = time.perf_counter()
-        for number in sample:
+def lookups_per_second(
+    lookups: dict[str, Callable[[str], Rate | None]], sample: list[str]
+) -> dict[str, float]:
+    """Median lookups/s of REPEATS passes over the sample for each lookup, after a warm-up.
+
+    The lookups take turns, the first alternating from pass to pass, so load that
+    comes and goes on a shared machine falls on both alike.
+    """
+    warmup = sample[: len(sample) // 10]
+    for lookup in lookups.values():
+        for number in warmup:
             lookup(number)
-        best = min(best, time.perf_counter() - started)
-    return len(sample) / best
+    rates: dict[str, list[float]] = {name: [] for name in lookups}
+    order = list(lookups)
+    for _ in range(REPEATS):
+        for name in order:
+            lookup = lookups[name]
+            started = time.perf_counter()
+            for number in sample:
+                lookup(number)
+            rates[name].append(len(sample) / (time.perf_counter() - started))
+        order.reverse()
+    return {name: statistics.median(values) for name, values in rates.items()}
 
 
 def measure_load(path: Path) -> tuple[Deck, float, int | None]:
@@ -114,29 +133,41 @@ def measure_load(path: Path) -> tuple[Deck, float, int | None]:
 
 
 def retained_bytes(deck: Deck) -> int:
-    """Bytes the deck holds: its table, the rates, their prefixes and distinct prices."""
-    table = {rate.prefix: rate for rate in deck}  # the same entries as the deck's own dict
+    """Bytes the deck holds: its dict, the rates, their prefixes and distinct prices, and the
+    lookup table in front of the dict with what its entries hold (read from the deck's
+    private attributes: the bench is there to see what the index costs)."""
     seen: set[int] = set()
-    total = sys.getsizeof(table)
+
+    def once(value: object) -> int:
+        if id(value) in seen:
+            return 0
+        seen.add(id(value))
+        return sys.getsizeof(value)
+
+    total = sys.getsizeof(deck._rates) + once(deck._heads)
     for rate in deck:
-        total += sys.getsizeof(rate) + sys.getsizeof(rate.prefix)
-        for value in (rate.price_per_minute, rate.connect_fee):
-            if id(value) not in seen:
-                seen.add(id(value))
-                total += sys.getsizeof(value)
+        total += once(rate) + once(rate.prefix)
+        total += once(rate.price_per_minute) + once(rate.connect_fee)
+    for entry in deck._heads:
+        if isinstance(entry, tuple):
+            probes, _fallback = entry
+            total += once(entry) + once(probes) + sum(once(cut) for cut in probes)
     return total
 
 
 def run(quick: bool) -> Iterator[dict]:
     """Three results: lookups/s (with the naive peer), load seconds, memory MB."""
     rng = random.Random(SEED)
+    loads = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "deck.csv"
         write_deck(path, PREFIXES, rng)
-        deck, load_seconds, rss_growth = measure_load(path)
+        for _ in range(1 if quick else LOADS):
+            deck, load_seconds, rss_growth = measure_load(path)
+            loads.append(load_seconds)
     sample = numbers(deck, 200_000 if quick else 1_000_000, rng)
-    ours = lookups_per_second(deck.lookup, sample)
-    theirs = lookups_per_second(naive_lookup(deck), sample)
+    rates = lookups_per_second({"ours": deck.lookup, "naive": naive_lookup(deck)}, sample)
+    ours, theirs = rates["ours"], rates["naive"]
     yield {
         "bench": "rating_lookup",
         "value": round(ours),
@@ -146,12 +177,14 @@ def run(quick: bool) -> Iterator[dict]:
         "ratio": round(ours / theirs, 2),
         "prefixes": len(deck),
         "lookups": len(sample),
+        "passes": REPEATS,
     }
     yield {
         "bench": "rating_load",
-        "value": round(load_seconds, 3),
+        "value": round(statistics.median(loads), 3),
         "unit": "s",
         "prefixes": len(deck),
+        "loads": [round(seconds, 3) for seconds in loads],
     }
     memory = {
         "bench": "rating_memory",

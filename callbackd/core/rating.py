@@ -19,26 +19,38 @@ per-minute price times the billable seconds (the initial increment, then whole
 increments, rounded up), divided by 60 and rounded *up* to the next minor unit.
 Rounding happens once per leg, on its total, so long calls do not accumulate rounding.
 
-Lookup (:meth:`Deck.lookup`) keeps every prefix in one dict and tries only the prefix
-lengths that occur in the deck, longest first: a handful of slices and dict probes
-per number, whatever the deck's size.
+Lookup (:meth:`Deck.lookup`) keeps every prefix in one dict. In front of it is a table
+indexed by the number's first ``H`` digits read as an integer (``10**H`` entries, ``H``
+the digit count of the deck's size, at most 6). An entry is either the answer, when no
+prefix longer than ``H`` starts with those digits (the longest prefix then lies within
+them), or the prefix lengths from the longest under them down to ``H + 1``, to probe
+in the dict in that order, with the answer to fall back on. On a large deck most numbers are
+rated with one list index, and the dict, whose probes are cache misses, is touched
+only under heads that have longer prefixes. Numbers shorter than ``H`` digits (or with
+a ``+`` or other non-digits) probe every length the deck has.
 """
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from os import PathLike
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 from callbackd.core.money import parse_amount
 
 __all__ = ["Deck", "DeckError", "Rate"]
 
 _PREFIX = re.compile(r"\+?([1-9][0-9]{0,14})", re.ASCII)
+_SPACE = re.compile(r"\s").search
 _SECONDS = re.compile(r"[0-9]{1,6}", re.ASCII)
+#: the longest head indexing the lookup table (10**6 entries, 8 MB of pointers)
+_MAX_HEAD: Final = 6
 #: errors shown in a DeckError's message (all are kept in ``.errors``)
 _SHOWN_ERRORS: Final = 20
 
@@ -98,7 +110,7 @@ class Rate:
 class Deck:
     """A tariff deck: rates by prefix, looked up by longest prefix."""
 
-    __slots__ = ("_lengths", "_rates", "name")
+    __slots__ = ("_head_len", "_heads", "_lengths", "_rates", "name")
 
     def __init__(self, rates: Iterable[Rate] = (), name: str = "") -> None:
         self.name = name
@@ -109,18 +121,27 @@ class Deck:
             if rate.prefix in self._rates:
                 raise ValueError(f"duplicate prefix {rate.prefix}")
             self._rates[rate.prefix] = rate
-        self._lengths = tuple(sorted({len(p) for p in self._rates}, reverse=True))
+        self._index()
 
     @classmethod
     def from_csv(
         cls, source: str | PathLike[str] | Iterable[str], decimals: int, name: str = ""
     ) -> Deck:
         """Read a deck from a path or from lines; raise :class:`DeckError` listing every error."""
-        if isinstance(source, str | PathLike):
-            path = Path(source)
-            with path.open(encoding="utf-8") as lines:
-                return cls._parse(lines, decimals, name or path.stem, str(path))
-        return cls._parse(source, decimals, name, name or "<rates>")
+        # A large deck makes hundreds of thousands of objects that all live on; the
+        # cyclic collector would walk them again and again while they are made (a
+        # fifth of the load time of 200,000 prefixes). They hold no cycles: pause it.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            if isinstance(source, str | PathLike):
+                path = Path(source)
+                with path.open(encoding="utf-8") as lines:
+                    return cls._parse(lines, decimals, name or path.stem, str(path))
+            return cls._parse(source, decimals, name, name or "<rates>")
+        finally:
+            if collecting:
+                gc.enable()
 
     @classmethod
     def _parse(cls, lines: Iterable[str], decimals: int, name: str, source: str) -> Deck:
@@ -150,7 +171,9 @@ class Deck:
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
-            fields = [f.strip() for f in line.split(",")]
+            fields = line.split(",")
+            if _SPACE(line):
+                fields = [f.strip() for f in fields]
             if not seen_data and not fields[0][:1].isdigit() and fields[0][:1] != "+":
                 seen_data = True  # one header line, before any rate
                 continue
@@ -193,11 +216,54 @@ class Deck:
         deck = cls(name=name)
         # every prefix was validated above: adopt the dict instead of checking it again
         deck._rates = rates
-        deck._lengths = tuple(sorted({len(p) for p in rates}, reverse=True))
+        deck._index()
         return deck
+
+    def _index(self) -> None:
+        """Build the lookup structures from ``_rates`` (see the module docstring)."""
+        rates = self._rates
+        self._lengths = tuple(sorted({len(p) for p in rates}, reverse=True))
+        head_len = self._head_len = min(_MAX_HEAD, len(str(len(rates))))
+        heads: list[Rate | tuple[tuple[slice, ...], Rate | None] | None]
+        heads = [None] * 10**head_len
+        # short prefixes cover ranges of heads; longer ones are written later and win
+        short = sorted((p for p in rates if len(p) <= head_len), key=len)
+        for prefix in short:
+            width = 10 ** (head_len - len(prefix))
+            start = int(prefix) * width
+            heads[start : start + width] = [rates[prefix]] * width
+        # the longest prefix length under every head that has longer prefixes: cut the
+        # prefixes of each length in turn, longer lengths overwriting shorter ones
+        longest: dict[str, int] = {}
+        cut = itemgetter(slice(0, head_len))
+        for length, group in groupby(sorted(rates, key=len), key=len):
+            if length > head_len:
+                longest.update(dict.fromkeys(map(cut, group), length))
+        probes = {
+            top: tuple(slice(0, n) for n in range(top, head_len, -1))
+            for top in set(longest.values())
+        }
+        for head, top in longest.items():
+            at = int(head)
+            # every head is visited once, so this is still a rate (or None)
+            heads[at] = (probes[top], cast(Rate | None, heads[at]))
+        self._heads = heads
 
     def lookup(self, e164_digits: str) -> Rate | None:
         """The rate of the longest prefix of ``e164_digits`` (a leading ``+`` is ignored)."""
+        head = e164_digits[: self._head_len]
+        # int() also reads "+1", " 1", "1_0" and non-ASCII digits: only ASCII digits index
+        if len(head) == self._head_len and head.isdigit() and head.isascii():
+            entry = self._heads[int(head)]
+            if entry.__class__ is not tuple:
+                return entry  # type: ignore[return-value]
+            slices, fallback = entry  # type: ignore[misc]
+            get = self._rates.get
+            for cut in slices:
+                rate = get(e164_digits[cut])
+                if rate is not None:
+                    return rate
+            return fallback
         if e164_digits[:1] == "+":
             e164_digits = e164_digits[1:]
         get = self._rates.get

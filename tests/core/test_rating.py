@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,36 @@ def test_deck_refuses_duplicate_rates():
     """Building a Deck from rates with the same prefix fails."""
     with pytest.raises(ValueError):
         Deck([Rate("1", 1), Rate("1", 2)])
+
+
+def test_large_deck_lookup_agrees_with_brute_force():
+    """On a deck large enough for a 4-digit head table, lookups agree with a full scan."""
+    rng = random.Random(1555)
+    prefixes = {str(rng.randint(1, 9)) + str(rng.randint(0, 10**6)) for _ in range(3000)}
+    prefixes = {p[: rng.randint(1, len(p))] for p in prefixes}
+    rates = {p: Rate(p, rng.randint(0, 10**5)) for p in prefixes}
+    deck = Deck(rates.values())
+    numbers = [rng.choice(list(prefixes)) + str(rng.randint(0, 10**8)) for _ in range(500)]
+    numbers += [str(rng.randint(0, 10**12)) for _ in range(500)]
+    numbers += ["1", "12", "123", "1234", "12345", ""]
+    assert [deck.lookup(n) for n in numbers] == [reference_lookup(rates, n) for n in numbers]
+
+
+ODD_NUMBERS = [
+    ("+4915", "4915"),
+    ("++4915", None),
+    (" 4915", None),
+    ("+ 4915", None),
+    ("49_15", "49"),
+    ("4\u096915", "4"),
+    ("\u0664\u0669\u0661\u0665", None),
+]
+
+
+@pytest.mark.parametrize(("number", "prefix"), ODD_NUMBERS)
+def test_heads_int_would_read_are_not_digits(number, prefix):
+    """One + is skipped; spaces, _ and non-ASCII digits (which int() reads) match as text."""
+    others = [Rate(str(n), 1) for n in range(1000, 3000)]  # a 4-digit head table
+    deck = Deck([Rate("4", 1), Rate("49", 1), Rate("4915", 1), *others])
+    found = deck.lookup(number)
+    assert (found.prefix if found else None) == prefix
