@@ -400,9 +400,10 @@ class BenchDaemon:
         """``concurrency`` callers, each: trigger, wait for talking, hang up, wait for the end.
 
         Caller ``i`` uses account ``i`` (one session at a time each). The callers start
-        together; the figures are taken over the ``window`` seconds after ``warmup``
-        seconds of the same load. Triggers and hang-ups run in a reactor turn of their
-        own (as a request from outside would), never inside the engine's event delivery.
+        spread over the first half of the warm-up; the figures are taken over the
+        ``window`` seconds after ``warmup`` seconds of the same load. Triggers and
+        hang-ups run in a reactor turn of their own (as a request from outside would),
+        never inside the engine's event delivery.
         After the window no caller triggers again; the run returns once every session
         ended with a charge and the store holds none in flight.
         """
@@ -479,8 +480,10 @@ class BenchDaemon:
                 all_done.callback(None)
 
         try:
+            # the callers start spread over the first half of the warm-up, not in one
+            # turn: a burst of 1,000 would take longer than the warm-up to clear
             for i in range(concurrency):
-                trigger(i)
+                reactor.callLater(i * warmup / 2 / concurrency, trigger, i)
             reactor.callLater(warmup, open_window)
             reactor.callLater(warmup + window, close_window)
             all_done.addTimeout(warmup + window + timeout, reactor)
@@ -495,6 +498,8 @@ class BenchDaemon:
         await self._drained(timeout)
         start, end = phase["window_start"], phase["window_end"]
         inside = [sid for sid, at in triggered_at.items() if start <= at < end]
+        if not inside:
+            raise RuntimeError(f"no callback of {concurrency} callers triggered in the window")
         return Load(
             concurrency,
             window=end - start,
