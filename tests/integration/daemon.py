@@ -100,8 +100,8 @@ state_dir = state
 demo_data = yes
 
 {redis}
-{ami}ping_interval = 2
-ping_timeout = 2
+{ami}ping_interval = 5
+ping_timeout = 5
 
 [simulator]
 time_scale = {self.time_scale}
