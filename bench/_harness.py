@@ -137,13 +137,9 @@ class Processes:
 
     def stop(self) -> None:
         """Stop both and remove the directory."""
-        if self.simulator.poll() is None:
-            self.simulator.terminate()
-            try:
-                self.simulator.wait(10)
-            except subprocess.TimeoutExpired:
-                self.simulator.kill()
-                self.simulator.wait()
+        from tests.procs import stop_process
+
+        stop_process(self.simulator)
         self.redis.stop()
         if self._tmp is not None:
             self._tmp.cleanup()

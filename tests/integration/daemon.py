@@ -28,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.procs import free_port
+from tests.procs import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TWISTD = [str(Path(sys.executable).parent / "twistd")]
@@ -239,14 +239,7 @@ rates = {rates / "mks.csv"}
         """SIGTERM and wait; the exit status."""
         if self.process is None:
             return 0
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, timeout)
 
     def manhole(self) -> ManholeClient:
         return ManholeClient(self.manhole_port, self.key)
@@ -371,13 +364,8 @@ class Simulator:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (hanging up its channels) and wait."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout)
 
 
 _ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
