@@ -245,6 +245,19 @@ class SessionManager:
         #: accounts whose sessions' credit must be recomputed
         self._dirty: set[str] = set()
         self._loading: set[str] = set()
+        self._effects: dict[type, Callable[[str, Any], None]] = {
+            machine.Originate: self._originate,
+            machine.Hangup: self._hangup,
+            machine.JoinRoom: self._join_room,
+            machine.SetAbsoluteTimeout: self._set_absolute_timeout,
+            machine.ArmTimer: self._arm_timer,
+            machine.CancelTimer: lambda sid, effect: self._cancel_timer(sid, effect.name),
+            machine.Notify: self._notify,
+            machine.ChargeLeg: self._charge,
+            machine.RecordAttempt: self._record_attempt,
+            machine.Persist: self._persist,
+            machine.Finished: self._finish,
+        }
 
     @classmethod
     def from_config(
@@ -757,72 +770,65 @@ class SessionManager:
                 log.failure("session {session_id}: {effect}", session_id=session_id, effect=effect)
 
     def _do(self, sid: str, effect: machine.Effect) -> None:
-        if isinstance(effect, machine.Originate):
-            self._originate(sid, effect)
-        elif isinstance(effect, machine.Hangup):
-            self._switch_call(sid, "hangup", self.switch.hangup, effect.channel_id, effect.cause)
-        elif isinstance(effect, machine.JoinRoom):
-            self._switch_call(
-                sid, "join_room", self.switch.join_room, effect.channel_id, effect.room
+        self._effects[type(effect)](sid, effect)
+
+    def _hangup(self, sid: str, effect: machine.Hangup) -> None:
+        self._switch_call(sid, "hangup", self.switch.hangup, effect.channel_id, effect.cause)
+
+    def _join_room(self, sid: str, effect: machine.JoinRoom) -> None:
+        self._switch_call(sid, "join_room", self.switch.join_room, effect.channel_id, effect.room)
+
+    def _set_absolute_timeout(self, sid: str, effect: machine.SetAbsoluteTimeout) -> None:
+        self._switch_call(
+            sid,
+            "set_absolute_timeout",
+            self.switch.set_absolute_timeout,
+            effect.channel_id,
+            effect.seconds,
+        )
+
+    def _arm_timer(self, sid: str, effect: machine.ArmTimer) -> None:
+        self._cancel_timer(sid, effect.name)
+        self._timers[(sid, effect.name)] = self.clock.callLater(
+            effect.seconds, self._timer_fired, sid, effect.name
+        )
+
+    def _notify(self, sid: str, effect: machine.Notify) -> None:
+        self._publish(effect.event)
+
+    def _record_attempt(self, sid: str, effect: machine.RecordAttempt) -> None:
+        if not effect.provider:
+            return
+        window = self._windows.get(effect.provider)
+        if window is not None:
+            window.add(
+                Attempt(effect.provider, effect.at, effect.answered, effect.duration, effect.pdd)
             )
-        elif isinstance(effect, machine.SetAbsoluteTimeout):
-            self._switch_call(
-                sid,
-                "set_absolute_timeout",
-                self.switch.set_absolute_timeout,
-                effect.channel_id,
-                effect.seconds,
-            )
-        elif isinstance(effect, machine.ArmTimer):
-            self._cancel_timer(sid, effect.name)
-            self._timers[(sid, effect.name)] = self.clock.callLater(
-                effect.seconds, self._timer_fired, sid, effect.name
-            )
-        elif isinstance(effect, machine.CancelTimer):
-            self._cancel_timer(sid, effect.name)
-        elif isinstance(effect, machine.Notify):
-            self._publish(effect.event)
-        elif isinstance(effect, machine.ChargeLeg):
-            self._charge(sid, effect)
-        elif isinstance(effect, machine.RecordAttempt):
-            if effect.provider:
-                window = self._windows.get(effect.provider)
-                if window is not None:
-                    window.add(
-                        Attempt(
-                            effect.provider, effect.at, effect.answered, effect.duration, effect.pdd
-                        )
-                    )
-                self._write(
-                    sid,
-                    "provider attempt",
-                    self.store.record_provider_attempt,
-                    effect.provider,
-                    effect.at,
-                    effect.answered,
-                    effect.pdd,
-                    effect.duration,
-                    effect.cause,
-                )
-        elif isinstance(effect, machine.Persist):
-            state = self._sessions.get(sid)
-            if state is not None and not state.finished:
-                # written at the end of the reactor turn: the steps one input causes
-                # (a switch event, its credit recompute, the AMI events read together)
-                # save a session once, with its last state
-                self._unsaved[sid] = state
-                if self._saving is None:
-                    self._saving = self.clock.callLater(0, self._save_all)
-        elif isinstance(effect, machine.Finished):
-            self._finish(sid, effect)
+        self._write(
+            sid,
+            "provider attempt",
+            self.store.record_provider_attempt,
+            effect.provider,
+            effect.at,
+            effect.answered,
+            effect.pdd,
+            effect.duration,
+            effect.cause,
+        )
+
+    def _persist(self, sid: str, effect: machine.Persist) -> None:
+        state = self._sessions.get(sid)
+        if state is not None and not state.finished:
+            # written at the end of the reactor turn: the steps one input causes
+            # (a switch event, its credit recompute, the AMI events read together)
+            # save a session once, with its last state
+            self._unsaved[sid] = state
+            if self._saving is None:
+                self._saving = self.clock.callLater(0, self._save_all)
 
     def _originate(self, sid: str, effect: machine.Originate) -> None:
+        # the progress log says "Calling ... via PROVIDER"; the switch logs the channel
         request = effect.request
-        log.info(
-            "originate {channel_id} via {provider}",
-            channel_id=request.channel_id,
-            provider=effect.provider or "gateway",
-        )
 
         def refused(failure: Failure) -> None:
             log.warn(
@@ -902,13 +908,8 @@ class SessionManager:
         self._writes[sid] = d
 
     def _charge(self, sid: str, effect: machine.ChargeLeg) -> None:
+        # the progress log's "leg ended" line gives the billed seconds and the cost
         cdr = effect.cdr
-        log.info(
-            "charge {cdr_id}: {seconds} s, {cost}",
-            cdr_id=cdr.cdr_id,
-            seconds=effect.billed_seconds,
-            cost=effect.cost,
-        )
         username, cost = cdr.username, effect.cost
         if cost <= 0:
             self._write(sid, "append CDR", self.store.append_cdr, cdr)

@@ -107,21 +107,30 @@ def operator_helpers(daemon: Any) -> dict[str, Any]:
     }
 
 
-def _describe(event: machine.SessionEvent) -> str:
+def _describe(event: machine.SessionEvent, decimals: int) -> str:
     """A short log text for an event the seeds have no words for."""
-    details = ", ".join(filter(None, (event.role, event.address, event.cause)))
+    parts = [event.role, event.address, event.cause]
+    if event.kind == "leg_ended" and event.billed_seconds:
+        parts.append(f"{event.billed_seconds} s, {format_amount(event.cost, decimals)}")
+    details = ", ".join(filter(None, parts))
     what = event.kind.replace("_", " ")
     return f"({what}: {details})" if details else f"({what})"
 
 
 def progress_logger(log: Any, decimals: int, currency: str) -> Any:
-    """A session subscriber that logs every event in the seed's words."""
+    """A session subscriber that logs every event in the seed's words.
+
+    ``session_started`` is not logged: the engine's own line for a new session
+    names the account and both addresses.
+    """
 
     def log_event(event: machine.SessionEvent) -> None:
+        if event.kind == "session_started":
+            return
         log.info(
             "session {session_id}: {text}",
             session_id=event.session_id,
-            text=machine.render(event, decimals, currency) or _describe(event),
+            text=machine.render(event, decimals, currency) or _describe(event, decimals),
             event=event.to_dict(),
         )
 

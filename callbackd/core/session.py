@@ -457,7 +457,11 @@ class SessionEvent:
 
     def to_dict(self) -> dict[str, Any]:
         """The event as a JSON-able dict."""
-        return dataclasses.asdict(self)
+        # every field holds a str, int or float: no deep copy needed (asdict makes one)
+        return {name: getattr(self, name) for name in _EVENT_FIELDS}
+
+
+_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(SessionEvent))
 
 
 def _money(amount: int, decimals: int) -> str:
@@ -560,7 +564,7 @@ class Leg:
         """JSON-able form (for the store)."""
         # field by field: dataclasses.asdict would deep-copy routes and rate only to
         # have them replaced below (this runs on every persisted step)
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data = {name: getattr(self, name) for name in _LEG_FIELDS}
         data["failures"] = list(self.failures)
         data["state"] = self.state.value
         data["routes"] = [[r.provider, r.channel] for r in self.routes]
@@ -576,6 +580,9 @@ class Leg:
         values["rate"] = None if values["rate"] is None else Rate(*values["rate"])
         values["failures"] = list(values["failures"])
         return cls(**values)
+
+
+_LEG_FIELDS = tuple(f.name for f in dataclasses.fields(Leg))
 
 
 def _rate_to_list(rate: Rate) -> list[Any]:
@@ -642,7 +649,7 @@ class SessionState:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (for the store)."""
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data = {name: getattr(self, name) for name in _STATE_FIELDS}
         data["phase"] = self.phase.value
         data["legs"] = [leg.to_dict() for leg in self.legs]
         return data
@@ -654,6 +661,9 @@ class SessionState:
         values["phase"] = Phase(values["phase"])
         values["legs"] = [Leg.from_dict(leg) for leg in values["legs"]]
         return cls(**values)
+
+
+_STATE_FIELDS = tuple(f.name for f in dataclasses.fields(SessionState))
 
 
 def credit_legs(state: SessionState, now: float) -> tuple[list[LegCharge], list[LegCharge]]:
@@ -858,7 +868,7 @@ class _Step:
         if leg.answered_at is not None:
             self.charge(leg)
         if announce:
-            self.notify("leg_ended", leg)
+            self.notify("leg_ended", leg, billed_seconds=leg.billed_seconds, cost=leg.cost)
         self.after_end(leg, was_up)
 
     def charge(self, leg: Leg) -> None:

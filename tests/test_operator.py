@@ -1,0 +1,61 @@
+"""The progress logger: every session event in the log, in the seeds' words."""
+
+from __future__ import annotations
+
+import typing
+
+from twisted.logger import Logger, formatEvent
+
+from callbackd.core import session as machine
+from callbackd.engine import SessionManager
+from callbackd.operator import progress_logger
+
+
+def _logged(*events: machine.SessionEvent) -> list[dict]:
+    seen: list[dict] = []
+    log_event = progress_logger(Logger(observer=seen.append), decimals=5, currency="EUR")
+    for event in events:
+        log_event(event)
+    return seen
+
+
+def _event(kind: str, **fields) -> machine.SessionEvent:
+    return machine.SessionEvent(kind, "cb1abc", 1, 100.0, **fields)
+
+
+def test_leg_ended_line_gives_billed_seconds_and_cost():
+    """A billed leg's end is logged with its seconds and its cost."""
+    event = _event(
+        "leg_ended", role="destination", address="phone:+4930123", billed_seconds=61, cost=2408
+    )
+    (logged,) = _logged(event)
+    text = formatEvent(logged)
+    assert "61 s, 0.02408" in text
+    assert "phone:+4930123" in text
+
+
+def test_seed_words_are_logged_with_the_event():
+    """An event with seed words logs those words and the event's fields."""
+    event = _event("leg_answered", role="source", address="phone:+4930123")
+    (logged,) = _logged(event)
+    assert formatEvent(logged) == "session cb1abc: Source answered."
+    assert logged["event"] == event.to_dict()
+
+
+def test_session_started_is_left_to_the_engine_line():
+    """session_started adds no line of its own (the engine names account and legs)."""
+    assert _logged(_event("session_started")) == []
+
+
+def test_event_dict_is_json_able_and_complete():
+    """SessionEvent.to_dict holds every field, equal to the dataclass's own values."""
+    import dataclasses
+
+    event = _event("leg_ended", role="source", billed_seconds=3, cost=7)
+    assert event.to_dict() == dataclasses.asdict(event)
+
+
+def test_every_effect_has_a_handler():
+    """The engine knows how to carry out every kind of effect the machine emits."""
+    manager = SessionManager(None, None, None, sell_deck=None, providers=())
+    assert set(manager._effects) == set(typing.get_args(machine.Effect))
