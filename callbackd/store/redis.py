@@ -1,4 +1,4 @@
-"""The production IStore: Redis through txredisapi.
+"""The production IStore: Redis through our own pipelining client (callbackd.store.resp).
 
 Key schema (every key starts with ``cb:``; usernames cannot contain ``:``, so the
 keys of different accounts never collide)::
@@ -29,12 +29,20 @@ account creation, credit, debit, voucher redemption, CDR append, caller ID and
 phonebook changes. Redis runs a script without interleaving any other command,
 so a concurrent debit or redemption can never see a half-applied one.
 
-Connections: a small txredisapi pool whose slots reconnect by themselves
-(``ClientService`` with exponential back-off, capped at ``max_reconnect_delay``).
-Every command has ``timeout``: txredisapi's reply timeout aborts a silent
-connection, and a command issued while no connection is up errbacks
-:class:`StoreUnavailable` at once instead of queueing. txredisapi schedules on
-the global reactor; this module is the only place that knows.
+Connections: one connection, through our own RESP2 client
+(:mod:`callbackd.store.resp`), which reconnects by itself with exponential
+back-off capped at ``max_reconnect_delay``, sends AUTH and SELECT and loads
+every script (SCRIPT LOAD) before the connection counts as up. Every command
+has ``timeout``: one reply timer per connection aborts a silent connection, and
+a command issued while no connection is up errbacks :class:`StoreUnavailable`
+at once instead of queueing. Everything runs on the injected endpoint and clock.
+
+Ordering: each store method issues its first command synchronously when called
+(a coroutine method runs up to its first ``await`` at once), and every command
+goes down the one connection in the order issued, so Redis executes the store
+calls' commands in the order the calls were made. The scripts being loaded on
+connect, EVALSHA meets NOSCRIPT only after a SCRIPT FLUSH; then the EVAL that
+follows runs after whatever was issued in between.
 """
 
 from __future__ import annotations
@@ -45,9 +53,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import txredisapi
 from twisted.application import service
-from twisted.internet import defer, error
+from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
@@ -70,6 +77,12 @@ from callbackd.store.interface import (
     StoreUnavailable,
     VoucherUsed,
 )
+from callbackd.store.resp import (
+    CommandEncodeError,
+    RedisClient,
+    RedisConnectionError,
+    RedisError,
+)
 
 __all__ = ["RedisStore", "StoreService", "connect_store", "make_store", "store_endpoint"]
 
@@ -80,11 +93,15 @@ _MGET_CHUNK = 500
 
 
 class _Script:
-    """A Lua script and its SHA1, for EVALSHA."""
+    """A Lua script and its SHA1, for EVALSHA; every one is loaded on each new connection."""
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
+        _SCRIPTS.append(self)
+
+
+_SCRIPTS: list[_Script] = []
 
 
 _CREATE_ACCOUNT = _Script("""
@@ -234,6 +251,19 @@ return 1
 """)
 
 
+def _translate(failure: Failure) -> Failure:
+    """A failed command as the store's errors (StoreUnavailable, StoreError)."""
+    e = failure.value
+    if isinstance(e, RedisError):
+        text = str(e)
+        if text.startswith(_UNAVAILABLE_REPLIES):
+            raise StoreUnavailable(f"redis unavailable: {text}")
+        raise StoreError(f"redis error: {text.removeprefix('ERR ')}")
+    if isinstance(e, RedisConnectionError | defer.TimeoutError | defer.CancelledError):
+        raise StoreUnavailable(f"redis unavailable: {e or type(e).__name__}")
+    return failure
+
+
 def _acct(username: str, *parts: str) -> str:
     return ":".join(("cb:acct", username, *parts))
 
@@ -244,66 +274,6 @@ def _score(value: float) -> str:
 
 def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
     return dict(zip(flat[::2], flat[1::2]))
-
-
-class _RedisProtocol(txredisapi.BaseRedisProtocol):
-    """txredisapi's protocol, reading every reply a read brought in the same turn.
-
-    After each bulk reply txredisapi pauses the connection and parses what follows
-    in a later reactor turn (``setLineMode``): with pipelined commands that is one
-    bulk reply (or one element of a multi-bulk reply) per turn and connection, and
-    under load the replies queued for hundreds of milliseconds (the setup bench:
-    a GET answered in 1 ms waited 345 ms p50). Here what follows is parsed at once,
-    by a loop rather than by recursion (a read can hold thousands of replies).
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._rest: list[bytes] = []
-        self._reading = False
-
-    def dataReceived(self, data: bytes, unpause: bool = False) -> None:
-        self._rest.append(data)
-        if self._reading:
-            return
-        self._reading = True
-        try:
-            while self._rest:
-                super().dataReceived(self._rest.pop(0))
-        finally:
-            self._reading = False
-
-    def setLineMode(self, extra: bytes = b"") -> None:
-        self.line_mode = 1
-        if extra:
-            # parsed next by the loop in dataReceived, before anything read later
-            self._rest.insert(0, extra)
-
-
-class _PoolFactory(txredisapi.RedisFactory):
-    """txredisapi's pool factory, telling the store when connections come and go."""
-
-    protocol = _RedisProtocol
-
-    def __init__(self, store: RedisStore, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._store = store
-
-    def addConnection(self, conn: Any) -> None:
-        super().addConnection(conn)
-        if conn in self.pool:
-            self._store._connection_ready()
-
-    def delConnection(self, conn: Any) -> None:
-        super().delConnection(conn)
-        self._store._connection_gone()
-
-    def connectionError(self, why: str) -> None:
-        # txredisapi errbacks its "pool complete" Deferred, which nobody waits on
-        # here; keep the reason to report it instead.
-        self.deferred = None
-        self._store._last_error = why
-        log.error("redis: {why}", why=why)
 
 
 @implementer(IStore)
@@ -325,7 +295,6 @@ class RedisStore:
         db: int = 0,
         password: Secret | None = None,
         timeout: float = 5.0,
-        poolsize: int = 2,
         provider_window: float = 3600.0,
         max_reconnect_delay: float = 5.0,
     ) -> None:
@@ -337,38 +306,36 @@ class RedisStore:
         self.provider_window = provider_window
         self._db = db
         self._password = password
-        self._poolsize = poolsize
         self._max_reconnect_delay = max_reconnect_delay
-        self._factory: _PoolFactory | None = None
+        self._client: RedisClient | None = None
         self._waiting: list[defer.Deferred[RedisStore]] = []
         self._last_error = ""
-        self._next = 0
 
     # -- connection ------------------------------------------------------------
     @property
     def connected(self) -> bool:
-        """Whether at least one connection to Redis is up."""
-        return bool(self._live())
+        """Whether the connection to Redis is up (and ready: scripts loaded)."""
+        return self._client is not None and self._client.connection is not None
 
     def start(self) -> None:
         """Start connecting (and reconnecting); returns at once."""
-        if self._factory is not None:
+        if self._client is not None:
             return
         password = self._password.reveal() if self._password else None
-        factory = _PoolFactory(
-            self,
-            uuid=self.address,
-            dbid=self._db,
-            poolsize=self._poolsize,
-            isLazy=True,
+        self._client = RedisClient(
+            self.endpoint,
+            self.clock,
             password=password or None,
-            replyTimeout=self.timeout,
-            convertNumbers=False,
+            db=self._db,
+            timeout=self.timeout,
+            scripts=[script.source for script in _SCRIPTS],
+            initial_delay=0.5,
+            max_reconnect_delay=self._max_reconnect_delay,
+            on_ready=self._connection_ready,
+            on_lost=self._connection_gone,
+            on_error=self._connection_failed,
         )
-        factory.initialDelay = min(0.5, self._max_reconnect_delay)
-        factory.maxDelay = self._max_reconnect_delay
-        self._factory = factory
-        factory.startConnecting(self.endpoint)
+        self._client.start()
 
     def connect(self, timeout: float | None = None) -> defer.Deferred[RedisStore]:
         """Start connecting; fire with self once a connection is up, or StoreUnavailable."""
@@ -395,14 +362,14 @@ class RedisStore:
             self._waiting.remove(d)
 
     def disconnect(self) -> defer.Deferred[None]:
-        """Stop reconnecting and close every connection."""
-        factory, self._factory = self._factory, None
+        """Stop reconnecting and close the connection."""
+        client, self._client = self._client, None
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.errback(StoreUnavailable("redis unavailable: store disconnected"))
-        if factory is None:
+        if client is None:
             return defer.succeed(None)
-        return factory.disconnect().addCallback(lambda _: None)
+        return client.stop()
 
     def _connection_ready(self) -> None:
         log.info("redis connected to {address}", address=self.address)
@@ -411,55 +378,34 @@ class RedisStore:
         for d in waiting:
             d.callback(self)
 
-    def _connection_gone(self) -> None:
-        if self._factory is not None and not self.connected:
-            log.warn("redis connection to {address} lost", address=self.address)
+    def _connection_gone(self, why: str) -> None:
+        self._last_error = why
+        if self._client is not None:
+            log.warn("redis connection to {address} lost: {why}", address=self.address, why=why)
 
-    def _live(self) -> list[Any]:
-        if self._factory is None:
-            return []
-        return [
-            c
-            for c in self._factory.pool
-            if c.connected and not c.inTransaction and not c.pipelining
-        ]
+    def _connection_failed(self, why: str) -> None:
+        # log each new reason once, not every retry of an outage
+        if why != self._last_error:
+            log.error("redis: {address}: {why}", address=self.address, why=why)
+        self._last_error = why
 
     def _call(self, *args: Any) -> defer.Deferred[Any]:
-        """Run one Redis command on a live connection, with the timeout."""
-        live = self._live()
-        if not live:
+        """Run one Redis command on the connection; its reply times out after ``timeout``.
+
+        The command is written before this returns, so commands run in call order.
+        """
+        client = self._client
+        conn = client.connection if client is not None else None
+        if conn is None:
             why = f" ({self._last_error})" if self._last_error else ""
             return defer.fail(
                 StoreUnavailable(f"redis unavailable: not connected to {self.address}{why}")
             )
-        self._next = (self._next + 1) % len(live)
-        d = defer.maybeDeferred(live[self._next].execute_command, *args)
-        # txredisapi's own reply timeout normally fires first and aborts the
-        # connection; this one makes sure the caller is answered regardless.
-        d.addTimeout(self.timeout + 1.0, self.clock)
-        return d.addErrback(self._translate)
-
-    def _translate(self, failure: Failure) -> Failure:
-        e = failure.value
-        if isinstance(e, StoreError):
-            return failure
-        if isinstance(
-            e,
-            txredisapi.ConnectionError
-            | error.ConnectionLost
-            | error.ConnectionDone
-            | defer.TimeoutError
-            | defer.CancelledError,
-        ):
-            raise StoreUnavailable(f"redis unavailable: {e or type(e).__name__}")
-        if isinstance(e, txredisapi.InvalidData):
-            raise InvalidArgument(str(e))
-        if isinstance(e, txredisapi.ResponseError):
-            text = str(e)
-            if text.startswith(_UNAVAILABLE_REPLIES):
-                raise StoreUnavailable(f"redis unavailable: {text}")
-            raise StoreError(f"redis error: {text}")
-        return failure
+        try:
+            d = conn.execute(*args)
+        except CommandEncodeError as e:
+            return defer.fail(InvalidArgument(str(e)))
+        return d.addErrback(_translate)
 
     async def _eval(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:

@@ -14,8 +14,8 @@ from tests.store.test_contract import redis_store
 
 
 async def connected_stores(port: int, n: int):
-    """``n`` RedisStores, each with its own connections, all connected."""
-    stores = [redis_store(port, poolsize=1) for _ in range(n)]
+    """``n`` RedisStores, each with its own connection, all connected."""
+    stores = [redis_store(port) for _ in range(n)]
     await defer.gatherResults([s.connect(timeout=5) for s in stores])
     return stores
 
@@ -210,9 +210,7 @@ async def test_hung_redis_times_out(tmp_path):
     server = RedisServer.start(tmp_path / "redis")
     (store,) = await connected_stores(server.port, 1)
     try:
-        store.timeout = 0.5
-        for conn in store._factory.pool:
-            conn.replyTimeout = 0.5
+        store._client.connection.timeout = 0.5
         server.process.send_signal(signal.SIGSTOP)
         started = time.monotonic()
         try:
