@@ -95,6 +95,8 @@ _BASE36 = string.digits + string.ascii_lowercase
 _COUNTER_SPAN = 36**4
 #: seconds in a UTC day (the daily spend cap's period)
 _DAY = 86400
+#: accounts whose record and ledger are kept between calls (the least recent go first)
+_CACHED_ACCOUNTS = 100_000
 
 Subscriber = Callable[[machine.SessionEvent], object]
 
@@ -245,6 +247,16 @@ class SessionManager:
         #: accounts whose sessions' credit must be recomputed
         self._dirty: set[str] = set()
         self._loading: set[str] = set()
+        #: the origin of this manager's charges in the store's change feed
+        self.origin = f"engine:{node_id}"
+        #: accounts read from the store, kept while the change feed is live (LRU order)
+        self._accounts: dict[str, Account] = {}
+        self._feed_live = False
+        self._stop_watching: Callable[[], None] | None = None
+        #: bumped on every change told by the feed (per account) and on every feed
+        #: state change (epoch): a read that saw either move under it is not kept
+        self._generation: dict[str, int] = {}
+        self._epoch = 0
         self._effects: dict[type, Callable[[str, Any], None]] = {
             machine.Originate: self._originate,
             machine.Hangup: self._hangup,
@@ -297,6 +309,8 @@ class SessionManager:
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = self.clock
         self._heartbeat.start(self.heartbeat_interval, now=False)
+        if self._stop_watching is None:
+            self._stop_watching = self.store.watch(self._account_changed, self._feed_state)
         return self.recover()
 
     def stop(self) -> None:
@@ -309,6 +323,10 @@ class SessionManager:
             if call.active():
                 call.cancel()
         self._timers.clear()
+        if self._stop_watching is not None:
+            self._stop_watching()
+            self._stop_watching = None
+        self._feed_state(False)
         self._save_all()
 
     # -- requests -----------------------------------------------------------------------
@@ -329,9 +347,15 @@ class SessionManager:
     async def _start_callback(
         self, username: str, source: str, destination: str, via: tuple[str, ...], origin: str
     ) -> str:
-        account = await self.store.get_account(username)
+        account = self._accounts.get(username)
+        read: tuple[int, int] | None = None
         if account is None:
-            raise CallbackRefused("Unknown account.")
+            read = self._generation.get(username, 0), self._epoch
+            account = await self.store.get_account(username)
+            if account is None:
+                raise CallbackRefused("Unknown account.")
+        else:
+            self._accounts[username] = self._accounts.pop(username)  # most recent last
         if account.status is not AccountStatus.ACTIVE:
             raise CallbackRefused("Your account is blocked.")
         if len(via) > 2:
@@ -348,10 +372,17 @@ class SessionManager:
         ]
         ledger = self._ledgers.get(username)
         if ledger is None:
+            if read is None:
+                read = self._generation.get(username, 0), self._epoch
             ledger = await self._load_ledger(account)
         else:
             ledger.credit_limit = account.credit_limit
             ledger.daily_cap = account.daily_spend_cap
+        if read is not None and self._unchanged(username, read):
+            # nothing changed the account while it was read: keep it and its ledger
+            # for the next calls, until the change feed tells of a change
+            self._remember(username, account)
+            self._ledgers.setdefault(username, ledger)
         billed = [LegCharge(s.rate) for s in specs if s.rate is not None and not s.rate.is_free]
         if billed:
             # what the account's other sessions are about to consume counts too
@@ -464,6 +495,54 @@ class SessionManager:
             self._feed(session_id, machine.BalanceChanged(balance))
         self._settle_credit()
 
+    # -- the account cache ---------------------------------------------------------------
+
+    def _unchanged(self, username: str, read: tuple[int, int]) -> bool:
+        """Whether the feed is live and told nothing of the account since ``read``."""
+        return self._feed_live and read == (self._generation.get(username, 0), self._epoch)
+
+    def _remember(self, username: str, account: Account) -> None:
+        self._accounts[username] = account
+        if len(self._accounts) > _CACHED_ACCOUNTS:
+            self._forget(next(iter(self._accounts)))
+
+    def _forget(self, username: str) -> None:
+        """Drop the cached account, and its ledger unless sessions still use it."""
+        self._accounts.pop(username, None)
+        if not self.sessions_of(username):
+            self._ledgers.pop(username, None)
+
+    def _account_changed(self, username: str, origin: str) -> None:
+        """The store's change feed: someone changed the account (record, balance, CDRs).
+
+        This manager's own charges (its :attr:`origin`) are in its ledger already;
+        anything else makes the account be read again, and its sessions' credit be
+        recomputed from the new balance.
+        """
+        if origin == self.origin:
+            return
+        self._generation[username] = self._generation.get(username, 0) + 1
+        self._forget(username)
+        if self.sessions_of(username):
+            self.balance_changed(username).addErrback(
+                lambda f: log.failure("credit of {username}", f, username=username)
+            )
+
+    def _feed_state(self, live: bool) -> None:
+        """The change feed came up or went down: what was cached may be stale."""
+        self._epoch += 1
+        self._feed_live = live
+        for username in list(self._accounts):
+            self._forget(username)
+        self._generation.clear()
+        if live:
+            # changes told while the feed was down were missed: read the balances again
+            for username in list(self._by_account):
+                if self.sessions_of(username):
+                    self.balance_changed(username).addErrback(
+                        lambda f, u=username: log.failure("credit of {username}", f, username=u)
+                    )
+
     # -- account-level credit ---------------------------------------------------------
 
     async def _load_ledger(self, account: Account) -> _Ledger:
@@ -512,7 +591,8 @@ class SessionManager:
         sessions = [(sid, self._sessions[sid]) for sid in self._by_account.get(username, ())]
         sessions = [(sid, state) for sid, state in sessions if not state.finished]
         if not sessions:
-            self._ledgers.pop(username, None)
+            if username not in self._accounts:
+                self._ledgers.pop(username, None)  # else kept for the next call
             return
         ledger = self._ledgers.get(username)
         if ledger is None:
@@ -919,24 +999,20 @@ class SessionManager:
             ledger.spend(cost, self.clock.seconds())
         self._pending_spend[username] = self._pending_spend.get(username, 0) + cost
         self._pending_debits[username] = self._pending_debits.get(username, 0) + cost
-        self._write(sid, "append CDR", self._append_charged_cdr, cdr, cost)
-        self._write(sid, "debit", self._debit, username, cost, cdr.cdr_id)
+        self._write(sid, "charge", self._store_charge, cdr, cost)
 
-    def _append_charged_cdr(self, cdr: Any, cost: int) -> defer.Deferred[Any]:
-        d = defer.maybeDeferred(self.store.append_cdr, cdr)
-        return d.addBoth(_unpend, self._pending_spend, cdr.username, cost)
-
-    def _debit(self, username: str, cost: int, key: str) -> defer.Deferred[Any]:
-        # force: settling a call that happened, whatever the balance is now
-        d = defer.maybeDeferred(self.store.debit, username, cost, key, True)
-        return d.addBoth(_unpend, self._pending_debits, username, cost)
+    def _store_charge(self, cdr: Any, cost: int) -> defer.Deferred[Any]:
+        # the CDR and the debit in one step, once per CDR id, whatever the balance is
+        # now (settling a call that happened)
+        d = defer.maybeDeferred(self.store.charge, cdr, self.origin)
+        d.addBoth(_unpend, self._pending_spend, cdr.username, cost)
+        return d.addBoth(_unpend, self._pending_debits, cdr.username, cost)
 
     def _finish(self, sid: str, effect: machine.Finished) -> None:
         for key in [k for k in self._timers if k[0] == sid]:
             self._cancel_timer(*key)
         self._drop(sid)
-        self._write(sid, "append session CDR", self.store.append_cdr, effect.cdr)
-        self._write(sid, "delete session", self.store.delete_session, sid)
+        self._write(sid, "end session", self.store.end_session, sid, effect.cdr, self.origin)
         done = self._writes[sid]
 
         def forget(_: object) -> None:
@@ -995,11 +1071,12 @@ class SessionManager:
         # only the sessions known when the list was asked for: one started meanwhile
         # originated its legs after the list was made, and would be found gone from it
         known = list(self._sessions)
+        asked_at = self.clock.seconds()
         channels = await self.switch.list_channels()
         live = {info.channel_id: info.state for info in channels}
         for session_id in known:
             if session_id in self._sessions:
-                self._feed(session_id, machine.Reconcile(live))
+                self._feed(session_id, machine.Reconcile(live, asked_at))
 
 
 class EngineService(service.Service):

@@ -452,6 +452,7 @@ def test_recovery_leaves_sessions_started_while_the_channels_are_listed():
 
     world = World()
     old = world.talking()
+    world.clock.advance(5)
     world.switch.disconnect(world.now())
     listing: Deferred = Deferred()
     world.switch.list_channels = lambda: listing
@@ -462,6 +463,40 @@ def test_recovery_leaves_sessions_started_while_the_channels_are_listed():
     assert (f"{old}-a1", 16) in world.switch.hung_up
     assert world.manager.sessions_of("alice") == [old, new]
     assert not any(channel.startswith(new) for channel, _ in world.switch.hung_up)
+
+
+def test_recovery_leaves_legs_dialled_after_the_list_was_asked_for():
+    """A leg of a known session dialled while the list is made is not judged by it."""
+    from twisted.internet.defer import Deferred
+
+    world = World()
+    sid = world.callback()
+    world.clock.advance(5)
+    world.switch.disconnect(world.now())
+    listing: Deferred = Deferred()
+    world.switch.list_channels = lambda: listing
+    world.switch.connect(world.now())
+    world.clock.advance(0.2)
+    world.switch.answer(f"{sid}-a1", world.now())  # the destination is dialled now
+    assert world.switch.originated[-1].channel_id == f"{sid}-b1"
+    listing.callback([ChannelInfo(f"{sid}-a1", "PJSIP/a", "up")])
+    assert world.switch.hung_up == []
+    world.switch.answer(f"{sid}-b1", world.now())
+    assert world.manager.status(sid)["phase"] == "talking"
+
+
+def test_recovery_gives_a_just_dialled_leg_time_to_show():
+    """A leg still calling, dialled a moment before the list was asked for, is not lost."""
+    world = World()
+    sid = world.callback()
+    world.clock.advance(0.5)
+    world.switch.disconnect(world.now())
+    world.switch.channels = []
+    world.switch.connect(world.now())
+    assert world.switch.hung_up == []
+    assert world.manager.status(sid)["phase"] != "ended"
+    world.clock.advance(45 + 15)  # its ring timer (ring timeout + guard) still runs
+    assert world.manager.sessions_of("alice") == []
 
 
 # -- account-level credit ------------------------------------------------------------
@@ -802,7 +837,7 @@ def recording_store_writes(world):
     """Record (call, session state or CDR kind) of the store writes the manager makes."""
     writes = []
     store = world.store
-    for name in ("save_session", "append_cdr", "debit", "delete_session"):
+    for name in ("save_session", "append_cdr", "charge", "end_session"):
         original = getattr(store, name)
 
         def recorded(*args, _original=original, _name=name):
@@ -829,7 +864,7 @@ def test_state_changes_of_one_turn_are_saved_once_with_the_last_state():
 
 
 def test_unsaved_state_is_written_before_the_sessions_next_write():
-    """A charge's CDR and debit are written after the state change that came before them."""
+    """A charge (CDR and debit) is written after the state change that came before it."""
     world = World()
     sid = world.talking()
     world.clock.advance(0)
@@ -837,7 +872,7 @@ def test_unsaved_state_is_written_before_the_sessions_next_write():
     result(world.manager.hangup(sid))
     world.switch.hang_up(f"{sid}-b1", world.now() + 3)
     names = [name for name, _ in writes]
-    assert names[:3] == ["save_session", "append_cdr", "debit"]
+    assert names[:2] == ["save_session", "charge"]
     saved = writes[0][1][1]
     assert saved["phase"] != "talking"
 
@@ -848,3 +883,112 @@ def test_stop_writes_the_unsaved_states():
     sid = world.callback()
     world.manager.stop()
     assert result(world.store.load_session(sid)) == world.manager._sessions[sid].to_dict()
+
+
+# -- the account cache and the store's change feed ----------------------------------
+
+
+def counting_reads(world):
+    """Count the store reads of the account and its balance the manager makes."""
+    reads = []
+    store = world.store
+    for name in ("get_account", "get_balance"):
+        original = getattr(store, name)
+
+        def counted(*args, _original=original, _name=name):
+            reads.append(_name)
+            return _original(*args)
+
+        setattr(store, name, counted)
+    return reads
+
+
+def a_whole_call(world):
+    """Place a callback, talk 10 s, hang up; return its id."""
+    sid = world.talking()
+    world.clock.advance(10)
+    result(world.manager.hangup(sid))
+    world.switch.hang_up(f"{sid}-a1", world.now())
+    world.switch.hang_up(f"{sid}-b1", world.now())
+    world.clock.advance(0)
+    return sid
+
+
+def test_the_next_call_of_an_account_reads_nothing_from_the_store():
+    """Account and ledger are kept between calls: the manager's own charges are in it."""
+    world = World()
+    reads = counting_reads(world)
+    a_whole_call(world)
+    assert reads == ["get_account", "get_balance"]
+    reads.clear()
+    sid = world.callback()
+    assert reads == []
+    assert world.switch.originated[-1].channel_id == f"{sid}-a1"
+    balance = world.balance()
+    assert world.manager._ledgers["alice"].balance == balance
+
+
+def test_a_top_up_from_elsewhere_is_seen_by_the_next_call():
+    """A credit written by another process (the feed tells) makes the next call read again."""
+    world = World(balance=0)
+    with pytest.raises(CallbackRefused, match="Not enough credit"):
+        world.callback()
+    result(world.store.credit("alice", credit_for(60), "voucher-1"))
+    assert world.callback()
+
+
+def test_a_top_up_from_elsewhere_extends_a_running_call():
+    """The feed's change recomputes the credit of the account's sessions by itself."""
+    world = World(balance=credit_for(60))
+    world.talking()
+    world.clock.advance(30)
+    result(world.store.credit("alice", credit_for(60), "voucher-1"))
+    world.clock.advance(40)
+    assert world.switch.hung_up == []
+    world.clock.advance(50)
+    assert len(world.switch.hung_up) == 2
+
+
+def test_blocking_an_account_elsewhere_refuses_its_next_call():
+    """An account update told by the feed is not hidden by the cache."""
+    world = World()
+    a_whole_call(world)
+    result(world.store.update_account("alice", status=AccountStatus.BLOCKED))
+    with pytest.raises(CallbackRefused, match="blocked"):
+        world.callback()
+
+
+def test_nothing_is_kept_while_the_feed_is_down():
+    """Without the feed a change could go unseen: every call reads the account again."""
+    world = World()
+    world.store.available = False
+    world.store.available = True  # down and up: what was kept is gone
+    reads = counting_reads(world)
+    a_whole_call(world)
+    world.manager._feed_state(False)
+    a_whole_call(world)
+    assert reads == ["get_account", "get_balance"] * 2
+
+
+def test_a_change_told_while_the_account_is_read_is_not_cached():
+    """A read that a change overtook is used once, not kept."""
+    from twisted.internet import defer
+
+    world = World()
+    store, waiting = world.store, []
+    original = store.get_account
+
+    def slow_get_account(username):
+        d = defer.Deferred()
+        waiting.append((d, original(username)))
+        return d
+
+    store.get_account = slow_get_account
+    d = world.manager.start_callback("alice", SOURCE, DESTINATION)
+    result(store.credit("alice", 1, "meanwhile"))  # told by the feed during the read
+    pending, account = waiting.pop()
+    pending.callback(result(account))
+    assert result(d)
+    assert "alice" not in world.manager._accounts
+    world.manager.start_callback("alice", SOURCE, DESTINATION)
+    assert waiting, "the account was read again"

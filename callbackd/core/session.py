@@ -138,6 +138,8 @@ ABSOLUTE_TIMEOUT_GRACE: Final = 1
 RELEASE_TIMEOUT: Final = 10
 #: seconds past the ring timeout before a leg the switch says nothing about is given up
 RING_GUARD: Final = 15
+#: seconds an async Originate's channel may take to show in the switch's channel list
+ORIGINATE_SETTLE: Final = 2.0
 #: additional legs per session (channel letters c..z)
 MAX_ADDITIONAL: Final = 24
 #: Q.850 normal clearing, used for every hangup the daemon asks for
@@ -295,9 +297,17 @@ class Seen:
 
 @dataclass(frozen=True)
 class Reconcile:
-    """What the switch reports live after a restart or reconnect: channel id -> state."""
+    """What the switch reports live after a restart or reconnect: channel id -> state.
+
+    ``asked_at``: when the list was asked for. A leg dialled after it cannot be in
+    the list, and one dialled shortly before may not be yet (Asterisk makes the
+    channel of an async Originate in a thread of its own): a leg dialled after
+    ``asked_at``, or still calling and dialled less than :data:`ORIGINATE_SETTLE`
+    seconds before it, is left as it is (its ring timer runs).
+    """
 
     channels: Mapping[str, str]
+    asked_at: float | None = None
 
 
 Command = (
@@ -1059,7 +1069,7 @@ class _Step:
         elif isinstance(command, Seen):
             state.seen_at = max(state.seen_at, self.now)
         elif isinstance(command, Reconcile):
-            self.reconcile(command.channels)
+            self.reconcile(command.channels, command.asked_at)
 
     def add_leg(self, spec: LegSpec) -> None:
         state = self.state
@@ -1126,11 +1136,18 @@ class _Step:
         elif kind == "release" and leg.release_cause:
             self.end(leg, leg.release_at, leg.release_cause)
 
-    def reconcile(self, channels: Mapping[str, str]) -> None:
+    def reconcile(self, channels: Mapping[str, str], asked_at: float | None) -> None:
         state = self.state
         for leg in state.legs:
             if not leg.live or not leg.attempt:
                 continue
+            if asked_at is not None and leg.channel_id not in channels:
+                settle = ORIGINATE_SETTLE if leg.state is LegState.CALLING else 0.0
+                if leg.attempt_at >= asked_at - settle:
+                    # too new to be in the list; after a restart no timer of its runs
+                    if leg.state in (LegState.CALLING, LegState.RINGING):
+                        self.emit(ArmTimer(f"ring-{leg.letter}", state.ring_timeout + RING_GUARD))
+                    continue
             if leg.channel_id in channels:
                 if channels[leg.channel_id] == "up" and leg.state is not LegState.UP:
                     # answered while we were away: bill from now, never from earlier

@@ -152,6 +152,14 @@ class IStore(Interface):
     def append_cdr(cdr):
         """Append a CDR; a second CDR with the same ``cdr_id`` is ignored."""
 
+    def charge(cdr, origin=""):
+        """Append a leg's CDR and debit its ``cost``, both or neither, once per ``cdr_id``.
+
+        Fire with the balance after. The debit is not held to the credit floor (the
+        call happened); when a CDR with that ``cdr_id`` is stored already nothing
+        changes. NoSuchAccount if the CDR's account does not exist.
+        """
+
     def list_cdrs(username=None, since=0.0, until=None):
         """Fire with CDRs (of one account or all) ended within the range, oldest first."""
 
@@ -164,6 +172,20 @@ class IStore(Interface):
 
     def delete_session(session_id):
         """Forget a finished session."""
+
+    def end_session(session_id, cdr, origin=""):
+        """Append the session's CDR and forget its state, both or neither."""
+
+    # -- change feed -------------------------------------------------------------------
+    def watch(on_change, on_state):
+        """Hear of every change to an account, by any writer in any process.
+
+        ``on_change(username, origin)`` is called after the account's record, balance
+        or CDRs changed (``origin``: what the writer passed to :meth:`charge` or
+        :meth:`end_session`, "" for every other write). ``on_state(True)`` once the feed
+        is live, ``on_state(False)`` when it is lost: changes meanwhile are not told, so
+        a watcher caching account data drops it then. Return a function that stops.
+        """
 
     def list_sessions():
         """Fire with every session id in flight."""

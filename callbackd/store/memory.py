@@ -55,8 +55,8 @@ class MemoryStore:
         self.clock = clock if clock is not None else Clock()
         self.hasher = password_hasher or BcryptHasher(rounds=4, run_in_thread=False)
         self.provider_window = provider_window
-        #: flip to False to make every call errback StoreUnavailable (for outage tests)
-        self.available = True
+        self._available = True
+        self._watchers: list[tuple[Callable[[str, str], None], Callable[[bool], None]]] = []
         self._accounts: dict[str, Account] = {}
         self._secrets: dict[str, dict[str, str]] = {}
         self._balances: dict[str, int] = {}
@@ -73,7 +73,41 @@ class MemoryStore:
     @property
     def connected(self) -> bool:
         """Whether the store answers (always, unless ``available`` was cleared)."""
-        return self.available
+        return self._available
+
+    @property
+    def available(self) -> bool:
+        """Clear to make every call errback StoreUnavailable (for outage tests).
+
+        Watchers hear the change feed go down and come back with it.
+        """
+        return self._available
+
+    @available.setter
+    def available(self, value: bool) -> None:
+        changed, self._available = self._available != value, value
+        if changed:
+            for _, on_state in list(self._watchers):
+                on_state(value)
+
+    def watch(
+        self, on_change: Callable[[str, str], None], on_state: Callable[[bool], None]
+    ) -> Callable[[], None]:
+        """Call ``on_change(username, origin)`` after each change (see IStore.watch)."""
+        entry = (on_change, on_state)
+        self._watchers.append(entry)
+        if self._available:
+            on_state(True)
+
+        def stop() -> None:
+            if entry in self._watchers:
+                self._watchers.remove(entry)
+
+        return stop
+
+    def _changed(self, username: str, origin: str = "") -> None:
+        for on_change, _ in list(self._watchers):
+            on_change(username, origin)
 
     def _up(self) -> Literal[True]:
         if not self.available:
@@ -113,6 +147,7 @@ class MemoryStore:
         self._accounts[account.username] = account
         self._secrets[account.username] = {"password": password_hash, "pin": pin_hash}
         self._balances[account.username] = 0
+        self._changed(account.username)
         return account
 
     def get_account(self, username: str) -> defer.Deferred[Account | None]:
@@ -131,6 +166,7 @@ class MemoryStore:
         def update() -> Account:
             new = records.updated_account(self._account(username), fields)
             self._accounts[username] = new
+            self._changed(username)
             return new
 
         return _fired(update)
@@ -194,6 +230,7 @@ class MemoryStore:
             if not self._seen(username, key):
                 self._balances[username] += amount
                 self._applied[(username, key)] = self.clock.seconds()
+                self._changed(username)
             return self._balances[username]
 
         return _fired(credit)
@@ -216,6 +253,7 @@ class MemoryStore:
                 )
             self._balances[username] = balance - amount
             self._applied[(username, key)] = self.clock.seconds()
+            self._changed(username)
             return self._balances[username]
 
         return _fired(debit)
@@ -365,6 +403,7 @@ class MemoryStore:
                 voucher, used_by=username, used_at=self.clock.seconds()
             )
             self._balances[username] += voucher.value
+            self._changed(username)
             return voucher.value
 
         return _fired(redeem)
@@ -394,12 +433,34 @@ class MemoryStore:
         """Append ``cdr`` unless one with its id exists."""
 
         def append() -> None:
-            records.check_cdr(cdr)
-            text = records.cdr_to_json(cdr)
-            self._up()
-            self._cdrs.setdefault(cdr.cdr_id, records.cdr_from_json(text))
+            self._append(cdr, "")
 
         return _fired(append)
+
+    def _append(self, cdr: CDR, origin: str) -> bool:
+        """Append ``cdr`` unless its id is taken; whether it was new."""
+        records.check_cdr(cdr)
+        text = records.cdr_to_json(cdr)
+        self._up()
+        if cdr.cdr_id in self._cdrs:
+            return False
+        self._cdrs[cdr.cdr_id] = records.cdr_from_json(text)
+        self._changed(cdr.username, origin)
+        return True
+
+    def charge(self, cdr: CDR, origin: str = "") -> defer.Deferred[int]:
+        """Append a leg's CDR and debit its cost, together and once; fire with the balance."""
+
+        def charge() -> int:
+            records.check_cdr(cdr)
+            records.check_origin(origin)
+            self._account(cdr.username)
+            if cdr.cdr_id not in self._cdrs:
+                self._balances[cdr.username] -= cdr.cost
+                self._append(cdr, origin)
+            return self._balances[cdr.username]
+
+        return _fired(charge)
 
     def list_cdrs(
         self, username: str | None = None, since: float = 0.0, until: float | None = None
@@ -452,6 +513,19 @@ class MemoryStore:
             self._sessions.pop(session_id, None)
 
         return _fired(delete)
+
+    def end_session(self, session_id: str, cdr: CDR, origin: str = "") -> defer.Deferred[None]:
+        """Append the session's CDR and forget its state, together."""
+
+        def end() -> None:
+            records.check_key(session_id, "session id")
+            records.check_cdr(cdr)
+            records.check_origin(origin)
+            self._up()
+            self._sessions.pop(session_id, None)
+            self._append(cdr, origin)
+
+        return _fired(end)
 
     def list_sessions(self) -> defer.Deferred[list[str]]:
         """Fire with every session id, sorted."""

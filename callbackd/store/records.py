@@ -61,6 +61,7 @@ _BATCH = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _PROVIDER = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _LANGUAGE = re.compile(r"[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})?")
 _MAX_KEY = 200
+_ORIGIN = re.compile(r"[A-Za-z0-9.:_-]{0,64}")
 
 ACCOUNT_FIELDS = tuple(f.name for f in dataclasses.fields(Account))
 
@@ -91,6 +92,13 @@ def check_key(key: object, what: str = "key") -> str:
     if not isinstance(key, str) or not key or len(key) > _MAX_KEY:
         raise InvalidArgument(f"{what} must be a non-empty string of at most {_MAX_KEY} chars")
     return key
+
+
+def check_origin(origin: object) -> str:
+    """A change's origin tag (see IStore.watch): "" or letters, digits, ``.:_-``."""
+    if not isinstance(origin, str) or not _ORIGIN.fullmatch(origin):
+        raise InvalidArgument(f"bad origin {origin!r}: at most 64 of letters, digits, .:_-")
+    return origin
 
 
 def check_number(number: object) -> str:

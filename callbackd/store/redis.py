@@ -50,7 +50,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.application import service
@@ -82,11 +82,15 @@ from callbackd.store.resp import (
     RedisClient,
     RedisConnectionError,
     RedisError,
+    Subscription,
 )
 
 __all__ = ["RedisStore", "StoreService", "connect_store", "make_store", "store_endpoint"]
 
 log = Logger(namespace="callbackd.store.redis")
+
+#: where every account change is PUBLISHed (see RedisStore.watch)
+CHANGES_CHANNEL = "cb:changes"
 
 _UNAVAILABLE_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "NOAUTH", "TRYAGAIN", "READONLY")
 _MGET_CHUNK = 500
@@ -113,6 +117,7 @@ redis.call('HSET', KEYS[2], unpack(ARGV, 4))
 redis.call('HSET', KEYS[3], 'password', ARGV[2], 'pin', ARGV[3])
 redis.call('SET', KEYS[4], 0)
 redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PUBLISH', 'cb:changes', ARGV[1] .. ' ')
 return 1
 """)
 
@@ -120,6 +125,7 @@ _HSET_IF_ACCOUNT = _Script("""
 -- KEYS: account, target hash; ARGV: field, value...
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], unpack(ARGV))
+redis.call('PUBLISH', 'cb:changes', string.sub(KEYS[1], 9) .. ' ')
 return 1
 """)
 
@@ -131,6 +137,7 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
 end
 local balance = redis.call('INCRBY', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[3], 'credit:' .. ARGV[1], 'EX', ARGV[2])
+redis.call('PUBLISH', 'cb:changes', string.sub(KEYS[1], 9) .. ' ')
 return {1, balance}
 """)
 
@@ -143,6 +150,7 @@ local limit = tonumber(redis.call('HGET', KEYS[1], 'credit_limit') or '0')
 if ARGV[3] ~= '1' and balance - tonumber(ARGV[1]) < -limit then return {2, balance} end
 balance = redis.call('DECRBY', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[3], 'debit:' .. ARGV[1], 'EX', ARGV[2])
+redis.call('PUBLISH', 'cb:changes', string.sub(KEYS[1], 9) .. ' ')
 return {1, balance}
 """)
 
@@ -215,14 +223,43 @@ if used_by and used_by ~= '' then return {3, 0} end
 redis.call('HSET', KEYS[3], 'used_by', ARGV[1], 'used_at', ARGV[2])
 local value = redis.call('HGET', KEYS[3], 'value')
 redis.call('INCRBY', KEYS[2], value)
+redis.call('PUBLISH', 'cb:changes', ARGV[1] .. ' ')
 return {1, tonumber(value)}
 """)
 
 _APPEND_CDR = _Script("""
--- KEYS: cdr, all, account's; ARGV: json, ended_at, cdr_id
+-- KEYS: cdr, all, account's; ARGV: json, ended_at, cdr_id, username
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+redis.call('PUBLISH', 'cb:changes', ARGV[4] .. ' ')
+return 1
+""")
+
+_CHARGE = _Script("""
+-- KEYS: cdr, all, account's CDRs, account, balance; ARGV: json, ended_at, cdr_id, cost,
+-- username, origin. The CDR and its debit, once per CDR id, whatever the balance.
+if redis.call('EXISTS', KEYS[4]) == 0 then return {0, 0} end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  return {3, tonumber(redis.call('GET', KEYS[5]) or '0')}
+end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+local balance = redis.call('DECRBY', KEYS[5], ARGV[4])
+redis.call('PUBLISH', 'cb:changes', ARGV[5] .. ' ' .. ARGV[6])
+return {1, balance}
+""")
+
+_END_SESSION = _Script("""
+-- KEYS: cdr, all, account's CDRs, session, sessions;
+-- ARGV: json, ended_at, cdr_id, session id, username, origin
+redis.call('DEL', KEYS[4])
+redis.call('SREM', KEYS[5], ARGV[4])
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+  redis.call('PUBLISH', 'cb:changes', ARGV[5] .. ' ' .. ARGV[6])
+end
 return 1
 """)
 
@@ -309,6 +346,8 @@ class RedisStore:
         self._max_reconnect_delay = max_reconnect_delay
         self._client: RedisClient | None = None
         self._waiting: list[defer.Deferred[RedisStore]] = []
+        self._watchers: list[tuple[Callable[[str, str], None], Callable[[bool], None]]] = []
+        self._feed: Subscription | None = None
         self._last_error = ""
 
     # -- connection ------------------------------------------------------------
@@ -362,14 +401,16 @@ class RedisStore:
             self._waiting.remove(d)
 
     def disconnect(self) -> defer.Deferred[None]:
-        """Stop reconnecting and close the connection."""
+        """Stop reconnecting and close the connection (and the change feed's)."""
+        self._watchers.clear()
+        feed_stopped = self._stop_feed()
         client, self._client = self._client, None
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.errback(StoreUnavailable("redis unavailable: store disconnected"))
         if client is None:
-            return defer.succeed(None)
-        return client.stop()
+            return feed_stopped
+        return defer.gatherResults([feed_stopped, client.stop()]).addCallback(lambda _: None)
 
     def _connection_ready(self) -> None:
         log.info("redis connected to {address}", address=self.address)
@@ -736,7 +777,25 @@ class RedisStore:
         records.check_cdr(cdr)
         text = records.cdr_to_json(cdr)
         keys = [f"cb:cdr:{cdr.cdr_id}", "cb:cdrs", _acct(cdr.username, "cdrs")]
-        await self._eval(_APPEND_CDR, keys, [text, _score(cdr.ended_at), cdr.cdr_id])
+        args = [text, _score(cdr.ended_at), cdr.cdr_id, cdr.username]
+        await self._eval(_APPEND_CDR, keys, args)
+
+    def charge(self, cdr: CDR, origin: str = "") -> defer.Deferred[int]:
+        """Append a leg's CDR and debit its cost in one script, once per CDR id."""
+        return defer.ensureDeferred(self._charge(cdr, origin))
+
+    async def _charge(self, cdr: CDR, origin: str) -> int:
+        records.check_cdr(cdr)
+        records.check_origin(origin)
+        user = cdr.username
+        keys = [f"cb:cdr:{cdr.cdr_id}", "cb:cdrs", _acct(user, "cdrs"), _acct(user)]
+        keys.append(_acct(user, "balance"))
+        text = records.cdr_to_json(cdr)
+        args = [text, _score(cdr.ended_at), cdr.cdr_id, cdr.cost, user, origin]
+        status, balance = await self._eval(_CHARGE, keys, args)
+        if status == 0:
+            raise NoSuchAccount(f"no account {user!r}")
+        return int(balance)
 
     def list_cdrs(
         self, username: str | None = None, since: float = 0.0, until: float | None = None
@@ -788,6 +847,21 @@ class RedisStore:
         keys = [f"cb:session:{session_id}", "cb:sessions"]
         await self._eval(_DELETE_SESSION, keys, [session_id])
 
+    def end_session(self, session_id: str, cdr: CDR, origin: str = "") -> defer.Deferred[None]:
+        """Append the session's CDR and forget its state, in one script."""
+        return defer.ensureDeferred(self._end_session(session_id, cdr, origin))
+
+    async def _end_session(self, session_id: str, cdr: CDR, origin: str) -> None:
+        records.check_key(session_id, "session id")
+        records.check_cdr(cdr)
+        records.check_origin(origin)
+        user = cdr.username
+        keys = [f"cb:cdr:{cdr.cdr_id}", "cb:cdrs", _acct(user, "cdrs")]
+        keys += [f"cb:session:{session_id}", "cb:sessions"]
+        text = records.cdr_to_json(cdr)
+        args = [text, _score(cdr.ended_at), cdr.cdr_id, session_id, user, origin]
+        await self._eval(_END_SESSION, keys, args)
+
     def list_sessions(self) -> defer.Deferred[list[str]]:
         """Fire with every session id in flight, sorted."""
         return self._call("SMEMBERS", "cb:sessions").addCallback(sorted)
@@ -821,6 +895,65 @@ class RedisStore:
             "ZRANGEBYSCORE", f"cb:provider:{provider}:attempts", _score(since), "+inf"
         )
         return [json.loads(m.partition("|")[2]) for m in members]
+
+    # -- change feed -------------------------------------------------------------------------
+    def watch(
+        self, on_change: Callable[[str, str], None], on_state: Callable[[bool], None]
+    ) -> Callable[[], None]:
+        """Hear of account changes by any writer (see IStore.watch); return a stop function.
+
+        Every script that changes an account's record, balance or CDRs PUBLISHes
+        ``"{username} {origin}"`` on ``cb:changes`` in the same atomic step, so a
+        watcher hears every change in the order Redis applied them. The watchers of
+        a store share one subscribing connection, opened with the first watcher.
+        Channels are not per database: a store on another database of the same
+        server is told of its own accounts too (a spurious change costs a re-read).
+        """
+        entry = (on_change, on_state)
+        self._watchers.append(entry)
+        if self._feed is None:
+            self._feed = Subscription(
+                self.endpoint,
+                [CHANGES_CHANNEL],
+                self._feed_message,
+                self._feed_state,
+                self.clock,
+                self._password.reveal() if self._password else None,
+                timeout=self.timeout,
+                max_reconnect_delay=self._max_reconnect_delay,
+            )
+            self._feed.start()
+        elif self._feed.subscribed:
+            on_state(True)
+
+        def stop() -> None:
+            if entry in self._watchers:
+                self._watchers.remove(entry)
+            if not self._watchers:
+                self._stop_feed()
+
+        return stop
+
+    def _stop_feed(self) -> defer.Deferred[None]:
+        feed, self._feed = self._feed, None
+        return defer.succeed(None) if feed is None else feed.stop()
+
+    def _feed_message(self, channel: str, message: str) -> None:
+        username, _, origin = message.partition(" ")
+        for on_change, _ in list(self._watchers):
+            try:
+                on_change(username, origin)
+            except Exception:
+                log.failure("change feed watcher {watcher!r} failed", watcher=on_change)
+
+    def _feed_state(self, live: bool) -> None:
+        if not live:
+            log.warn("redis change feed lost: account caches are dropped until it is back")
+        for _, on_state in list(self._watchers):
+            try:
+                on_state(live)
+            except Exception:
+                log.failure("change feed watcher {watcher!r} failed", watcher=on_state)
 
 
 def store_endpoint(config: Config, reactor: Any) -> tuple[IStreamClientEndpoint, str]:
