@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from callbackd.ami.message import Message, MessageParser, encode_message
@@ -841,3 +842,43 @@ def test_connection_events():
 def test_provides_iswitch():
     """AMISwitch provides ISwitch."""
     assert ISwitch.providedBy(Wire().switch)
+
+
+def _originate_log_events(log_actions: bool) -> list[dict]:
+    """The log events AMISwitch itself emits while originating one leg."""
+    wire = Wire()
+    wire.switch.log_actions = log_actions
+    seen: list[dict] = []
+    wire.switch.log = Logger(namespace="test", observer=seen.append)
+    wire.originate("sA-b")
+    return seen
+
+
+def test_originate_is_not_logged_by_default():
+    """Without log_actions an Originate emits no log event at all."""
+    assert _originate_log_events(False) == []
+
+
+def test_originate_is_logged_at_debug_with_log_actions():
+    """With log_actions every Originate is logged once, at debug level."""
+    [logged] = _originate_log_events(True)
+    assert logged["log_level"] == LogLevel.debug
+    assert logged["channel_id"] == "sA-b"
+
+
+def test_mixed_case_headers_are_read():
+    """Event headers are found whatever their case (lookups are case-insensitive)."""
+    wire = Wire()
+    wire.originate("sA-b")
+    wire.feed(
+        Message(
+            [
+                ("Event", "Newstate"),
+                ("UNIQUEID", "sA-b"),
+                ("channelstate", "6"),
+                ("timestamp", "1700000000.5"),
+            ]
+        )
+    )
+    [answered] = [e for e in wire.events if isinstance(e, LegAnswered)]
+    assert answered.at == 1700000000.5

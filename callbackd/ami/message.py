@@ -19,6 +19,7 @@ __all__ = [
     "Message",
     "MessageParser",
     "encode_message",
+    "encode_text",
     "validate_pair",
 ]
 
@@ -34,7 +35,11 @@ class AMIInjectionError(ValueError):
 
 
 class Message:
-    """One AMI message: an ordered list of ``(key, value)`` pairs."""
+    """One AMI message: an ordered list of ``(key, value)`` pairs.
+
+    Lookups go through an index (lower-case key -> first value) built once, on
+    the first lookup; hot paths read :meth:`headers` directly.
+    """
 
     __slots__ = ("_index", "pairs")
 
@@ -51,23 +56,41 @@ class Message:
         index = self._index
         if index is None:
             index = {}
-            for k, v in self.pairs:
-                index.setdefault(k.lower(), v)
+            # back to front, so that the first occurrence of a key wins
+            for key, value in reversed(self.pairs):
+                index[key.lower()] = value
             self._index = index
         return index
 
+    def headers(self) -> dict[str, str]:
+        """Lower-case key -> first value, built once; shared with the message: read only."""
+        return self._index or self._lookup()
+
+    def find(self, key: str, default: str | None = None) -> str | None:
+        """:meth:`get` by a scan from the start that builds no index.
+
+        Cheaper when one header is wanted of a message and it comes early.
+        """
+        if self._index is not None:
+            return self._index.get(key.lower(), default)
+        low = key.lower()
+        for k, v in self.pairs:
+            if k.lower() == low:
+                return v
+        return default
+
     def get(self, key: str, default: str | None = None) -> str | None:
         """The first value of ``key`` (case-insensitive), or ``default``."""
-        return self._lookup().get(key.lower(), default)
+        return (self._index or self._lookup()).get(key.lower(), default)
 
     def __getitem__(self, key: str) -> str:
-        value = self._lookup().get(key.lower())
+        value = (self._index or self._lookup()).get(key.lower())
         if value is None:
             raise KeyError(key)
         return value
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key.lower() in self._lookup()
+        return isinstance(key, str) and key.lower() in (self._index or self._lookup())
 
     def get_all(self, key: str) -> list[str]:
         """Every value of ``key``, in order."""
@@ -130,14 +153,42 @@ def validate_pair(key: str, value: str) -> None:
         raise AMIInjectionError(f"AMI header {key} is longer than {MAX_LINE} bytes")
 
 
+#: header names that passed :func:`validate_pair` (our actions use a few dozen)
+_VALID_KEYS: set[str] = set()
+_MAX_VALID_KEYS = 1024
+
+
+def encode_text(pairs: list[tuple[str, str]]) -> str:
+    """The wire text of ``pairs``, validated as :func:`validate_pair` does.
+
+    The whole text is checked at once: it has one CR, one LF per line and no
+    NUL exactly when no key or value holds any, and no line can be longer than
+    the text. Keys are checked against the ones that passed before. Only a
+    message that fails a check is validated pair by pair, for the error (or
+    because a long text may still have only short lines).
+    """
+    if not pairs:
+        return "\r\n"
+    text = "\r\n".join(map(": ".join, pairs)) + "\r\n\r\n"
+    lines = len(pairs) + 1
+    if (
+        len(text) > MAX_LINE
+        or text.count("\n") != lines
+        or text.count("\r") != lines
+        or "\0" in text
+        or not _VALID_KEYS.issuperset(dict(pairs))
+    ):
+        for key, value in pairs:
+            validate_pair(key, value)
+        if len(_VALID_KEYS) < _MAX_VALID_KEYS:
+            _VALID_KEYS.update(key for key, _ in pairs)
+    return text
+
+
 def encode_message(message: Message | Iterable[tuple[str, str]]) -> bytes:
     """The wire form of a message, every pair validated first."""
-    out = []
-    for key, value in message:
-        validate_pair(key, value)
-        out.append(f"{key}: {value}\r\n")
-    out.append("\r\n")
-    return "".join(out).encode("utf-8")
+    pairs = message.pairs if isinstance(message, Message) else list(message)
+    return encode_text(pairs).encode("utf-8")
 
 
 #: longer lines are rarely repeated: split them, don't keep them

@@ -23,7 +23,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from callbackd.ami.message import AMIInjectionError, Message, MessageParser, encode_message
+from callbackd.ami.message import AMIInjectionError, Message, MessageParser, encode_text
 
 __all__ = [
     "BANNER_PREFIX",
@@ -44,6 +44,8 @@ EMPTY_LIST_ERRORS = frozenset({"No active conferences.", "No Conference by that 
 
 #: Asterisk formats ActionIDs into fixed buffers; longer ones get cut (ASTERISK.md §1.4)
 MAX_ACTION_ID = 60
+
+ASSIGNED_ACTION_ID = "the ActionID is assigned by the protocol"
 
 EventCallback = Callable[[Message], object]
 
@@ -174,6 +176,9 @@ class AMIProtocol(Protocol):
         self._parser = MessageParser(banner=True)
         self._counter = itertools.count(1)
         self._pending: dict[str, _Pending] = {}
+        #: pending list actions: while there are none, only an OriginateResponse
+        #: event can answer an action, and other events skip the ActionID lookup
+        self._lists = 0
         self._banner_waiters: list[Deferred[str]] = []
         self._keepalive: LoopingCall | None = None
         self._ping_outstanding = False
@@ -201,6 +206,7 @@ class AMIProtocol(Protocol):
         self.stop_keepalive()
         error = AMIConnectionLost(f"AMI connection lost: {reason.getErrorMessage()}")
         pending, self._pending = self._pending, {}
+        self._lists = 0
         for entry in pending.values():
             if entry.timer is not None and entry.timer.active():
                 entry.timer.cancel()
@@ -338,14 +344,20 @@ class AMIProtocol(Protocol):
             action = Message(action)
         if action.kind.lower() != "action" or not action.name:
             return fail(ValueError(f"not an AMI action: {action!r}"))
-        if "ActionID" in action:
-            return fail(ValueError("the ActionID is assigned by the protocol"))
-        action_id = f"{self.node_id}-{next(self._counter)}"
-        pairs = [action.pairs[0], ("ActionID", action_id), *action.pairs[1:]]
         try:
-            data = encode_message(pairs)
+            text = encode_text(action.pairs)
         except AMIInjectionError:
+            if "ActionID" in action:
+                return fail(ValueError(ASSIGNED_ACTION_ID))
             return fail()
+        # Validated: every line of text is "key: value" with a key of [A-Za-z0-9_-]
+        # and no line end in a value, so this finds exactly an ActionID key.
+        if "\nactionid: " in text.lower():
+            return fail(ValueError(ASSIGNED_ACTION_ID))
+        action_id = f"{self.node_id}-{next(self._counter)}"
+        first_line, _, rest = text.partition("\r\n")
+        # node_id is printable and short, so this line needs no validation
+        data = f"{first_line}\r\nActionID: {action_id}\r\n{rest}".encode()
         if not self.connected or self.transport is None:
             return fail(AMIConnectionLost(f"{action.name}: not connected"))
         seconds = self.action_timeout if timeout is None else timeout
@@ -353,16 +365,24 @@ class AMIProtocol(Protocol):
         entry = _Pending(action_id, action.name, kind, deferred, seconds)
         entry.timer = self.clock.callLater(seconds, self._timed_out, action_id)
         self._pending[action_id] = entry
+        if kind == "list":
+            self._lists += 1
         self.transport.write(data)
         return deferred
 
-    def _forget(self, action_id: str) -> None:
+    def _remove(self, action_id: str) -> _Pending | None:
         entry = self._pending.pop(action_id, None)
+        if entry is not None and entry.kind == "list":
+            self._lists -= 1
+        return entry
+
+    def _forget(self, action_id: str) -> None:
+        entry = self._remove(action_id)
         if entry is not None and entry.timer is not None and entry.timer.active():
             entry.timer.cancel()
 
     def _timed_out(self, action_id: str) -> None:
-        entry = self._pending.pop(action_id, None)
+        entry = self._remove(action_id)
         if entry is None:
             return
         self.log.warn(
@@ -376,7 +396,10 @@ class AMIProtocol(Protocol):
         )
 
     def _finish(self, entry: _Pending, result: object) -> None:
-        self._forget(entry.action_id)
+        self._remove(entry.action_id)
+        timer = entry.timer
+        if timer is not None and timer.active():
+            timer.cancel()
         if isinstance(result, Exception):
             entry.deferred.errback(result)
         else:
@@ -387,14 +410,16 @@ class AMIProtocol(Protocol):
     def _dispatch(self, message: Message) -> None:
         kind = message.kind.lower()
         if kind == "event":
-            action_id = message.get("ActionID")
-            if action_id is not None:
-                entry = self._pending.get(action_id)
-                if entry is not None:
-                    self._correlated_event(entry, message)
+            if self._lists or message.name.lower() == "originateresponse":
+                action_id = message.get("ActionID")
+                if action_id is not None:
+                    entry = self._pending.get(action_id)
+                    if entry is not None:
+                        self._correlated_event(entry, message)
             self.events.dispatch(message)
         elif kind == "response":
-            action_id = message.get("ActionID")
+            # a Response carries its ActionID up front: a scan beats building the index
+            action_id = message.find("ActionID")
             entry = self._pending.get(action_id) if action_id is not None else None
             if entry is None:
                 self.log.debug("AMI response to no pending action: {message!r}", message=message)
@@ -407,27 +432,27 @@ class AMIProtocol(Protocol):
             )
 
     def _response(self, entry: _Pending, message: Message) -> None:
-        status = message.name.lower()
-        if status == "error":
-            if entry.kind == "list" and message.get("Message") in EMPTY_LIST_ERRORS:
+        kind = entry.kind
+        if message.name.lower() == "error":
+            if kind == "list" and message.get("Message") in EMPTY_LIST_ERRORS:
                 self._finish(entry, [])
             else:
                 self._finish(entry, AMICommandFailure(message))
-        elif entry.kind == "single":
+        elif kind == "single":
             self._finish(entry, message)
-        elif entry.kind == "list" and (message.get("EventList") or "").lower() == "complete":
+        elif kind == "list" and (message.get("EventList") or "").lower() == "complete":
             self._finish(entry, entry.items)
         # else: a list or an async Originate was accepted; the rest comes as events
 
     def _correlated_event(self, entry: _Pending, event: Message) -> None:
-        if entry.kind == "list":
-            if (event.get("EventList") or "").lower() == "complete" or event.name.lower().endswith(
-                "complete"
-            ):
+        kind = entry.kind
+        if kind == "list":
+            name = event.name.lower()
+            if (event.get("EventList") or "").lower() == "complete" or name.endswith("complete"):
                 self._finish(entry, entry.items)
             else:
                 entry.items.append(event)
-        elif entry.kind == "originate" and event.name.lower() == "originateresponse":
+        elif kind == "originate" and event.name.lower() == "originateresponse":
             self._finish(entry, event)
 
     # --- actions ----------------------------------------------------------------------

@@ -12,6 +12,7 @@ from callbackd.ami.message import (
     Message,
     MessageParser,
     encode_message,
+    validate_pair,
 )
 from tests.ami.fixtures import ami_logs, segments, server_bytes
 
@@ -237,3 +238,79 @@ def test_overlong_header_is_refused():
     """A header that would make a line of MAX_LINE bytes or more is refused."""
     with pytest.raises(AMIInjectionError):
         encode_message([("Data", "x" * MAX_LINE)])
+
+
+def reference_encoding(pairs: list[tuple[str, str]]) -> bytes:
+    """An independent oracle: every pair validated, then one line each."""
+    for key, value in pairs:
+        validate_pair(key, value)
+    return "".join(f"{k}: {v}\r\n" for k, v in pairs).encode() + b"\r\n"
+
+
+any_keys = st.one_of(keys, st.text(max_size=12))
+any_values = st.one_of(
+    values, st.text(max_size=12), st.text(st.sampled_from("ab\r\n\x00:"), max_size=MAX_LINE + 10)
+)
+
+
+@settings(max_examples=300)
+@given(pairs=st.lists(st.tuples(any_keys, any_values), max_size=12))
+def test_encoding_matches_pair_by_pair_validation(pairs):
+    """encode_message writes, or refuses, exactly what validating each pair would."""
+    try:
+        expected: bytes | None = reference_encoding(pairs)
+    except AMIInjectionError:
+        expected = None
+    if expected is None:
+        with pytest.raises(AMIInjectionError):
+            encode_message(pairs)
+    else:
+        assert encode_message(pairs) == expected
+
+
+def test_long_message_of_short_lines_is_encoded():
+    """A message longer than MAX_LINE whose every line is shorter is written whole."""
+    pairs = [("Action", "Setvar")] + [(f"K{i}", "v" * 100) for i in range(20)]
+    assert encode_message(pairs) == reference_encoding(pairs)
+
+
+def test_a_key_refused_once_is_refused_again():
+    """A bad key stays refused however often it comes, the key cache notwithstanding."""
+    for _ in range(2):
+        with pytest.raises(AMIInjectionError):
+            encode_message([("Action", "Ping"), ("Bad Key", "x")])
+
+
+case_pairs = st.lists(
+    st.tuples(
+        st.sampled_from(["ActionID", "actionid", "ACTIONID", "Event", "Uniqueid", "x"]), values
+    ),
+    max_size=8,
+)
+
+
+@given(pairs=case_pairs, key=st.sampled_from(["ActionID", "actionid", "Uniqueid", "X", "none"]))
+def test_find_agrees_with_get(pairs, key):
+    """find (a scan) gives what get (the index) gives: the first value, any case."""
+    message = Message(pairs)
+    expected = next((v for k, v in pairs if k.lower() == key.lower()), None)
+    assert message.find(key) == expected
+    assert message.get(key) == expected
+    assert message.find(key) == expected  # with the index built
+
+
+@given(pairs=case_pairs)
+def test_headers_hold_the_first_value_of_each_lowered_key(pairs):
+    """headers() maps every lower-case key to its first value."""
+    expected: dict[str, str] = {}
+    for k, v in pairs:
+        expected.setdefault(k.lower(), v)
+    assert Message(pairs).headers() == expected
+
+
+def test_append_refreshes_the_index():
+    """A header appended after a lookup is found by the next lookup."""
+    message = Message([("Action", "Hangup")])
+    assert message.get("Cause") is None
+    message.append("Cause", "16")
+    assert message.headers()["cause"] == "16"

@@ -581,3 +581,71 @@ def test_caller_cannot_choose_the_action_id():
     d = protocol.send_action(Message.action("Ping", ActionID="mine"))
     assert result_of(d).check(ValueError)
     assert transport.value() == b""
+
+
+@pytest.mark.parametrize("key", ["actionid", "ACTIONID", "ActionId"])
+def test_action_id_in_any_case_is_refused(key):
+    """An ActionID header spelt in any case is refused like ``ActionID``."""
+    protocol, transport, _ = connect()
+    d = protocol.send_action(Message([("Action", "Ping"), (key, "mine")]))
+    assert result_of(d).check(ValueError)
+    assert transport.value() == b""
+
+
+def test_action_id_follows_the_action_line():
+    """The assigned ActionID is written right after ``Action:``, the headers after it."""
+    protocol, transport, _ = connect()
+    protocol.send_action(Message.action("Getvar", Variable="X", Channel="c"))
+    [action] = sent(transport)
+    assert [k for k, _ in action.pairs] == ["Action", "ActionID", "Variable", "Channel"]
+
+
+def _list_events(action_id: str, count: int) -> bytes:
+    """``count`` CoreShowChannel items and the completion event, for ``action_id``."""
+    items = "".join(
+        f"Event: CoreShowChannel\r\nActionID: {action_id}\r\nChannel: c{i}\r\n\r\n"
+        for i in range(count)
+    )
+    return (
+        items + f"Event: CoreShowChannelsComplete\r\nActionID: {action_id}\r\n"
+        f"EventList: Complete\r\nListItems: {count}\r\n\r\n"
+    ).encode()
+
+
+def test_list_after_a_finished_list_still_collects():
+    """A second list action collects its items like the first (list bookkeeping is reset)."""
+    protocol, transport, _ = connect()
+    for count in (2, 3):
+        d = protocol.core_show_channels()
+        [action] = sent(transport)
+        protocol.dataReceived(_list_events(action["ActionID"], count))
+        assert len(result_of(d)) == count
+
+
+def test_list_after_a_timed_out_list_still_collects():
+    """A list action that timed out leaves later list actions working."""
+    protocol, transport, clock = connect()
+    first = protocol.core_show_channels()
+    sent(transport)
+    clock.advance(protocol.action_timeout + 1)
+    assert result_of(first).check(AMITimeout)
+    d = protocol.core_show_channels()
+    [action] = sent(transport)
+    protocol.dataReceived(_list_events(action["ActionID"], 2))
+    assert len(result_of(d)) == 2
+
+
+def test_other_events_with_an_originate_action_id_do_not_finish_it():
+    """Only the OriginateResponse finishes an Originate, whatever else carries its ActionID."""
+    protocol, transport, _ = connect()
+    d = protocol.originate("Local/1@x", application="Wait", data="1")
+    [action] = sent(transport)
+    protocol.dataReceived(
+        f"Event: Newchannel\r\nActionID: {action['ActionID']}\r\nUniqueid: u\r\n\r\n".encode()
+    )
+    assert not d.called
+    protocol.dataReceived(
+        f"Event: OriginateResponse\r\nActionID: {action['ActionID']}\r\n"
+        "Response: Success\r\n\r\n".encode()
+    )
+    assert result_of(d).name == "OriginateResponse"
