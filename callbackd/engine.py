@@ -524,9 +524,7 @@ class SessionManager:
         self._generation[username] = self._generation.get(username, 0) + 1
         self._forget(username)
         if self.sessions_of(username):
-            self.balance_changed(username).addErrback(
-                lambda f: log.failure("credit of {username}", f, username=username)
-            )
+            self._recompute_balance(username)
 
     def _feed_state(self, live: bool) -> None:
         """The change feed came up or went down: what was cached may be stale."""
@@ -539,9 +537,13 @@ class SessionManager:
             # changes told while the feed was down were missed: read the balances again
             for username in list(self._by_account):
                 if self.sessions_of(username):
-                    self.balance_changed(username).addErrback(
-                        lambda f, u=username: log.failure("credit of {username}", f, username=u)
-                    )
+                    self._recompute_balance(username)
+
+    def _recompute_balance(self, username: str) -> None:
+        def failed(failure: Failure) -> None:
+            log.failure("credit of {username}: cannot read the balance", failure, username=username)
+
+        self.balance_changed(username).addErrback(failed)
 
     # -- account-level credit ---------------------------------------------------------
 
