@@ -161,7 +161,11 @@ def _make_switch(daemon: Daemon, health: Any, metrics: Any) -> None:
     )
     daemon.ami = daemon.add("ami", ami)
     daemon.switch = AMISwitch(
-        ami, clock=reactor, context=config.ami.context, caller_id=config.ami.caller_id
+        ami,
+        clock=reactor,
+        context=config.ami.context,
+        caller_id=config.ami.caller_id,
+        log_actions=config.ami.log_actions,
     )
 
     def ami_health() -> tuple[bool, str]:

@@ -176,6 +176,10 @@ class AMIConfig:
         default=45,
         metadata=_meta("seconds a leg may ring before it counts as no answer", min=1, max=600),
     )
+    log_actions: bool = field(
+        default=False,
+        metadata=_meta("log every Originate (at debug level); off costs nothing per call"),
+    )
 
 
 @dataclass(frozen=True)
