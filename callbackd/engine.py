@@ -7,8 +7,9 @@ the statistics in the store), and then feeds the machine with switch events, use
 commands and timer expiries, carrying out what it asks: switch calls (a refused
 originate is a ``LegFailed "failed"`` for the machine), timers on the injected clock,
 debits (idempotency key = the CDR id, ``force=True``: settling a call that happened),
-CDRs, session persistence and provider statistics. Store writes of one session run in
-order, one after the other.
+CDRs, session persistence and provider statistics. Store writes are issued at once:
+the store applies them in the order they were issued (IStore), so those of one session
+land in the order of its steps.
 
 Account-level credit: the sessions of one account share one budget. While an account
 has sessions in flight the manager keeps its ledger: the balance net of every charge
@@ -97,6 +98,8 @@ _COUNTER_SPAN = 36**4
 _DAY = 86400
 #: accounts whose record and ledger are kept between calls (the least recent go first)
 _CACHED_ACCOUNTS = 100_000
+#: leg addresses kept parsed (the oldest go first)
+_CACHED_ADDRESSES = 10_000
 
 Subscriber = Callable[[machine.SessionEvent], object]
 
@@ -155,16 +158,6 @@ def _credit_signature(state: machine.SessionState) -> tuple[Any, ...]:
         for leg in state.legs
     )
     return (state.phase, state.reason, legs)
-
-
-def _unpend(result: Any, pending: dict[str, int], username: str, cost: int) -> Any:
-    """A pending charge reached the store (or failed to): stop counting it as pending."""
-    left = pending.get(username, 0) - cost
-    if left > 0:
-        pending[username] = left
-    else:
-        pending.pop(username, None)
-    return result
 
 
 def _base36(number: int) -> str:
@@ -227,7 +220,6 @@ class SessionManager:
         self._channels: dict[str, int] = {}
         self._providers_of: dict[str, tuple[str, ...]] = {}
         self._timers: dict[tuple[str, str], IDelayedCall] = {}
-        self._writes: dict[str, defer.Deferred[Any]] = {}
         #: sessions whose state changed this reactor turn and is not written yet
         self._unsaved: dict[str, machine.SessionState] = {}
         self._saving: IDelayedCall | None = None
@@ -257,6 +249,7 @@ class SessionManager:
         #: state change (epoch): a read that saw either move under it is not kept
         self._generation: dict[str, int] = {}
         self._epoch = 0
+        self._addresses: dict[str, LegAddress] = {}
         self._effects: dict[type, Callable[[str, Any], None]] = {
             machine.Originate: self._originate,
             machine.Hangup: self._hangup,
@@ -623,10 +616,17 @@ class SessionManager:
     # -- validation and routes ---------------------------------------------------------
 
     def _address(self, text: str) -> LegAddress:
-        try:
-            address = parse_address(text, self.default_region)
-        except AddressError as e:
-            raise CallbackRefused(str(e)) from None
+        address = self._addresses.get(text)
+        if address is None:
+            # parsing a number (phonenumbers) is a tenth of a callback's set-up: the
+            # numbers people call are few, keep the recent ones
+            try:
+                address = parse_address(text, self.default_region)
+            except AddressError as e:
+                raise CallbackRefused(str(e)) from None
+            if len(self._addresses) >= _CACHED_ADDRESSES:
+                del self._addresses[next(iter(self._addresses))]
+            self._addresses[text] = address
         if address.kind == "phone":
             for prefix in self.blocked_prefixes:
                 if address.digits.startswith(prefix):
@@ -958,7 +958,7 @@ class SessionManager:
         """Write the session's unsaved state now, after its earlier writes."""
         state = self._unsaved.pop(sid, None)
         if state is not None:
-            self._chain(sid, "save session", self.store.save_session, sid, state.to_dict())
+            self._issue(sid, "save session", self.store.save_session, sid, state.to_dict())
 
     def _save_all(self) -> None:
         """Write every unsaved session state (end of the reactor turn, or stop)."""
@@ -969,25 +969,22 @@ class SessionManager:
             self._save(sid)
 
     def _write(self, sid: str, what: str, call: Callable[..., Any], *args: Any) -> None:
-        """Chain one store write after the session's earlier ones (its unsaved state first)."""
+        """One store write of the session, after its unsaved state.
+
+        Issued at once: the store applies writes in the order they were issued
+        (IStore), so a session's writes land in the order of its steps without
+        waiting for each other's replies.
+        """
         self._save(sid)
-        self._chain(sid, what, call, *args)
+        self._issue(sid, what, call, *args)
 
-    def _chain(self, sid: str, what: str, call: Callable[..., Any], *args: Any) -> None:
-        previous = self._writes.get(sid)
-        d: defer.Deferred[Any] = previous if previous is not None else defer.succeed(None)
-
-        def run(_: object) -> Any:
-            return call(*args)
-
+    def _issue(self, sid: str, what: str, call: Callable[..., Any], *args: Any) -> None:
         def failed(failure: Failure) -> None:
             log.failure(
                 "session {session_id}: store {what} failed", failure, session_id=sid, what=what
             )
 
-        d.addCallback(run)
-        d.addErrback(failed)
-        self._writes[sid] = d
+        defer.maybeDeferred(call, *args).addErrback(failed)
 
     def _charge(self, sid: str, effect: machine.ChargeLeg) -> None:
         # the progress log's "leg ended" line gives the billed seconds and the cost
@@ -1007,21 +1004,23 @@ class SessionManager:
         # the CDR and the debit in one step, once per CDR id, whatever the balance is
         # now (settling a call that happened)
         d = defer.maybeDeferred(self.store.charge, cdr, self.origin)
-        d.addBoth(_unpend, self._pending_spend, cdr.username, cost)
-        return d.addBoth(_unpend, self._pending_debits, cdr.username, cost)
+        return d.addBoth(self._unpend, cdr.username, cost)
+
+    def _unpend(self, result: Any, username: str, cost: int) -> Any:
+        """A charge reached the store (or failed to): it is no longer pending."""
+        for pending in (self._pending_spend, self._pending_debits):
+            left = pending.get(username, 0) - cost
+            if left > 0:
+                pending[username] = left
+            else:
+                pending.pop(username, None)
+        return result
 
     def _finish(self, sid: str, effect: machine.Finished) -> None:
         for key in [k for k in self._timers if k[0] == sid]:
             self._cancel_timer(*key)
         self._drop(sid)
         self._write(sid, "end session", self.store.end_session, sid, effect.cdr, self.origin)
-        done = self._writes[sid]
-
-        def forget(_: object) -> None:
-            if self._writes.get(sid) is done:
-                del self._writes[sid]
-
-        done.addCallback(forget)
         log.info("session {session_id} ended: {reason}", session_id=sid, reason=effect.cdr.cause)
 
     # -- recovery ---------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """The store interface: everything that must survive a restart.
 
-Every method returns a Deferred. Money is an ``int`` of minor units. Two
+Every method returns a Deferred. Writes are applied in the order their methods were
+called, whether or not the earlier ones have answered (callers rely on it to avoid
+waiting for each reply). Money is an ``int`` of minor units. Two
 implementations satisfy it: :mod:`callbackd.store.memory` (unit tests) and
 :mod:`callbackd.store.redis` (production), both checked by one contract suite.
 """

@@ -286,10 +286,17 @@ def check_cdr(cdr: object) -> CDR:
     return cdr
 
 
+_CDR_FIELDS = tuple(f.name for f in dataclasses.fields(CDR))
+
+
 def cdr_to_json(cdr: CDR) -> str:
     """JSON text of a CDR."""
     try:
-        return json.dumps(dataclasses.asdict(cdr), sort_keys=True, allow_nan=False)
+        # field by field (asdict deep-copies; every field but ``extra``, a dict of
+        # strings, holds an immutable value)
+        return json.dumps(
+            {name: getattr(cdr, name) for name in _CDR_FIELDS}, sort_keys=True, allow_nan=False
+        )
     except (TypeError, ValueError) as e:
         raise InvalidArgument(f"CDR is not JSON-able: {e}") from None
 

@@ -213,3 +213,20 @@ async def test_the_feed_is_told_lost_and_back_across_a_redis_restart(tmp_path):
     finally:
         await store.disconnect()
         server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_writes_apply_in_the_order_they_were_issued(stores):
+    """Writes issued without waiting for replies land in issue order (the engine relies on it)."""
+    store, _ = stores
+    await _account(store)
+    ended = CDR("s1", "alice", "s1", "session", "", ended_at=1.0)
+    issued = []
+    for n in range(50):
+        issued.append(store.save_session("s1", {"step": n}))
+    issued.append(store.charge(leg_cdr("s1-a", 240)))
+    issued.append(store.end_session("s1", ended))
+    issued.append(store.save_session("s2", {"step": 0}))
+    await defer.gatherResults(issued)
+    assert await store.list_sessions() == ["s2"]
+    assert await store.get_balance("alice") == 760
