@@ -208,9 +208,9 @@ async def test_hung_redis_times_out(tmp_path):
     import signal
 
     server = RedisServer.start(tmp_path / "redis")
-    (store,) = await connected_stores(server.port, 1)
+    store = redis_store(server.port, timeout=0.5)
+    await store.connect(timeout=5)
     try:
-        store._client.connection.timeout = 0.5
         server.process.send_signal(signal.SIGSTOP)
         started = time.monotonic()
         try:
