@@ -1034,7 +1034,13 @@ class _Step:
             return
         state.credit_deadline = self.now + allowed
         self.emit(ArmTimer(CREDIT_TIMER, allowed))
+        # the switch's cut: whole seconds, the grace past the daemon's own; a cut set
+        # before that is not early and at most a second late stays (resending it on
+        # every recompute would be several actions per call for nothing)
+        target = self.now + allowed + ABSOLUTE_TIMEOUT_GRACE
         for leg in up:
+            if leg.deadline and target - 1e-6 <= leg.deadline <= target + 1.0:
+                continue
             seconds = math.ceil(allowed - 1e-6) + ABSOLUTE_TIMEOUT_GRACE
             leg.deadline = self.now + seconds
             self.emit(SetAbsoluteTimeout(leg.channel_id, seconds))

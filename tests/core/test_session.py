@@ -529,11 +529,32 @@ def test_credit_sets_absolute_timeouts_on_billed_legs():
     """Every billed leg up gets an AbsoluteTimeout a little after the daemon's timer."""
     balance = PROXICOM.cost(60) + PAKLINE.cost(60)
     session = Session(balance=balance)
-    session.feed(LegAnswered(f"{SID}-a1", 10.0), 10.0)
-    effects = session.feed(LegAnswered(f"{SID}-b1", 10.0), 10.0)
+    effects = session.feed(LegAnswered(f"{SID}-a1", 10.0), 10.0)
+    effects += session.feed(LegAnswered(f"{SID}-b1", 10.0), 10.0)
     assert set(of(effects, SetAbsoluteTimeout)) == {
         SetAbsoluteTimeout(f"{SID}-a1", 60 + ABSOLUTE_TIMEOUT_GRACE),
         SetAbsoluteTimeout(f"{SID}-b1", 60 + ABSOLUTE_TIMEOUT_GRACE),
+    }
+
+
+def test_an_unchanged_cut_is_not_sent_again():
+    """A recompute that leaves a leg's cut where it was sends the switch nothing."""
+    balance = PROXICOM.cost(60) + PAKLINE.cost(60)
+    session = Session(balance=balance)
+    session.talking(source_at=10.0, destination_at=10.0)
+    effects = session.feed(BalanceChanged(balance), 10.4)
+    assert of(effects, SetAbsoluteTimeout) == []
+
+
+def test_a_cut_moved_earlier_is_sent_again():
+    """Less credit (a later leg, a smaller balance) moves the switch's cut: it is resent."""
+    balance = PROXICOM.cost(60) + PAKLINE.cost(60)
+    session = Session(balance=balance)
+    session.talking(source_at=10.0, destination_at=10.0)
+    effects = session.feed(BalanceChanged(balance // 2), 10.0)
+    assert set(of(effects, SetAbsoluteTimeout)) == {
+        SetAbsoluteTimeout(f"{SID}-a1", 30 + ABSOLUTE_TIMEOUT_GRACE),
+        SetAbsoluteTimeout(f"{SID}-b1", 30 + ABSOLUTE_TIMEOUT_GRACE),
     }
 
 
