@@ -886,7 +886,7 @@ class SessionManager:
             window.add(
                 Attempt(effect.provider, effect.at, effect.answered, effect.duration, effect.pdd)
             )
-        self._write(
+        self._issue(
             sid,
             "provider attempt",
             self.store.record_provider_attempt,
@@ -968,17 +968,17 @@ class SessionManager:
         for sid in list(self._unsaved):
             self._save(sid)
 
-    def _write(self, sid: str, what: str, call: Callable[..., Any], *args: Any) -> None:
-        """One store write of the session, after its unsaved state.
-
-        Issued at once: the store applies writes in the order they were issued
-        (IStore), so a session's writes land in the order of its steps without
-        waiting for each other's replies.
-        """
-        self._save(sid)
-        self._issue(sid, what, call, *args)
-
     def _issue(self, sid: str, what: str, call: Callable[..., Any], *args: Any) -> None:
+        """One store write of the session, issued at once.
+
+        The store applies writes in the order they were issued (IStore): a session's
+        writes land in the order of its steps without waiting for each other's
+        replies. Charges and CDRs need no state saved before them (a charge is
+        applied once per CDR id, so settling again after a crash charges nothing);
+        the end of a session deletes its state, so a state still unsaved then is
+        dropped, not written.
+        """
+
         def failed(failure: Failure) -> None:
             log.failure(
                 "session {session_id}: store {what} failed", failure, session_id=sid, what=what
@@ -991,14 +991,14 @@ class SessionManager:
         cdr = effect.cdr
         username, cost = cdr.username, effect.cost
         if cost <= 0:
-            self._write(sid, "append CDR", self.store.append_cdr, cdr)
+            self._issue(sid, "append CDR", self.store.append_cdr, cdr)
             return
         ledger = self._ledgers.get(username)
         if ledger is not None:
             ledger.spend(cost, self.clock.seconds())
         self._pending_spend[username] = self._pending_spend.get(username, 0) + cost
         self._pending_debits[username] = self._pending_debits.get(username, 0) + cost
-        self._write(sid, "charge", self._store_charge, cdr, cost)
+        self._issue(sid, "charge", self._store_charge, cdr, cost)
 
     def _store_charge(self, cdr: Any, cost: int) -> defer.Deferred[Any]:
         # the CDR and the debit in one step, once per CDR id, whatever the balance is
@@ -1020,7 +1020,8 @@ class SessionManager:
         for key in [k for k in self._timers if k[0] == sid]:
             self._cancel_timer(*key)
         self._drop(sid)
-        self._write(sid, "end session", self.store.end_session, sid, effect.cdr, self.origin)
+        self._unsaved.pop(sid, None)  # end_session deletes the state: no use writing it
+        self._issue(sid, "end session", self.store.end_session, sid, effect.cdr, self.origin)
         log.info("session {session_id} ended: {reason}", session_id=sid, reason=effect.cdr.cause)
 
     # -- recovery ---------------------------------------------------------------------------

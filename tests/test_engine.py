@@ -863,18 +863,42 @@ def test_state_changes_of_one_turn_are_saved_once_with_the_last_state():
     assert result(world.store.load_session(sid)) == data
 
 
-def test_unsaved_state_is_written_before_the_sessions_next_write():
-    """A charge (CDR and debit) is written after the state change that came before it."""
+def test_a_session_ending_in_the_turn_writes_no_state_only_its_end():
+    """Charges and the end go out at once; the state the end deletes is not written first."""
     world = World()
     sid = world.talking()
     world.clock.advance(0)
     writes = recording_store_writes(world)
     result(world.manager.hangup(sid))
+    world.switch.hang_up(f"{sid}-a1", world.now() + 3)
     world.switch.hang_up(f"{sid}-b1", world.now() + 3)
-    names = [name for name, _ in writes]
-    assert names[:2] == ["save_session", "charge"]
-    saved = writes[0][1][1]
-    assert saved["phase"] != "talking"
+    world.clock.advance(0)
+    assert [name for name, _ in writes] == ["charge", "charge", "end_session"]
+    assert result(world.store.list_sessions()) == []
+
+
+def crash(world, channels):
+    """A new manager on the same store and clock; the old one died without a word."""
+    world.manager._stop_watching()
+    for call in world.clock.getDelayedCalls():
+        call.cancel()  # its end-of-turn save, heartbeat and timers die with it
+    return World(store=world.store, clock=world.clock, channels=channels)
+
+
+def test_a_charge_whose_state_was_never_saved_is_not_charged_again():
+    """A crash after a charge went out but before the state saying so: settled once."""
+    world = World()
+    sid = world.talking()
+    world.clock.advance(10)
+    world.switch.hang_up(f"{sid}-b1", world.now())  # charged now, state saved at turn end
+    charged = world.balance()
+    assert charged < 10_000_000
+    after = crash(world, [])
+    after.clock.advance(100)
+    assert after.balance() == charged - SELL_49.cost(10)  # only the source is added
+    cdrs = after.cdrs()
+    assert cdrs["destination"].billed_seconds == 10
+    assert result(after.store.list_sessions()) == []
 
 
 def test_stop_writes_the_unsaved_states():
