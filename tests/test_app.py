@@ -51,3 +51,33 @@ def test_external_redis_and_real_asterisk_leave_out_embedded_parts(tmp_path):
     )
     root = create_daemon(load_config(ini, environ={}), _Reactor())
     assert [child.name for child in root] == ["store", "ami", "engine", "web"]
+
+
+def test_tune_gc_freezes_the_startup_objects_and_spaces_collections():
+    """After start, what is alive is frozen out of collections and the threshold is set."""
+    import gc
+
+    from callbackd.app import tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc(12345)
+        assert gc.get_threshold()[0] == 12345
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_tune_gc_zero_keeps_pythons_threshold():
+    """gc_threshold = 0 leaves Python's own thresholds alone."""
+    import gc
+
+    from callbackd.app import tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc(0)
+        assert gc.get_threshold() == before
+    finally:
+        gc.unfreeze()

@@ -141,7 +141,7 @@ def check_session(data: object) -> str:
     if not isinstance(data, dict):
         raise InvalidArgument("session data must be a dict")
     try:
-        return json.dumps(data, sort_keys=True, allow_nan=False)
+        return json.dumps(data, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise InvalidArgument(f"session data is not JSON-able: {e}") from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -71,6 +72,7 @@ def test_sigterm_stops_cleanly(daemon):
     assert daemon.stop() == -signal.SIGTERM
     log = daemon.log()
     assert "all services running" in log
+    assert re.search(r"garbage collector: [1-9]\d* objects frozen, thresholds \(20000, ", log)
     assert "Main loop terminated." in log
     assert "Traceback" not in log
 
