@@ -356,6 +356,25 @@ def test_out_of_credit_cuts_the_call_at_the_computed_second(rig_factory):
     assert rig.wait_no_channels() == []
 
 
+def test_a_top_up_by_the_admin_cli_extends_a_call_in_progress(rig_factory):
+    """Another process credits the account mid-call: the daemon hears it and cuts later."""
+    rig = rig_factory(time_scale=1.0)
+    rig.daemon.env["CB_TEST_PASSWORD"] = "a long test password"
+    rig.daemon.admin("create-account", "dave", "--password-env", "CB_TEST_PASSWORD")
+    rig.daemon.admin("topup", "dave", "0.002")  # about 4 s of two legs at 0.014/min
+    mark = rig.daemon.log_mark()
+    sid, talking = start_and_talk(rig, "dave", "+15550011111", "+15550012222")
+    rig.daemon.admin("topup", "dave", "0.05")  # about 100 s more
+    while time.time() < talking + 7:  # well past the first cut
+        assert rig.manhole.value("sessions('dave')") == [sid]
+        time.sleep(0.5)
+    assert rig.manhole.value("hangup(d)") is None
+    rig.daemon.wait_for_log(r"Charged time: \d+ secs\. Reason = EndedByHangup", since=mark)
+    legs = [c for c in rig.cdrs(sid) if c["kind"] == "leg"]
+    assert all(c["billed_seconds"] >= 7 for c in legs), legs
+    assert rig.balance("dave") == 200 + 5000 - sum(c["cost"] for c in legs)
+
+
 def session_json(rig: Rig, sid: str) -> dict:
     """The session as the daemon last persisted it in Redis."""
     import json
