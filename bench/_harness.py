@@ -11,7 +11,9 @@ The child starts, before its reactor runs:
   directory (:class:`tests.procs.RedisServer`);
 * the simulated Asterisk as a *separate process*, ``python -m callbackd.simulator``,
   on another free loopback port, with the rule ``*=answer`` (every callee answers at
-  once), so its CPU is not the daemon's;
+  once), so its CPU is not the daemon's, and with the event filter of the recommended
+  ``etc/asterisk/manager.conf`` (``--event-filter``, :data:`callbackd.amievents.MANAGER_EVENTS`):
+  the daemon gets only the events it uses, as from a production Asterisk;
 
 and then builds the daemon exactly as ``twistd callbackd`` does,
 :func:`callbackd.app.create_daemon` on a temporary INI file (``[redis] mode =
@@ -111,6 +113,7 @@ class Processes:
     @classmethod
     def start(cls) -> Processes:
         """Start both on free loopback ports (blocking; call before the reactor runs)."""
+        from callbackd.amievents import MANAGER_EVENTS
         from tests.procs import RedisServer, free_port, wait_for_port
 
         tmp = tempfile.TemporaryDirectory(prefix="callbackd-bench-")
@@ -119,6 +122,7 @@ class Processes:
         port = free_port()
         username, secret = "bench", secrets.token_hex(8)
         rules = [arg for rule in SIMULATOR_RULES for arg in ("--rule", rule)]
+        rules += ["--event-filter", ",".join(MANAGER_EVENTS)]
         simulator = subprocess.Popen(
             [sys.executable, "-m", "callbackd.simulator", "--port", str(port)]
             + ["--username", username, "--secret", secret, *rules],

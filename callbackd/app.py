@@ -165,6 +165,7 @@ def _make_switch(daemon: Daemon, health: Any, metrics: Any) -> None:
             reactor=reactor,
             rules=config.simulator.rules,
             time_scale=config.simulator.time_scale,
+            event_filter=config.simulator.event_names,
         )
         daemon.simulator = daemon.add("simulator", simulator)
         endpoint = _LateTCPEndpoint(reactor, "127.0.0.1", lambda: simulator.port)

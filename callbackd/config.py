@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from callbackd.amievents import MANAGER_EVENTS, parse_event_filter
+
 __all__ = [
     "AMIConfig",
     "BillingConfig",
@@ -208,6 +210,20 @@ class SimulatorConfig:
             " (see docs/simulator.rst)"
         ),
     )
+    event_filter: str = field(
+        default=",".join(MANAGER_EVENTS),
+        metadata=_meta(
+            "comma-separated AMI event names its sessions get, like manager.conf's"
+            " eventfilter(name(X)) lines (default: those of etc/asterisk/manager.conf);"
+            " empty = every event",
+            pattern=re.compile(r"^[A-Za-z0-9_,\s-]*$"),
+        ),
+    )
+
+    @property
+    def event_names(self) -> frozenset[str] | None:
+        """The event filter as a set of names; None = no filter."""
+        return parse_event_filter(self.event_filter)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
+from callbackd.amievents import parse_event_filter
 from callbackd.simulator.rules import RuleError, parse_rule
 from callbackd.simulator.service import SimulatorService
 
@@ -19,6 +20,14 @@ def _rule(text: str) -> str:
     try:
         parse_rule(text)
     except RuleError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _event_names(text: str) -> str:
+    try:
+        parse_event_filter(text)
+    except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
@@ -36,14 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--rule", action="append", default=[], type=_rule, help="callee rule, e.g. 1555002=busy"
     )
     p.add_argument("--time-scale", type=float, default=1.0, help="multiply every delay")
+    p.add_argument(
+        "--event-filter",
+        action="append",
+        default=[],
+        type=_event_names,
+        metavar="NAMES",
+        help="send only these events (comma list, repeatable), like manager.conf's"
+        " eventfilter(name(X)) lines; default: every event",
+    )
     return p
 
 
-def main(reactor: Any, argv: Sequence[str]) -> Deferred[None]:
-    """Start the service and run until interrupted."""
-    args = build_parser().parse_args(argv)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
-    service = SimulatorService(
+def build_service(args: argparse.Namespace, reactor: Any) -> SimulatorService:
+    """The service the parsed options describe (not started: no I/O)."""
+    return SimulatorService(
         f"tcp:{args.port}:interface={args.interface}",
         args.username,
         args.secret,
@@ -51,7 +67,15 @@ def main(reactor: Any, argv: Sequence[str]) -> Deferred[None]:
         reactor=reactor,
         rules=args.rule,
         time_scale=args.time_scale,
+        event_filter=parse_event_filter(args.event_filter),
     )
+
+
+def main(reactor: Any, argv: Sequence[str]) -> Deferred[None]:
+    """Start the service and run until interrupted."""
+    args = build_parser().parse_args(argv)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    service = build_service(args, reactor)
     service.startService()
     service.ready.addCallback(
         lambda port: print(f"listening on {args.interface}:{port}", flush=True)

@@ -5,14 +5,16 @@ test-instance dialplan, Option A (ASTERISK.md §3.1, §7): callees behave by
 :mod:`callbackd.simulator.rules`; answered channels run ``cb-conf`` (``wait-a``,
 ``leg-a``, ``leg-b``, ``bad``), ``cb-dtmf`` or one application (``ConfBridge``,
 ``Wait``, anything else stays up). Events go to listeners as ordered pairs with
-``Privilege`` and ``Timestamp`` from the injected clock. No I/O happens here.
+``Privilege`` and ``Timestamp`` from the injected clock; a listener may name the events
+it wants (an include filter, as manager.conf's ``eventfilter(name(X))``), and an event
+no listener wants is not built at all. No I/O happens here.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -289,20 +291,41 @@ class SimulatedAsterisk:
         self.globals: dict[str, str] = {}
         self._channels: dict[str, Channel] = {}  # by uniqueid, creation order
         self._rooms: dict[str, Room] = {}
-        self._listeners: list[EventListener] = []
+        self._listeners: list[tuple[EventListener, frozenset[str] | None]] = []
+        #: the event names some listener wants; None = every event
+        self._wanted: frozenset[str] | None = frozenset()
         self._seq = 0
         self._uid_seq = 0
 
     # -- listeners and inspection -------------------------------------------------
 
-    def add_listener(self, listener: EventListener) -> None:
-        """Call ``listener(category, pairs)`` for every event."""
-        self._listeners.append(listener)
+    def add_listener(self, listener: EventListener, names: Collection[str] | None = None) -> None:
+        """Call ``listener(category, pairs)`` for every event, or only those in ``names``.
+
+        ``names`` is an include filter on the ``Event`` value, compared exactly (None =
+        every event).
+        """
+        self._listeners.append((listener, None if names is None else frozenset(names)))
+        self._update_wanted()
 
     def remove_listener(self, listener: EventListener) -> None:
         """Stop calling ``listener``."""
-        if listener in self._listeners:
-            self._listeners.remove(listener)
+        self._listeners = [entry for entry in self._listeners if entry[0] != listener]
+        self._update_wanted()
+
+    def _update_wanted(self) -> None:
+        wanted: set[str] = set()
+        for _, names in self._listeners:
+            if names is None:
+                self._wanted = None
+                return
+            wanted |= names
+        self._wanted = frozenset(wanted)
+
+    def wants(self, name: str) -> bool:
+        """True if some listener takes event ``name`` (else emitting it is skipped)."""
+        wanted = self._wanted
+        return wanted is None or name in wanted
 
     def channels(self) -> list[Channel]:
         """Live channels, oldest first."""
@@ -342,13 +365,17 @@ class SimulatedAsterisk:
     # -- events ---------------------------------------------------------------
 
     def emit(self, name: str, body: Pairs, category: str = "call") -> None:
-        """Send one event to every listener."""
+        """Send one event to every listener that wants it."""
+        wanted = self._wanted
+        if wanted is not None and name not in wanted:
+            return
         pairs: Pairs = [("Event", name), ("Privilege", f"{category},all")]
         if self.timestamps:
             pairs.append(("Timestamp", self.timestamp()))
         pairs.extend(body)
-        for listener in list(self._listeners):
-            listener(category, pairs)
+        for listener, names in list(self._listeners):
+            if names is None or name in names:
+                listener(category, pairs)
 
     def _state(self, ch: Channel, state: int) -> None:
         if ch.alive and ch.state != state:
@@ -493,7 +520,8 @@ class SimulatedAsterisk:
             ch.caller_num, ch.caller_name, ch.account = num, name, req.account
             ch.variables.update(req.variables)
         dial.outbound, dial.callee = one, two
-        self.emit("DialBegin", one.block("Dest") + [("DialString", dial_string)])
+        if self.wants("DialBegin"):
+            self.emit("DialBegin", one.block("Dest") + [("DialString", dial_string)])
         behaviour = dial.behaviour
         if behaviour.rings:
             two.application = "Ringing"
@@ -659,12 +687,15 @@ class SimulatedAsterisk:
         if room is None:
             room = Room(name, str(uuid.uuid4()))
             self._rooms[name] = room
-            self.emit("BridgeCreate", room.block(0))
-            self.emit("ConfbridgeStart", [("Conference", name), *room.block(1)])
+            if self.wants("BridgeCreate"):
+                self.emit("BridgeCreate", room.block(0))
+            if self.wants("ConfbridgeStart"):
+                self.emit("ConfbridgeStart", [("Conference", name), *room.block(1)])
         room.members.append(Member(ch, marked, end_marked, menu, self.clock.seconds()))
         ch.room = room
         count = len(room.members) + 1
-        self.emit("BridgeEnter", room.block(count) + ch.block())
+        if self.wants("BridgeEnter"):
+            self.emit("BridgeEnter", room.block(count) + ch.block())
         self.emit(
             "ConfbridgeJoin",
             [("Conference", name), *room.block(count), *ch.block(), ("Admin", "No")]
@@ -681,20 +712,24 @@ class SimulatedAsterisk:
         if member is None:
             return
         before = len(room.members) + 1
-        self.emit(
-            "ConfbridgeLeave",
-            [("Conference", room.name), *room.block(before), *ch.block(), ("Admin", "No")],
-        )
+        if self.wants("ConfbridgeLeave"):
+            self.emit(
+                "ConfbridgeLeave",
+                [("Conference", room.name), *room.block(before), *ch.block(), ("Admin", "No")],
+            )
         room.members.remove(member)
-        self.emit("BridgeLeave", room.block(before - 1) + ch.block())
+        if self.wants("BridgeLeave"):
+            self.emit("BridgeLeave", room.block(before - 1) + ch.block())
         ch.variables["CONFBRIDGE_RESULT"] = result
         if member.marked and not any(m.marked for m in room.members):
             for other in [m for m in room.members if m.end_marked]:
                 self.kick(other.channel, "ENDMARKED")
         if not room.members and self._rooms.get(room.name) is room:
             del self._rooms[room.name]
-            self.emit("ConfbridgeEnd", [("Conference", room.name), *room.block(1)])
-            self.emit("BridgeDestroy", room.block(0))
+            if self.wants("ConfbridgeEnd"):
+                self.emit("ConfbridgeEnd", [("Conference", room.name), *room.block(1)])
+            if self.wants("BridgeDestroy"):
+                self.emit("BridgeDestroy", room.block(0))
 
     def kick(self, ch: Channel, result: str = "KICKED") -> None:
         """Take ``ch`` out of its room; the dialplan then hangs it up (priority 5)."""
@@ -742,7 +777,8 @@ class SimulatedAsterisk:
         if not ch.alive:
             return
         own = cause if cause is not None else (0 if ch.is_local_two else 16)
-        self.emit("HangupRequest", ch.block() + [("Cause", str(own))])
+        if self.wants("HangupRequest"):
+            self.emit("HangupRequest", ch.block() + [("Cause", str(own))])
         self.hangup(ch, own, peer_cause=16 if cause is None else cause)
 
     def redirect(self, ch: Channel, context: str, exten: str, priority: str = "1") -> None:

@@ -5,6 +5,12 @@ by CRLF or a bare LF, a message ended by an empty line, a line of 1024 bytes or 
 discarded and the action answered ``Failed to parse message: line too long``, header
 names matched case-insensitively with the first occurrence winning. Before login only
 ``Login``, ``Logoff`` and ``Challenge`` run.
+
+The factory's ``event_filter`` is manager.conf's include filter for the user
+(``eventfilter(name(X)) =`` lines, §1.7): a session gets a queued event only if its
+``Event`` name is listed. Action responses, list responses (their items and
+``...Complete`` events) and the ``FullyBooted`` at login are never filtered, as in
+Asterisk.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from twisted.internet.protocol import Factory, Protocol
@@ -598,15 +604,25 @@ class AMIServerProtocol(Protocol):
 
 
 class AMIServerFactory(Factory):
-    """Builds AMI sessions for one simulated switch and fans its events out to them."""
+    """Builds AMI sessions for one simulated switch and fans its events out to them.
 
-    def __init__(self, switch: SimulatedAsterisk, username: str, secret: str) -> None:
+    ``event_filter``: the event names the user's sessions get (None = every event).
+    """
+
+    def __init__(
+        self,
+        switch: SimulatedAsterisk,
+        username: str,
+        secret: str,
+        event_filter: Collection[str] | None = None,
+    ) -> None:
         self.switch = switch
         self.clock = switch.clock
         self.username = username
         self.secret = secret
+        self.event_filter = None if event_filter is None else frozenset(event_filter)
         self.sessions: set[AMIServerProtocol] = set()
-        switch.add_listener(self._event)
+        switch.add_listener(self._event, self.event_filter)
 
     def buildProtocol(self, addr: Any) -> AMIServerProtocol:
         return AMIServerProtocol(self)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from twisted.application.service import Service
@@ -22,7 +22,10 @@ class SimulatorService(Service):
     """A simulated Asterisk 22 AMI server on a strports endpoint.
 
     ``rules`` are rule texts (``"1555002=busy"``) or parsed :class:`Rule` objects, or
-    one string of whitespace-separated rules. Nothing listens until ``startService``;
+    one string of whitespace-separated rules. ``event_filter`` names the only events a
+    session gets, like manager.conf's ``eventfilter(name(X)) =`` include filters (None =
+    every event; responses and list responses are never filtered). Nothing listens until
+    ``startService``;
     ``port`` is the bound TCP port afterwards. ``switch`` is the inspection API
     (``switch.channels()``, ``switch.rooms()``).
     """
@@ -41,6 +44,7 @@ class SimulatorService(Service):
         default_behaviour: Behaviour = DEFAULT_BEHAVIOUR,
         time_scale: float = 1.0,
         timestamps: bool = True,
+        event_filter: Collection[str] | None = None,
     ) -> None:
         if isinstance(rules, str):
             parsed = parse_rules(rules)
@@ -54,6 +58,7 @@ class SimulatorService(Service):
         self.rule_set = RuleSet(parsed, default=default_behaviour)
         self.time_scale = time_scale
         self.timestamps = timestamps
+        self.event_filter = None if event_filter is None else frozenset(event_filter)
         self.switch: SimulatedAsterisk | None = None
         self.factory: AMIServerFactory | None = None
         self.port: int | None = None
@@ -70,7 +75,9 @@ class SimulatorService(Service):
         self.switch = SimulatedAsterisk(
             clock, self.rule_set, time_scale=self.time_scale, timestamps=self.timestamps
         )
-        self.factory = AMIServerFactory(self.switch, self.username, self.secret)
+        self.factory = AMIServerFactory(
+            self.switch, self.username, self.secret, event_filter=self.event_filter
+        )
         super().startService()
         d = serverFromString(reactor, self.listen).listen(self.factory)
 

@@ -57,11 +57,13 @@ FIELDS = (
 class Session:
     """One AMI client connection to a fresh simulated switch."""
 
-    def __init__(self, rules: str = "", start: float = 1795316000.0) -> None:
+    def __init__(
+        self, rules: str = "", start: float = 1795316000.0, event_filter: set[str] | None = None
+    ) -> None:
         self.clock = Clock()
         self.clock.advance(start)
         self.switch = SimulatedAsterisk(self.clock, RuleSet(parse_rules(rules)))
-        self.factory = AMIServerFactory(self.switch, USERNAME, SECRET)
+        self.factory = AMIServerFactory(self.switch, USERNAME, SECRET, event_filter=event_filter)
         self.protocol = self.factory.buildProtocol(None)
         self.transport = StringTransport()
         self.protocol.makeConnection(self.transport)

@@ -90,9 +90,9 @@ OPTION_A = [
 ]  # fmt: skip
 
 
-def replay_option_a() -> tuple[Session, dict, dict]:
+def replay_option_a(event_filter: set[str] | None = None) -> tuple[Session, dict, dict]:
     """Run the Option A flow at the recorded times; digest both sides."""
-    session = Session()
+    session = Session(event_filter=event_filter)
     start = session.clock.seconds() + 1
     session.run(1.0)
     for at, pairs in OPTION_A:

@@ -1,0 +1,57 @@
+"""The AMI events callbackd uses: the include filter of the recommended manager.conf.
+
+A real Asterisk 22 sends an AMI user only the events its ``manager.conf``
+``eventfilter(name(X)) =`` include filters name (ASTERISK.md §1.7). The sample
+``etc/asterisk/manager.conf`` whitelists exactly :data:`MANAGER_EVENTS`, and the
+embedded simulated Asterisk applies the same filter by default (``[simulator]
+event_filter``), so the daemon parses no event it would throw away. A test ties the
+list to :data:`callbackd.amiswitch.EVENTS` and to the manager.conf file.
+
+No Twisted here: :mod:`callbackd.config` imports this module.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+__all__ = ["EXTRA_EVENTS", "MANAGER_EVENTS", "parse_event_filter"]
+
+#: events callbackd wants besides the switch's: FullyBooted and Shutdown (operators
+#: and the log), UserEvent (the IVR's ``CbDtmf``)
+EXTRA_EVENTS = ("FullyBooted", "Shutdown", "UserEvent")
+
+#: every event callbackd uses: :data:`callbackd.amiswitch.EVENTS` plus :data:`EXTRA_EVENTS`
+MANAGER_EVENTS = (
+    "FullyBooted",
+    "Shutdown",
+    "Newchannel",
+    "Newstate",
+    "DialState",
+    "DialEnd",
+    "OriginateResponse",
+    "ConfbridgeJoin",
+    "Hangup",
+    "UserEvent",
+)
+
+#: an AMI event name as ``name()`` matches it (Asterisk's own are CamelCase words)
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def parse_event_filter(texts: str | Iterable[str]) -> frozenset[str] | None:
+    """Event names from comma (or whitespace) separated text(s); None if there are none.
+
+    None means "no filter": every event. Names are kept exactly as written (Asterisk's
+    ``name()`` filter compares the ``Event`` value as is). Raise ValueError naming the
+    first name that is not an event name.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    names: set[str] = set()
+    for text in texts:
+        for part in text.replace(",", " ").split():
+            if not _NAME.match(part):
+                raise ValueError(f"not an AMI event name: {part!r}")
+            names.add(part)
+    return frozenset(names) if names else None
