@@ -6,8 +6,9 @@ simulated Asterisk in a separate process over loopback TCP, every callee answeri
 once (see :mod:`bench._harness`).
 
 A **setup** is one callback from its trigger (``SessionManager.start_callback``) to the
-session's ``talking`` event: account and credit read from Redis, routes ranked, the
-source leg originated and answered, the destination originated and answered, the
+session's ``talking`` event: account and credit checked (read from Redis on an
+account's first call, then kept in memory while the store's change feed is live),
+routes ranked, the source leg originated and answered, the destination originated and answered, the
 source moved into the room. **Trigger-to-Originate latency** runs from the
 ``start_callback`` call to the moment the source leg's ``Originate`` action is handed to
 the AMI transport (``transport.write``). Two ways of loading the daemon:
@@ -25,8 +26,7 @@ the AMI transport (``transport.write``). Two ways of loading the daemon:
 * **Burst** (``setup_burst_rate``, ``setup_burst_originate_p50/p99``): a round
   triggers ``C`` callbacks in the *same reactor turn* and waits until every one is
   talking; setups/s = sessions of all rounds / summed round times (first trigger to
-  last session talking), and the latency of the round's last trigger includes the
-  work of every other one (a queueing figure, not the daemon's response time).
+  last session talking), the CPU counting the set-ups only (no hang-up, no billing).
 
 Every session is hung up; a run ends only when each session has ended with a charge
 and the store holds no session in flight; at the end the accounts' balances must have
