@@ -8,8 +8,8 @@ once (see :mod:`bench._harness`).
 A **setup** is one callback from its trigger (``SessionManager.start_callback``) to the
 session's ``talking`` event: account and credit checked (read from Redis on an
 account's first call, then kept in memory while the store's change feed is live),
-routes ranked, the source leg originated and answered, the destination originated and answered, the
-source moved into the room. **Trigger-to-Originate latency** runs from the
+routes ranked, the source leg originated and answered, the destination originated and
+answered, the source moved into the room. **Trigger-to-Originate latency** runs from the
 ``start_callback`` call to the moment the source leg's ``Originate`` action is handed to
 the AMI transport (``transport.write``). Two ways of loading the daemon:
 
