@@ -5,7 +5,7 @@ A real Asterisk 22 sends an AMI user only the events its ``manager.conf``
 ``etc/asterisk/manager.conf`` whitelists exactly :data:`MANAGER_EVENTS`, and the
 embedded simulated Asterisk applies the same filter by default (``[simulator]
 event_filter``), so the daemon parses no event it would throw away. A test ties the
-list to :data:`callbackd.amiswitch.EVENTS` and to the manager.conf file.
+list to the manager.conf file.
 
 No Twisted here: :mod:`callbackd.config` imports this module.
 """
@@ -15,16 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["EXTRA_EVENTS", "MANAGER_EVENTS", "parse_event_filter"]
+__all__ = ["EXTRA_EVENTS", "MANAGER_EVENTS", "SWITCH_EVENTS", "parse_event_filter"]
 
-#: events callbackd wants besides the switch's: FullyBooted and Shutdown (operators
-#: and the log), UserEvent (the IVR's ``CbDtmf``)
-EXTRA_EVENTS = ("FullyBooted", "Shutdown", "UserEvent")
-
-#: every event callbackd uses: :data:`callbackd.amiswitch.EVENTS` plus :data:`EXTRA_EVENTS`
-MANAGER_EVENTS = (
-    "FullyBooted",
-    "Shutdown",
+#: the events AMISwitch translates into leg events (:data:`callbackd.amiswitch.EVENTS`)
+SWITCH_EVENTS = (
     "Newchannel",
     "Newstate",
     "DialState",
@@ -32,8 +26,14 @@ MANAGER_EVENTS = (
     "OriginateResponse",
     "ConfbridgeJoin",
     "Hangup",
-    "UserEvent",
 )
+
+#: events callbackd wants besides the switch's: FullyBooted and Shutdown (operators
+#: and the log), UserEvent (the IVR's ``CbDtmf``)
+EXTRA_EVENTS = ("FullyBooted", "Shutdown", "UserEvent")
+
+#: every event callbackd uses
+MANAGER_EVENTS = SWITCH_EVENTS + EXTRA_EVENTS
 
 #: an AMI event name as ``name()`` matches it (Asterisk's own are CamelCase words)
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")

@@ -35,6 +35,7 @@ from zope.interface import implementer
 from callbackd.ami.client import AMIClientService
 from callbackd.ami.message import AMIInjectionError, Message
 from callbackd.ami.protocol import AMICommandFailure, AMIConnectionLost, AMIProtocol, AMITimeout
+from callbackd.amievents import SWITCH_EVENTS
 from callbackd.switch import (
     CHANNEL_ID,
     OUTCOME_CAUSES,
@@ -63,16 +64,8 @@ EXTENSIONS = {"wait": "wait-a", "join": "leg-b"}
 #: where ``join_room`` sends a waiting leg
 JOIN_EXTEN = "leg-a"
 
-#: the AMI events the translation needs
-EVENTS = (
-    "Newchannel",
-    "Newstate",
-    "DialState",
-    "DialEnd",
-    "OriginateResponse",
-    "ConfbridgeJoin",
-    "Hangup",
-)
+#: the AMI events the translation needs (one list with the manager.conf filter's)
+EVENTS = SWITCH_EVENTS
 #: the events that name the leg in ``DestUniqueid`` / ``DestChannel`` (lower case)
 DIAL_EVENTS = frozenset({"dialstate", "dialend"})
 
