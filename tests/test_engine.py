@@ -446,17 +446,23 @@ def test_recovery_on_switch_reconnect_closes_legs_that_ended():
     assert cdrs["source"].billed_seconds == 45
 
 
-def test_recovery_leaves_sessions_started_while_the_channels_are_listed():
-    """A session started after the channel list was asked for is not found gone from it."""
+def reconnect_listing_later(world):
+    """Drop and restore the switch; its channel list is answered when the test fires it."""
     from twisted.internet.defer import Deferred
 
-    world = World()
-    old = world.talking()
-    world.clock.advance(5)
     world.switch.disconnect(world.now())
     listing: Deferred = Deferred()
     world.switch.list_channels = lambda: listing
     world.switch.connect(world.now())
+    return listing
+
+
+def test_recovery_leaves_sessions_started_while_the_channels_are_listed():
+    """A session started after the channel list was asked for is not found gone from it."""
+    world = World()
+    old = world.talking()
+    world.clock.advance(5)
+    listing = reconnect_listing_later(world)
     new = world.callback()
     listing.callback([ChannelInfo(f"{old}-a1", "PJSIP/a", "up")])
     assert (f"{old}-b1", 16) not in world.switch.hung_up
@@ -467,15 +473,10 @@ def test_recovery_leaves_sessions_started_while_the_channels_are_listed():
 
 def test_recovery_leaves_legs_dialled_after_the_list_was_asked_for():
     """A leg of a known session dialled while the list is made is not judged by it."""
-    from twisted.internet.defer import Deferred
-
     world = World()
     sid = world.callback()
     world.clock.advance(5)
-    world.switch.disconnect(world.now())
-    listing: Deferred = Deferred()
-    world.switch.list_channels = lambda: listing
-    world.switch.connect(world.now())
+    listing = reconnect_listing_later(world)
     world.clock.advance(0.2)
     world.switch.answer(f"{sid}-a1", world.now())  # the destination is dialled now
     assert world.switch.originated[-1].channel_id == f"{sid}-b1"
