@@ -36,7 +36,11 @@ meanwhile are billed up to the last moment the daemon knew them up (the session'
 ``seen_at``, persisted by a heartbeat every ``heartbeat_interval`` seconds while the
 switch is connected), never beyond the AbsoluteTimeout the switch enforced. That never
 charges more than the real call could have cost and undercharges by at most one
-heartbeat; debits keyed by CDR id make a repeated settlement a no-op.
+heartbeat; charges keyed by CDR id make a repeated settlement a no-op. A session
+records its owner (the daemon's ``node_id``): a daemon sharing the store with others
+recovers only its own sessions, and judges a leg by the channel list only if it could
+be in it (a session of this process that dialled while the list was being made is
+left to its ring timer).
 """
 
 from __future__ import annotations
@@ -402,6 +406,7 @@ class SessionManager:
                 ring_timeout=self.ring_timeout,
                 caller_id=self.caller_id,
                 origin=origin,
+                owner=self.node_id,
             )
         except machine.SessionError as e:
             raise CallbackRefused(str(e)) from None
@@ -1056,6 +1061,7 @@ class SessionManager:
         return d
 
     async def _recover(self) -> None:
+        loaded: set[str] = set()
         for session_id in await self.store.list_sessions():
             if session_id in self._sessions:
                 continue
@@ -1063,10 +1069,13 @@ class SessionManager:
             if data is None:
                 continue
             state = machine.SessionState.from_dict(data)
+            if state.owner and state.owner != self.node_id:
+                continue  # another daemon's session: its switch, its recovery
             if state.finished:
                 await self.store.delete_session(session_id)
                 continue
             self._put(session_id, state)
+            loaded.add(session_id)
             log.info("recovered session {session_id}", session_id=session_id)
         if not self.switch.connected or not self._sessions:
             return
@@ -1078,7 +1087,10 @@ class SessionManager:
         live = {info.channel_id: info.state for info in channels}
         for session_id in known:
             if session_id in self._sessions:
-                self._feed(session_id, machine.Reconcile(live, asked_at))
+                # a session run by this process may have dialled while the list was made;
+                # one loaded from the store (a restart) dialled nothing since
+                since = None if session_id in loaded else asked_at
+                self._feed(session_id, machine.Reconcile(live, since))
 
 
 class EngineService(service.Service):

@@ -67,7 +67,7 @@ class World:
             self.store,
             sell_deck=Deck([SELL_49, SELL_92, Rate("1900", 9000)]),
             providers=providers,
-            node_id="t1",
+            node_id=kw.pop("node_id", "t1"),
             blocked_prefixes=("1900",),
             **kw,
         )
@@ -428,6 +428,28 @@ def test_recovery_bills_vanished_legs_to_the_last_heartbeat_once():
     assert again.balance() == balance
     assert result(again.store.list_sessions()) == []
     assert sid not in again.manager.sessions_of("alice")
+
+
+def test_another_daemons_sessions_are_left_alone():
+    """A second daemon on the same store does not recover (and end) the first one's calls."""
+    world = World()
+    sid = world.talking()
+    world.clock.advance(5)
+    other = world.new_manager(node_id="t2")  # its switch lists none of t1's channels
+    assert other.sessions_of("alice") == []
+    assert result(world.store.list_sessions()) == [sid]
+    assert world.manager.status(sid)["phase"] == "talking"
+    assert world.switch.hung_up == []
+
+
+def test_a_restarted_daemon_recovers_its_own_sessions():
+    """The same node_id after a restart takes its sessions back."""
+    world = World()
+    sid = world.talking()
+    after = restart(world, [])
+    after.clock.advance(100)
+    assert result(after.store.list_sessions()) == []
+    assert after.cdrs()["session"].session_id == sid
 
 
 def test_recovery_on_switch_reconnect_closes_legs_that_ended():

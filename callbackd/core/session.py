@@ -631,6 +631,9 @@ class SessionState:
     shared_deadline: float | None = None
     #: the reason a cut by ``shared_deadline`` gives
     shared_reason: str = Reason.OUT_OF_CREDIT
+    #: the ``node_id`` of the daemon running the session ("" in states saved before
+    #: owners were recorded): another daemon sharing the store leaves it alone
+    owner: str = ""
 
     def leg(self, name: str) -> Leg:
         """The leg called ``name``; KeyError if none."""
@@ -1194,6 +1197,7 @@ def start(
     ring_timeout: int = 45,
     caller_id: str = "",
     origin: str = "",
+    owner: str = "",
 ) -> tuple[SessionState, list[Effect]]:
     """A new session: the source leg is dialled first."""
     if not source.routes:
@@ -1221,6 +1225,7 @@ def start(
         created_at=now,
         caller_id=caller_id,
         origin=origin,
+        owner=owner,
         seen_at=now,
     )
     run = _Step(state, now)
