@@ -158,6 +158,12 @@ class EmbeddedRedisService(service.Service):
         self.appendfsync = appendfsync
         self.process: _RedisProcess | None = None
         self._transport: Any = None
+        #: seconds before starting redis-server again after it died (doubles, capped)
+        self.restart_delay = 0.5
+        self.max_restart_delay = 30.0
+        self._delay = self.restart_delay
+        self._restart_call: Any = None
+        self._started_at = 0.0
 
     @property
     def log_path(self) -> Path:
@@ -240,6 +246,7 @@ class EmbeddedRedisService(service.Service):
             reply = await redis_command(self.reactor, self.socket_path, "PING", timeout=1.0)
             if reply == "+PONG":
                 log.info("embedded redis-server ready on {socket}", socket=str(self.socket_path))
+                self._started_at = self.reactor.seconds()
                 return
             if self.reactor.seconds() > deadline:
                 await self._terminate()
@@ -257,16 +264,42 @@ class EmbeddedRedisService(service.Service):
         return f"{self.log_path} ends: " + " | ".join(line.strip() for line in lines)
 
     def _ended(self, status: int | None) -> int | None:
-        if self.running:
+        # a server that never became ready is startService's failure to report
+        if self.running and self._started_at:
+            if self.reactor.seconds() - self._started_at > self.max_restart_delay:
+                self._delay = self.restart_delay  # it ran a good while: not a crash loop
             log.critical(
-                "embedded redis-server exited unexpectedly (status {status}); {tail}",
+                "embedded redis-server exited unexpectedly (status {status}); {tail}; "
+                "starting it again in {delay:g}s",
                 status=status,
                 tail=self._log_tail(),
+                delay=self._delay,
             )
+            self._schedule_restart()
         return status
+
+    def _schedule_restart(self) -> None:
+        self._restart_call = self.reactor.callLater(self._delay, self._restart)
+        self._delay = min(self._delay * 2, self.max_restart_delay)
+
+    def _restart(self) -> None:
+        self._restart_call = None
+        if not self.running:
+            return
+
+        def failed(failure: Failure) -> None:
+            log.error("embedded redis-server did not start again: {why}", why=failure.value)
+            if self.running and self._restart_call is None:
+                self._schedule_restart()
+
+        # the data survives: append-only file, fsync'ed at every write
+        defer.ensureDeferred(self._start()).addErrback(failed)
 
     def stopService(self) -> defer.Deferred[None]:  # type: ignore[override]
         super().stopService()
+        if self._restart_call is not None and self._restart_call.active():
+            self._restart_call.cancel()
+        self._restart_call = None
         return defer.ensureDeferred(self._terminate())
 
     async def _terminate(self) -> None:

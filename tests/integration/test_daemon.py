@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
 import sys
+import time
 import zipfile
 
 import pytest
@@ -168,12 +170,22 @@ def test_redis_going_away_is_survived(tmp_path):
 
 
 def test_embedded_defaults(tmp_path):
-    """With no external Redis the daemon runs its own redis-server and is healthy."""
+    """With no external Redis the daemon runs its own redis-server, and restarts it."""
     d = Daemon(tmp_path / "d").start()
     try:
         body = d.wait_healthy()
         assert body["status"] == "ok"
         assert (d.workdir / "state" / "redis").is_dir()
+        # the private redis-server dies: the daemon starts it again and is healthy again
+        pid_file = d.workdir / "state" / "redis" / "redis.pid"
+        first = int(pid_file.read_text())
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while not pid_file.exists() or pid_file.read_text().strip() in ("", str(first)):
+            assert time.monotonic() < deadline, "no new redis-server"
+            time.sleep(0.1)
+        d.wait_healthy()
+        assert "embedded redis-server exited unexpectedly" in d.log()
     finally:
         assert d.stop() == -signal.SIGTERM
 

@@ -150,3 +150,32 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return "\nState:\tZ" not in status
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_server_that_dies_is_started_again_with_its_data(state_dir):
+    """kill -9 of the child: the service starts a new redis-server; the data is still there."""
+    import os
+    import signal
+
+    from twisted.internet import task
+
+    svc = service(state_dir)
+    svc.restart_delay = 0.1
+    await svc.startService()
+    try:
+        assert await redis_command(reactor, svc.socket_path, "SET k hello") == "+OK"
+        first = svc._transport.pid
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while svc._transport.pid == first or not svc.process.running:
+            assert time.monotonic() < deadline, "no new redis-server"
+            await task.deferLater(reactor, 0.05, lambda: None)
+        while await redis_command(reactor, svc.socket_path, "PING") != "+PONG":
+            assert time.monotonic() < deadline, "the new redis-server does not answer"
+            await task.deferLater(reactor, 0.05, lambda: None)
+        # the first reply line: a 5-byte value ("$-1" if the key were gone)
+        assert await redis_command(reactor, svc.socket_path, "GET k") == "$5"
+    finally:
+        await svc.stopService()
+    assert not svc.process.running
