@@ -25,8 +25,8 @@ switch's AbsoluteTimeouts. When the budget runs out every billed leg of the acco
 cut at the same instant with ``Reason = OutOfCredit``, or ``Reason = DailyLimit`` when
 the daily cap is what ran out. A new callback is refused ("Not enough credit...",
 "Daily spending limit reached.") when the joint time of the account's live legs and the
-new ones is 0. The daily cap counts a leg on the UTC day it ended; a call running over
-midnight keeps the deadline computed before it until the next recompute.
+new ones is 0. The daily cap counts a leg on the UTC day it ended; at UTC midnight the
+accounts with a cap and calls up are recomputed (their caps start again).
 
 Recovery (:meth:`SessionManager.recover`, run at start and on every
 :class:`~callbackd.switch.SwitchConnected`): the sessions in flight are loaded from the
@@ -254,6 +254,7 @@ class SessionManager:
         self._generation: dict[str, int] = {}
         self._epoch = 0
         self._addresses: dict[str, LegAddress] = {}
+        self._midnight: IDelayedCall | None = None
         self._effects: dict[type, Callable[[str, Any], None]] = {
             machine.Originate: self._originate,
             machine.Hangup: self._hangup,
@@ -308,6 +309,7 @@ class SessionManager:
         self._heartbeat.start(self.heartbeat_interval, now=False)
         if self._stop_watching is None:
             self._stop_watching = self.store.watch(self._account_changed, self._feed_state)
+        self._arm_midnight()
         return self.recover()
 
     def stop(self) -> None:
@@ -316,6 +318,9 @@ class SessionManager:
             self._heartbeat.stop()
         if self._recovery_call is not None and self._recovery_call.active():
             self._recovery_call.cancel()
+        if self._midnight is not None and self._midnight.active():
+            self._midnight.cancel()
+        self._midnight = None
         for call in self._timers.values():
             if call.active():
                 call.cancel()
@@ -542,6 +547,18 @@ class SessionManager:
             log.failure("credit of {username}: cannot read the balance", failure, username=username)
 
         self.balance_changed(username).addErrback(failed)
+
+    def _arm_midnight(self) -> None:
+        now = self.clock.seconds()
+        self._midnight = self.clock.callLater(_DAY - now % _DAY, self._new_day)
+
+    def _new_day(self) -> None:
+        """UTC midnight: the daily caps start again; recompute the accounts that have one."""
+        for username, ledger in self._ledgers.items():
+            if ledger.daily_cap > 0 and self.sessions_of(username):
+                self._dirty.add(username)
+        self._settle_credit()
+        self._arm_midnight()
 
     # -- account-level credit ---------------------------------------------------------
 

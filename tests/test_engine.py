@@ -692,6 +692,22 @@ def test_spending_of_an_earlier_day_does_not_count():
     assert world.callback() in world.manager.sessions_of("alice")
 
 
+def test_the_cap_starts_again_at_midnight_for_a_call_in_progress():
+    """At UTC midnight a running call's cut is recomputed with the new day's cap."""
+    midnight = START - START % 86400 + 86400
+    clock = Clock()
+    clock.advance(midnight - 60)
+    world = World(daily_spend_cap=credit_for(180), clock=clock)
+    spent_earlier(world, credit_for(60), midnight - 100)
+    world.talking()  # 120 s left today: the cut would come at 00:01:00
+    world.clock.advance(61)
+    assert world.switch.hung_up == []
+    world.clock.advance(60)  # the new day's cap: 180 s for the whole call, so 00:02:00
+    assert world.switch.hung_up == []
+    world.clock.advance(60)
+    assert len(world.switch.hung_up) == 2
+
+
 def test_daily_cap_cuts_a_running_call_with_its_own_reason():
     """A call reaching the cap is cut like OutOfCredit, with Reason = DailyLimit."""
     world = World(daily_spend_cap=credit_for(60))
