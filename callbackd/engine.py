@@ -255,6 +255,8 @@ class SessionManager:
         self._epoch = 0
         self._addresses: dict[str, LegAddress] = {}
         self._midnight: IDelayedCall | None = None
+        #: a recovery has succeeded once (a store that fails after that is worth a warning)
+        self._recovered = False
         self._effects: dict[type, Callable[[str, Any], None]] = {
             machine.Originate: self._originate,
             machine.Hangup: self._hangup,
@@ -1055,26 +1057,32 @@ class SessionManager:
 
         def done(result: object) -> None:
             self._recovering = None
+            if not isinstance(result, Failure):
+                self._recovered = True
 
-        def failed(failure: Failure) -> None:
+        def failed(failure: Failure) -> Failure | None:
             running = self._heartbeat is not None and self._heartbeat.running
             if failure.check(StoreError) and running:
                 # Redis is not there yet (or went away): try again soon rather than
-                # waiting for the next switch reconnect, which may never come.
-                log.warn(
+                # waiting for the next switch reconnect, which may never come. At start
+                # (the store still connecting) that is routine, not a warning.
+                emit = log.warn if self._recovered else log.info
+                emit(
                     "recovery waits for the store ({why}); retrying in {delay} s",
                     why=failure.getErrorMessage(),
                     delay=self.recovery_retry,
                 )
                 self._recovery_call = self.clock.callLater(self.recovery_retry, self.recover)
-                return
+                return failure
             log.failure("recovery failed; it runs again on the next switch connect", failure)
+            return failure
 
         d = defer.ensureDeferred(self._recover())
         d.addErrback(failed)
+        d.addBoth(done)
+        d.addErrback(lambda _: None)  # said above
         if not d.called:
             self._recovering = d
-            d.addBoth(done)
         return d
 
     async def _recover(self) -> None:
