@@ -124,8 +124,9 @@ async def test_leftover_server_is_replaced(state_dir):
     await store.create_account(Account("alice"), "pw")
     await store.disconnect()
     pid = int((state_dir / "redis" / "redis.pid").read_text())
-    # the daemon "dies": its child lives on, orphaned
+    # the daemon "dies": its child lives on, orphaned (and nothing restarts it)
     first.process = None
+    first.running = False
 
     second = service(state_dir)
     await second.startService()
