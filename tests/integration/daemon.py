@@ -66,6 +66,7 @@ class Daemon:
     ami_port: int | None = None  # an AMI server (asterisk mode) on this port; None = built in
     ami_username: str = "callbackd"
     ami_secret: str = "s3cret"
+    node_id: str = "t1"
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +96,7 @@ class Daemon:
         self.config_path.write_text(
             f"""
 [daemon]
-node_id = t1
+node_id = {self.node_id}
 state_dir = state
 demo_data = yes
 

@@ -57,7 +57,9 @@ def expected_cost(price_per_minute: int, seconds: int) -> int:
 class Rig:
     """One daemon on an external redis, against a simulator process; helpers on top."""
 
-    def __init__(self, workdir: Path, redis_port: int, simulator: Simulator) -> None:
+    def __init__(
+        self, workdir: Path, redis_port: int, simulator: Simulator, node_id: str = "t1"
+    ) -> None:
         self.redis_port = redis_port
         self.simulator = simulator
         self.daemon = Daemon(
@@ -66,6 +68,7 @@ class Rig:
             ami_port=simulator.port,
             ami_username=simulator.username,
             ami_secret=simulator.secret,
+            node_id=node_id,
         )
         self._manhole: ManholeClient | None = None
 
@@ -143,9 +146,11 @@ def rigs(workdir: Path, redis_server: RedisServer) -> Iterator[Callable[..., Rig
     redis_server.flush()
     made: list[Rig] = []
 
-    def make(*rules: str, time_scale: float = 0.2) -> Rig:
-        simulator = Simulator(workdir / "sim", rules=rules, time_scale=time_scale).start()
-        rig = Rig(workdir, redis_server.port, simulator)
+    def make(*rules: str, time_scale: float = 0.2, node_id: str = "t1") -> Rig:
+        # a second rig (another node id) gets directories of its own
+        base = workdir if node_id == "t1" else workdir / node_id
+        simulator = Simulator(base / "sim", rules=rules, time_scale=time_scale).start()
+        rig = Rig(base, redis_server.port, simulator, node_id)
         made.append(rig)
         return rig.start()
 
@@ -373,6 +378,33 @@ def test_a_top_up_by_the_admin_cli_extends_a_call_in_progress(rig_factory):
     legs = [c for c in rig.cdrs(sid) if c["kind"] == "leg"]
     assert all(c["billed_seconds"] >= 7 for c in legs), legs
     assert rig.balance("dave") == 200 + 5000 - sum(c["cost"] for c in legs)
+
+
+def test_two_daemons_on_one_redis_keep_to_their_own_calls(rig_factory):
+    """A second daemon (own node id and Asterisk) leaves the first one's call alone at its
+    start, and each daemon's view of a shared account follows the other's charges."""
+    a = rig_factory()
+    sid, _ = start_and_talk(a, "alice", "+15550011111", "+15550012222")
+    b = rig_factory(node_id="t2")  # its recovery sees sid in Redis, its switch does not
+    deadline = time.monotonic() + 10
+    while not b.manhole.value("engine._recovered"):
+        assert time.monotonic() < deadline, "b's recovery never ran"
+        time.sleep(0.1)
+    time.sleep(0.5)  # what a recovery that took sid would do next: end it, bill it
+    assert sid in a.sessions_in_redis()
+    assert a.manhole.value("sessions('alice')") == [sid]
+    assert b.manhole.value("sessions('alice')") == []
+    other, _ = start_and_talk(b, "alice", "+15550011111", "+15550013333")
+    assert b.manhole.value("hangup(d)") is None
+    b.cdrs(other)  # b's charges are in the store
+    balance = a.balance("alice")
+    deadline = time.monotonic() + 10
+    while a.manhole.value("engine._ledgers['alice'].balance") != balance:
+        assert time.monotonic() < deadline, "a's ledger did not follow b's charges"
+        time.sleep(0.1)
+    assert a.manhole.value("hangup(d)") is None
+    assert {c["kind"] for c in a.cdrs(sid)} == {"leg", "session"}
+    assert a.balance("alice") < balance
 
 
 def session_json(rig: Rig, sid: str) -> dict:
