@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -12,24 +12,25 @@ from twisted.internet.task import react
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from callbackd.amievents import parse_event_filter
-from callbackd.simulator.rules import RuleError, parse_rule
+from callbackd.simulator.rules import parse_rule
 from callbackd.simulator.service import SimulatorService
 
 
-def _rule(text: str) -> str:
-    try:
-        parse_rule(text)
-    except RuleError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
+def _checked_by(parse: Callable[[str], object]) -> Callable[[str], str]:
+    """An argparse ``type`` keeping the text once ``parse`` accepts it (its error said)."""
+
+    def check(text: str) -> str:
+        try:
+            parse(text)
+        except ValueError as e:  # RuleError is one
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+
+    return check
 
 
-def _event_names(text: str) -> str:
-    try:
-        parse_event_filter(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
+_rule = _checked_by(parse_rule)
+_event_names = _checked_by(parse_event_filter)
 
 
 def build_parser() -> argparse.ArgumentParser:
