@@ -6,10 +6,10 @@ each leg's routes (providers ranked by :func:`callbackd.core.routing.rank_provid
 the statistics in the store), and then feeds the machine with switch events, user
 commands and timer expiries, carrying out what it asks: switch calls (a refused
 originate is a ``LegFailed "failed"`` for the machine), timers on the injected clock,
-debits (idempotency key = the CDR id, ``force=True``: settling a call that happened),
-CDRs, session persistence and provider statistics. Store writes are issued at once:
-the store applies them in the order they were issued (IStore), so those of one session
-land in the order of its steps.
+charges (a leg's CDR and its debit in one store step, once per CDR id, whatever the
+balance: settling a call that happened), session persistence and provider statistics.
+Store writes are issued at once: the store applies them in the order they were issued
+(IStore), so those of one session land in the order of its steps.
 
 Account-level credit: the sessions of one account share one budget. While an account
 has sessions in flight the manager keeps its ledger: the balance net of every charge
@@ -130,7 +130,7 @@ class Provider:
 class _Ledger:
     """An account's money as the manager knows it while the account has sessions."""
 
-    #: the store's balance net of every charge issued since (pending debits included)
+    #: the store's balance net of every charge issued since (pending charges included)
     balance: int
     credit_limit: int
     daily_cap: int
@@ -237,9 +237,9 @@ class SessionManager:
         self._recovery_call: IDelayedCall | None = None
         self.recovery_retry = 2.0
         self._ledgers: dict[str, _Ledger] = {}
-        #: charges issued whose debit (CDR append) the store has not confirmed yet
-        self._pending_debits: dict[str, int] = {}
-        self._pending_spend: dict[str, int] = {}
+        #: per account, the cost of the charges issued that the store has not confirmed
+        #: yet (each is a CDR and its debit: counted in the balance and the day's spend)
+        self._pending: dict[str, int] = {}
         #: accounts whose sessions' credit must be recomputed
         self._dirty: set[str] = set()
         self._loading: set[str] = set()
@@ -491,7 +491,7 @@ class SessionManager:
         if not self.sessions_of(username):
             return
         balance = await self.store.get_balance(username)
-        balance -= self._pending_debits.get(username, 0)
+        balance -= self._pending.get(username, 0)
         ledger = self._ledgers.get(username)
         if ledger is not None:
             ledger.balance = balance
@@ -568,13 +568,13 @@ class SessionManager:
         """The account's ledger from the store, net of the charges still on their way."""
         username = account.username
         balance = await self.store.get_balance(username)
-        balance -= self._pending_debits.get(username, 0)
+        balance -= self._pending.get(username, 0)
         day = int(self.clock.seconds() // _DAY)
         spent = 0
         if account.daily_spend_cap > 0:
             cdrs = await self.store.list_cdrs(username, since=float(day * _DAY))
             spent = sum(c.cost for c in cdrs if c.kind == "leg")
-            spent += self._pending_spend.get(username, 0)
+            spent += self._pending.get(username, 0)
         return _Ledger(balance, account.credit_limit, account.daily_spend_cap, spent, day)
 
     async def _fetch_ledger(self, username: str) -> None:
@@ -1020,8 +1020,7 @@ class SessionManager:
         ledger = self._ledgers.get(username)
         if ledger is not None:
             ledger.spend(cost, self.clock.seconds())
-        self._pending_spend[username] = self._pending_spend.get(username, 0) + cost
-        self._pending_debits[username] = self._pending_debits.get(username, 0) + cost
+        self._pending[username] = self._pending.get(username, 0) + cost
         self._issue(sid, "charge", self._store_charge, cdr, cost)
 
     def _store_charge(self, cdr: Any, cost: int) -> defer.Deferred[Any]:
@@ -1032,12 +1031,11 @@ class SessionManager:
 
     def _unpend(self, result: Any, username: str, cost: int) -> Any:
         """A charge reached the store (or failed to): it is no longer pending."""
-        for pending in (self._pending_spend, self._pending_debits):
-            left = pending.get(username, 0) - cost
-            if left > 0:
-                pending[username] = left
-            else:
-                pending.pop(username, None)
+        left = self._pending.get(username, 0) - cost
+        if left > 0:
+            self._pending[username] = left
+        else:
+            self._pending.pop(username, None)
         return result
 
     def _finish(self, sid: str, effect: machine.Finished) -> None:
@@ -1057,10 +1055,11 @@ class SessionManager:
 
         def done(result: object) -> None:
             self._recovering = None
-            if not isinstance(result, Failure):
-                self._recovered = True
 
-        def failed(failure: Failure) -> Failure | None:
+        def succeeded(_: object) -> None:
+            self._recovered = True
+
+        def failed(failure: Failure) -> None:
             running = self._heartbeat is not None and self._heartbeat.running
             if failure.check(StoreError) and running:
                 # Redis is not there yet (or went away): try again soon rather than
@@ -1073,16 +1072,14 @@ class SessionManager:
                     delay=self.recovery_retry,
                 )
                 self._recovery_call = self.clock.callLater(self.recovery_retry, self.recover)
-                return failure
+                return
             log.failure("recovery failed; it runs again on the next switch connect", failure)
-            return failure
 
         d = defer.ensureDeferred(self._recover())
-        d.addErrback(failed)
-        d.addBoth(done)
-        d.addErrback(lambda _: None)  # said above
+        d.addCallbacks(succeeded, failed)
         if not d.called:
             self._recovering = d
+            d.addBoth(done)
         return d
 
     async def _recover(self) -> None:

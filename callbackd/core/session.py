@@ -770,7 +770,7 @@ class _Step:
             caller_id=self.state.caller_id,
         )
         self.emit(Originate(request, leg.name, route.provider))
-        self.emit(ArmTimer(f"ring-{leg.letter}", self.state.ring_timeout + RING_GUARD))
+        self.arm_ring_timer(leg)
         if leg.attempt == 1:
             self.notify("leg_calling", leg)
 
@@ -1144,6 +1144,10 @@ class _Step:
         elif kind == "release" and leg.release_cause:
             self.end(leg, leg.release_at, leg.release_cause)
 
+    def arm_ring_timer(self, leg: Leg) -> None:
+        """Give the leg's attempt up if the switch says nothing of it for this long."""
+        self.emit(ArmTimer(f"ring-{leg.letter}", self.state.ring_timeout + RING_GUARD))
+
     def reconcile(self, channels: Mapping[str, str], asked_at: float | None) -> None:
         state = self.state
         for leg in state.legs:
@@ -1154,7 +1158,7 @@ class _Step:
                 if leg.attempt_at >= asked_at - settle:
                     # too new to be in the list; after a restart no timer of its runs
                     if leg.state in (LegState.CALLING, LegState.RINGING):
-                        self.emit(ArmTimer(f"ring-{leg.letter}", state.ring_timeout + RING_GUARD))
+                        self.arm_ring_timer(leg)
                     continue
             if leg.channel_id in channels:
                 if channels[leg.channel_id] == "up" and leg.state is not LegState.UP:
@@ -1164,7 +1168,7 @@ class _Step:
                     self.emit(Hangup(leg.channel_id))
                     self.emit(ArmTimer(f"release-{leg.letter}", RELEASE_TIMEOUT))
                 elif leg.state in (LegState.CALLING, LegState.RINGING):
-                    self.emit(ArmTimer(f"ring-{leg.letter}", state.ring_timeout + RING_GUARD))
+                    self.arm_ring_timer(leg)
                 continue
             if leg.answered_at is not None:
                 end = max(leg.answered_at, state.seen_at)
