@@ -432,21 +432,19 @@ class MemoryStore:
     def append_cdr(self, cdr: CDR) -> defer.Deferred[None]:
         """Append ``cdr`` unless one with its id exists."""
 
-        def append() -> None:
-            self._append(cdr, "")
+        return _fired(self._append, cdr, "")
 
-        return _fired(append)
-
-    def _append(self, cdr: CDR, origin: str) -> bool:
-        """Append ``cdr`` unless its id is taken; whether it was new."""
+    def _append(self, cdr: CDR, origin: str, debit: int = 0) -> None:
+        """Append ``cdr`` (and take ``debit`` from its account) unless its id is taken."""
         records.check_cdr(cdr)
         text = records.cdr_to_json(cdr)
         self._up()
         if cdr.cdr_id in self._cdrs:
-            return False
+            return
         self._cdrs[cdr.cdr_id] = records.cdr_from_json(text)
+        if debit:
+            self._balances[cdr.username] -= debit
         self._changed(cdr.username, origin)
-        return True
 
     def charge(self, cdr: CDR, origin: str = "") -> defer.Deferred[int]:
         """Append a leg's CDR and debit its cost, together and once; fire with the balance."""
@@ -455,9 +453,7 @@ class MemoryStore:
             records.check_cdr(cdr)
             records.check_origin(origin)
             self._account(cdr.username)
-            if cdr.cdr_id not in self._cdrs:
-                self._balances[cdr.username] -= cdr.cost
-                self._append(cdr, origin)
+            self._append(cdr, origin, debit=cdr.cost)
             return self._balances[cdr.username]
 
         return _fired(charge)

@@ -309,6 +309,17 @@ def _score(value: float) -> str:
     return repr(float(value))
 
 
+def _cdr_parts(cdr: CDR) -> tuple[list[str], list[Any]]:
+    """The KEYS and ARGV every CDR-appending script starts with (the CDR checked).
+
+    KEYS: the CDR, the index of all CDRs, the account's index; ARGV: its JSON, its
+    end time (the indexes' score), its id.
+    """
+    records.check_cdr(cdr)
+    keys = [f"cb:cdr:{cdr.cdr_id}", "cb:cdrs", _acct(cdr.username, "cdrs")]
+    return keys, [records.cdr_to_json(cdr), _score(cdr.ended_at), cdr.cdr_id]
+
+
 def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
     return dict(zip(flat[::2], flat[1::2]))
 
@@ -774,25 +785,19 @@ class RedisStore:
         return defer.ensureDeferred(self._append_cdr(cdr))
 
     async def _append_cdr(self, cdr: CDR) -> None:
-        records.check_cdr(cdr)
-        text = records.cdr_to_json(cdr)
-        keys = [f"cb:cdr:{cdr.cdr_id}", "cb:cdrs", _acct(cdr.username, "cdrs")]
-        args = [text, _score(cdr.ended_at), cdr.cdr_id, cdr.username]
-        await self._eval(_APPEND_CDR, keys, args)
+        keys, args = _cdr_parts(cdr)
+        await self._eval(_APPEND_CDR, keys, [*args, cdr.username])
 
     def charge(self, cdr: CDR, origin: str = "") -> defer.Deferred[int]:
         """Append a leg's CDR and debit its cost in one script, once per CDR id."""
         return defer.ensureDeferred(self._charge(cdr, origin))
 
     async def _charge(self, cdr: CDR, origin: str) -> int:
-        records.check_cdr(cdr)
+        keys, args = _cdr_parts(cdr)
         records.check_origin(origin)
         user = cdr.username
-        keys = [f"cb:cdr:{cdr.cdr_id}", "cb:cdrs", _acct(user, "cdrs"), _acct(user)]
-        keys.append(_acct(user, "balance"))
-        text = records.cdr_to_json(cdr)
-        args = [text, _score(cdr.ended_at), cdr.cdr_id, cdr.cost, user, origin]
-        status, balance = await self._eval(_CHARGE, keys, args)
+        keys += [_acct(user), _acct(user, "balance")]
+        status, balance = await self._eval(_CHARGE, keys, [*args, cdr.cost, user, origin])
         if status == 0:
             raise NoSuchAccount(f"no account {user!r}")
         return int(balance)
@@ -853,13 +858,10 @@ class RedisStore:
 
     async def _end_session(self, session_id: str, cdr: CDR, origin: str) -> None:
         records.check_key(session_id, "session id")
-        records.check_cdr(cdr)
+        keys, args = _cdr_parts(cdr)
         records.check_origin(origin)
-        user = cdr.username
-        keys = [f"cb:cdr:{cdr.cdr_id}", "cb:cdrs", _acct(user, "cdrs")]
         keys += [f"cb:session:{session_id}", "cb:sessions"]
-        text = records.cdr_to_json(cdr)
-        args = [text, _score(cdr.ended_at), cdr.cdr_id, session_id, user, origin]
+        args += [session_id, cdr.username, origin]
         await self._eval(_END_SESSION, keys, args)
 
     def list_sessions(self) -> defer.Deferred[list[str]]:
