@@ -35,7 +35,7 @@ __all__ = [
 FIXTURES = Path(
     os.environ.get(
         "CALLBACKD_FIXTURES",
-        Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "asterisk22",
+        Path(__file__).resolve().parents[1] / "fixtures" / "asterisk22",
     )
 )
 
