@@ -1,7 +1,7 @@
 """The AMI events callbackd uses: the include filter of the recommended manager.conf.
 
 A real Asterisk 22 sends an AMI user only the events its ``manager.conf``
-``eventfilter(name(X)) =`` include filters name (ASTERISK.md §1.7). The sample
+``eventfilter(name(X)) =`` include filters name (``docs/asterisk.rst``). The sample
 ``etc/asterisk/manager.conf`` whitelists exactly :data:`MANAGER_EVENTS`, and the
 embedded simulated Asterisk applies the same filter by default (``[simulator]
 event_filter``), so the daemon parses no event it would throw away. A test ties the

@@ -1,6 +1,6 @@
 """The production switch: :class:`~callbackd.switch.ISwitch` over the AMI client.
 
-Follows ASTERISK.md §3.1 (Option A, one ConfBridge room per session): every leg
+Follows docs/asterisk.rst, "One ConfBridge room per session": every leg
 is an async ``Originate`` with a pre-assigned ``ChannelId`` into ``cb-conf``
 (``wait-a`` for a source leg that hears ringback, ``leg-b`` for a leg that goes
 straight into the room); ``join_room`` Redirects a waiting leg to ``leg-a``.
@@ -8,15 +8,15 @@ straight into the room); ``join_room`` Redirects a waiting leg to ``leg-a``.
 The AMI events of a leg are translated into the normalised events of
 :mod:`callbackd.switch`, at most one of each kind per leg, stamped with the
 event's own ``Timestamp``. Asterisk does not order events across sources
-(§1.4), so the translation is order-tolerant:
+("Event orders"), so the translation is order-tolerant:
 
 * answer instant = the first of ``Newstate`` 6, ``DialEnd ANSWER`` and
-  ``OriginateResponse Success`` (§3.4);
+  ``OriginateResponse Success``;
 * a leg that never answered fails once both its ``OriginateResponse`` and the
   ``Hangup`` of its channel are in (or a short settle time after either one):
   the outcome comes from ``Reason``, then the Hangup ``Cause``, then
   ``DialStatus`` (the Local-channel quirk hangs up busy legs with cause 0,
-  §2.4), and an unanswered leg's Hangup never becomes a :class:`LegHungUp`;
+  see "Event orders"), and an unanswered leg's Hangup never becomes a :class:`LegHungUp`;
 * events of the ``;2`` half of a Local channel, and of channels that are not
   ours, are ignored.
 """
@@ -69,9 +69,9 @@ EVENTS = SWITCH_EVENTS
 #: the events that name the leg in ``DestUniqueid`` / ``DestChannel`` (lower case)
 DIAL_EVENTS = frozenset({"dialstate", "dialend"})
 
-#: ``OriginateResponse`` Reason -> outcome (ASTERISK.md §2.3); 0 and 1 say nothing precise
+#: ``OriginateResponse`` Reason -> outcome (docs/asterisk.rst); 0 and 1 say nothing precise
 REASON_OUTCOMES = {3: "noanswer", 5: "busy", 8: "congestion"}
-#: Q.850 cause of the leg's own Hangup -> outcome (§2.4)
+#: Q.850 cause of the leg's own Hangup -> outcome ("Hangup causes")
 CAUSE_OUTCOMES = {
     17: "busy",
     18: "noanswer",
@@ -83,14 +83,14 @@ CAUSE_OUTCOMES = {
     41: "congestion",
     42: "congestion",
 }
-#: ``DialEnd`` DialStatus -> outcome (§2.5)
+#: ``DialEnd`` DialStatus -> outcome
 DIAL_STATUS_OUTCOMES = {
     "BUSY": "busy",
     "NOANSWER": "noanswer",
     "CONGESTION": "congestion",
     "CHANUNAVAIL": "chanunavail",
 }
-#: ``ChannelState`` -> ChannelInfo.state (§2.1)
+#: ``ChannelState`` -> ChannelInfo.state ("The channel block")
 CHANNEL_STATES = {
     "0": "down",
     "1": "reserved",

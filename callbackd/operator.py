@@ -108,7 +108,7 @@ def operator_helpers(daemon: Any) -> dict[str, Any]:
 
 
 def _describe(event: machine.SessionEvent, decimals: int) -> str:
-    """A short log text for an event the seeds have no words for."""
+    """A short log text for an event GTalk2VoIP had no words for."""
     parts = [event.role, event.address, event.cause]
     if event.kind == "leg_ended" and event.billed_seconds:
         parts.append(f"{event.billed_seconds} s, {format_amount(event.cost, decimals)}")
@@ -118,7 +118,7 @@ def _describe(event: machine.SessionEvent, decimals: int) -> str:
 
 
 def progress_logger(log: Any, decimals: int, currency: str) -> Any:
-    """A session subscriber that logs every event in the seed's words.
+    """A session subscriber that logs every event in GTalk2VoIP's words.
 
     ``session_started`` is not logged: the engine's own line for a new session
     names the account and both addresses.

@@ -2,7 +2,7 @@
 
 The session manager talks only to :class:`ISwitch`. The production switch
 (:mod:`callbackd.amiswitch`) speaks AMI to a real or simulated Asterisk, following
-the one-ConfBridge-room-per-session design of ASTERISK.md §3.1; a fake switch
+the one-ConfBridge-room-per-session design of docs/asterisk.rst; a fake switch
 serves unit tests. Both report what happens to legs as the normalised events
 below, each keyed by the leg's pre-assigned channel id and stamped with the
 switch's own timestamp (AMI ``Timestamp``), so billing never depends on when the
@@ -93,7 +93,7 @@ def check_request(request: OriginateRequest) -> None:
 
     Shared by every ISwitch implementation so that the real and the fake one
     refuse the same requests. Variable values may not contain ``,``: Asterisk
-    splits ``Variable:`` values on it (ASTERISK.md §2.2).
+    splits ``Variable:`` values on it (docs/asterisk.rst, "Originate").
     """
     check_channel_id(request.channel_id)
     check_room(request.room)

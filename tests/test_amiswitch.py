@@ -318,7 +318,7 @@ LEG_EVENTS = {"Newchannel", "Newstate", "DialEnd", "OriginateResponse", "Confbri
 def shuffled_within_bursts(messages: list[Message], rnd, gap: float = 0.005) -> list[Message]:
     """The messages with every burst (events less than ``gap`` s apart) shuffled.
 
-    Asterisk orders nothing across sources (ASTERISK.md §1.4): events of the same
+    Asterisk orders nothing across sources (docs/asterisk.rst): events of the same
     instant arrive in any order; events seconds apart do not swap.
     """
     bursts: list[list[Message]] = []

@@ -144,7 +144,7 @@ def test_finished_session_is_forgotten():
 
 
 def test_progress_is_published_in_the_seed_words():
-    """Subscribers get the seed's progress lines."""
+    """Subscribers get GTalk2VoIP's progress lines."""
     world = World()
     sid = world.talking()
     result(world.manager.hangup(sid))
@@ -265,7 +265,7 @@ def test_add_and_del_an_additional_leg():
 
 
 def test_list_legs_names_the_connected_legs():
-    """LIST gives the seed's list."""
+    """LIST gives GTalk2VoIP's list."""
     world = World()
     sid = world.talking()
     assert world.manager.list_legs(sid) == (

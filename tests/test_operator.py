@@ -1,4 +1,4 @@
-"""The progress logger: every session event in the log, in the seeds' words."""
+"""The progress logger: every session event in the log, in GTalk2VoIP's words."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_leg_ended_line_gives_billed_seconds_and_cost():
 
 
 def test_seed_words_are_logged_with_the_event():
-    """An event with seed words logs those words and the event's fields."""
+    """An event with GTalk2VoIP words logs those words and the event's fields."""
     event = _event("leg_answered", role="source", address="phone:+4930123")
     (logged,) = _logged(event)
     assert formatEvent(logged) == "session cb1abc: Source answered."

@@ -44,7 +44,7 @@ Until = Callable[[list], bool]
 
 
 def request(channel_id: str, number: str, role: str = "join", room: str = "c1", timeout=30):
-    """A leg to a callee of the test dialplan (``sim-callee``, ASTERISK.md §7.1)."""
+    """A leg to a callee of the test dialplan (``sim-callee``, fixtures/asterisk22/config)."""
     channel = number if "/" in number else f"Local/{number}@sim-callee/n"
     return OriginateRequest(channel_id, channel, room, role, timeout, "Callback <+15551000>")
 

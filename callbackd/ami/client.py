@@ -7,7 +7,7 @@ preparation fails (``NoTransition`` in its state machine), and Asterisk closes
 the socket after every refused login. Instead a refused or timed-out login aborts
 the connection and the retry policy counts every attempt that did not end
 logged in, so the back-off grows for refused logins as it does for refused
-connections (ASTERISK.md §1.9).
+connections (docs/asterisk.rst, "Keepalive, shutdown and reconnect").
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ A message keeps every header in order, repeated keys included (``Variable``,
 case-insensitively, first occurrence winning, as Asterisk itself does.
 Outgoing keys and values are validated before anything is written: a CR, LF or
 NUL in a value would end the header and could start a new action (header
-injection, ASTERISK.md §6.1).
+injection, docs/asterisk.rst, "AMI header injection").
 """
 
 from __future__ import annotations

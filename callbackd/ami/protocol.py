@@ -5,7 +5,7 @@ order. Every action has a timer; when it fires the action's Deferred errbacks wi
 :class:`AMITimeout`. When the connection goes, every pending Deferred errbacks with
 :class:`AMIConnectionLost`. Every ``Event:`` is offered to the event subscribers,
 including the ones that also answer a pending list action or async Originate
-(ASTERISK.md §1.4).
+(docs/asterisk.rst, "ActionIDs").
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ BANNER_PREFIX = "Asterisk Call Manager/"
 #: ``Response: Error`` texts of list actions that mean "nothing to list"
 EMPTY_LIST_ERRORS = frozenset({"No active conferences.", "No Conference by that name found."})
 
-#: Asterisk formats ActionIDs into fixed buffers; longer ones get cut (ASTERISK.md §1.4)
+#: Asterisk formats ActionIDs into fixed buffers; longer ones get cut (docs/asterisk.rst)
 MAX_ACTION_ID = 60
 
 ASSIGNED_ACTION_ID = "the ActionID is assigned by the protocol"
@@ -485,7 +485,7 @@ class AMIProtocol(Protocol):
 
         Errbacks with :class:`AMICommandFailure` when Asterisk refuses it at once,
         :class:`AMITimeout` after ``timeout_ms`` plus ``action_timeout`` without a
-        result. Variable values may not contain ``,`` (Asterisk splits on it, §2.2).
+        result. Variable values may not contain ``,`` (Asterisk splits on it).
         """
         if (application is None) == (exten is None):
             return fail(ValueError("originate needs either exten (and context) or application"))

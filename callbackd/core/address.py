@@ -7,8 +7,8 @@ read with the configured default region) or a network address (``sip:user@host``
 Validation is strict on purpose: whatever this module accepts is later put into an
 Asterisk dial string, so every accepted value is made of a small safe character set
 (ASCII letters, digits and ``. _ ~ + -``; ``@`` only as the separator; ``:`` only
-before a SIP port). See ASTERISK.md §6.2 for the dial-string metacharacters this keeps
-out.
+before a SIP port). See docs/asterisk.rst, "Dial-string injection", for the dial-string
+metacharacters this keeps out.
 
 Phone numbers: explicit international forms (``+``, ``00``, ``phone:`` followed by
 digits) are taken as given; everything else is parsed as a national number of the
@@ -158,7 +158,7 @@ def _parse_phone(text: str, default_region: str, international: bool) -> str:
         readings = [_read_number(cleaned, default_region)]
     else:
         # bare digits: national in the default region, or international without "+"
-        # (the seeds' SMS form D.48774417880). A valid reading beats a merely possible
+        # (the SMS callback form D.48774417880). A valid reading beats a merely possible
         # one; between two valid ones, national wins unless the region has a trunk
         # prefix (0 in DE) that the digits do not start with.
         national = _read_number(cleaned, default_region)

@@ -1,6 +1,6 @@
 """Credit control: how long the legs of a session may stay up on the money left.
 
-The rule the session engine follows (DESIGN.md §2, "Credit control"):
+The rule the session engine follows:
 
 * Each billed leg is charged from its own answer to its own end with its own rate
   (:meth:`Rate.cost` on its duration), so the cost of a set of legs that all stay up

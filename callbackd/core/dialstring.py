@@ -2,7 +2,7 @@
 
 A template is what the operator configured (``PJSIP/{number}@proxicom``,
 ``Motif/xmpp/{user}@{host}``); the values come from users. Asterisk gives meaning to
-``& , / @ ^ ( ) $ { } ; :`` in a dial string (ASTERISK.md §6.2), so every value is
+``& , / @ ^ ( ) $ { } ; :`` in a dial string (docs/asterisk.rst), so every value is
 checked again here against a pattern that admits none of them, even though
 :mod:`callbackd.core.address` already did: this is the last step before the string
 reaches Asterisk, and a :class:`LegAddress` may have been rebuilt from the store.

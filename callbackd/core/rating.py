@@ -11,7 +11,7 @@ A deck is a CSV file, one rate a line::
 Prices are decimal currency amounts converted exactly to integer minor units of
 ``10**-decimals`` (:func:`callbackd.core.money.parse_amount`); more decimals than that
 is an error, never rounding. Increments are whole seconds (default 1 and 1: per-second
-billing, as the seeds bill).
+billing, as GTalk2VoIP billed).
 
 Billing rule (:meth:`Rate.cost`): a leg that was never answered (duration 0) costs
 nothing, not even the connect fee. An answered leg costs the connect fee plus the

@@ -245,7 +245,7 @@ def rank_providers(
     return ranked
 
 
-# What a failed attempt says about where the fault is (ASTERISK.md §2.3, §2.4, §2.5).
+# What a failed attempt says about where the fault is (docs/asterisk.rst, "Hangup causes").
 # "provider": the route failed, try the next provider; "user": the called party
 # (busy, no answer, rejected, wrong number), another provider will not help.
 _CAUSES: Final[Mapping[int, FailureSide]] = {

@@ -1,8 +1,8 @@
 """One callback session as a pure state machine: ``(state, event, now) -> (state, effects)``.
 
-A session (DESIGN.md §2) has a source leg, a destination leg and any number of
+A session (docs/architecture.rst) has a source leg, a destination leg and any number of
 additional legs; each leg goes ``calling -> ringing -> up -> ended`` and ends with a
-cause. The switch follows ASTERISK.md §3.1 (one ConfBridge room per session, the room
+cause. The switch follows docs/asterisk.rst, "One ConfBridge room per session" (the room
 named after the session id):
 
 1. the source is originated first in the ``wait`` role (it hears ringback);
@@ -10,7 +10,7 @@ named after the session id):
 3. when the destination answers (``LegAnswered`` or ``LegJoined``) the source is moved
    into the room (:class:`JoinRoom`) and the session is *talking*;
 4. ``ADD`` originates another leg into the room. It is allowed only while talking: the
-   seeds offer it "in connected state", and a leg added while the destination still
+   GTalk2VoIP callback offered it "in connected state", and a leg added while the destination still
    rings would sit alone in the room if the destination then failed;
 5. ``DEL`` hangs up an additional leg; the session goes on;
 6. the source or the destination ending (hung up, failed, dropped by the switch) ends
@@ -173,7 +173,7 @@ class Phase(str, Enum):
 
 
 class Reason:
-    """Why a session ended (the seeds' ``Reason = ...`` words)."""
+    """Why a session ended (GTalk2VoIP's ``Reason = ...`` words)."""
 
     HANGUP = "EndedByHangup"
     SOURCE_HANGUP = "SourceHangup"
@@ -478,7 +478,7 @@ def _money(amount: int, decimals: int) -> str:
 
 
 def render(event: SessionEvent, decimals: int, currency: str = "") -> str:
-    """The seeds' words for ``event`` ("" for events that need no text of their own)."""
+    """GTalk2VoIP's words for ``event`` ("" for events that need no text of their own)."""
     role = event.role.capitalize()
     kind = event.kind
     if kind == "session_started":

@@ -1,7 +1,7 @@
 """The simulated switch: channels, Local channel halves, ConfBridge rooms and the dialplan.
 
-It models what the recorded Asterisk 22 runs show (``fixtures/asterisk22``) for the
-test-instance dialplan, Option A (ASTERISK.md §3.1, §7): callees behave by
+It models what the recorded Asterisk 22 runs show (``tests/fixtures/asterisk22``) for
+the one-room-per-session dialplan (docs/asterisk.rst): callees behave by
 :mod:`callbackd.simulator.rules`; answered channels run ``cb-conf`` (``wait-a``,
 ``leg-a``, ``leg-b``, ``bad``), ``cb-dtmf`` or one application (``ConfBridge``,
 ``Wait``, anything else stays up). Events go to listeners as ordered pairs with
@@ -68,7 +68,7 @@ CAUSE_TEXT = {
     42: "Switching equipment congestion",
 }
 KNOWN_TECHS = {"local", "pjsip", "sip", "iax2", "dahdi", "motif"}
-# originate_app_permissions (ASTERISK.md §2.2)
+# Asterisk's originate_app_permissions (docs/asterisk.rst, "Originate")
 _BLACKLISTED_APPS = (
     "agi",
     "exec",
@@ -172,7 +172,7 @@ class Channel:
         return self.name.endswith(";2")
 
     def block(self, prefix: str = "") -> Pairs:
-        """The channel snapshot in Asterisk's order (ASTERISK.md §2.1)."""
+        """The channel snapshot in Asterisk's order (docs/asterisk.rst)."""
         return [
             (prefix + "Channel", self.name),
             (prefix + "ChannelState", str(self.state)),
@@ -574,7 +574,7 @@ class SimulatedAsterisk:
             self.hangup(one, cause)
             self._respond(dial, False, _reason_for_cause(cause))
             return
-        # Local quirk (ASTERISK.md §2.4): the ;1 half ends with cause 0 on busy/congestion.
+        # Local quirk (docs/asterisk.rst): the ;1 half ends with cause 0 on busy/congestion.
         self._state(two, state)
         self._dial_end(dial, status)
         self.emit("HangupRequest", two.block() + [("Cause", "0")])

@@ -1,13 +1,13 @@
 """The AMI server side of the simulated Asterisk: one session per TCP connection.
 
-Framing and answers follow Asterisk 22 (ASTERISK.md §1): the banner line, lines ended
+Framing and answers follow Asterisk 22 (docs/asterisk.rst): the banner line, lines ended
 by CRLF or a bare LF, a message ended by an empty line, a line of 1024 bytes or more
 discarded and the action answered ``Failed to parse message: line too long``, header
 names matched case-insensitively with the first occurrence winning. Before login only
 ``Login``, ``Logoff`` and ``Challenge`` run.
 
 The factory's ``event_filter`` is manager.conf's include filter for the user
-(``eventfilter(name(X)) =`` lines, §1.7): a session gets a queued event only if its
+(``eventfilter(name(X)) =`` lines): a session gets a queued event only if its
 ``Event`` name is listed. Action responses, list responses (their items and
 ``...Complete`` events) and the ``FullyBooted`` at login are never filtered, as in
 Asterisk.

@@ -17,7 +17,7 @@ from callbackd.ami.message import (
 from tests.ami.fixtures import ami_logs, segments, server_bytes
 
 LOGS = ami_logs()
-BANNER = "Asterisk Call Manager/11.0.0"  # ASTERISK.md: the AMI version of Asterisk 22
+BANNER = "Asterisk Call Manager/11.0.0"  # the AMI version of Asterisk 22
 
 
 def reference_messages(data: bytes) -> list[list[tuple[str, str]]]:
@@ -36,7 +36,7 @@ def reference_messages(data: bytes) -> list[list[tuple[str, str]]]:
 
 
 def line_by_line(data: bytes, banner: bool) -> list[list[tuple[str, str]]]:
-    """A second oracle, for any bytes: one line at a time, as ASTERISK.md §8 describes."""
+    """A second oracle, for any bytes: one line at a time, as docs/asterisk.rst describes."""
     out: list[list[tuple[str, str]]] = []
     pairs: list[tuple[str, str]] = []
     lines = data.split(b"\n")[:-1]  # the last piece has no line end yet

@@ -25,7 +25,7 @@ from tests.ami.fixtures import server_bytes, with_action_ids
 
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 LOGIN_OK = b"Response: Success\r\nActionID: {}\r\nMessage: Authentication accepted\r\n\r\n"
-#: the challenge observed in the live run (ASTERISK.md §1.6; no transcript holds one)
+#: a challenge as a real Asterisk sends it (docs/asterisk.rst, "Logging in")
 CHALLENGE = "118554538"
 
 

@@ -44,7 +44,7 @@ def test_one_per_second_leg():
 
 
 def test_two_legs_share_the_money():
-    """Two legs up together spend the money faster (seed's 0.02604/min)."""
+    """Two legs up together spend the money faster (GTalk2VoIP's 0.02604/min)."""
     legs = [LegCharge(PER_SECOND), LegCharge(PAKISTAN)]
     assert allowed_seconds(2604, legs) == 60
 

@@ -115,7 +115,7 @@ def test_start_originates_the_source_into_the_waiting_role():
 
 
 def test_start_announces_the_source_call_in_the_seed_words():
-    """The leg_calling event renders as the seed's "Calling source" line."""
+    """The leg_calling event renders as GTalk2VoIP's "Calling source" line."""
     session = Session()
     [calling] = events(session.last, "leg_calling")
     assert render(calling, DECIMALS) == (
@@ -795,7 +795,7 @@ def test_events_are_json_able_and_numbered():
 
 
 def test_render_of_the_seed_session_end():
-    """ "Charged time: 28 secs. Reason = EndedByHangup" as in the seed."""
+    """ "Charged time: 28 secs. Reason = EndedByHangup" as GTalk2VoIP said it."""
     event = SessionEvent(
         "session_ended", SID, 9, 0.0, reason=Reason.HANGUP, billed_seconds=28, state="ended"
     )

@@ -193,7 +193,7 @@ def check_leg(cdr: dict, price: int) -> None:
 
 
 def test_two_legs_then_a_third_then_hangup(rig_factory):
-    """A two-leg callback plus an added leg: progress in the seed's words, exact CDRs and money."""
+    """A two-leg callback plus an added leg: GTalk2VoIP's progress words, exact CDRs and money."""
     rig = rig_factory()
     m = rig.manhole
     price = sell_price("1555")

@@ -157,7 +157,7 @@ def _key(m: Message) -> str:
 def digest(messages: list[Message]) -> dict[str, list[tuple]]:
     """What the engine relies on, grouped per channel / originate / action.
 
-    Event order is compared per channel (ASTERISK.md §1.4), responses per ActionID
+    Event order is compared per channel (docs/asterisk.rst), responses per ActionID
     with list sizes, auto-numbered Uniqueids and channel sequence numbers normalised.
     """
     out: dict[str, list[tuple]] = defaultdict(list)

@@ -1,7 +1,7 @@
 """Replays of the real Asterisk 22 transcripts against the simulator.
 
-The actions the daemon sent (``>>>`` blocks, or the Option A flow of ASTERISK.md §3.1
-for the JSON event sequence) go to the simulator on a task.Clock; what it answers is
+The actions the daemon sent (``>>>`` blocks, or the one-room-per-session flow for the
+JSON event sequence) go to the simulator on a task.Clock; what it answers is
 compared with what the real one answered: relied-on events per channel in order, with
 the fields the engine uses, and every Response and list size per ActionID.
 """
@@ -48,7 +48,7 @@ def test_log_fixture_comparison_is_not_vacuous(name):
     assert any(k.startswith(("originate", "Local/")) for k in expected)
 
 
-# The Option A run of ASTERISK.md §3.1 (ami-option-a-conf-events.json): (time, action).
+# The one-room-per-session run of ami-option-a-conf-events.json: (time, action).
 OPTION_A = [
     (-0.05, [("Action", "Login"), ("ActionID", "c-1"), ("Username", "callbackd"),
              ("Secret", "callbackd-secret"), ("Events", "on")]),

@@ -107,7 +107,7 @@ def test_line_without_colon_is_ignored():
 
 
 def test_bare_lf_ends_an_action_like_the_real_one():
-    """A bare LF ends lines, so an LF inside a value starts a new action (§6.1)."""
+    """A bare LF ends lines, so an LF inside a value starts a new action (docs/asterisk.rst)."""
     session = Session()
     session.login()
     session.send_raw(b"Action: Ping\nActionID: inj-1\n\nAction: Ping\nActionID: injected\n\n")
