@@ -233,6 +233,22 @@ def test_user_failure_ends_the_session(outcome, reason, letter, role):
     assert session.state.reason == role + reason
 
 
+@pytest.mark.parametrize(
+    ("cause", "message"),
+    [
+        (34, "Source congestion, trying MKS..."),
+        (38, "Source congestion, trying MKS..."),
+        (17, "Source busy. Call aborted!"),
+        (19, "Source no answer. Call aborted!"),
+    ],
+)
+def test_a_hangup_before_answer_reads_its_cause(cause, message):
+    """A leg hung up before answering fails as its Q.850 cause says (the one cause table)."""
+    session = Session()
+    [failed] = events(session.feed(LegHungUp(f"{SID}-a1", 2.0, cause), 2.0), "leg_failed")
+    assert render(failed, DECIMALS) == message
+
+
 def test_failover_message_names_the_next_provider():
     """ "Source congestion, trying MKS..." tells the user what comes next."""
     session = Session()
