@@ -188,6 +188,7 @@ def _make_switch(daemon: Daemon, health: Any, metrics: Any) -> None:
         action_timeout=config.ami.action_timeout,
         ping_interval=config.ami.ping_interval,
         ping_timeout=config.ami.ping_timeout,
+        max_retry=config.ami.reconnect_max_delay,
     )
     daemon.ami = daemon.add("ami", ami)
     daemon.switch = AMISwitch(

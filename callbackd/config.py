@@ -179,6 +179,14 @@ class AMIConfig:
     ping_timeout: float = field(
         default=5.0, metadata=_meta("seconds without a Ping response before reconnecting", min=0.1)
     )
+    reconnect_max_delay: float = field(
+        default=2.0,
+        metadata=_meta(
+            "longest wait in seconds between reconnect attempts (the back-off starts at"
+            " 0.5 s and doubles up to this, jitter included)",
+            min=0.5,
+        ),
+    )
     context: str = field(
         default="cb-conf", metadata=_meta("dialplan context the legs are originated into")
     )
