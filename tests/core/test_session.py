@@ -182,11 +182,18 @@ def test_ringing_is_reported():
     ],
 )
 def test_events_that_change_nothing_have_no_effect(event):
-    """Duplicates of a connected call's events and foreign channels are ignored."""
+    """Duplicates of a connected call's events and foreign channels are ignored.
+
+    No effect at all, the legs as they were; a duplicate only tells the session its
+    legs were still there (``seen_at``), a foreign channel's event not even that.
+    """
     session = Session().talking()
     before = session.state.to_dict()
-    assert session.feed(event, 5.0) == [] or session.state.to_dict()["legs"] == before["legs"]
-    assert not of(session.last, Originate)
+    assert session.feed(event, 5.0) == []
+    after = session.state.to_dict()
+    assert after["legs"] == before["legs"]
+    ours = event.channel_id.startswith(SID)
+    assert {key for key in before if before[key] != after[key]} == ({"seen_at"} if ours else set())
 
 
 # -- failures and failover ----------------------------------------------------------
