@@ -123,3 +123,12 @@ def test_the_checked_decks_are_the_ones_the_engine_uses(tmp_path):
     options.parseOptions(["-c", str(ROOT / "etc" / "callbackd.ini")])
     root = create_daemon(options.loaded, _Reactor(), options.decks)
     assert root.daemon.engine.sell_deck is options.decks.sell
+
+
+def test_the_ami_reconnect_cap_is_configured(tmp_path):
+    """[ami] reconnect_max_delay reaches the AMI client (default 2 s)."""
+    path = tmp_path / "callbackd.ini"
+    path.write_text("[manhole]\nenabled = no\n")
+    assert create_daemon(load_config(path), _Reactor()).daemon.ami.max_retry == 2.0
+    path.write_text("[manhole]\nenabled = no\n[ami]\nreconnect_max_delay = 7.5\n")
+    assert create_daemon(load_config(path), _Reactor()).daemon.ami.max_retry == 7.5
