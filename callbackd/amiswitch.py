@@ -36,9 +36,18 @@ from callbackd.ami.client import AMIClientService
 from callbackd.ami.message import AMIInjectionError, Message
 from callbackd.ami.protocol import AMICommandFailure, AMIConnectionLost, AMIProtocol, AMITimeout
 from callbackd.amievents import SWITCH_EVENTS
+from callbackd.core.causes import (
+    BUSY,
+    CHANUNAVAIL,
+    CONGESTION,
+    DIAL_STATUS_OUTCOMES,
+    FAILED,
+    NOANSWER,
+    cause_for_outcome,
+    outcome_of_cause,
+)
 from callbackd.switch import (
     CHANNEL_ID,
-    OUTCOME_CAUSES,
     ROOM,
     ChannelInfo,
     ISwitch,
@@ -70,26 +79,7 @@ EVENTS = SWITCH_EVENTS
 DIAL_EVENTS = frozenset({"dialstate", "dialend"})
 
 #: ``OriginateResponse`` Reason -> outcome (docs/asterisk.rst); 0 and 1 say nothing precise
-REASON_OUTCOMES = {3: "noanswer", 5: "busy", 8: "congestion"}
-#: Q.850 cause of the leg's own Hangup -> outcome ("Hangup causes")
-CAUSE_OUTCOMES = {
-    17: "busy",
-    18: "noanswer",
-    19: "noanswer",
-    21: "rejected",
-    27: "congestion",
-    34: "congestion",
-    38: "congestion",
-    41: "congestion",
-    42: "congestion",
-}
-#: ``DialEnd`` DialStatus -> outcome
-DIAL_STATUS_OUTCOMES = {
-    "BUSY": "busy",
-    "NOANSWER": "noanswer",
-    "CONGESTION": "congestion",
-    "CHANUNAVAIL": "chanunavail",
-}
+REASON_OUTCOMES = {3: NOANSWER, 5: BUSY, 8: CONGESTION}
 #: ``ChannelState`` -> ChannelInfo.state ("The channel block")
 CHANNEL_STATES = {
     "0": "down",
@@ -118,11 +108,12 @@ def failure_outcome(
     """
     if reason in REASON_OUTCOMES:
         return REASON_OUTCOMES[reason]
-    if cause in CAUSE_OUTCOMES:
-        return CAUSE_OUTCOMES[cause]
+    outcome = outcome_of_cause(cause)
+    if outcome is not None:
+        return outcome
     if dial_status is not None and dial_status.upper() in DIAL_STATUS_OUTCOMES:
         return DIAL_STATUS_OUTCOMES[dial_status.upper()]
-    return "failed" if channel_seen else "chanunavail"
+    return FAILED if channel_seen else CHANUNAVAIL
 
 
 @dataclass(eq=False)
@@ -562,7 +553,7 @@ class AMISwitch:
         if at is None:
             at = leg.hangup[0] if leg.hangup is not None else self.clock.seconds()
         self._forget(leg)
-        self._emit(LegFailed(leg.channel_id, at, outcome, cause or OUTCOME_CAUSES.get(outcome, 0)))
+        self._emit(LegFailed(leg.channel_id, at, outcome, cause or cause_for_outcome(outcome)))
 
     def _end(self, leg: _Leg) -> None:
         assert leg.hangup is not None

@@ -72,6 +72,7 @@ from callbackd.core.routing import (
     rank_providers,
     resolve_provider,
 )
+from callbackd.decks import Decks, load_decks
 from callbackd.store.interface import StoreError
 from callbackd.switch import (
     ISwitch,
@@ -1119,27 +1120,22 @@ class EngineService(service.Service):
     """The session manager as a service of the daemon: loads the decks, starts, stops."""
 
     def __init__(
-        self, config: Config, reactor: IReactorTime, switch: ISwitch, store: Any, metrics: Any
+        self,
+        config: Config,
+        reactor: IReactorTime,
+        switch: ISwitch,
+        store: Any,
+        metrics: Any,
+        decks: Decks | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
-        decimals = config.billing.decimals
-        sell = (
-            Deck.from_csv(config.resolve(config.billing.tariff), decimals, name="sell")
-            if config.billing.tariff
-            else Deck(name="sell")
-        )
+        decks = load_decks(config) if decks is None else decks
         providers = [
-            Provider(
-                p.name,
-                p.dial,
-                Deck.from_csv(config.resolve(p.rates), decimals, name=p.name),
-                p.channels,
-            )
-            for p in config.providers
+            Provider(p.name, p.dial, decks.providers[p.name], p.channels) for p in config.providers
         ]
         self.manager = SessionManager.from_config(
-            config, reactor, switch, store, sell_deck=sell, providers=providers
+            config, reactor, switch, store, sell_deck=decks.sell, providers=providers
         )
 
     def startService(self) -> None:

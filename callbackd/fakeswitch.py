@@ -21,8 +21,8 @@ from collections.abc import Callable
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
+from callbackd.core.causes import OUTCOMES, cause_for_outcome
 from callbackd.switch import (
-    OUTCOME_CAUSES,
     ChannelInfo,
     ISwitch,
     LegAnswered,
@@ -41,9 +41,6 @@ from callbackd.switch import (
 )
 
 __all__ = ["OUTCOMES", "FakeSwitch"]
-
-#: the outcomes a LegFailed may carry
-OUTCOMES = ("busy", "noanswer", "congestion", "chanunavail", "rejected", "failed")
 
 
 @implementer(ISwitch)
@@ -156,7 +153,7 @@ class FakeSwitch:
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}; use one of {', '.join(OUTCOMES)}")
         if cause is None:
-            cause = OUTCOME_CAUSES.get(outcome, 0)
+            cause = cause_for_outcome(outcome)
         self.emit(LegFailed(channel_id, at, outcome, cause))
 
     def hang_up(

@@ -73,12 +73,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final, TypeVar
 
+from callbackd.core import causes
 from callbackd.core.credit import LegCharge, accrued_cost, allowed_seconds
-from callbackd.core.model import CDR
-from callbackd.core.money import format_amount
-from callbackd.core.rating import Rate
-from callbackd.core.routing import classify_failure
-from callbackd.switch import (
+from callbackd.core.events import (
     LegAnswered,
     LegFailed,
     LegHungUp,
@@ -86,6 +83,10 @@ from callbackd.switch import (
     LegRinging,
     OriginateRequest,
 )
+from callbackd.core.model import CDR
+from callbackd.core.money import format_amount
+from callbackd.core.rating import Rate
+from callbackd.core.routing import classify_failure
 
 __all__ = [
     "ABSOLUTE_TIMEOUT_GRACE",
@@ -142,7 +143,7 @@ ORIGINATE_SETTLE: Final = 2.0
 #: additional legs per session (channel letters c..z)
 MAX_ADDITIONAL: Final = 24
 #: Q.850 normal clearing, used for every hangup the daemon asks for
-NORMAL_CLEARING: Final = 16
+NORMAL_CLEARING: Final = causes.NORMAL_CLEARING
 
 SOURCE: Final = "source"
 DESTINATION: Final = "destination"
@@ -194,22 +195,31 @@ NOT_CALLED = "not called"
 
 #: LegFailed.outcome -> leg cause
 _OUTCOME_CAUSE: Final = {
-    "busy": BUSY,
-    "noanswer": NO_ANSWER,
-    "rejected": REJECTED,
-    "congestion": CONGESTION,
-    "chanunavail": UNAVAILABLE,
-    "failed": FAILED,
+    causes.BUSY: BUSY,
+    causes.NOANSWER: NO_ANSWER,
+    causes.REJECTED: REJECTED,
+    causes.CONGESTION: CONGESTION,
+    causes.CHANUNAVAIL: UNAVAILABLE,
+    causes.FAILED: FAILED,
 }
 #: LegFailed.outcome -> the DialStatus words routing classifies
 _OUTCOME_DIALSTATUS: Final = {
-    "busy": "BUSY",
-    "noanswer": "NOANSWER",
-    "congestion": "CONGESTION",
-    "chanunavail": "CHANUNAVAIL",
+    outcome: status for status, outcome in causes.DIAL_STATUS_OUTCOMES.items()
 }
-#: Q.850 cause of a hangup before answer -> LegFailed.outcome
-_CAUSE_OUTCOME: Final = {17: "busy", 18: "noanswer", 19: "noanswer", 21: "rejected", 16: "noanswer"}
+
+
+def _hangup_outcome(cause: int) -> str:
+    """The outcome of a leg the switch says hung up before its answer was seen.
+
+    A normal clearing then is an answered call whose answer is reported late (or a
+    far end that gave up ringing): no answer yet, and no reason to try another
+    provider; the real switch never ends an unanswered leg with it.
+    """
+    if cause == causes.NORMAL_CLEARING:
+        return causes.NOANSWER
+    return causes.outcome_of_cause(cause) or causes.FAILED
+
+
 #: leg cause of an unanswered source/destination -> reason suffix
 _REASON_SUFFIX: Final = {
     BUSY: "Busy",
@@ -846,7 +856,7 @@ class _Step:
         elif leg.release_cause:
             self.end(leg, at, leg.release_cause)
         else:
-            self.failed(leg, at, _CAUSE_OUTCOME.get(cause, "failed"), cause)
+            self.failed(leg, at, _hangup_outcome(cause), cause)
 
     # -- ending -----------------------------------------------------------------------
 

@@ -182,11 +182,18 @@ def test_ringing_is_reported():
     ],
 )
 def test_events_that_change_nothing_have_no_effect(event):
-    """Duplicates of a connected call's events and foreign channels are ignored."""
+    """Duplicates of a connected call's events and foreign channels are ignored.
+
+    No effect at all, the legs as they were; a duplicate only tells the session its
+    legs were still there (``seen_at``), a foreign channel's event not even that.
+    """
     session = Session().talking()
     before = session.state.to_dict()
-    assert session.feed(event, 5.0) == [] or session.state.to_dict()["legs"] == before["legs"]
-    assert not of(session.last, Originate)
+    assert session.feed(event, 5.0) == []
+    after = session.state.to_dict()
+    assert after["legs"] == before["legs"]
+    ours = event.channel_id.startswith(SID)
+    assert {key for key in before if before[key] != after[key]} == ({"seen_at"} if ours else set())
 
 
 # -- failures and failover ----------------------------------------------------------
@@ -231,6 +238,22 @@ def test_user_failure_ends_the_session(outcome, reason, letter, role):
     effects = session.feed(LegFailed(f"{SID}-{letter}1", 2.0, outcome), 2.0)
     assert not of(effects, Originate)
     assert session.state.reason == role + reason
+
+
+@pytest.mark.parametrize(
+    ("cause", "message"),
+    [
+        (34, "Source congestion, trying MKS..."),
+        (38, "Source congestion, trying MKS..."),
+        (17, "Source busy. Call aborted!"),
+        (19, "Source no answer. Call aborted!"),
+    ],
+)
+def test_a_hangup_before_answer_reads_its_cause(cause, message):
+    """A leg hung up before answering fails as its Q.850 cause says (the one cause table)."""
+    session = Session()
+    [failed] = events(session.feed(LegHungUp(f"{SID}-a1", 2.0, cause), 2.0), "leg_failed")
+    assert render(failed, DECIMALS) == message
 
 
 def test_failover_message_names_the_next_provider():
