@@ -19,6 +19,7 @@ from zope.interface import Attribute, Interface
 
 __all__ = [
     "CHANNEL_ID",
+    "END_DESTINATION",
     "OUTCOME_CAUSES",
     "ROOM",
     "ChannelInfo",
@@ -29,10 +30,13 @@ __all__ = [
     "LegJoined",
     "LegRinging",
     "OriginateRequest",
+    "ROOM_COMMANDS",
+    "RoomCommand",
     "SwitchConnected",
     "SwitchDisconnected",
     "SwitchError",
     "SwitchEvent",
+    "SwitchShutdown",
     "check_channel_id",
     "check_request",
     "check_room",
@@ -174,6 +178,38 @@ class LegHungUp:
     cause_text: str = "Normal Clearing"
 
 
+#: ``#11`` in the room (``cb-dtmf,endb``): hang up every leg but the source
+END_DESTINATION = "endb"
+#: the commands a :class:`RoomCommand` may carry (the ``CbCmd`` values of the dialplan)
+ROOM_COMMANDS = frozenset({END_DESTINATION})
+
+
+@dataclass(frozen=True)
+class RoomCommand:
+    """The source keyed a menu command in its session's room (``UserEvent CbDtmf``).
+
+    ``room`` is the session id; ``command`` one of :data:`ROOM_COMMANDS`;
+    ``channel_id`` the leg that keyed it ("" when the switch did not say).
+    """
+
+    room: str
+    command: str
+    at: float
+    channel_id: str = ""
+
+
+@dataclass(frozen=True)
+class SwitchShutdown:
+    """The switch is shutting down (``restart``: and coming back): every leg is going.
+
+    Reported on the first sign (an action refused because the switch is shutting
+    down, or its ``Shutdown`` event), once per connection.
+    """
+
+    at: float
+    restart: bool = False
+
+
 @dataclass(frozen=True)
 class SwitchConnected:
     """The switch is (again) reachable: the manager reconciles its sessions."""
@@ -195,6 +231,8 @@ SwitchEvent = (
     | LegJoined
     | LegFailed
     | LegHungUp
+    | RoomCommand
+    | SwitchShutdown
     | SwitchConnected
     | SwitchDisconnected
 )
@@ -204,6 +242,10 @@ class ISwitch(Interface):
     """Originate, hang up, move and inspect legs; report what happens to them."""
 
     connected = Attribute("bool: the switch is reachable right now")
+    started_at = Attribute(
+        "float | None: when the switch last (re)started, as far as it said (None: unknown);"
+        " a leg dialled before then went with the switch"
+    )
 
     def add_listener(listener: Callable[[SwitchEvent], None]):
         """Deliver every SwitchEvent to ``listener``."""
