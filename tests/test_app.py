@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 from twisted.internet.testing import MemoryReactorClock
+from twisted.web.test.requesthelper import DummyRequest
 
+from callbackd.ami.message import Message
 from callbackd.app import create_daemon
 from callbackd.config import load_config
 
@@ -81,3 +84,26 @@ def test_tune_gc_zero_keeps_pythons_threshold():
         assert gc.get_threshold() == before
     finally:
         gc.unfreeze()
+
+
+def _ami_health(root) -> tuple[bool, str]:
+    """The "ami" check of the /healthz the built tree serves."""
+    site = root.getServiceNamed("web").factory
+    request = DummyRequest([b"healthz"])
+    site.resource.children[b"healthz"].render(request)
+    check = json.loads(b"".join(request.written))["checks"]["ami"]
+    return check["ok"], check["detail"]
+
+
+def test_healthz_says_the_switch_restarts_until_it_is_fully_booted():
+    """After the switch's Shutdown /healthz's ami check says so, until FullyBooted."""
+    config = load_config(ROOT / "etc" / "callbackd.ini")
+    root = create_daemon(config, _Reactor())
+    ami = root.getServiceNamed("ami")
+    assert _ami_health(root) == (False, "not connected")
+    ami.events.dispatch(
+        Message([("Event", "Shutdown"), ("Shutdown", "Cleanly"), ("Restart", "True")])
+    )
+    assert _ami_health(root) == (False, "switch restarting")
+    ami.events.dispatch(Message([("Event", "FullyBooted"), ("Uptime", "0")]))
+    assert _ami_health(root) == (False, "not connected")
