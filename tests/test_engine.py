@@ -40,11 +40,13 @@ def result(d):
 class World:
     """A manager with its fakes, and alice's account."""
 
-    def __init__(self, balance=10_000_000, store=None, clock=None, channels=(), **account):
+    def __init__(
+        self, balance=10_000_000, store=None, clock=None, channels=(), switch=None, **account
+    ):
         self.clock = clock or Clock()
         if clock is None:
             self.clock.advance(START)
-        self.switch = FakeSwitch()
+        self.switch = switch or FakeSwitch()
         self.switch.channels = list(channels)
         self.store = store or MemoryStore(self.clock, BcryptHasher(rounds=4, run_in_thread=False))
         if store is None:
