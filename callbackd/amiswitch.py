@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -331,9 +331,6 @@ class AMISwitch:
             protocol = self._protocol()
         except SwitchError:
             return fail()
-        if self._going:
-            # the switch hangs every channel up itself and refuses every action now
-            return succeed(None)
 
         def already_gone(failure: Failure) -> Failure | None:
             if failure.check(AMICommandFailure) and "no such channel" in (
@@ -345,7 +342,7 @@ class AMISwitch:
             return None if self._going else refused
 
         d = protocol.hangup(channel_id, cause)
-        return d.addCallbacks(lambda _: None, already_gone)
+        return d.addCallbacks(self._carried_out, already_gone)
 
     def join_room(self, channel_id: str, room: str) -> Deferred[None]:
         """Move a waiting leg into ``room`` (Redirect to ``leg-a``)."""
@@ -368,7 +365,7 @@ class AMISwitch:
             # the leg was originated for another room, or before a restart: say where to go
             d = protocol.setvar("CB_ROOM", room, channel=channel_id).addCallback(redirect)
         return d.addCallbacks(
-            lambda _: None, lambda f: self._refused(f"move leg {channel_id} to its room", f)
+            self._carried_out, lambda f: self._refused(f"move leg {channel_id} to its room", f)
         )
 
     def set_absolute_timeout(self, channel_id: str, seconds: int) -> Deferred[None]:
@@ -381,7 +378,9 @@ class AMISwitch:
         except SwitchError:
             return fail()
         d = protocol.absolute_timeout(channel_id, seconds)
-        return d.addCallbacks(lambda _: None, lambda f: self._refused(f"limit leg {channel_id}", f))
+        return d.addCallbacks(
+            self._carried_out, lambda f: self._refused(f"limit leg {channel_id}", f)
+        )
 
     def list_channels(self) -> Deferred[list[ChannelInfo]]:
         """Every live leg of ours Asterisk reports (``;2`` halves and foreign channels skipped).
@@ -435,6 +434,14 @@ class AMISwitch:
                 self.log.info("leg {channel_id} is gone from the switch", channel_id=channel_id)
                 self._forget(leg)
         return found
+
+    def _carried_out(self, _: object) -> None:
+        """An action succeeded: the switch is not shutting down (any more).
+
+        A switch shutting down refuses every action until it is gone, unless its
+        operator called a graceful stop off again; then nothing else would say so.
+        """
+        self._going = ""
 
     def _refused(self, what: str, failure: Failure) -> Failure:
         """A SwitchError fit for users for a failed AMI action (the details are logged)."""

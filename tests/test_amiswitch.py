@@ -1038,15 +1038,26 @@ def test_real_restart_logs_shutdown_and_fully_booted():
     assert wire.events == [SwitchShutdown(1796161048.733463, restart=True)]
 
 
-def test_no_hangup_is_sent_while_the_switch_shuts_down():
-    """Once the switch said it is going, hangup writes nothing and succeeds."""
+def test_a_hangup_refused_while_shutting_down_counts_as_done():
+    """Refused because the switch is shutting down: reported once, and the hangup is done."""
     wire = Wire()
-    wire.feed(event("Shutdown", Shutdown="Cleanly", Restart="False", Timestamp="5.0"))
-    before = len(wire.actions())
     results = []
-    wire.switch.hangup("s1-a").addBoth(results.append)
-    assert results == [None] and len(wire.actions()) == before
+    for leg in ("s1-a", "s1-b"):
+        wire.switch.hangup(leg).addBoth(results.append)
+        wire.reply(("Response", "Error"), ("Message", "Asterisk is shutting down"))
+    assert results == [None, None]
+    assert wire.events == [SwitchShutdown(wire.clock.seconds(), restart=False)]
     assert wire.switch.health() == (False, "switch shutting down")
+
+
+def test_an_action_carried_out_again_ends_the_shutdown():
+    """A graceful stop called off: the next action that succeeds makes the switch healthy."""
+    wire = Wire()
+    wire.switch.hangup("s1-a")
+    wire.reply(("Response", "Error"), ("Message", "Asterisk is shutting down"))
+    wire.switch.set_absolute_timeout("s1-b", 30)
+    wire.reply(("Response", "Success"), ("Message", "Timeout Set"))
+    assert wire.switch.health() == (True, "logged in")
 
 
 def test_health_when_not_connected():

@@ -337,7 +337,8 @@ class SwitchLost:
     """The switch is going away (shutting down or restarting): every leg goes with it.
 
     The session ends with ``Reason = SwitchLost`` and its legs with cause ``lost``; no
-    hangup is asked of a switch that hangs everything up itself. A session that began
+    hangup is asked of a switch that refuses every action now (and hangs everything
+    up itself, but for a graceful stop). A session that began
     to end (by a leg's own end) at most :data:`SWITCH_LOST_WINDOW` before is relabelled:
     that end was the switch's doing.
     """
@@ -1218,14 +1219,18 @@ class _Step:
         self.maybe_finish()
 
     def lose(self, leg: Leg) -> None:
-        """The switch took the leg away: its end comes as an event (or by timer), no hangup."""
+        """The switch is taking the leg away: no hangup (it refuses every action now).
+
+        No timer either: the leg's end comes as its Hangup event with the switch's
+        time, or from the reconciliation once the switch is back (billed up to the
+        last moment it was known up). A switch stopping "gracefully" keeps its calls
+        until they end: a timer here would stop billing calls that go on.
+        """
         if not leg.live or not leg.attempt or leg.release_cause == LOST:
             return
-        if not leg.release_cause:
-            leg.release_at = self.now
-            self.emit(CancelTimer(f"ring-{leg.letter}"))
-            self.emit(ArmTimer(f"release-{leg.letter}", RELEASE_TIMEOUT))
         leg.release_cause = LOST
+        self.emit(CancelTimer(f"ring-{leg.letter}"))
+        self.emit(CancelTimer(f"release-{leg.letter}"))
 
     def timer(self, name: str) -> None:
         state = self.state
@@ -1302,8 +1307,8 @@ class _Step:
                 end = max(leg.answered_at, state.seen_at)
                 if leg.deadline:
                     end = min(end, leg.deadline)
-            if leg.release_at:
-                # asked to go (or found going) then: billed no further
+            if leg.release_at and leg.release_cause != LOST:
+                # the daemon asked it to go then: billed no further
                 end = min(end, max(leg.release_at, leg.answered_at or 0.0))
             self.end(leg, end, LOST)
 
