@@ -26,7 +26,7 @@ is going away (its ``Shutdown`` event, or an action refused with "Asterisk is sh
 down", which in the real transcript comes a second earlier) a :class:`SwitchShutdown`;
 ``FullyBooted`` tells when the switch (re)started (:attr:`AMISwitch.started_at`). The
 health check says "restarting" or "shutting down" from a shutdown until the switch is
-fully booted again.
+fully booted again (or carries out an action again: a graceful stop called off).
 """
 
 from __future__ import annotations
