@@ -199,12 +199,8 @@ def _make_switch(daemon: Daemon, health: Any, metrics: Any) -> None:
         log_actions=config.ami.log_actions,
     )
 
-    def ami_health() -> tuple[bool, str]:
-        if ami.connected:
-            return True, "logged in"
-        return False, "not connected"
-
-    health.register("ami", ami_health)
+    # logged in, and not shutting down or restarting (until the switch is fully booted)
+    health.register("ami", daemon.switch.health)
     ami.add_connection_listener(
         lambda protocol: metrics.ami_connected.set(1), lambda reason: metrics.ami_connected.set(0)
     )

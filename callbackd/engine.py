@@ -81,9 +81,11 @@ from callbackd.switch import (
     LegHungUp,
     LegJoined,
     LegRinging,
+    RoomCommand,
     SwitchConnected,
     SwitchDisconnected,
     SwitchEvent,
+    SwitchShutdown,
 )
 
 __all__ = [
@@ -856,6 +858,18 @@ class SessionManager:
             log.warn("switch lost: {reason}", reason=event.reason)
             for session_id in list(self._sessions):
                 self._feed(session_id, machine.Seen())
+        elif isinstance(event, SwitchShutdown):
+            for session_id in list(self._sessions):
+                self._feed(session_id, machine.SwitchLost())
+        elif isinstance(event, RoomCommand):
+            # the room is the session id
+            if event.room in self._sessions:
+                log.info(
+                    "session {session_id}: {command} keyed in the room",
+                    session_id=event.room,
+                    command=event.command,
+                )
+                self._feed(event.room, event)
         elif isinstance(event, LegRinging | LegAnswered | LegJoined | LegFailed | LegHungUp):
             session_id = event.channel_id.rpartition("-")[0]
             if session_id in self._sessions:
@@ -1108,12 +1122,14 @@ class SessionManager:
         asked_at = self.clock.seconds()
         channels = await self.switch.list_channels()
         live = {info.channel_id: info.state for info in channels}
+        # read after the list: the FullyBooted of a reconnect comes before its answer
+        started_at = self.switch.started_at
         for session_id in known:
             if session_id in self._sessions:
                 # a session run by this process may have dialled while the list was made;
                 # one loaded from the store (a restart) dialled nothing since
                 since = None if session_id in loaded else asked_at
-                self._feed(session_id, machine.Reconcile(live, since))
+                self._feed(session_id, machine.Reconcile(live, since, started_at))
 
 
 class EngineService(service.Service):

@@ -23,6 +23,7 @@ from zope.interface import implementer
 
 from callbackd.core.causes import OUTCOMES, cause_for_outcome
 from callbackd.switch import (
+    ROOM_COMMANDS,
     ChannelInfo,
     ISwitch,
     LegAnswered,
@@ -31,10 +32,12 @@ from callbackd.switch import (
     LegJoined,
     LegRinging,
     OriginateRequest,
+    RoomCommand,
     SwitchConnected,
     SwitchDisconnected,
     SwitchError,
     SwitchEvent,
+    SwitchShutdown,
     check_channel_id,
     check_request,
     check_room,
@@ -50,11 +53,13 @@ class FakeSwitch:
     ``originated``, ``hung_up`` (``(channel_id, cause)``), ``joined``
     (``(channel_id, room)``) and ``timeouts`` (``(channel_id, seconds)``) list the
     requests in order; ``emitted`` every event delivered. ``channels`` is what
-    ``list_channels`` answers.
+    ``list_channels`` answers; ``started_at`` when the switch last (re)started
+    (``restart`` sets it).
     """
 
     def __init__(self, *, connected: bool = True) -> None:
         self.connected = connected
+        self.started_at: float | None = None
         self.originated: list[OriginateRequest] = []
         self.hung_up: list[tuple[str, int]] = []
         self.joined: list[tuple[str, str]] = []
@@ -161,6 +166,24 @@ class FakeSwitch:
     ) -> None:
         """The answered leg goes away."""
         self.emit(LegHungUp(channel_id, at, cause, cause_text))
+
+    def key(self, room: str, command: str, at: float, channel_id: str = "") -> None:
+        """The source keys a menu command in ``room`` (``"endb"``: ``#11``)."""
+        check_room(room)
+        if command not in ROOM_COMMANDS:
+            raise ValueError(f"unknown room command {command!r}")
+        self.emit(RoomCommand(room, command, at, channel_id))
+
+    def shut_down(self, at: float, restart: bool = True) -> None:
+        """The switch announces it is shutting down (every leg is going), then goes."""
+        self.emit(SwitchShutdown(at, restart))
+        self.disconnect(at, "the switch shut down")
+
+    def restart(self, at: float) -> None:
+        """The switch is back after a restart (or crash) with no channel left."""
+        self.channels = []
+        self.started_at = at
+        self.connect(at)
 
     def connect(self, at: float) -> None:
         """The switch becomes reachable."""

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from zope.interface import Attribute, Interface
 
 from callbackd.core.events import (
+    END_DESTINATION,
+    ROOM_COMMANDS,
     ChannelInfo,
     LegAnswered,
     LegFailed,
@@ -25,13 +27,16 @@ from callbackd.core.events import (
     LegJoined,
     LegRinging,
     OriginateRequest,
+    RoomCommand,
     SwitchConnected,
     SwitchDisconnected,
     SwitchEvent,
+    SwitchShutdown,
 )
 
 __all__ = [
     "CHANNEL_ID",
+    "END_DESTINATION",
     "ROOM",
     "ChannelInfo",
     "ISwitch",
@@ -41,10 +46,13 @@ __all__ = [
     "LegJoined",
     "LegRinging",
     "OriginateRequest",
+    "ROOM_COMMANDS",
+    "RoomCommand",
     "SwitchConnected",
     "SwitchDisconnected",
     "SwitchError",
     "SwitchEvent",
+    "SwitchShutdown",
     "check_channel_id",
     "check_request",
     "check_room",
@@ -106,6 +114,10 @@ class ISwitch(Interface):
     """Originate, hang up, move and inspect legs; report what happens to them."""
 
     connected = Attribute("bool: the switch is reachable right now")
+    started_at = Attribute(
+        "float | None: when the switch last (re)started, as far as it said (None: unknown);"
+        " a leg dialled before then went with the switch"
+    )
 
     def add_listener(listener: Callable[[SwitchEvent], None]):
         """Deliver every SwitchEvent to ``listener``."""

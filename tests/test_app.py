@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
+from twisted.web.test.requesthelper import DummyRequest
 
+from callbackd.ami.message import Message
 from callbackd.app import create_daemon
 from callbackd.config import ConfigError, load_config
 from callbackd.tap import Options
@@ -132,3 +135,26 @@ def test_the_ami_reconnect_cap_is_configured(tmp_path):
     assert create_daemon(load_config(path), _Reactor()).daemon.ami.max_retry == 2.0
     path.write_text("[manhole]\nenabled = no\n[ami]\nreconnect_max_delay = 7.5\n")
     assert create_daemon(load_config(path), _Reactor()).daemon.ami.max_retry == 7.5
+
+
+def _ami_health(root) -> tuple[bool, str]:
+    """The "ami" check of the /healthz the built tree serves."""
+    site = root.getServiceNamed("web").factory
+    request = DummyRequest([b"healthz"])
+    site.resource.children[b"healthz"].render(request)
+    check = json.loads(b"".join(request.written))["checks"]["ami"]
+    return check["ok"], check["detail"]
+
+
+def test_healthz_says_the_switch_restarts_until_it_is_fully_booted():
+    """After the switch's Shutdown /healthz's ami check says so, until FullyBooted."""
+    config = load_config(ROOT / "etc" / "callbackd.ini")
+    root = create_daemon(config, _Reactor())
+    ami = root.getServiceNamed("ami")
+    assert _ami_health(root) == (False, "not connected")
+    ami.events.dispatch(
+        Message([("Event", "Shutdown"), ("Shutdown", "Cleanly"), ("Restart", "True")])
+    )
+    assert _ami_health(root) == (False, "switch restarting")
+    ami.events.dispatch(Message([("Event", "FullyBooted"), ("Uptime", "0")]))
+    assert _ami_health(root) == (False, "not connected")

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from callbackd.core.causes import NORMAL_CLEARING, NORMAL_CLEARING_TEXT
 
 __all__ = [
+    "END_DESTINATION",
+    "ROOM_COMMANDS",
     "ChannelInfo",
     "LegAnswered",
     "LegFailed",
@@ -22,9 +24,11 @@ __all__ = [
     "LegJoined",
     "LegRinging",
     "OriginateRequest",
+    "RoomCommand",
     "SwitchConnected",
     "SwitchDisconnected",
     "SwitchEvent",
+    "SwitchShutdown",
 ]
 
 
@@ -108,6 +112,38 @@ class LegHungUp:
     cause_text: str = NORMAL_CLEARING_TEXT
 
 
+#: ``#11`` in the room (``cb-dtmf,endb``): hang up every leg but the source
+END_DESTINATION = "endb"
+#: the commands a :class:`RoomCommand` may carry (the ``CbCmd`` values of the dialplan)
+ROOM_COMMANDS = frozenset({END_DESTINATION})
+
+
+@dataclass(frozen=True)
+class RoomCommand:
+    """The source keyed a menu command in its session's room (``UserEvent CbDtmf``).
+
+    ``room`` is the session id; ``command`` one of :data:`ROOM_COMMANDS`;
+    ``channel_id`` the leg that keyed it ("" when the switch did not say).
+    """
+
+    room: str
+    command: str
+    at: float
+    channel_id: str = ""
+
+
+@dataclass(frozen=True)
+class SwitchShutdown:
+    """The switch is shutting down (``restart``: and coming back): every leg is going.
+
+    Reported on the first sign (an action refused because the switch is shutting
+    down, or its ``Shutdown`` event), once per connection.
+    """
+
+    at: float
+    restart: bool = False
+
+
 @dataclass(frozen=True)
 class SwitchConnected:
     """The switch is (again) reachable: the manager reconciles its sessions."""
@@ -129,6 +165,8 @@ SwitchEvent = (
     | LegJoined
     | LegFailed
     | LegHungUp
+    | RoomCommand
+    | SwitchShutdown
     | SwitchConnected
     | SwitchDisconnected
 )

@@ -246,8 +246,8 @@ def rank_providers(
 
 # What a failed attempt says about where the fault is (docs/asterisk.rst, "Hangup
 # causes"): "provider": the route failed, try the next provider; "user": the called
-# party (busy, no answer, rejected, wrong number), another provider will not help. The causes' sides are in
-# :data:`callbackd.core.causes.CAUSES`.
+# party (busy, no answer, rejected, wrong number), another provider will not help. The
+# causes' sides are in :data:`callbackd.core.causes.CAUSES`.
 _DIALSTATUS: Final[Mapping[str, FailureSide]] = {
     "CONGESTION": "provider",
     "CHANUNAVAIL": "provider",
