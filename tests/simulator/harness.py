@@ -13,6 +13,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from twisted.internet.task import Clock
@@ -172,7 +173,8 @@ def read_json(path: Path) -> list[tuple[float, Message]]:
     return [(t, Message([tuple(p) for p in pairs])) for t, pairs in json.loads(path.read_text())]
 
 
-def _norm_channel(name: str) -> str:
+def norm_channel(name: str) -> str:
+    """``name`` without the Local channel's sequence number (it differs per run)."""
     return re.sub(r"-[0-9a-f]{8};", ";", name)
 
 
@@ -196,7 +198,7 @@ def _key(m: Message) -> str:
         return f"room {m.get('Conference')}"
     if m.name in ("FullyBooted", "Shutdown"):
         return "session"
-    channel = _norm_channel(m.get("Channel") or m.get("DestChannel") or "")
+    channel = norm_channel(m.get("Channel") or m.get("DestChannel") or "")
     return f"{channel} {_norm_uid(m.get('Uniqueid') or m.get('DestUniqueid') or '')}"
 
 
@@ -237,7 +239,7 @@ def _fields(m: Message, fields: tuple[str, ...]) -> list[tuple[str, str]]:
         if value is None:
             continue
         if f in ("Channel", "DestChannel"):
-            value = _norm_channel(value)
+            value = norm_channel(value)
         elif f in ("Uniqueid", "DestUniqueid"):
             value = _norm_uid(value)
         out.append((f, value))
@@ -296,9 +298,10 @@ def _source_keys_hash11(session: Session, transcript: list[tuple[str, Message]])
 
 
 def _core_restart_now(session: Session, transcript: list[tuple[str, Message]]) -> None:
-    """``core restart now`` just before the first Hangup it caused."""
+    """``core restart now`` just before the first Hangup it caused; the new switch is
+    up 1.5 s after its Shutdown (the second connection logs in with Uptime 0)."""
     first = first_event(transcript, "Hangup")
-    _at(session, float(first["Timestamp"]) - SETUP_LEAD, session.switch.restart)
+    _at(session, float(first["Timestamp"]) - SETUP_LEAD, partial(session.switch.restart, 1.5))
 
 
 Setup = Callable[[Session, list[tuple[str, Message]]], None]
@@ -320,19 +323,20 @@ class Replay:
     real: list[Message]
 
 
-def replay_callbackd(name: str) -> Replay:
+def replay_callbackd(name: str, *, rules: str = "", setup: Setup | None = None) -> Replay:
     """Send the daemon's actions of transcript ``name`` at their recorded times.
 
     The simulator runs with callbackd's event filter and its clock starts where the
-    recording's did; each action goes out just after the last message the daemon had
-    read (by its Timestamp); the scenario's set-up (:data:`SETUPS`) acts at the time
-    of the first event it caused. A restart's second connection follows its first.
+    recording's did; each action goes out when :func:`_action_times` says; the
+    scenario's set-up (``setup``, else :data:`SETUPS`) acts at the time of the first
+    event it caused; ``rules`` are callee rules over the built-in ones. A restart's
+    second connection follows its first.
     """
     names = [name] + ([name.replace("-conn1", "-conn2")] if name.endswith("-conn1.log") else [])
     transcripts = [read_log(CALLBACKD / n) for n in names]
     stamps = [float(m["Timestamp"]) for d, m in transcripts[0] if m.get("Timestamp")]
-    session = Session(start=min(stamps) - ACTION_DELAY, event_filter=COMPARED)
-    setup = SETUPS.get(name)
+    session = Session(rules, start=min(stamps) - ACTION_DELAY, event_filter=COMPARED)
+    setup = setup or SETUPS.get(name)
     if setup is not None:
         setup(session, transcripts[0])
     sim: list[Message] = []
