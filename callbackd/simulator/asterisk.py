@@ -71,7 +71,7 @@ CAUSE_TEXT = {
     42: "Switching equipment congestion",
 }
 KNOWN_TECHS = {"local", "pjsip", "sip", "iax2", "dahdi", "motif"}
-# originate_app_permissions (ASTERISK.md §2.2)
+# Asterisk's originate_app_permissions: what an Originate may not run
 _BLACKLISTED_APPS = (
     "agi",
     "exec",
@@ -203,7 +203,7 @@ class Channel:
         return self.name.endswith(";2")
 
     def block(self, prefix: str = "") -> Pairs:
-        """The channel snapshot in Asterisk's order (ASTERISK.md §2.1)."""
+        """The channel snapshot in Asterisk's field order."""
         return [
             (prefix + "Channel", self.name),
             (prefix + "ChannelState", str(self.state)),
@@ -647,7 +647,7 @@ class SimulatedAsterisk:
         # Busy()/Congestion() at the callee's next priority.
         if dial.behaviour.rings:
             two.priority = 3
-        # Local quirk (ASTERISK.md §2.4): the ;1 half ends with cause 0 on busy/congestion.
+        # Local quirk (real-busy.log): the ;1 half ends with cause 0 on busy/congestion.
         self._state(two, state)
         self._dial_event(dial, "DialEnd", status)
         if self.wants("HangupRequest"):

@@ -1,6 +1,6 @@
 """The AMI server side of the simulated Asterisk: one session per TCP connection.
 
-Framing and answers follow Asterisk 22 (ASTERISK.md §1): the banner line, lines ended
+Framing and answers follow Asterisk 22's manager.c: the banner line, lines ended
 by CRLF or a bare LF, a message ended by an empty line, a line of 1024 bytes or more
 discarded and the action answered ``Failed to parse message: line too long``, header
 names matched case-insensitively with the first occurrence winning. Before login only
@@ -61,7 +61,7 @@ _CLASSES = {
     "originate": 4096,
     "agi": 8192,
 }
-#: What the test-instance user may read (manager.conf ``read = system,call,user``).
+#: What callbackd's AMI user may read (manager.conf ``read = system,call,user``).
 READ_CLASSES = frozenset({"system", "call", "user"})
 
 

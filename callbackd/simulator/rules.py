@@ -226,7 +226,7 @@ def _defaults() -> list[Rule]:
         parse_rule("1555003=ring"),
         parse_rule("1555004=answer:0,hangup:5"),
         parse_rule("1555005=congestion"),
-        # sim-callee of the test instance (ASTERISK.md §7.1)
+        # sim-callee of the older recordings (fixtures/asterisk22/config)
         parse_rule("_200=busy"),
         parse_rule("_300=ring"),
         parse_rule("_400=answer:1,hangup:5"),

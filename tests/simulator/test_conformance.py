@@ -70,7 +70,7 @@ def test_log_fixture_comparison_is_not_vacuous(name):
     assert any(k.startswith(("originate", "Local/")) for k in expected)
 
 
-# The Option A run of ASTERISK.md §3.1 (ami-option-a-conf-events.json): (time, action).
+# The Option A run recorded in ami-option-a-conf-events.json: (time, action).
 OPTION_A = [
     (-0.05, [("Action", "Login"), ("ActionID", "c-1"), ("Username", "callbackd"),
              ("Secret", "callbackd-secret"), ("Events", "on")]),

@@ -93,7 +93,7 @@ def test_without_a_filter_every_event_is_sent():
 
 
 def test_fully_booted_is_not_filtered():
-    """FullyBooted at login arrives even if the filter does not name it (ASTERISK.md §1.7)."""
+    """FullyBooted at login arrives even if the filter does not name it (as Asterisk)."""
     session = Session(event_filter={"Hangup"})
     assert [m.name for m in session.login()] == ["Success", "FullyBooted"]
 
