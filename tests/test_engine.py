@@ -818,7 +818,7 @@ def test_callback_is_refused_while_the_switch_is_down():
 
 def assert_indexes_match(manager):
     """The manager's indexes say what a scan of every session in flight says."""
-    sessions = manager._sessions
+    sessions = {sid: manager.state_of(sid) for sid in manager.sessions}
     for name in manager.providers:
         scanned = sum(
             1
@@ -826,7 +826,7 @@ def assert_indexes_match(manager):
             for leg in state.legs
             if leg.live and leg.attempt and leg.provider == name
         )
-        assert manager._in_use(name) == scanned
+        assert manager.stats.in_use(name) == scanned
     assert manager.sessions_of("alice") == [
         sid for sid, state in sessions.items() if state.username == "alice" and not state.finished
     ]
@@ -898,7 +898,7 @@ def test_state_changes_of_one_turn_are_saved_once_with_the_last_state():
     world.clock.advance(0)
     [(_, (saved_sid, data))] = [w for w in writes if w[0] == "save_session"]
     assert saved_sid == sid
-    assert data == world.manager._sessions[sid].to_dict()
+    assert data == world.manager.state_of(sid).to_dict()
     assert result(world.store.load_session(sid)) == data
 
 
@@ -918,7 +918,7 @@ def test_a_session_ending_in_the_turn_writes_no_state_only_its_end():
 
 def crash(world, channels):
     """A new manager on the same store and clock; the old one died without a word."""
-    world.manager._stop_watching()
+    world.manager.book.stop()
     for call in world.clock.getDelayedCalls():
         call.cancel()  # its end-of-turn save, heartbeat and timers die with it
     return World(store=world.store, clock=world.clock, channels=channels)
@@ -945,7 +945,7 @@ def test_stop_writes_the_unsaved_states():
     world = World()
     sid = world.callback()
     world.manager.stop()
-    assert result(world.store.load_session(sid)) == world.manager._sessions[sid].to_dict()
+    assert result(world.store.load_session(sid)) == world.manager.state_of(sid).to_dict()
 
 
 # -- the account cache and the store's change feed ----------------------------------
@@ -988,7 +988,7 @@ def test_the_next_call_of_an_account_reads_nothing_from_the_store():
     assert reads == []
     assert world.switch.originated[-1].channel_id == f"{sid}-a1"
     balance = world.balance()
-    assert world.manager._ledgers["alice"].balance == balance
+    assert world.manager.book.balance("alice") == balance
 
 
 def test_a_top_up_from_elsewhere_is_seen_by_the_next_call():
@@ -1028,7 +1028,7 @@ def test_nothing_is_kept_while_the_feed_is_down():
     world.store.available = True  # down and up: what was kept is gone
     reads = counting_reads(world)
     a_whole_call(world)
-    world.manager._feed_state(False)
+    world.manager.book.change_feed_state(False)
     a_whole_call(world)
     assert reads == ["get_account", "get_balance"] * 2
 
@@ -1052,6 +1052,6 @@ def test_a_change_told_while_the_account_is_read_is_not_cached():
     pending, account = waiting.pop()
     pending.callback(result(account))
     assert result(d)
-    assert "alice" not in world.manager._accounts
+    assert not world.manager.book.cached("alice")
     world.manager.start_callback("alice", SOURCE, DESTINATION)
     assert waiting, "the account was read again"
