@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+from callbackd.config import GatewaysConfig
 from callbackd.core.model import CDR, Account, AccountStatus
 from callbackd.core.rating import Deck, Rate
 from callbackd.core.session import ABSOLUTE_TIMEOUT_GRACE, render
@@ -25,6 +26,7 @@ DESTINATION = "+923001234567"
 EXTRA = "+4989123456"
 SELL_49 = Rate("49", 1400)
 SELL_92 = Rate("92", 1204)
+SIP_GATEWAY = GatewaysConfig(sip="PJSIP/callbackd-sip/sip:{user}@{host}")
 
 
 def result(d):
@@ -40,7 +42,9 @@ def result(d):
 class World:
     """A manager with its fakes, and alice's account."""
 
-    def __init__(self, balance=10_000_000, store=None, clock=None, channels=(), **account):
+    def __init__(
+        self, balance=10_000_000, store=None, clock=None, channels=(), manager=None, **account
+    ):
         self.clock = clock or Clock()
         if clock is None:
             self.clock.advance(START)
@@ -51,7 +55,7 @@ class World:
             result(self.store.create_account(Account("alice", **account), "secret-pw"))
             if balance:
                 result(self.store.credit("alice", balance, "initial"))
-        self.manager = self.new_manager()
+        self.manager = self.new_manager(**(manager or {}))
         self.events = []
         self.manager.subscribe(self.events.append)
 
@@ -360,6 +364,10 @@ def test_top_up_extends_the_call():
         ({}, SOURCE, DESTINATION, ("NOSUCH",), "unknown provider"),
         ({}, SOURCE, DESTINATION, ("PAKLINE",), "does not reach"),
         ({"balance": 0}, SOURCE, DESTINATION, (), "Not enough credit"),
+        ({}, SOURCE, "sip:bob@example.org", (), "sip network is not available"),
+        ({}, "xmpp:bob@example.org", DESTINATION, (), "xmpp network is not available"),
+        ({}, SOURCE, SOURCE, (), "Source and destination are the same number"),
+        ({}, SOURCE, "030 123456", (), "Source and destination are the same number"),
     ],
 )
 def test_refusals_say_why(setup, source, destination, via, words):
@@ -382,7 +390,7 @@ def test_concurrent_session_limit():
 
 def test_free_legs_need_no_credit():
     """A SIP-to-SIP callback starts with a zero balance."""
-    world = World(balance=0)
+    world = World(balance=0, manager={"gateways": SIP_GATEWAY})
     sid = world.callback("sip:alice@example.org", "sip:bob@example.org")
     assert world.switch.originated[0].channel == "PJSIP/callbackd-sip/sip:alice@example.org"
     assert sid in world.manager.sessions_of("alice")

@@ -281,6 +281,9 @@ class SessionManager:
         if len(via) > 2:
             raise CallbackRefused("Give at most two providers after via: one per leg.")
         addresses = [self.legs.address(source), self.legs.address(destination)]
+        if addresses[0] == addresses[1]:
+            what = "number" if addresses[0].kind == "phone" else "address"
+            raise CallbackRefused(f"Source and destination are the same {what}.")
         forced = [self.legs.provider_name(name) for name in via] + [None, None]
         if len(self.sessions.ids_of(username)) >= account.max_sessions:
             raise CallbackRefused(
