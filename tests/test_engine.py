@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from callbackd.config import GatewaysConfig
 from callbackd.core.model import CDR, Account, AccountStatus
 from callbackd.core.rating import Deck, Rate
-from callbackd.core.session import ABSOLUTE_TIMEOUT_GRACE, render
+from callbackd.core.session import render
 from callbackd.engine import CallbackRefused, Provider, SessionManager
 from callbackd.fakeswitch import FakeSwitch
 from callbackd.store.hashing import BcryptHasher
@@ -326,7 +326,7 @@ def test_out_of_credit_cuts_the_billed_legs_at_the_right_second():
     """With credit for 60 s the legs are hung up 60 s after they answer, AbsoluteTimeout set."""
     world = World(balance=credit_for(60))
     sid = world.talking()
-    assert (f"{sid}-b1", 61) in world.switch.timeouts
+    assert (f"{sid}-b1", 60) in world.switch.timeouts
     world.clock.advance(59)
     assert world.switch.hung_up == []
     world.clock.advance(1)
@@ -582,10 +582,10 @@ def test_absolute_timeouts_follow_the_shared_deadline():
     """The second session re-sets the first one's AbsoluteTimeouts to the common deadline."""
     world = World(balance=credit_for(60), max_sessions=3)
     first = talking_from(world, SOURCE)
-    assert (f"{first}-a1", 61) in world.switch.timeouts
+    assert (f"{first}-a1", 60) in world.switch.timeouts
     talking_from(world, EXTRA)
     last = {channel: seconds for channel, seconds in world.switch.timeouts}
-    assert (last[f"{first}-a1"], last[f"{first}-b1"]) == (31, 31)
+    assert (last[f"{first}-a1"], last[f"{first}-b1"]) == (30, 30)
 
 
 def test_three_staggered_sessions_never_go_below_the_floor():
@@ -646,7 +646,7 @@ def test_adding_a_leg_in_one_session_shortens_the_other():
     result(world.manager.add_leg(first, HAMBURG))
     changed = dict(world.switch.timeouts[before:])
     # 120 session-seconds paid, 20 used: without the new leg both had 50 s more
-    assert changed[f"{second}-a1"] < 50 + ABSOLUTE_TIMEOUT_GRACE
+    assert changed[f"{second}-a1"] < 50
 
 
 def test_a_new_session_counts_what_the_others_are_about_to_consume():

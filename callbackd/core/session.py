@@ -29,9 +29,14 @@ Credit control (:mod:`callbackd.core.credit`): the state holds the account's bal
 rate. Whenever the set of billed legs that are dialled or up changes, or the balance
 changes, the allowed remaining time is recomputed; the machine then (re)arms its
 ``credit`` timer and sets the switch's ``AbsoluteTimeout`` on every billed leg that is
-up, :data:`ABSOLUTE_TIMEOUT_GRACE` seconds later than the timer, so the daemon's cut
-is the normal one and the switch's the backstop. When the timer fires, every leg is
-released and the session ends with ``Reason = OutOfCredit``.
+up: the backstop, should the daemon not cut in time. The backstop never outlives the
+paid time (whole seconds, rounded down) and looks at most :data:`BACKSTOP_HORIZON`
+seconds ahead (renewed by the ``backstop`` timer when half of that is left); it is
+sent only when a leg's whole-second cut really changes: a paid time that moves earlier
+than the cut, or later by a second or more while the cut is near. So a change of an
+account's distant deadline (its other calls going up and down) costs no switch action.
+When the credit timer fires, every leg is released and the session ends with
+``Reason = OutOfCredit``.
 
 That is the single-session case: the machine alone only knows its own legs. The
 sessions of one account share one budget (:func:`callbackd.core.credit.account_allowance`),
@@ -88,7 +93,8 @@ from callbackd.switch import (
 )
 
 __all__ = [
-    "ABSOLUTE_TIMEOUT_GRACE",
+    "BACKSTOP_HORIZON",
+    "BACKSTOP_TIMER",
     "CREDIT_TIMER",
     "MAX_ADDITIONAL",
     "RELEASE_TIMEOUT",
@@ -131,8 +137,10 @@ __all__ = [
 
 #: the daemon's credit timer
 CREDIT_TIMER: Final = "credit"
-#: seconds the switch's AbsoluteTimeout runs past the daemon's credit timer
-ABSOLUTE_TIMEOUT_GRACE: Final = 1
+#: the timer that renews the switch's backstops (AbsoluteTimeout) of far deadlines
+BACKSTOP_TIMER: Final = "backstop"
+#: seconds ahead the switch's backstop is set at most (renewed when half is left)
+BACKSTOP_HORIZON: Final = 3600
 #: seconds to wait for the switch to confirm a requested hangup
 RELEASE_TIMEOUT: Final = 10
 #: seconds past the ring timeout before a leg the switch says nothing about is given up
@@ -1013,16 +1021,17 @@ class _Step:
             if leg.billed and leg.state is LegState.UP and not leg.release_cause
         ]
         available = state.balance + state.credit_limit - accrued_cost(charges)
-        allowed: float | None = allowed_seconds(available, charges)
+        allowed: int | None = allowed_seconds(available, charges)
         reason = Reason.OUT_OF_CREDIT
+        shared_until = None
         if charges and state.shared_deadline is not None:
-            # the account's budget, shared with the account's other sessions
-            remaining = state.shared_deadline - self.now
-            if remaining < 1e-6:
-                remaining = 0
+            # the account's budget, shared with the account's other sessions; whole
+            # seconds, like the switch's cut: never past the account's deadline
+            remaining = max(0, math.floor(state.shared_deadline - self.now + 1e-6))
             if allowed is None or remaining < allowed:
                 allowed = remaining
                 reason = state.shared_reason
+                shared_until = state.shared_deadline
         if allowed is None:
             if state.credit_deadline:
                 state.credit_deadline = 0.0
@@ -1037,16 +1046,39 @@ class _Step:
             return
         state.credit_deadline = self.now + allowed
         self.emit(ArmTimer(CREDIT_TIMER, allowed))
-        # the switch's cut: whole seconds, the grace past the daemon's own; a cut set
-        # before that is not early and at most a second late stays (resending it on
-        # every recompute would be several actions per call for nothing)
-        target = self.now + allowed + ABSOLUTE_TIMEOUT_GRACE
+        self.set_backstops(up, allowed, shared_until)
+
+    def set_backstops(self, up: list[Leg], allowed: int, shared_until: float | None) -> None:
+        """The switch's cut of each billed leg up: never after the paid time, and sent
+        only when the leg's whole-second cut really changes (see the module docstring).
+
+        A leg's paid time ends ``allowed`` whole seconds of its own billing from now (a
+        started second is paid already), or at the account's deadline when that binds.
+        """
+        now = self.now
+        renew = None
         for leg in up:
-            if leg.deadline and target - 1e-6 <= leg.deadline <= target + 1.0:
-                continue
-            seconds = math.ceil(allowed - 1e-6) + ABSOLUTE_TIMEOUT_GRACE
-            leg.deadline = self.now + seconds
+            if shared_until is not None:
+                paid_until = shared_until
+            elif leg.answered_at is None:
+                paid_until = now + allowed
+            else:
+                paid_until = leg.answered_at + _seconds(now - leg.answered_at) + allowed
+            cut = leg.deadline
+            if cut and cut <= paid_until + 1e-6:
+                if cut > paid_until - 1 + 1e-6:
+                    continue  # the best whole-second cut already
+                if cut - now > BACKSTOP_HORIZON / 2:
+                    renew = cut if renew is None else min(renew, cut)
+                    continue  # short of a distant deadline: renewed before it matters
+            seconds = min(allowed, BACKSTOP_HORIZON)
+            leg.deadline = now + seconds
             self.emit(SetAbsoluteTimeout(leg.channel_id, seconds))
+            if seconds < allowed:
+                renew = leg.deadline if renew is None else min(renew, leg.deadline)
+        if renew is not None:
+            # a second past the half-way mark, so that the recompute then renews
+            self.emit(ArmTimer(BACKSTOP_TIMER, renew - BACKSTOP_HORIZON / 2 - now + 1))
 
     # -- commands -----------------------------------------------------------------------
 
@@ -1133,6 +1165,9 @@ class _Step:
             # recomputing with the time now elapsed ends the session when nothing more is
             # affordable, and re-arms when the balance grew since the timer was armed
             self.recompute()
+            return
+        if name == BACKSTOP_TIMER:
+            self.recompute()  # renews the backstops that are getting near
             return
         kind, _, letter = name.partition("-")
         leg = next((leg for leg in state.legs if leg.letter == letter), None)
