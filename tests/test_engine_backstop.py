@@ -7,6 +7,7 @@ import pytest
 from callbackd.core.session import BACKSTOP_HORIZON
 from tests.test_engine import (
     DESTINATION,
+    SELL_92,
     World,
     confirm_hangups,
     credit_for,
@@ -42,6 +43,25 @@ def test_a_frozen_daemon_leaves_the_switch_a_cut_within_the_paid_time():
     cdrs = world.cdrs()
     assert world.balance() >= 0
     assert cdrs["source"].billed_seconds + cdrs["destination"].billed_seconds >= 2 * 59 - 1
+
+
+def test_a_charge_never_takes_the_account_below_its_floor():
+    """A leg costs at most what balance and credit limit pay when it ends, whole seconds."""
+    world = World(balance=credit_for(60), credit_limit=0)
+    sid = world.talking()
+    world.clock.advance(30)
+    # another process takes most of the money meanwhile (the change feed tells)
+    result(world.store.debit("alice", credit_for(50), "elsewhere", True))
+    confirm_hangups(world)
+    world.clock.advance(0)
+    assert world.manager.sessions_of("alice") == []
+    cdrs = world.cdrs()
+    assert 0 <= world.balance() < SELL_92.cost(1)
+    legs = [cdrs["source"], cdrs["destination"]]
+    assert sum(c.billed_seconds for c in legs) < 60
+    assert cdrs["session"].cost == sum(c.cost for c in legs)
+    assert world.balance() == credit_for(60) - credit_for(50) - cdrs["session"].cost
+    assert cdrs["source"].extra["channel_id"] == f"{sid}-a1"
 
 
 @pytest.mark.parametrize("calls", [1, 5, 10, 20])

@@ -134,6 +134,11 @@ class AccountBook:
         ledger = self._ledgers.get(username)
         return None if ledger is None else ledger.balance
 
+    def available(self, username: str) -> int | None:
+        """What the account may still be charged (balance + credit limit), None unknown."""
+        ledger = self._ledgers.get(username)
+        return None if ledger is None else ledger.balance + ledger.credit_limit
+
     # -- life cycle ---------------------------------------------------------------------
 
     def start(self) -> None:
