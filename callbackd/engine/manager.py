@@ -152,6 +152,8 @@ class SessionManager:
         self._busy = False
         self._heartbeat: LoopingCall | None = None
         self._listening = False
+        #: between start and stop: switch events are heard
+        self._running = False
         self._effects: dict[type, Callable[[str, Any], None]] = {
             machine.Originate: self._originate,
             machine.Hangup: self._hangup,
@@ -227,6 +229,7 @@ class SessionManager:
         if not self._listening:
             self.switch.add_listener(self._switch_event)
             self._listening = True
+        self._running = True
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = self.clock
         self._heartbeat.start(self.heartbeat_interval, now=False)
@@ -235,7 +238,12 @@ class SessionManager:
         return self.recover()
 
     def stop(self) -> None:
-        """Stop the heartbeat and every timer; the sessions stay in the store."""
+        """Stop the heartbeat and every timer; the sessions stay in the store.
+
+        The switch's events are not heard any more: the switch going away as the
+        daemon stops is no news (and no warning).
+        """
+        self._running = False
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
         self.recovery.stop()
@@ -477,7 +485,7 @@ class SessionManager:
 
     def _switch_event(self, event: SwitchEvent) -> None:
         handler = self._switch_events.get(type(event))
-        if handler is not None:
+        if handler is not None and self._running:
             handler(event)
 
     def _switch_lost(self, event: SwitchDisconnected) -> None:
