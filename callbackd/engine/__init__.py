@@ -5,6 +5,7 @@ Its parts, each with one owner (drawn in ``docs/architecture.rst``):
 - :mod:`~callbackd.engine.manager`: :class:`SessionManager`, the public API and the
   step loop with its effect table and switch-event table;
 - :mod:`~callbackd.engine.sessions`: the sessions in flight, by id and by account;
+- :mod:`~callbackd.engine.timers`: the sessions' named timers on the clock;
 - :mod:`~callbackd.engine.legs`: leg resolution (addresses, blocked prefixes,
   gateways, dial strings, provider names);
 - :mod:`~callbackd.engine.providers`: :class:`Provider` and the provider statistics

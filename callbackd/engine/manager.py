@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -51,6 +51,7 @@ from callbackd.engine.legs import LegResolver
 from callbackd.engine.providers import Provider, ProviderStats
 from callbackd.engine.recovery import Recovery
 from callbackd.engine.sessions import SessionTable
+from callbackd.engine.timers import SessionTimers
 from callbackd.engine.writer import SessionWriter
 from callbackd.store.interface import IStore
 from callbackd.switch import (
@@ -87,7 +88,7 @@ class SessionManager:
     Nothing happens before :meth:`start` (listener, heartbeat, recovery); :meth:`stop`
     cancels the timers and leaves the sessions in the store for the next start. Its
     parts are public for reading: :attr:`sessions`, :attr:`book`, :attr:`stats`,
-    :attr:`legs`, :attr:`writer`, :attr:`recovery`.
+    :attr:`legs`, :attr:`writer`, :attr:`recovery`, :attr:`timers`.
     """
 
     def __init__(
@@ -146,7 +147,7 @@ class SessionManager:
         self.recovery = Recovery(
             clock, store, switch, self.sessions, adopt=self._put, deliver=self._deliver
         )
-        self._timers: dict[tuple[str, str], IDelayedCall] = {}
+        self.timers = SessionTimers(clock, self._timer_fired)
         self._subscribers: list[tuple[str | None, Subscriber]] = []
         self._queue: list[tuple[str, Any]] = []
         self._busy = False
@@ -159,8 +160,8 @@ class SessionManager:
             machine.Hangup: self._hangup,
             machine.JoinRoom: self._join_room,
             machine.SetAbsoluteTimeout: self._set_absolute_timeout,
-            machine.ArmTimer: self._arm_timer,
-            machine.CancelTimer: lambda sid, effect: self._cancel_timer(sid, effect.name),
+            machine.ArmTimer: lambda sid, effect: self.timers.arm(sid, effect.name, effect.seconds),
+            machine.CancelTimer: lambda sid, effect: self.timers.cancel(sid, effect.name),
             machine.Notify: lambda sid, effect: self._publish(effect.event),
             machine.ChargeLeg: self.writer.charge,
             machine.RecordAttempt: self._record_attempt,
@@ -247,10 +248,7 @@ class SessionManager:
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
         self.recovery.stop()
-        for call in self._timers.values():
-            if call.active():
-                call.cancel()
-        self._timers.clear()
+        self.timers.cancel_all()
         self.book.stop()
         self.writer.save_all()
 
@@ -559,20 +557,8 @@ class SessionManager:
 
         call(*args).addErrback(failed)
 
-    def _arm_timer(self, sid: str, effect: machine.ArmTimer) -> None:
-        self._cancel_timer(sid, effect.name)
-        self._timers[(sid, effect.name)] = self.clock.callLater(
-            effect.seconds, self._timer_fired, sid, effect.name
-        )
-
     def _timer_fired(self, sid: str, name: str) -> None:
-        self._timers.pop((sid, name), None)
         self._deliver(sid, machine.TimerFired(name))
-
-    def _cancel_timer(self, sid: str, name: str) -> None:
-        call = self._timers.pop((sid, name), None)
-        if call is not None and call.active():
-            call.cancel()
 
     def _publish(self, event: machine.SessionEvent) -> None:
         for session_id, callback in list(self._subscribers):
@@ -599,8 +585,7 @@ class SessionManager:
             self.writer.persist(sid, state)
 
     def _finish(self, sid: str, effect: machine.Finished) -> None:
-        for key in [k for k in self._timers if k[0] == sid]:
-            self._cancel_timer(*key)
+        self.timers.cancel_session(sid)
         self.sessions.drop(sid)
         self.stats.untrack(sid)
         self.writer.end(sid, effect.cdr)
