@@ -31,7 +31,7 @@ changes, the allowed remaining time is recomputed; the machine then (re)arms its
 ``credit`` timer and sets the switch's ``AbsoluteTimeout`` on every billed leg that is
 up: the backstop, should the daemon not cut in time. The backstop never outlives the
 paid time (whole seconds, rounded down) and looks at most :data:`BACKSTOP_HORIZON`
-seconds ahead (renewed by the ``backstop`` timer when half of that is left); it is
+seconds ahead (renewed by the ``credit`` timer when half of that is left); it is
 sent only when a leg's whole-second cut really changes: a paid time that moves earlier
 than the cut, or later by a second or more while the cut is near. So a change of an
 account's distant deadline (its other calls going up and down) costs no switch action.
@@ -94,7 +94,6 @@ from callbackd.switch import (
 
 __all__ = [
     "BACKSTOP_HORIZON",
-    "BACKSTOP_TIMER",
     "CREDIT_TIMER",
     "MAX_ADDITIONAL",
     "RELEASE_TIMEOUT",
@@ -137,8 +136,6 @@ __all__ = [
 
 #: the daemon's credit timer
 CREDIT_TIMER: Final = "credit"
-#: the timer that renews the switch's backstops (AbsoluteTimeout) of far deadlines
-BACKSTOP_TIMER: Final = "backstop"
 #: seconds ahead the switch's backstop is set at most (renewed when half is left)
 BACKSTOP_HORIZON: Final = 3600
 #: seconds to wait for the switch to confirm a requested hangup
@@ -1045,15 +1042,19 @@ class _Step:
             self.end_session(reason, _CUT_CAUSE.get(reason, OUT_OF_CREDIT))
             return
         state.credit_deadline = self.now + allowed
-        self.emit(ArmTimer(CREDIT_TIMER, allowed))
-        self.set_backstops(up, allowed, shared_until)
+        renew = self.set_backstops(up, allowed, shared_until)
+        # one timer for both: the credit cut, or the recompute that renews a backstop
+        self.emit(ArmTimer(CREDIT_TIMER, allowed if renew is None else min(allowed, renew)))
 
-    def set_backstops(self, up: list[Leg], allowed: int, shared_until: float | None) -> None:
+    def set_backstops(
+        self, up: list[Leg], allowed: int, shared_until: float | None
+    ) -> float | None:
         """The switch's cut of each billed leg up: never after the paid time, and sent
         only when the leg's whole-second cut really changes (see the module docstring).
 
         A leg's paid time ends ``allowed`` whole seconds of its own billing from now (a
         started second is paid already), or at the account's deadline when that binds.
+        Returns in how many seconds a backstop short of its paid time wants renewing.
         """
         now = self.now
         renew = None
@@ -1076,9 +1077,10 @@ class _Step:
             self.emit(SetAbsoluteTimeout(leg.channel_id, seconds))
             if seconds < allowed:
                 renew = leg.deadline if renew is None else min(renew, leg.deadline)
-        if renew is not None:
-            # a second past the half-way mark, so that the recompute then renews
-            self.emit(ArmTimer(BACKSTOP_TIMER, renew - BACKSTOP_HORIZON / 2 - now + 1))
+        if renew is None:
+            return None
+        # a second past the half-way mark, so that the recompute then renews
+        return renew - BACKSTOP_HORIZON / 2 - now + 1
 
     # -- commands -----------------------------------------------------------------------
 
@@ -1163,11 +1165,9 @@ class _Step:
                 return
             state.credit_deadline = 0.0
             # recomputing with the time now elapsed ends the session when nothing more is
-            # affordable, and re-arms when the balance grew since the timer was armed
+            # affordable, re-arms when the balance grew since the timer was armed, and
+            # renews the switch's backstops of a distant cut
             self.recompute()
-            return
-        if name == BACKSTOP_TIMER:
-            self.recompute()  # renews the backstops that are getting near
             return
         kind, _, letter = name.partition("-")
         leg = next((leg for leg in state.legs if leg.letter == letter), None)
