@@ -43,6 +43,9 @@ def test_a_frozen_daemon_leaves_the_switch_a_cut_within_the_paid_time():
     cdrs = world.cdrs()
     assert world.balance() >= 0
     assert cdrs["source"].billed_seconds + cdrs["destination"].billed_seconds >= 2 * 59 - 1
+    # the switch's cut is the credit cut, made by the switch
+    assert cdrs["session"].cause == "OutOfCredit"
+    assert {cdrs["source"].cause, cdrs["destination"].cause} == {"out of credit"}
 
 
 def test_a_charge_never_takes_the_account_below_its_floor():

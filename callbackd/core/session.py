@@ -35,6 +35,8 @@ seconds ahead (renewed by the ``credit`` timer when half of that is left); it is
 sent only when a leg's whole-second cut really changes: a paid time that moves earlier
 than the cut, or later by a second or more while the cut is near. So a change of an
 account's distant deadline (its other calls going up and down) costs no switch action.
+A leg the switch hangs up at its backstop (the daemon frozen, or the two cuts racing)
+was cut for credit: the session ends as if the daemon had cut it.
 When the credit timer fires, every leg is released and the session ends with
 ``Reason = OutOfCredit``.
 
@@ -138,6 +140,8 @@ __all__ = [
 CREDIT_TIMER: Final = "credit"
 #: seconds ahead the switch's backstop is set at most (renewed when half is left)
 BACKSTOP_HORIZON: Final = 3600
+#: a leg the switch hangs up this close to its backstop was cut by the backstop
+BACKSTOP_SLACK: Final = 0.5
 #: seconds to wait for the switch to confirm a requested hangup
 RELEASE_TIMEOUT: Final = 10
 #: seconds past the ring timeout before a leg the switch says nothing about is given up
@@ -847,11 +851,25 @@ class _Step:
         if leg.state is LegState.ENDED:
             return
         if leg.state is LegState.UP:
-            self.end(leg, at, HUNG_UP)
+            if not self.cut_by_backstop(leg, at):
+                self.end(leg, at, HUNG_UP)
         elif leg.release_cause:
             self.end(leg, at, leg.release_cause)
         else:
             self.failed(leg, at, _CAUSE_OUTCOME.get(cause, "failed"), cause)
+
+    def cut_by_backstop(self, leg: Leg, at: float) -> bool:
+        """Whether the switch's backstop ended the leg: the credit cut, made by the switch
+        (before the daemon's own, or with the daemon frozen); the session ends for it."""
+        state = self.state
+        if state.reason or not leg.deadline or at < leg.deadline - BACKSTOP_SLACK:
+            return False
+        reason = state.shared_reason if state.shared_deadline is not None else Reason.OUT_OF_CREDIT
+        cause = _CUT_CAUSE.get(reason, OUT_OF_CREDIT)
+        leg.release_cause, leg.release_at = cause, at
+        self.end_session(reason, cause)
+        self.end(leg, at, cause)
+        return True
 
     # -- ending -----------------------------------------------------------------------
 
@@ -1018,13 +1036,14 @@ class _Step:
             if leg.billed and leg.state is LegState.UP and not leg.release_cause
         ]
         available = state.balance + state.credit_limit - accrued_cost(charges)
-        allowed: int | None = allowed_seconds(available, charges)
+        allowed: float | None = allowed_seconds(available, charges)
         reason = Reason.OUT_OF_CREDIT
         shared_until = None
         if charges and state.shared_deadline is not None:
-            # the account's budget, shared with the account's other sessions; whole
-            # seconds, like the switch's cut: never past the account's deadline
-            remaining = max(0, math.floor(state.shared_deadline - self.now + 1e-6))
+            # the account's budget, shared with the account's other sessions
+            remaining = state.shared_deadline - self.now
+            if remaining < 1e-6:
+                remaining = 0
             if allowed is None or remaining < allowed:
                 allowed = remaining
                 reason = state.shared_reason
@@ -1047,24 +1066,22 @@ class _Step:
         self.emit(ArmTimer(CREDIT_TIMER, allowed if renew is None else min(allowed, renew)))
 
     def set_backstops(
-        self, up: list[Leg], allowed: int, shared_until: float | None
+        self, up: list[Leg], allowed: float, shared_until: float | None
     ) -> float | None:
         """The switch's cut of each billed leg up: never after the paid time, and sent
         only when the leg's whole-second cut really changes (see the module docstring).
 
-        A leg's paid time ends ``allowed`` whole seconds of its own billing from now (a
-        started second is paid already), or at the account's deadline when that binds.
-        Returns in how many seconds a backstop short of its paid time wants renewing.
+        The paid time ends ``allowed`` seconds from now, or at the account's deadline
+        when that binds; a leg is billed in whole seconds from its answer, so the
+        second under way then is paid to its end. Returns in how many seconds a
+        backstop short of its paid time wants renewing (None: none does).
         """
         now = self.now
         renew = None
         for leg in up:
-            if shared_until is not None:
-                paid_until = shared_until
-            elif leg.answered_at is None:
-                paid_until = now + allowed
-            else:
-                paid_until = leg.answered_at + _seconds(now - leg.answered_at) + allowed
+            paid_until = now + allowed if shared_until is None else shared_until
+            if leg.answered_at is not None:
+                paid_until = leg.answered_at + _seconds(paid_until - leg.answered_at)
             cut = leg.deadline
             if cut and cut <= paid_until + 1e-6:
                 if cut > paid_until - 1 + 1e-6:
@@ -1072,10 +1089,12 @@ class _Step:
                 if cut - now > BACKSTOP_HORIZON / 2:
                     renew = cut if renew is None else min(renew, cut)
                     continue  # short of a distant deadline: renewed before it matters
-            seconds = min(allowed, BACKSTOP_HORIZON)
+            paid = math.floor(paid_until - now + 1e-6)
+            # 0 would cancel the switch's cut: under a second left, the daemon cuts first
+            seconds = max(1, min(paid, BACKSTOP_HORIZON))
             leg.deadline = now + seconds
             self.emit(SetAbsoluteTimeout(leg.channel_id, seconds))
-            if seconds < allowed:
+            if seconds < paid:
                 renew = leg.deadline if renew is None else min(renew, leg.deadline)
         if renew is None:
             return None
