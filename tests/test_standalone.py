@@ -94,7 +94,7 @@ def test_the_scan_finds_what_it_is_for():
         "read .." + "/share" + "d/fixtures/asterisk22",
         "/wor" + "k/main/.venv",
         "in the s" + "eed's words",
-        "the configs in " + "../" * 3 + "asterisk/callbackd-run/",
+        "the configs in " + "/".join([".."] * 3) + "/asterisk/callbackd-run/",
     ):
         assert outside_references("tests/fixtures/asterisk22/callbackd/README.md", text), text
     for text in (
