@@ -93,8 +93,9 @@ SHUTDOWN_SECONDS = 1.1
 DTMF_DELAY_SECONDS = 2.0
 DTMF_INTERVAL_SECONDS = 0.25
 #: each event's ``Timestamp`` is at least this much after the previous one's (the real
-#: ones are spread by tens of microseconds within a burst)
-EVENT_SPACING = 0.00005
+#: ones are spread by tens of microseconds within a burst; a microsecond, the least the
+#: format shows, keeps a burst of thousands of events from running ahead of the clock)
+EVENT_SPACING = 0.000001
 
 
 def _reason_for_cause(cause: int) -> int:
