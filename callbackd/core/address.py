@@ -11,26 +11,25 @@ before a SIP port). See docs/asterisk.rst, "Dial-string injection", for the dial
 metacharacters this keeps out.
 
 Phone numbers: explicit international forms (``+``, ``00``, ``phone:`` followed by
-digits) are taken as given; everything else is parsed as a national number of the
-default region with ``phonenumbers``. Either way the result must have a calling code
-``phonenumbers`` knows, a length it calls possible for that country, and match
-``^\\+[1-9][0-9]{5,14}$``. "Possible" rather than "valid" is deliberate: the rate decks
-decide what is reachable, and ``phonenumbers`` calls test ranges such as +1 555
-invalid.
+digits) are taken as given; everything else is read as a national number of the
+default region. The numbering plan is not here (the core imports nothing but itself
+and the standard library): :func:`parse_address` is given a :data:`PhoneReader`,
+:func:`callbackd.numbers.read_phone` on ``phonenumbers``, and whatever it returns must
+still match ``^\\+[1-9][0-9]{5,14}$``.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
-
-import phonenumbers
 
 __all__ = [
     "KINDS",
     "AddressError",
     "LegAddress",
+    "PhoneReader",
     "parse_address",
     "E164",
     "HOST",
@@ -145,7 +144,12 @@ def _split_network(kind: str, text: str) -> tuple[str, str] | None:
     return user, host
 
 
-def _parse_phone(text: str, default_region: str, international: bool) -> str:
+#: reads a phone number (separators removed, ``00`` made ``+``): ``(digits, region)``
+#: -> ``+<E.164 digits>``, or None when the numbering plan knows no such number
+PhoneReader = Callable[[str, str], "str | None"]
+
+
+def _parse_phone(text: str, default_region: str, international: bool, read: PhoneReader) -> str:
     """Normalise a phone number to ``+<digits>``; raise AddressError."""
     cleaned = _SEPARATORS.sub("", text)
     if _DIGITS.fullmatch(cleaned) is None:
@@ -154,48 +158,24 @@ def _parse_phone(text: str, default_region: str, international: bool) -> str:
         cleaned = "+" + cleaned[2:]
     elif international and not cleaned.startswith(("+", "0")):
         cleaned = "+" + cleaned
-    if cleaned[0] == "+" or cleaned[0] == "0":
-        readings = [_read_number(cleaned, default_region)]
-    else:
-        # bare digits: national in the default region, or international without "+"
-        # (the SMS callback form D.48774417880). A valid reading beats a merely possible
-        # one; between two valid ones, national wins unless the region has a trunk
-        # prefix (0 in DE) that the digits do not start with.
-        national = _read_number(cleaned, default_region)
-        international_reading = _read_number("+" + cleaned, None)
-        trunk = phonenumbers.ndd_prefix_for_region(default_region, True)
-        if trunk and not cleaned.startswith(trunk):
-            readings = [international_reading, national]
-        else:
-            readings = [national, international_reading]
-    found = [n for n in readings if n is not None]
-    for number in sorted(found, key=lambda n: not phonenumbers.is_valid_number(n)):
-        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-        if E164.fullmatch(e164) is not None:
-            return e164
-    raise _not_an_address(text)
+    e164 = read(cleaned, default_region)
+    if e164 is None or E164.fullmatch(e164) is None:
+        raise _not_an_address(text)
+    return e164
 
 
-def _read_number(digits: str, region: str | None) -> phonenumbers.PhoneNumber | None:
-    """The number if ``phonenumbers`` knows its country and calls its length possible."""
-    try:
-        number = phonenumbers.parse(digits, region)
-    except phonenumbers.NumberParseException:
-        return None
-    code = number.country_code
-    if code is None or phonenumbers.region_code_for_country_code(code) == "ZZ":
-        return None
-    return number if phonenumbers.is_possible_number(number) else None
+def parse_address(text: str, default_region: str, read_phone: PhoneReader) -> LegAddress:
+    """Parse what a user wrote for a leg; raise :class:`AddressError` with a user message.
 
-
-def parse_address(text: str, default_region: str) -> LegAddress:
-    """Parse what a user wrote for a leg; raise :class:`AddressError` with a user message."""
+    ``read_phone`` reads phone numbers by a numbering plan
+    (:func:`callbackd.numbers.read_phone`, which also offers this function with it).
+    """
     stripped = text.strip()
     if not stripped or len(stripped) > _MAX_LENGTH:
         raise _not_an_address(stripped)
     match = _SCHEME.fullmatch(stripped)
     if match is None:
-        return LegAddress("phone", _parse_phone(stripped, default_region, international=False))
+        return LegAddress("phone", _parse_phone(stripped, default_region, False, read_phone))
     scheme, rest = match.group(1).lower(), match.group(2).strip()
     kind = _SCHEMES.get(scheme)
     if kind is None:
@@ -205,7 +185,7 @@ def parse_address(text: str, default_region: str) -> LegAddress:
         )
     if kind == "phone":
         try:
-            return LegAddress("phone", _parse_phone(rest, default_region, international=True))
+            return LegAddress("phone", _parse_phone(rest, default_region, True, read_phone))
         except AddressError:
             raise _not_an_address(stripped) from None
     parts = _split_network(kind, rest)

@@ -14,12 +14,13 @@ from twisted.logger import Logger
 
 from callbackd.config import GatewaysConfig
 from callbackd.core import session as machine
-from callbackd.core.address import AddressError, LegAddress, parse_address
+from callbackd.core.address import AddressError, LegAddress
 from callbackd.core.dialstring import DialStringError, build_channel
 from callbackd.core.rating import Deck
 from callbackd.core.routing import Candidate, UnknownProvider, rank_providers, resolve_provider
 from callbackd.engine.errors import CallbackRefused
 from callbackd.engine.providers import Provider, ProviderStats
+from callbackd.numbers import parse_address
 
 __all__ = ["LegResolver"]
 

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callbackd.core.address import AddressError, LegAddress, parse_address
+from callbackd.core.address import AddressError, LegAddress
+from callbackd.numbers import parse_address
 
 STRICT_PHONE = re.compile(r"\+[1-9][0-9]{5,14}")
 SAFE_NETWORK = re.compile(r"[A-Za-z0-9._~+-]+@[a-z0-9.-]+(:[0-9]+)?")

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callbackd.core.address import AddressError, LegAddress, parse_address
+from callbackd.core.address import AddressError, LegAddress
 from callbackd.core.dialstring import DialStringError, build_channel, check_template
+from callbackd.numbers import parse_address
 
 BUILT = [
     ("PJSIP/{number}@proxicom", "+4930123456", "PJSIP/4930123456@proxicom"),
