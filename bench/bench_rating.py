@@ -4,7 +4,7 @@ The deck is generated (seeded, so every run rates the same deck): prefixes grow 
 random 1-3 digit country codes by 0-7 more digits, as real decks do (country, then
 area or mobile ranges), with prices of up to 5 decimals and, on one line in ten,
 a connect fee and increments. It is written as a CSV file in a temporary directory
-and loaded with :meth:`Deck.from_csv`, as the daemon loads its tariff.
+and loaded with :func:`callbackd.decks.load_deck`, as the daemon loads its tariff.
 
 Numbers to rate are 12 digits: half start with a prefix of the deck (traffic goes
 to destinations that are sold), half are uniformly random. The peer is the lookup
@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from callbackd.core.rating import Deck, Rate
+from callbackd.decks import load_deck
 
 PREFIXES = 200_000
 SEED = 20070920  # the date of the GTalk2VoIP callback announcement
@@ -126,7 +127,7 @@ def measure_load(path: Path) -> tuple[Deck, float, int | None]:
     gc.collect()
     before = resident_bytes()
     started = time.perf_counter()
-    deck = Deck.from_csv(path, decimals=5)
+    deck = load_deck(path, decimals=5)
     seconds = time.perf_counter() - started
     after = resident_bytes()
     return deck, seconds, None if before is None or after is None else after - before

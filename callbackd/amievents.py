@@ -28,8 +28,9 @@ SWITCH_EVENTS = (
     "Hangup",
 )
 
-#: events callbackd wants besides the switch's: FullyBooted and Shutdown (operators
-#: and the log), UserEvent (the IVR's ``CbDtmf``)
+#: events of the switch as a whole, which AMISwitch reads too: FullyBooted and Shutdown
+#: (a restart: the sessions' SwitchLost, the health check, the log), UserEvent (``#11``
+#: keyed in a room: the ``CbDtmf`` of the ``cb-dtmf`` dialplan)
 EXTRA_EVENTS = ("FullyBooted", "Shutdown", "UserEvent")
 
 #: every event callbackd uses

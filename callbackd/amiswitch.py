@@ -19,6 +19,14 @@ event's own ``Timestamp``. Asterisk does not order events across sources
   see "Event orders"), and an unanswered leg's Hangup never becomes a :class:`LegHungUp`;
 * events of the ``;2`` half of a Local channel, and of channels that are not
   ours, are ignored.
+
+Besides the legs' events: ``UserEvent CbDtmf`` (``#11`` keyed in a room, from the
+``cb-dtmf`` dialplan) becomes a :class:`RoomCommand`; the first sign that the switch
+is going away (its ``Shutdown`` event, or an action refused with "Asterisk is shutting
+down", which in the real transcript comes a second earlier) a :class:`SwitchShutdown`;
+``FullyBooted`` tells when the switch (re)started (:attr:`AMISwitch.started_at`). The
+health check says "restarting" or "shutting down" from a shutdown until the switch is
+fully booted again (or carries out an action again: a graceful stop called off).
 """
 
 from __future__ import annotations
@@ -35,11 +43,21 @@ from zope.interface import implementer
 from callbackd.ami.client import AMIClientService
 from callbackd.ami.message import AMIInjectionError, Message
 from callbackd.ami.protocol import AMICommandFailure, AMIConnectionLost, AMIProtocol, AMITimeout
-from callbackd.amievents import SWITCH_EVENTS
+from callbackd.amievents import EXTRA_EVENTS, SWITCH_EVENTS
+from callbackd.core.causes import (
+    BUSY,
+    CHANUNAVAIL,
+    CONGESTION,
+    DIAL_STATUS_OUTCOMES,
+    FAILED,
+    NOANSWER,
+    cause_for_outcome,
+    outcome_of_cause,
+)
 from callbackd.switch import (
     CHANNEL_ID,
-    OUTCOME_CAUSES,
     ROOM,
+    ROOM_COMMANDS,
     ChannelInfo,
     ISwitch,
     LegAnswered,
@@ -48,10 +66,12 @@ from callbackd.switch import (
     LegJoined,
     LegRinging,
     OriginateRequest,
+    RoomCommand,
     SwitchConnected,
     SwitchDisconnected,
     SwitchError,
     SwitchEvent,
+    SwitchShutdown,
     check_channel_id,
     check_request,
     check_room,
@@ -70,26 +90,7 @@ EVENTS = SWITCH_EVENTS
 DIAL_EVENTS = frozenset({"dialstate", "dialend"})
 
 #: ``OriginateResponse`` Reason -> outcome (docs/asterisk.rst); 0 and 1 say nothing precise
-REASON_OUTCOMES = {3: "noanswer", 5: "busy", 8: "congestion"}
-#: Q.850 cause of the leg's own Hangup -> outcome ("Hangup causes")
-CAUSE_OUTCOMES = {
-    17: "busy",
-    18: "noanswer",
-    19: "noanswer",
-    21: "rejected",
-    27: "congestion",
-    34: "congestion",
-    38: "congestion",
-    41: "congestion",
-    42: "congestion",
-}
-#: ``DialEnd`` DialStatus -> outcome
-DIAL_STATUS_OUTCOMES = {
-    "BUSY": "busy",
-    "NOANSWER": "noanswer",
-    "CONGESTION": "congestion",
-    "CHANUNAVAIL": "chanunavail",
-}
+REASON_OUTCOMES = {3: NOANSWER, 5: BUSY, 8: CONGESTION}
 #: ``ChannelState`` -> ChannelInfo.state ("The channel block")
 CHANNEL_STATES = {
     "0": "down",
@@ -105,6 +106,10 @@ CHANNEL_STATES = {
 }
 
 NOT_CONNECTED = "the switch is not reachable right now"
+#: how Asterisk refuses every action once it is shutting down (lower case)
+SHUTTING_DOWN = "asterisk is shutting down"
+#: the ``UserEvent`` name of the ``cb-dtmf`` dialplan
+DTMF_USER_EVENT = "cbdtmf"
 
 
 def failure_outcome(
@@ -118,11 +123,12 @@ def failure_outcome(
     """
     if reason in REASON_OUTCOMES:
         return REASON_OUTCOMES[reason]
-    if cause in CAUSE_OUTCOMES:
-        return CAUSE_OUTCOMES[cause]
+    outcome = outcome_of_cause(cause)
+    if outcome is not None:
+        return outcome
     if dial_status is not None and dial_status.upper() in DIAL_STATUS_OUTCOMES:
         return DIAL_STATUS_OUTCOMES[dial_status.upper()]
-    return "failed" if channel_seen else "chanunavail"
+    return FAILED if channel_seen else CHANUNAVAIL
 
 
 @dataclass(eq=False)
@@ -215,15 +221,30 @@ class AMISwitch:
             "confbridgejoin": self._on_confbridge_join,
             "hangup": self._hungup,
         }
+        #: lower-case event name -> what it means for the switch as a whole
+        self._system_handlers: dict[str, Callable[[float, dict[str, str]], None]] = {
+            "userevent": self._on_user_event,
+            "shutdown": self._on_shutdown,
+            "fullybooted": self._on_fully_booted,
+        }
+        #: when the switch last (re)started (``FullyBooted`` ``Uptime``), None until known
+        self.started_at: float | None = None
+        #: "restarting" or "shutting down" from the first sign of a shutdown until the
+        #: switch is fully booted again; "" otherwise
+        self._going = ""
         self._listeners: list[Callable[[SwitchEvent], None]] = []
         for name in EVENTS:
             client.register_event(name, self.handle_event)
+        for name in EXTRA_EVENTS:
+            client.register_event(name, self.handle_system_event)
         client.add_connection_listener(self._connected, self._lost)
 
     def close(self) -> None:
         """Stop listening to the AMI client's events."""
         for name in EVENTS:
             self.client.deregister_event(name, self.handle_event)
+        for name in EXTRA_EVENTS:
+            self.client.deregister_event(name, self.handle_system_event)
         for leg in self._legs.values():
             self._cancel_settle(leg)
 
@@ -231,6 +252,14 @@ class AMISwitch:
     def connected(self) -> bool:
         """True while the AMI session is logged in."""
         return bool(self.client.connected)
+
+    def health(self) -> tuple[bool, str]:
+        """The health check's ``(ok, detail)``: logged in, and not shutting down."""
+        if self._going:
+            return False, f"switch {self._going}"
+        if not self.connected:
+            return False, "not connected"
+        return True, "logged in"
 
     @property
     def legs(self) -> tuple[str, ...]:
@@ -299,10 +328,12 @@ class AMISwitch:
                 failure.getErrorMessage().lower()
             ):
                 return None
-            return self._refused(f"hang up leg {channel_id}", failure)
+            refused = self._refused(f"hang up leg {channel_id}", failure)
+            # a switch shutting down hangs every channel up itself
+            return None if self._going else refused
 
         d = protocol.hangup(channel_id, cause)
-        return d.addCallbacks(lambda _: None, already_gone)
+        return d.addCallbacks(self._carried_out, already_gone)
 
     def join_room(self, channel_id: str, room: str) -> Deferred[None]:
         """Move a waiting leg into ``room`` (Redirect to ``leg-a``)."""
@@ -325,7 +356,7 @@ class AMISwitch:
             # the leg was originated for another room, or before a restart: say where to go
             d = protocol.setvar("CB_ROOM", room, channel=channel_id).addCallback(redirect)
         return d.addCallbacks(
-            lambda _: None, lambda f: self._refused(f"move leg {channel_id} to its room", f)
+            self._carried_out, lambda f: self._refused(f"move leg {channel_id} to its room", f)
         )
 
     def set_absolute_timeout(self, channel_id: str, seconds: int) -> Deferred[None]:
@@ -338,7 +369,9 @@ class AMISwitch:
         except SwitchError:
             return fail()
         d = protocol.absolute_timeout(channel_id, seconds)
-        return d.addCallbacks(lambda _: None, lambda f: self._refused(f"limit leg {channel_id}", f))
+        return d.addCallbacks(
+            self._carried_out, lambda f: self._refused(f"limit leg {channel_id}", f)
+        )
 
     def list_channels(self) -> Deferred[list[ChannelInfo]]:
         """Every live leg of ours Asterisk reports (``;2`` halves and foreign channels skipped).
@@ -393,10 +426,24 @@ class AMISwitch:
                 self._forget(leg)
         return found
 
+    def _carried_out(self, _: object) -> None:
+        """An action succeeded: the switch is not shutting down (any more).
+
+        A switch shutting down refuses every action until it is gone, unless its
+        operator called a graceful stop off again; then nothing else would say so.
+        """
+        self._going = ""
+
     def _refused(self, what: str, failure: Failure) -> Failure:
         """A SwitchError fit for users for a failed AMI action (the details are logged)."""
         if failure.check(AMICommandFailure):
             text = failure.getErrorMessage()
+            if SHUTTING_DOWN in text.lower():
+                # the first sign of a shutdown: a second before its Shutdown event
+                if not self._going:
+                    self.log.warn("switch shutting down (it refused to {what})", what=what)
+                self._shutting_down(self.clock.seconds(), restart=False)
+                return Failure(SwitchError(f"the switch refused to {what}: {text}"))
             self.log.warn("switch refused to {what}: {text}", what=what, text=text)
             return Failure(SwitchError(f"the switch refused to {what}: {text}"))
         if failure.check(AMITimeout):
@@ -461,6 +508,59 @@ class AMISwitch:
         handler = self._handlers.get(name)
         if handler is not None:
             handler(leg, at, headers)
+
+    def handle_system_event(self, event: Message) -> None:
+        """Translate one event of the switch as a whole (not of one leg)."""
+        headers = event.headers()
+        handler = self._system_handlers.get(event.name.lower())
+        if handler is not None:
+            handler(self._timestamp(headers), headers)
+
+    def _on_user_event(self, at: float, headers: dict[str, str]) -> None:
+        if (headers.get("userevent") or "").lower() != DTMF_USER_EVENT:
+            return
+        room = headers.get("cbroom") or ""
+        command = headers.get("cbcmd") or ""
+        channel_id = headers.get("uniqueid") or ""
+        leg = self._legs.get(channel_id)
+        if leg is None or not ROOM.match(room) or leg.room != room:
+            self.log.warn(
+                "ignored CbDtmf for room {room!r} from a channel not in it: {channel_id!r}",
+                room=room,
+                channel_id=channel_id,
+            )
+        elif command not in ROOM_COMMANDS:
+            self.log.warn(
+                "ignored unknown room command {command!r} in room {room}",
+                command=command,
+                room=room,
+            )
+        else:
+            self._emit(RoomCommand(room, command, at, channel_id))
+
+    def _on_shutdown(self, at: float, headers: dict[str, str]) -> None:
+        restart = (headers.get("restart") or "").lower() in ("true", "yes", "1")
+        self.log.warn(
+            "switch shutting down ({how}{restart})",
+            how=headers.get("shutdown") or "?",
+            restart=", restarting" if restart else "",
+        )
+        self._shutting_down(at, restart)
+
+    def _on_fully_booted(self, at: float, headers: dict[str, str]) -> None:
+        uptime = _int(headers.get("uptime"), -1)
+        if uptime >= 0:
+            self.started_at = self.clock.seconds() - uptime
+        self.log.info("switch fully booted (up {uptime} s)", uptime=uptime)
+        self._going = ""
+
+    def _shutting_down(self, at: float, restart: bool) -> None:
+        """Report the shutdown once; a later sign only says whether it restarts."""
+        first = not self._going
+        if restart or first:
+            self._going = "restarting" if restart else "shutting down"
+        if first:
+            self._emit(SwitchShutdown(at, restart))
 
     def _on_newstate(self, leg: _Leg, at: float, headers: dict[str, str]) -> None:
         state = headers.get("channelstate")
@@ -562,7 +662,7 @@ class AMISwitch:
         if at is None:
             at = leg.hangup[0] if leg.hangup is not None else self.clock.seconds()
         self._forget(leg)
-        self._emit(LegFailed(leg.channel_id, at, outcome, cause or OUTCOME_CAUSES.get(outcome, 0)))
+        self._emit(LegFailed(leg.channel_id, at, outcome, cause or cause_for_outcome(outcome)))
 
     def _end(self, leg: _Leg) -> None:
         assert leg.hangup is not None

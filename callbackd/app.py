@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from callbackd.config import Config
+from callbackd.decks import Decks
 from callbackd.service import StagedMultiService
 
 log = Logger(namespace="callbackd.app")
@@ -64,8 +65,13 @@ class Daemon:
         return child
 
 
-def create_daemon(config: Config, reactor: Any) -> StagedMultiService:
-    """The root service of a daemon configured by ``config``, running on ``reactor``."""
+def create_daemon(config: Config, reactor: Any, decks: Decks | None = None) -> StagedMultiService:
+    """The root service of a daemon configured by ``config``, running on ``reactor``.
+
+    ``decks`` are the rate decks the check before forking loaded
+    (:func:`callbackd.decks.load_decks`); without them the engine loads them itself
+    (ConfigError naming every bad row).
+    """
     from callbackd.metrics import Metrics
     from callbackd.web.ops import HealthRegistry
     from callbackd.web.root import make_web_root, make_web_service
@@ -78,7 +84,7 @@ def create_daemon(config: Config, reactor: Any) -> StagedMultiService:
 
     _make_store(daemon, health, metrics)
     _make_switch(daemon, health, metrics)
-    _make_engine(daemon, metrics)
+    _make_engine(daemon, metrics, decks)
     web_root = make_web_root(health, metrics)
     daemon.web_root = web_root
     daemon.add("web", make_web_service(config.web, web_root, reactor=reactor))
@@ -182,6 +188,7 @@ def _make_switch(daemon: Daemon, health: Any, metrics: Any) -> None:
         action_timeout=config.ami.action_timeout,
         ping_interval=config.ami.ping_interval,
         ping_timeout=config.ami.ping_timeout,
+        max_retry=config.ami.reconnect_max_delay,
     )
     daemon.ami = daemon.add("ami", ami)
     daemon.switch = AMISwitch(
@@ -192,23 +199,21 @@ def _make_switch(daemon: Daemon, health: Any, metrics: Any) -> None:
         log_actions=config.ami.log_actions,
     )
 
-    def ami_health() -> tuple[bool, str]:
-        if ami.connected:
-            return True, "logged in"
-        return False, "not connected"
-
-    health.register("ami", ami_health)
+    # logged in, and not shutting down or restarting (until the switch is fully booted)
+    health.register("ami", daemon.switch.health)
     ami.add_connection_listener(
         lambda protocol: metrics.ami_connected.set(1), lambda reason: metrics.ami_connected.set(0)
     )
 
 
-def _make_engine(daemon: Daemon, metrics: Any) -> None:
+def _make_engine(daemon: Daemon, metrics: Any, decks: Decks | None) -> None:
     from callbackd.engine import EngineService
     from callbackd.operator import progress_logger
 
     config = daemon.config
-    engine_service = EngineService(config, daemon.reactor, daemon.switch, daemon.store, metrics)
+    engine_service = EngineService(
+        config, daemon.reactor, daemon.switch, daemon.store, metrics, decks=decks
+    )
     daemon.add("engine", engine_service)
     daemon.engine = engine_service.manager
     daemon.engine.subscribe(

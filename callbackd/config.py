@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from twisted.internet.endpoints import serverFromString
+
 from callbackd.amievents import MANAGER_EVENTS, parse_event_filter
 
 __all__ = [
@@ -176,6 +178,14 @@ class AMIConfig:
     )
     ping_timeout: float = field(
         default=5.0, metadata=_meta("seconds without a Ping response before reconnecting", min=0.1)
+    )
+    reconnect_max_delay: float = field(
+        default=2.0,
+        metadata=_meta(
+            "longest wait in seconds between reconnect attempts (the back-off starts at"
+            " 0.5 s and doubles up to this, jitter included)",
+            min=0.5,
+        ),
     )
     context: str = field(
         default="cb-conf", metadata=_meta("dialplan context the legs are originated into")
@@ -502,6 +512,23 @@ def _check_readable(where: str, name: str, base: Path, problems: list[str]) -> N
         problems.append(f"{where}: cannot read {path}: {e.strerror or e}")
 
 
+class _NotListening:
+    """Stands in for the reactor while an endpoint is parsed: nothing listens on it."""
+
+
+#: the keys holding a strports server endpoint description
+_SERVER_ENDPOINTS = (("web", "listen"), ("manhole", "listen"), ("simulator", "listen"))
+
+
+def _check_endpoint(where: str, description: str, problems: list[str]) -> None:
+    """Parse a strports server description as ``twistd`` will, without listening."""
+    try:
+        serverFromString(_NotListening(), description)
+    except (ValueError, TypeError, KeyError, IndexError, OSError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+        problems.append(f"{where}: {description!r} is not a strports endpoint: {reason}")
+
+
 def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """Parse INI text; raise :class:`ConfigError` listing every problem."""
     environ = os.environ if environ is None else environ
@@ -551,6 +578,9 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
             _check_readable(f"[provider:{p.name}] rates", p.rates, base, problems)
         if p.dial and "{number}" not in p.dial and "{e164}" not in p.dial:
             problems.append(f"[provider:{p.name}] dial: must contain {{number}} or {{e164}}")
+    for section, key in _SERVER_ENDPOINTS:
+        parsed = built.get(section) or SECTIONS[section]()
+        _check_endpoint(f"[{section}] {key}", getattr(parsed, key), problems)
     if problems:
         raise ConfigError(problems)
     return Config(

@@ -72,6 +72,7 @@ from callbackd.core.routing import (
     rank_providers,
     resolve_provider,
 )
+from callbackd.decks import Decks, load_decks
 from callbackd.store.interface import StoreError
 from callbackd.switch import (
     ISwitch,
@@ -80,9 +81,11 @@ from callbackd.switch import (
     LegHungUp,
     LegJoined,
     LegRinging,
+    RoomCommand,
     SwitchConnected,
     SwitchDisconnected,
     SwitchEvent,
+    SwitchShutdown,
 )
 
 __all__ = [
@@ -855,6 +858,18 @@ class SessionManager:
             log.warn("switch lost: {reason}", reason=event.reason)
             for session_id in list(self._sessions):
                 self._feed(session_id, machine.Seen())
+        elif isinstance(event, SwitchShutdown):
+            for session_id in list(self._sessions):
+                self._feed(session_id, machine.SwitchLost())
+        elif isinstance(event, RoomCommand):
+            # the room is the session id
+            if event.room in self._sessions:
+                log.info(
+                    "session {session_id}: {command} keyed in the room",
+                    session_id=event.room,
+                    command=event.command,
+                )
+                self._feed(event.room, event)
         elif isinstance(event, LegRinging | LegAnswered | LegJoined | LegFailed | LegHungUp):
             session_id = event.channel_id.rpartition("-")[0]
             if session_id in self._sessions:
@@ -1107,39 +1122,36 @@ class SessionManager:
         asked_at = self.clock.seconds()
         channels = await self.switch.list_channels()
         live = {info.channel_id: info.state for info in channels}
+        # read after the list: the FullyBooted of a reconnect comes before its answer
+        started_at = self.switch.started_at
         for session_id in known:
             if session_id in self._sessions:
                 # a session run by this process may have dialled while the list was made;
                 # one loaded from the store (a restart) dialled nothing since
                 since = None if session_id in loaded else asked_at
-                self._feed(session_id, machine.Reconcile(live, since))
+                self._feed(session_id, machine.Reconcile(live, since, started_at))
 
 
 class EngineService(service.Service):
     """The session manager as a service of the daemon: loads the decks, starts, stops."""
 
     def __init__(
-        self, config: Config, reactor: IReactorTime, switch: ISwitch, store: Any, metrics: Any
+        self,
+        config: Config,
+        reactor: IReactorTime,
+        switch: ISwitch,
+        store: Any,
+        metrics: Any,
+        decks: Decks | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
-        decimals = config.billing.decimals
-        sell = (
-            Deck.from_csv(config.resolve(config.billing.tariff), decimals, name="sell")
-            if config.billing.tariff
-            else Deck(name="sell")
-        )
+        decks = load_decks(config) if decks is None else decks
         providers = [
-            Provider(
-                p.name,
-                p.dial,
-                Deck.from_csv(config.resolve(p.rates), decimals, name=p.name),
-                p.channels,
-            )
-            for p in config.providers
+            Provider(p.name, p.dial, decks.providers[p.name], p.channels) for p in config.providers
         ]
         self.manager = SessionManager.from_config(
-            config, reactor, switch, store, sell_deck=sell, providers=providers
+            config, reactor, switch, store, sell_deck=decks.sell, providers=providers
         )
 
     def startService(self) -> None:

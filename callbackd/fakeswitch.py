@@ -21,8 +21,9 @@ from collections.abc import Callable
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
+from callbackd.core.causes import OUTCOMES, cause_for_outcome
 from callbackd.switch import (
-    OUTCOME_CAUSES,
+    ROOM_COMMANDS,
     ChannelInfo,
     ISwitch,
     LegAnswered,
@@ -31,19 +32,18 @@ from callbackd.switch import (
     LegJoined,
     LegRinging,
     OriginateRequest,
+    RoomCommand,
     SwitchConnected,
     SwitchDisconnected,
     SwitchError,
     SwitchEvent,
+    SwitchShutdown,
     check_channel_id,
     check_request,
     check_room,
 )
 
 __all__ = ["OUTCOMES", "FakeSwitch"]
-
-#: the outcomes a LegFailed may carry
-OUTCOMES = ("busy", "noanswer", "congestion", "chanunavail", "rejected", "failed")
 
 
 @implementer(ISwitch)
@@ -53,11 +53,13 @@ class FakeSwitch:
     ``originated``, ``hung_up`` (``(channel_id, cause)``), ``joined``
     (``(channel_id, room)``) and ``timeouts`` (``(channel_id, seconds)``) list the
     requests in order; ``emitted`` every event delivered. ``channels`` is what
-    ``list_channels`` answers.
+    ``list_channels`` answers; ``started_at`` when the switch last (re)started
+    (``restart`` sets it).
     """
 
     def __init__(self, *, connected: bool = True) -> None:
         self.connected = connected
+        self.started_at: float | None = None
         self.originated: list[OriginateRequest] = []
         self.hung_up: list[tuple[str, int]] = []
         self.joined: list[tuple[str, str]] = []
@@ -156,7 +158,7 @@ class FakeSwitch:
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}; use one of {', '.join(OUTCOMES)}")
         if cause is None:
-            cause = OUTCOME_CAUSES.get(outcome, 0)
+            cause = cause_for_outcome(outcome)
         self.emit(LegFailed(channel_id, at, outcome, cause))
 
     def hang_up(
@@ -164,6 +166,24 @@ class FakeSwitch:
     ) -> None:
         """The answered leg goes away."""
         self.emit(LegHungUp(channel_id, at, cause, cause_text))
+
+    def key(self, room: str, command: str, at: float, channel_id: str = "") -> None:
+        """The source keys a menu command in ``room`` (``"endb"``: ``#11``)."""
+        check_room(room)
+        if command not in ROOM_COMMANDS:
+            raise ValueError(f"unknown room command {command!r}")
+        self.emit(RoomCommand(room, command, at, channel_id))
+
+    def shut_down(self, at: float, restart: bool = True) -> None:
+        """The switch announces it is shutting down (every leg is going), then goes."""
+        self.emit(SwitchShutdown(at, restart))
+        self.disconnect(at, "the switch shut down")
+
+    def restart(self, at: float) -> None:
+        """The switch is back after a restart (or crash) with no channel left."""
+        self.channels = []
+        self.started_at = at
+        self.connect(at)
 
     def connect(self, at: float) -> None:
         """The switch becomes reachable."""

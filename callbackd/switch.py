@@ -3,23 +3,40 @@
 The session manager talks only to :class:`ISwitch`. The production switch
 (:mod:`callbackd.amiswitch`) speaks AMI to a real or simulated Asterisk, following
 the one-ConfBridge-room-per-session design of docs/asterisk.rst; a fake switch
-serves unit tests. Both report what happens to legs as the normalised events
-below, each keyed by the leg's pre-assigned channel id and stamped with the
-switch's own timestamp (AMI ``Timestamp``), so billing never depends on when the
-daemon happened to read an event.
+serves unit tests. Both report what happens to legs as the normalised events of
+:mod:`callbackd.core.events` (re-exported here), each keyed by the leg's
+pre-assigned channel id and stamped with the switch's own timestamp (AMI
+``Timestamp``), so billing never depends on when the daemon happened to read an
+event.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from zope.interface import Attribute, Interface
 
+from callbackd.core.events import (
+    END_DESTINATION,
+    ROOM_COMMANDS,
+    ChannelInfo,
+    LegAnswered,
+    LegFailed,
+    LegHungUp,
+    LegJoined,
+    LegRinging,
+    OriginateRequest,
+    RoomCommand,
+    SwitchConnected,
+    SwitchDisconnected,
+    SwitchEvent,
+    SwitchShutdown,
+)
+
 __all__ = [
     "CHANNEL_ID",
-    "OUTCOME_CAUSES",
+    "END_DESTINATION",
     "ROOM",
     "ChannelInfo",
     "ISwitch",
@@ -29,10 +46,13 @@ __all__ = [
     "LegJoined",
     "LegRinging",
     "OriginateRequest",
+    "ROOM_COMMANDS",
+    "RoomCommand",
     "SwitchConnected",
     "SwitchDisconnected",
     "SwitchError",
     "SwitchEvent",
+    "SwitchShutdown",
     "check_channel_id",
     "check_request",
     "check_room",
@@ -41,24 +61,6 @@ __all__ = [
 
 class SwitchError(Exception):
     """The switch refused or could not carry out a request; ``str()`` is fit for users."""
-
-
-@dataclass(frozen=True)
-class OriginateRequest:
-    """Call one leg and, once answered, put it where the session needs it.
-
-    ``role`` is ``"wait"`` for the source leg before the destination answers
-    (it hears ringback, ``cb-conf,wait-a``) and ``"join"`` for a leg that goes
-    straight into the session's room (``cb-conf,leg-b``).
-    """
-
-    channel_id: str
-    channel: str  # the validated dial string, e.g. PJSIP/4930123456@proxicom
-    room: str  # the session id; the ConfBridge room name
-    role: str  # "wait" or "join"
-    timeout: int  # seconds the leg may ring
-    caller_id: str = ""
-    variables: tuple[tuple[str, str], ...] = ()
 
 
 #: pre-assigned channel ids (AMI ``ChannelId``): no ``;``, ``,`` or spaces; room for a ``-2``
@@ -70,10 +72,6 @@ _DIAL_STRING = re.compile(r"^[A-Za-z][A-Za-z0-9_]*/[^\s,&\x00-\x1f\x7f]+$")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\([A-Za-z0-9_]*\))?$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UNSAFE_VALUE = re.compile(r"[,\x00-\x1f\x7f]")
-
-
-#: the Q.850 cause a LegFailed reports for its outcome when the channel gave none
-OUTCOME_CAUSES = {"busy": 17, "noanswer": 19, "rejected": 21, "congestion": 34}
 
 
 def check_channel_id(channel_id: str) -> None:
@@ -112,98 +110,14 @@ def check_request(request: OriginateRequest) -> None:
             raise SwitchError(f"channel variable {name} may not contain ',' or control characters")
 
 
-@dataclass(frozen=True)
-class ChannelInfo:
-    """A live channel the switch knows of (reconciliation after a restart)."""
-
-    channel_id: str
-    channel_name: str
-    state: str  # "ringing", "up", "down"...
-    room: str = ""
-    seconds: int = 0  # since the channel was created
-
-
-@dataclass(frozen=True)
-class LegRinging:
-    """The leg is alerting."""
-
-    channel_id: str
-    at: float
-
-
-@dataclass(frozen=True)
-class LegAnswered:
-    """The leg answered (the start of its billing)."""
-
-    channel_id: str
-    at: float
-    channel_name: str = ""
-
-
-@dataclass(frozen=True)
-class LegJoined:
-    """The leg entered the session's room."""
-
-    channel_id: str
-    at: float
-    room: str = ""
-
-
-@dataclass(frozen=True)
-class LegFailed:
-    """The leg never answered.
-
-    ``outcome`` is one of ``busy``, ``noanswer``, ``congestion``,
-    ``chanunavail``, ``rejected``, ``failed``; ``cause`` the Q.850 cause when
-    known (0 otherwise).
-    """
-
-    channel_id: str
-    at: float
-    outcome: str
-    cause: int = 0
-
-
-@dataclass(frozen=True)
-class LegHungUp:
-    """An answered (or ringing) leg went away; the end of its billing."""
-
-    channel_id: str
-    at: float
-    cause: int = 16
-    cause_text: str = "Normal Clearing"
-
-
-@dataclass(frozen=True)
-class SwitchConnected:
-    """The switch is (again) reachable: the manager reconciles its sessions."""
-
-    at: float
-
-
-@dataclass(frozen=True)
-class SwitchDisconnected:
-    """The switch connection was lost: nothing is known until it comes back."""
-
-    at: float
-    reason: str = ""
-
-
-SwitchEvent = (
-    LegRinging
-    | LegAnswered
-    | LegJoined
-    | LegFailed
-    | LegHungUp
-    | SwitchConnected
-    | SwitchDisconnected
-)
-
-
 class ISwitch(Interface):
     """Originate, hang up, move and inspect legs; report what happens to them."""
 
     connected = Attribute("bool: the switch is reachable right now")
+    started_at = Attribute(
+        "float | None: when the switch last (re)started, as far as it said (None: unknown);"
+        " a leg dialled before then went with the switch"
+    )
 
     def add_listener(listener: Callable[[SwitchEvent], None]):
         """Deliver every SwitchEvent to ``listener``."""

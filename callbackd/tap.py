@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from callbackd import config as configmod
+from callbackd.decks import load_decks
 
 log = Logger(namespace="callbackd")
 
@@ -27,13 +28,14 @@ class Options(usage.Options):
         "Run the callbackd daemon: the AMI client (or the built-in simulated Asterisk), the "
         "session manager, the Redis store, HTTP (health check, metrics) and the SSH manhole, "
         "all configured by one INI file. Every configuration mistake is reported at once, "
-        "before the daemon forks. --help-config lists every section and key."
+        "before the daemon forks, every bad row of every rate deck included. --help-config "
+        "lists every section and key."
     )
     optParameters = [
         ["config", "c", "etc/callbackd.ini", "The INI configuration file."],
     ]
     optFlags = [
-        ["check", None, "Check the configuration, print the result and exit."],
+        ["check", None, "Check the configuration and its rate decks, print the result, exit."],
         ["help-config", None, "List every configuration section and key, then exit."],
     ]
 
@@ -43,6 +45,7 @@ class Options(usage.Options):
             sys.exit(0)
         try:
             self.loaded = configmod.load_config(self["config"])
+            self.decks = load_decks(self.loaded)
         except configmod.ConfigError as e:
             raise usage.UsageError(
                 f"{len(e.problems)} problem(s) in {self['config']}:\n  " + "\n  ".join(e.problems)
@@ -59,7 +62,7 @@ def makeService(options: Options) -> service.IService:
     from callbackd.app import create_daemon
 
     try:
-        root = create_daemon(options.loaded, reactor)
+        root = create_daemon(options.loaded, reactor, options.decks)
     except configmod.ConfigError as e:
         sys.stderr.write(f"{len(e.problems)} problem(s) in {options['config']}:\n  ")
         sys.stderr.write("\n  ".join(e.problems) + "\n")

@@ -31,9 +31,11 @@ from callbackd.switch import (
     LegJoined,
     LegRinging,
     OriginateRequest,
+    RoomCommand,
     SwitchConnected,
     SwitchDisconnected,
     SwitchError,
+    SwitchShutdown,
 )
 from tests.ami.fixtures import fixture_path, server_bytes
 
@@ -192,7 +194,12 @@ def originate_action_id(messages: list[Message]) -> str:
 
 
 def of_leg(events: list, channel_id: str) -> list:
-    return [e for e in events if getattr(e, "channel_id", None) == channel_id]
+    """The leg events of one leg (a RoomCommand names the leg that keyed it, too)."""
+    return [
+        e
+        for e in events
+        if getattr(e, "channel_id", None) == channel_id and not isinstance(e, RoomCommand)
+    ]
 
 
 def first_timestamp(messages: list[Message], match: Callable[[Message], bool]) -> float:
@@ -304,6 +311,14 @@ def test_option_a_originates_are_accepted():
     """Each originate Deferred fired with None (Asterisk took the call)."""
     _, _, results = run_option_a()
     assert [results[k] for k in ("A", "B", "C", "hangup")] == [None, None, None, None]
+
+
+def test_option_a_keyed_command_is_a_room_command():
+    """The recorded ``#11`` (UserEvent CbDtmf on the source) is one RoomCommand endb for sA."""
+    wire, messages, _ = run_option_a()
+    user_event = next(m for m in messages if m.name == "UserEvent")
+    commands = [e for e in wire.events if isinstance(e, RoomCommand)]
+    assert commands == [RoomCommand("sA", "endb", float(user_event["Timestamp"]), "sA-a")]
 
 
 def test_option_a_forgets_ended_legs():
@@ -882,3 +897,196 @@ def test_mixed_case_headers_are_read():
     )
     [answered] = [e for e in wire.events if isinstance(e, LegAnswered)]
     assert answered.at == 1700000000.5
+
+
+# --- callbackd's own sessions against the real Asterisk 22 ---------------------------------
+
+
+def run_callbackd_log(name: str, session: str, script: dict[str, str]) -> Wire:
+    """Replay one of callbackd's own transcripts: ``script`` maps the recorded ActionIDs
+    of the session's actions to what this switch is asked at that point."""
+    wire = Wire()
+    a, b = f"{session}-a1", f"{session}-b1"
+    calls = {
+        "originate a": lambda: wire.originate(a, role="wait", room=session),
+        "originate b": lambda: wire.originate(b, role="join", room=session),
+        "join a": lambda: wire.switch.join_room(a, session),
+        "hangup b": lambda: wire.switch.hangup(b),
+    }
+    results: dict[str, list] = {}
+
+    def run(what: str) -> None:
+        results[what] = []
+        calls[what]().addBoth(results[what].append)
+
+    replay(
+        wire,
+        log_messages(name),
+        {action_id: (lambda what=what: run(what)) for action_id, what in script.items()},
+    )
+    wire.results = results  # type: ignore[attr-defined]
+    return wire
+
+
+HASH11 = "callbackd/real-hash11_userevent.log"
+RESTART = "callbackd/real-asterisk_restart-conn1.log"
+RESTARTED = "callbackd/real-asterisk_restart-conn2.log"
+
+
+def test_real_hash11_is_a_room_command_of_the_source():
+    """The real ``#11`` (UserEvent CbDtmf, CbCmd endb) is one RoomCommand of the session's room."""
+    wire = run_callbackd_log(
+        HASH11,
+        "cb1mx580yirp",
+        {"cb1-1156": "originate a", "cb1-1157": "originate b", "cb1-1161": "join a"},
+    )
+    commands = [e for e in wire.events if isinstance(e, RoomCommand)]
+    assert commands == [RoomCommand("cb1mx580yirp", "endb", 1796161245.418860, "cb1mx580yirp-a1")]
+
+
+def _keyed(wire: Wire, **headers: str) -> list:
+    wire.originate("sK-a1", role="wait", room="sK")
+    base = {
+        "Uniqueid": "sK-a1",
+        "UserEvent": "CbDtmf",
+        "CbRoom": "sK",
+        "CbCmd": "endb",
+        "Timestamp": "12.5",
+    }
+    base.update(headers)
+    wire.feed(event("UserEvent", **base))
+    return [e for e in wire.events if isinstance(e, RoomCommand)]
+
+
+def test_keyed_command_of_our_leg():
+    """CbDtmf from a leg of that room is reported."""
+    assert _keyed(Wire()) == [RoomCommand("sK", "endb", 12.5, "sK-a1")]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"CbCmd": "reboot"},  # not a command of the dialplan
+        {"CbCmd": ""},
+        {"CbRoom": "sX"},  # another room than the leg's
+        {"CbRoom": "s K;x"},
+        {"Uniqueid": "other-a1"},  # not our channel
+        {"UserEvent": "SomethingElse"},
+    ],
+)
+def test_keyed_command_is_validated(headers):
+    """An unknown command, another room, a foreign channel or another UserEvent is ignored."""
+    wire = Wire()
+    seen: list[dict] = []
+    wire.switch.log = Logger(namespace="test", observer=seen.append)
+    assert _keyed(wire, **headers) == []
+    if headers.keys() != {"UserEvent"}:
+        assert [e["log_level"] for e in seen] == [LogLevel.warn]
+
+
+def run_restart() -> Wire:
+    """The real ``core restart now`` during a talking call, the daemon hanging up b1 after a1."""
+    return run_callbackd_log(
+        RESTART,
+        "cb1mx57wnhb1",
+        {
+            "cb1-8": "originate a",
+            "cb1-9": "originate b",
+            "cb1-13": "join a",
+            "cb1-18": "hangup b",
+        },
+    )
+
+
+def test_real_restart_reports_the_shutdown_once_at_the_first_sign():
+    """The refused Hangup ("Asterisk is shutting down") is the first sign; Shutdown adds none."""
+    wire = run_restart()
+    ends = [e for e in wire.events if isinstance(e, LegHungUp | SwitchShutdown)]
+    assert [type(e) for e in ends] == [LegHungUp, SwitchShutdown, LegHungUp]
+    assert [e.channel_id for e in ends if isinstance(e, LegHungUp)] == [
+        "cb1mx57wnhb1-a1",
+        "cb1mx57wnhb1-b1",
+    ]
+    # the switch hangs every channel up itself: the refused hangup is not an error
+    assert wire.results["hangup b"] == [None]  # type: ignore[attr-defined]
+
+
+def test_real_restart_health_until_fully_booted():
+    """Health says "restarting" from the Shutdown until the reconnect's FullyBooted."""
+    wire = run_restart()
+    assert wire.switch.health() == (False, "switch restarting")
+    wire.client.lose("closed")
+    assert wire.switch.health() == (False, "switch restarting")
+    protocol = wire.client.connect()
+    assert wire.switch.health() == (False, "switch restarting")
+    messages = log_messages(RESTARTED)
+    booted = next(m for m in messages if m.name == "FullyBooted")
+    wire.feed(booted)
+    assert wire.switch.health() == (True, "logged in")
+    assert wire.switch.started_at == wire.clock.seconds() - int(booted["Uptime"])
+    assert protocol is wire.protocol
+
+
+def test_real_restart_logs_shutdown_and_fully_booted():
+    """The shutdown is a warning, the switch being back an info."""
+    seen: list[dict] = []
+    wire = Wire()
+    wire.switch.log = Logger(namespace="test", observer=seen.append)
+    wire.feed(next(m for m in log_messages(RESTART) if m.name == "Shutdown"))
+    wire.feed(next(m for m in log_messages(RESTARTED) if m.name == "FullyBooted"))
+    assert [e["log_level"] for e in seen] == [LogLevel.warn, LogLevel.info]
+    assert wire.events == [SwitchShutdown(1796161048.733463, restart=True)]
+
+
+def test_a_hangup_refused_while_shutting_down_counts_as_done():
+    """Refused because the switch is shutting down: reported once, and the hangup is done."""
+    wire = Wire()
+    results = []
+    for leg in ("s1-a", "s1-b"):
+        wire.switch.hangup(leg).addBoth(results.append)
+        wire.reply(("Response", "Error"), ("Message", "Asterisk is shutting down"))
+    assert results == [None, None]
+    assert wire.events == [SwitchShutdown(wire.clock.seconds(), restart=False)]
+    assert wire.switch.health() == (False, "switch shutting down")
+
+
+def test_an_action_carried_out_again_ends_the_shutdown():
+    """A graceful stop called off: the next action that succeeds makes the switch healthy."""
+    wire = Wire()
+    wire.switch.hangup("s1-a")
+    wire.reply(("Response", "Error"), ("Message", "Asterisk is shutting down"))
+    wire.switch.set_absolute_timeout("s1-b", 30)
+    wire.reply(("Response", "Success"), ("Message", "Timeout Set"))
+    assert wire.switch.health() == (True, "logged in")
+
+
+def test_health_when_not_connected():
+    """Without a session the switch is unhealthy; logged in it is healthy."""
+    wire = Wire(connect=False)
+    assert wire.switch.health() == (False, "not connected")
+    wire.client.connect()
+    assert wire.switch.health() == (True, "logged in")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["UserEvent", "Shutdown", "FullyBooted", "Foo"]),
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["Uniqueid", "UserEvent", "CbRoom", "CbCmd", "Timestamp", "Restart", "Uptime"]
+            ),
+            st.one_of(_TEXT, st.sampled_from(["sK-a1", "sK", "CbDtmf", "endb", "True", "3"])),
+        ),
+        max_size=8,
+    ),
+)
+def test_any_switch_event_is_translated_safely(name, pairs):
+    """Arbitrary UserEvent/Shutdown/FullyBooted headers never raise; commands are checked."""
+    wire = Wire()
+    wire.originate("sK-a1", role="wait", room="sK")
+    wire.switch.handle_system_event(Message([("Event", name), *pairs]))
+    for e in wire.events:
+        assert isinstance(e, RoomCommand | SwitchShutdown)
+        if isinstance(e, RoomCommand):
+            assert (e.room, e.command, e.channel_id) == ("sK", "endb", "sK-a1")

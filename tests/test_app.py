@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
+import pytest
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.web.test.requesthelper import DummyRequest
 
+from callbackd.ami.message import Message
 from callbackd.app import create_daemon
-from callbackd.config import load_config
+from callbackd.config import ConfigError, load_config
+from callbackd.tap import Options
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,3 +87,74 @@ def test_tune_gc_zero_keeps_pythons_threshold():
         assert gc.get_threshold() == before
     finally:
         gc.unfreeze()
+
+
+def _bad_deck_config(tmp_path: Path) -> Path:
+    (tmp_path / "sell.csv").write_text("49,0.02\n1x,1\n44,0.01,0,1\n")
+    path = tmp_path / "callbackd.ini"
+    path.write_text("[daemon]\nnode_id = t1\n[billing]\ntariff = sell.csv\n")
+    return path
+
+
+def test_a_bad_deck_stops_the_daemon_with_its_rows_named(tmp_path):
+    """create_daemon given no checked decks refuses a bad one with a ConfigError, no traceback."""
+    config = load_config(_bad_deck_config(tmp_path))
+    with pytest.raises(ConfigError) as info:
+        create_daemon(config, _Reactor())
+    assert [p.split(": ", 1)[1] for p in info.value.problems] == [
+        "line 2: bad prefix '1x': 1-15 digits, not starting with 0",
+        "line 3: expected prefix,price_per_minute[,connect_fee[,initial_increment,increment]],"
+        " got 4 fields",
+    ]
+
+
+def test_the_check_before_forking_names_every_bad_row(tmp_path):
+    """twistd callbackd's options (--check or not) refuse a bad deck, naming each row."""
+    path = _bad_deck_config(tmp_path)
+    for extra in ([], ["--check"]):
+        with pytest.raises(usage.UsageError) as info:
+            Options().parseOptions(["-c", str(path), *extra])
+        text = str(info.value)
+        assert "2 problem(s)" in text
+        assert f"{tmp_path / 'sell.csv'}: line 2: bad prefix" in text
+        assert f"{tmp_path / 'sell.csv'}: line 3: expected prefix" in text
+
+
+def test_the_checked_decks_are_the_ones_the_engine_uses(tmp_path):
+    """The decks the options loaded go to the engine: the files are read once."""
+    options = Options()
+    options.parseOptions(["-c", str(ROOT / "etc" / "callbackd.ini")])
+    root = create_daemon(options.loaded, _Reactor(), options.decks)
+    assert root.daemon.engine.sell_deck is options.decks.sell
+
+
+def test_the_ami_reconnect_cap_is_configured(tmp_path):
+    """[ami] reconnect_max_delay reaches the AMI client (default 2 s)."""
+    path = tmp_path / "callbackd.ini"
+    path.write_text("[manhole]\nenabled = no\n")
+    assert create_daemon(load_config(path), _Reactor()).daemon.ami.max_retry == 2.0
+    path.write_text("[manhole]\nenabled = no\n[ami]\nreconnect_max_delay = 7.5\n")
+    assert create_daemon(load_config(path), _Reactor()).daemon.ami.max_retry == 7.5
+
+
+def _ami_health(root) -> tuple[bool, str]:
+    """The "ami" check of the /healthz the built tree serves."""
+    site = root.getServiceNamed("web").factory
+    request = DummyRequest([b"healthz"])
+    site.resource.children[b"healthz"].render(request)
+    check = json.loads(b"".join(request.written))["checks"]["ami"]
+    return check["ok"], check["detail"]
+
+
+def test_healthz_says_the_switch_restarts_until_it_is_fully_booted():
+    """After the switch's Shutdown /healthz's ami check says so, until FullyBooted."""
+    config = load_config(ROOT / "etc" / "callbackd.ini")
+    root = create_daemon(config, _Reactor())
+    ami = root.getServiceNamed("ami")
+    assert _ami_health(root) == (False, "not connected")
+    ami.events.dispatch(
+        Message([("Event", "Shutdown"), ("Shutdown", "Cleanly"), ("Restart", "True")])
+    )
+    assert _ami_health(root) == (False, "switch restarting")
+    ami.events.dispatch(Message([("Event", "FullyBooted"), ("Uptime", "0")]))
+    assert _ami_health(root) == (False, "not connected")

@@ -170,6 +170,42 @@ def test_missing_rate_files_are_reported(tmp_path):
     assert found[1].startswith("[provider:X] rates: cannot read ")
 
 
+@pytest.mark.parametrize(
+    ("section", "description", "reason"),
+    [
+        ("web", "notanendpoint:::", "Unknown endpoint type"),
+        ("web", "tcp:lots", "invalid literal"),
+        ("manhole", "tcp:2222:colour=blue", "unexpected keyword"),
+        ("simulator", "unix:/tmp/x.sock:mode=rw", "invalid literal"),
+        ("web", "tcp:0:interface=::1", "multiple values"),
+    ],
+)
+def test_a_malformed_strports_endpoint_is_refused(section, description, reason):
+    """Every listen key is parsed as twistd will (nothing listens): a bad one is named."""
+    [found] = problems(f"[{section}]\nlisten = {description}\n")
+    assert found.startswith(f"[{section}] listen: {description!r} is not a strports endpoint: ")
+    assert reason in found
+
+
+def test_every_bad_endpoint_is_named_at_once():
+    """The web, manhole and simulator endpoints are each checked."""
+    found = problems("[web]\nlisten = a:b\n[manhole]\nlisten = b:c\n[simulator]\nlisten = tcp:x\n")
+    assert [f.split(":")[0] for f in found] == [
+        "[web] listen",
+        "[manhole] listen",
+        "[simulator] listen",
+    ]
+
+
+@pytest.mark.parametrize(
+    "description",
+    ["tcp:8080:interface=127.0.0.1", "tcp6:8080:interface=\\:\\:1", "unix:/run/cb.sock:mode=660"],
+)
+def test_good_strports_endpoints_pass(description):
+    """Well-formed endpoints of the usual kinds are accepted as they are."""
+    assert parse(f"[web]\nlisten = {description}\n").web.listen == description
+
+
 def test_unparseable_file_is_one_clear_error():
     """Text that is not INI at all is reported, not a traceback."""
     found = problems("this is not ini\n")

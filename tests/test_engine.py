@@ -40,11 +40,13 @@ def result(d):
 class World:
     """A manager with its fakes, and alice's account."""
 
-    def __init__(self, balance=10_000_000, store=None, clock=None, channels=(), **account):
+    def __init__(
+        self, balance=10_000_000, store=None, clock=None, channels=(), switch=None, **account
+    ):
         self.clock = clock or Clock()
         if clock is None:
             self.clock.advance(START)
-        self.switch = FakeSwitch()
+        self.switch = switch or FakeSwitch()
         self.switch.channels = list(channels)
         self.store = store or MemoryStore(self.clock, BcryptHasher(rounds=4, run_in_thread=False))
         if store is None:
@@ -466,6 +468,67 @@ def test_recovery_on_switch_reconnect_closes_legs_that_ended():
     cdrs = world.cdrs()
     assert cdrs["destination"].billed_seconds == 15
     assert cdrs["source"].billed_seconds == 45
+
+
+# -- #11 and the switch going away ---------------------------------------------------
+
+
+def test_hash11_ends_the_destination_and_keeps_the_source():
+    """#11 keyed in the room hangs up the destination only; the call goes on, billed per leg."""
+    world = World()
+    sid = world.talking()
+    world.clock.advance(10)
+    world.switch.key(sid, "endb", world.now(), f"{sid}-a1")
+    assert world.switch.hung_up == [(f"{sid}-b1", 16)]
+    assert "Destination disconnected by #11." in world.texts()
+    world.switch.hang_up(f"{sid}-b1", world.now())
+    assert world.manager.status(sid)["phase"] == "talking"
+    assert world.cdrs()["destination"].billed_seconds == 10
+    world.clock.advance(5)
+    result(world.manager.add_leg(sid, EXTRA))
+    assert world.switch.originated[-1].channel_id == f"{sid}-c1"
+
+
+def test_hash11_of_an_unknown_room_is_ignored():
+    """A room command for a room that is no session of ours changes nothing."""
+    world = World()
+    sid = world.talking()
+    world.switch.key("nosuchroom", "endb", world.now())
+    assert world.switch.hung_up == []
+    assert world.manager.status(sid)["phase"] == "talking"
+
+
+def test_switch_restart_ends_sessions_as_switch_lost_and_hangs_up_nothing():
+    """A switch shutting down ends each session as SwitchLost, every leg lost, no Hangup."""
+    world = World()
+    sid = world.talking()
+    world.clock.advance(20)
+    world.switch.hang_up(f"{sid}-a1", world.now())  # the switch's own hangups come first
+    world.switch.shut_down(world.now() + 0.5)
+    world.switch.hang_up(f"{sid}-b1", world.now())
+    cdrs = world.cdrs()
+    assert cdrs["session"].cause == "SwitchLost"
+    assert cdrs["destination"].cause == "lost"
+    assert (cdrs["source"].billed_seconds, cdrs["destination"].billed_seconds) == (20, 20)
+    assert world.switch.hung_up == [(f"{sid}-b1", 16)]  # sent before it was known
+
+
+def test_switch_crash_is_found_by_the_recovery():
+    """Connection lost with no Shutdown, the switch back without the channels: SwitchLost."""
+    world = World()
+    sid = world.talking()
+    world.clock.advance(25)
+    world.switch.disconnect(world.now())  # the last moment the legs were known up
+    world.clock.advance(10)
+    world.switch.restart(world.now())
+    assert world.manager.sessions_of("alice") == []
+    assert result(world.store.list_sessions()) == []
+    assert world.cdrs()["session"].session_id == sid
+    cdrs = world.cdrs()
+    assert cdrs["session"].cause == "SwitchLost"
+    assert (cdrs["source"].cause, cdrs["destination"].cause) == ("lost", "lost")
+    assert (cdrs["source"].billed_seconds, cdrs["destination"].billed_seconds) == (25, 25)
+    assert world.switch.hung_up == []
 
 
 def reconnect_listing_later(world):

@@ -27,12 +27,15 @@ def test_recovery_retries_until_the_store_answers():
 
 
 def test_no_retry_after_stop():
-    """A stopped engine does not keep retrying its recovery."""
+    """A stopped engine does not keep retrying its recovery: the session stays in the store."""
     world = World()
+    sid = world.talking()
     world.manager.stop()
     world.store.available = False
     after = World(store=world.store, clock=world.clock)
     after.manager.stop()
     assert [c for c in world.clock.getDelayedCalls() if c.active()] == []
     world.store.available = True
-    assert result(world.store.list_sessions()) == []
+    world.clock.advance(after.manager.recovery_retry * 3)
+    assert after.manager.sessions_of("alice") == []
+    assert result(world.store.list_sessions()) == [sid]

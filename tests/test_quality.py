@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,15 +32,3 @@ def test_mypy():
     """mypy accepts the package: the core, the interfaces and the adapters."""
     result = run("mypy", "--no-incremental", *TYPED)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_core_imports_no_io():
-    """callbackd/core imports nothing from twisted.internet, no redis client, no clock."""
-    modules = r"(twisted\.internet|callbackd\.store\.(?:redis|resp)|txredisapi|time|datetime)\b"
-    forbidden = re.compile(rf"^\s*(from\s+{modules}|import\s+{modules})", re.MULTILINE)
-    offenders = [
-        f"{path.relative_to(ROOT)}: {m.group(0).strip()}"
-        for path in (ROOT / "callbackd" / "core").rglob("*.py")
-        for m in forbidden.finditer(path.read_text())
-    ]
-    assert offenders == []

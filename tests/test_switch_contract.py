@@ -31,9 +31,11 @@ from callbackd.switch import (
     LegJoined,
     LegRinging,
     OriginateRequest,
+    RoomCommand,
     SwitchConnected,
     SwitchDisconnected,
     SwitchError,
+    SwitchShutdown,
 )
 
 TIME_SCALE = 0.01  # one simulated second lasts 10 ms
@@ -91,6 +93,9 @@ class FakeDriver:
 
     def set_channels(self, channels: list[ChannelInfo]) -> None:
         self.switch.channels = channels
+
+    def key_hash11(self, channel_id: str) -> None:
+        pass  # the scenario's script says what the switch reports
 
     async def quiet(self) -> None:
         pass
@@ -156,6 +161,13 @@ class AMIDriver:
 
     def set_channels(self, channels: list[ChannelInfo]) -> None:
         pass
+
+    def key_hash11(self, channel_id: str) -> None:
+        """The far end of the leg keys ``#11`` (as ``PlayDTMF Receive: true`` does)."""
+        channel = self.simulator.switch.find_channel(channel_id)
+        assert channel is not None
+        for digit in "#11":
+            self.simulator.switch.dtmf_received(channel, digit)
 
     async def quiet(self) -> None:
         """Give late (duplicate) events time to show up."""
@@ -282,6 +294,19 @@ async def list_channels_while_up(d) -> None:
         await d.expect(lambda f, t, leg=leg: f.hang_up(leg, t()), ended(leg))
 
 
+async def hash11_in_the_room(d) -> None:
+    """The source keys #11 in the room: the switch reports the command, nothing else."""
+    await source_waits(d)
+    await destination_joins(d)
+    await d.switch.join_room("c1-a", "c1")
+    await d.expect(lambda f, t: f.join("c1-a", t()), has(LegJoined, "c1-a"))
+    d.key_hash11("c1-a")
+    await d.expect(lambda f, t: f.key("c1", "endb", t(), "c1-a"), has(RoomCommand, "c1-a"))
+    for leg in ("c1-b", "c1-a"):
+        await d.switch.hangup(leg)
+        await d.expect(lambda f, t, leg=leg: f.hang_up(leg, t()), ended(leg))
+
+
 UP = [("ringing",), ("answered",), ("joined", "c1")]
 WAITING = [("ringing",), ("answered",)]
 
@@ -303,6 +328,13 @@ SCENARIOS: dict[str, tuple[Callable[..., Awaitable[None]], dict[str, list[tuple]
         list_channels_while_up,
         {"c1-a": [*WAITING, ("hungup", 16)], "c1-b": [*UP, ("hungup", 16)]},
     ),
+    "#11 in the room": (
+        hash11_in_the_room,
+        {
+            "c1-a": [*WAITING, ("joined", "c1"), ("keyed", "c1", "endb"), ("hungup", 16)],
+            "c1-b": [*UP, ("hungup", 16)],
+        },
+    ),
 }
 
 
@@ -320,6 +352,8 @@ def story(events: list) -> dict[str, list[tuple]]:
             item = ("failed", e.outcome, e.cause)
         elif isinstance(e, LegHungUp):
             item = ("hungup", e.cause)
+        elif isinstance(e, RoomCommand):
+            item = ("keyed", e.room, e.command)
         else:
             raise AssertionError(f"unexpected event {e!r}")
         out.setdefault(e.channel_id, []).append(item)
@@ -409,3 +443,30 @@ def test_fake_disconnected_refuses_requests():
     fake.connect(6.0)
     assert heard == [SwitchDisconnected(5.0, "cable"), SwitchConnected(6.0)]
     assert fake.connected
+
+
+def test_fake_key_emits_only_known_room_commands():
+    """key() reports a room command the dialplan can send, and refuses any other."""
+    fake = FakeSwitch()
+    heard: list = []
+    fake.add_listener(heard.append)
+    fake.key("c1", "endb", 5.0, "c1-a")
+    with pytest.raises(ValueError):
+        fake.key("c1", "reboot", 6.0)
+    assert heard == [RoomCommand("c1", "endb", 5.0, "c1-a")]
+
+
+def test_fake_shut_down_and_restart():
+    """shut_down reports the shutdown and the loss; restart comes back with no channel."""
+    fake = FakeSwitch()
+    fake.channels = [ChannelInfo("c1-a", "Fake/c1-a", "up")]
+    heard: list = []
+    fake.add_listener(heard.append)
+    fake.shut_down(5.0)
+    fake.restart(9.0)
+    assert heard == [
+        SwitchShutdown(5.0, True),
+        SwitchDisconnected(5.0, "the switch shut down"),
+        SwitchConnected(9.0),
+    ]
+    assert (fake.channels, fake.started_at, fake.connected) == ([], 9.0, True)

@@ -7,7 +7,10 @@ preparation fails (``NoTransition`` in its state machine), and Asterisk closes
 the socket after every refused login. Instead a refused or timed-out login aborts
 the connection and the retry policy counts every attempt that did not end
 logged in, so the back-off grows for refused logins as it does for refused
-connections (docs/asterisk.rst, "Keepalive, shutdown and reconnect").
+connections (docs/asterisk.rst, "Keepalive, shutdown and reconnect"). The back-off
+is :func:`callbackd.backoff.capped_backoff`: from ``min_retry`` doubling up to
+``max_retry`` (``[ami] reconnect_max_delay``, 2 s by default), jitter included, so a
+daemon is logged in again at most that long after Asterisk is back.
 """
 
 from __future__ import annotations
@@ -32,20 +35,9 @@ from callbackd.ami.protocol import (
     EventCallback,
     EventRegistry,
 )
+from callbackd.backoff import capped_backoff
 
-__all__ = ["AMIClientService", "backoff_delay"]
-
-
-def backoff_delay(
-    failures: int, minimum: float = 0.5, maximum: float = 30.0, jitter: float = 0.5
-) -> float:
-    """Seconds to wait after ``failures`` failed attempts in a row, before jitter.
-
-    Doubles from ``minimum`` up to ``maximum``; ``jitter`` in [0, 1) spreads it
-    by ±25 % (0.5 = no change).
-    """
-    base = min(maximum, minimum * 2 ** max(0, failures - 1))
-    return base * (0.75 + 0.5 * jitter)
+__all__ = ["AMIClientService"]
 
 
 class _AMIProtocolFactory(Factory):
@@ -81,7 +73,7 @@ class AMIClientService(Service):
         ping_interval: float = 15.0,
         ping_timeout: float = 5.0,
         min_retry: float = 0.5,
-        max_retry: float = 30.0,
+        max_retry: float = 2.0,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self.endpoint = endpoint
@@ -95,7 +87,7 @@ class AMIClientService(Service):
         self.ping_timeout = ping_timeout
         self.min_retry = min_retry
         self.max_retry = max_retry
-        self._jitter = jitter
+        self._backoff = capped_backoff(min_retry, max_retry, jitter=jitter)
         self.events = EventRegistry()
         #: the logged-in session, or None
         self.protocol: AMIProtocol | None = None
@@ -192,7 +184,7 @@ class AMIClientService(Service):
         # ClientService counts failed TCP connects only and resets on every connect;
         # count refused logins too.
         self.failures += 1
-        delay = backoff_delay(self.failures, self.min_retry, self.max_retry, self._jitter())
+        delay = self._backoff(self.failures)
         self.log.info(
             "AMI reconnect attempt {failures} in {delay:.2f}s", failures=self.failures, delay=delay
         )

@@ -1,6 +1,6 @@
 """Rating: tariff decks of prefix -> price, longest-prefix match, and the cost of a leg.
 
-A deck is a CSV file, one rate a line::
+A deck is CSV text, one rate a line (:mod:`callbackd.decks` reads the files)::
 
     # comments and one header line are allowed
     prefix,price_per_minute,connect_fee,initial_increment,increment
@@ -32,14 +32,11 @@ a ``+`` or other non-digits) probe every length the deck has.
 
 from __future__ import annotations
 
-import gc
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import groupby
 from operator import itemgetter
-from os import PathLike
-from pathlib import Path
 from typing import Final, cast
 
 from callbackd.core.money import parse_amount
@@ -125,23 +122,16 @@ class Deck:
 
     @classmethod
     def from_csv(
-        cls, source: str | PathLike[str] | Iterable[str], decimals: int, name: str = ""
+        cls, lines: Iterable[str], decimals: int, name: str = "", source: str = ""
     ) -> Deck:
-        """Read a deck from a path or from lines; raise :class:`DeckError` listing every error."""
-        # A large deck makes hundreds of thousands of objects that all live on; the
-        # cyclic collector would walk them again and again while they are made (a
-        # fifth of the load time of 200,000 prefixes). They hold no cycles: pause it.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            if isinstance(source, str | PathLike):
-                path = Path(source)
-                with path.open(encoding="utf-8") as lines:
-                    return cls._parse(lines, decimals, name or path.stem, str(path))
-            return cls._parse(source, decimals, name, name or "<rates>")
-        finally:
-            if collecting:
-                gc.enable()
+        """Parse a deck from its lines; raise :class:`DeckError` listing every error.
+
+        ``source`` names where the lines came from in the errors (default: ``name``).
+        Reading a file is not done here: :func:`callbackd.decks.load_deck` does it.
+        """
+        if isinstance(lines, str):
+            raise TypeError("Deck.from_csv takes the deck's lines; callbackd.decks reads files")
+        return cls._parse(lines, decimals, name, source or name or "<rates>")
 
     @classmethod
     def _parse(cls, lines: Iterable[str], decimals: int, name: str, source: str) -> Deck:

@@ -32,8 +32,9 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
+from callbackd.core.causes import UNINFORMATIVE, FailureSide, side_of_cause
 from callbackd.core.rating import Deck, Rate
 
 __all__ = [
@@ -54,8 +55,6 @@ __all__ = [
 
 ASR_BUCKET: Final = 0.05
 ACD_BUCKET: Final = 15.0
-
-FailureSide = Literal["provider", "user", "none"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,13 +244,10 @@ def rank_providers(
     return ranked
 
 
-# What a failed attempt says about where the fault is (docs/asterisk.rst, "Hangup causes").
-# "provider": the route failed, try the next provider; "user": the called party
-# (busy, no answer, rejected, wrong number), another provider will not help.
-_CAUSES: Final[Mapping[int, FailureSide]] = {
-    **dict.fromkeys((3, 27, 34, 38, 41, 42, 44, 47, 58), "provider"),
-    **dict.fromkeys((1, 17, 18, 19, 20, 21, 22, 28), "user"),
-}
+# What a failed attempt says about where the fault is (docs/asterisk.rst, "Hangup
+# causes"): "provider": the route failed, try the next provider; "user": the called
+# party (busy, no answer, rejected, wrong number), another provider will not help. The
+# causes' sides are in :data:`callbackd.core.causes.CAUSES`.
 _DIALSTATUS: Final[Mapping[str, FailureSide]] = {
     "CONGESTION": "provider",
     "CHANUNAVAIL": "provider",
@@ -268,8 +264,6 @@ _REASONS: Final[Mapping[int, FailureSide]] = {
     1: "none",
     4: "none",
 }
-# causes that say nothing about the failure (unset, or the normal end of any call)
-_UNINFORMATIVE_CAUSES: Final = frozenset({0, 16})
 
 
 def classify_failure(
@@ -286,14 +280,15 @@ def classify_failure(
     failure cause with nothing else known counts as the provider's.
     """
     cause_number = _as_int(cause)
-    if cause_number is not None and cause_number in _CAUSES:
-        return _CAUSES[cause_number]
+    cause_side = None if cause_number is None else side_of_cause(cause_number)
+    if cause_side is not None:
+        return cause_side
     if dialstatus is not None and dialstatus.strip().upper() in _DIALSTATUS:
         return _DIALSTATUS[dialstatus.strip().upper()]
     reason_number = _as_int(reason)
     if reason_number is not None and reason_number in _REASONS:
         return _REASONS[reason_number]
-    if cause_number is not None and cause_number not in _UNINFORMATIVE_CAUSES:
+    if cause_number is not None and cause_number not in UNINFORMATIVE:
         return "provider"
     return "none"
 

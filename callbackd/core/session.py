@@ -73,25 +73,29 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final, TypeVar
 
+from callbackd.core import causes
 from callbackd.core.credit import LegCharge, accrued_cost, allowed_seconds
-from callbackd.core.model import CDR
-from callbackd.core.money import format_amount
-from callbackd.core.rating import Rate
-from callbackd.core.routing import classify_failure
-from callbackd.switch import (
+from callbackd.core.events import (
+    END_DESTINATION,
     LegAnswered,
     LegFailed,
     LegHungUp,
     LegJoined,
     LegRinging,
     OriginateRequest,
+    RoomCommand,
 )
+from callbackd.core.model import CDR
+from callbackd.core.money import format_amount
+from callbackd.core.rating import Rate
+from callbackd.core.routing import classify_failure
 
 __all__ = [
     "ABSOLUTE_TIMEOUT_GRACE",
     "CREDIT_TIMER",
     "MAX_ADDITIONAL",
     "RELEASE_TIMEOUT",
+    "SWITCH_LOST_WINDOW",
     "AddLeg",
     "ArmTimer",
     "BalanceChanged",
@@ -120,6 +124,7 @@ __all__ = [
     "SessionEvent",
     "SessionState",
     "SetAbsoluteTimeout",
+    "SwitchLost",
     "TimerFired",
     "credit_legs",
     "list_text",
@@ -135,6 +140,11 @@ CREDIT_TIMER: Final = "credit"
 ABSOLUTE_TIMEOUT_GRACE: Final = 1
 #: seconds to wait for the switch to confirm a requested hangup
 RELEASE_TIMEOUT: Final = 10
+#: a session whose end began at most this long before the switch was found going away
+#: (:class:`SwitchLost`) ended with the switch: the switch hangs every channel up a
+#: moment before it says why (the real Asterisk: its own Hangups, then ~1 s later its
+#: Shutdown event; the refusal of the daemon's Hangups in between)
+SWITCH_LOST_WINDOW: Final = 2.0
 #: seconds past the ring timeout before a leg the switch says nothing about is given up
 RING_GUARD: Final = 15
 #: seconds an async Originate's channel may take to show in the switch's channel list
@@ -142,7 +152,7 @@ ORIGINATE_SETTLE: Final = 2.0
 #: additional legs per session (channel letters c..z)
 MAX_ADDITIONAL: Final = 24
 #: Q.850 normal clearing, used for every hangup the daemon asks for
-NORMAL_CLEARING: Final = 16
+NORMAL_CLEARING: Final = causes.NORMAL_CLEARING
 
 SOURCE: Final = "source"
 DESTINATION: Final = "destination"
@@ -181,6 +191,13 @@ class Reason:
     OUT_OF_CREDIT = "OutOfCredit"
     #: the account's daily spend cap was reached
     DAILY_LIMIT = "DailyLimit"
+    #: the switch went away (shut down, restarted or crashed) and took the legs with it
+    SWITCH_LOST = "SwitchLost"
+
+
+#: the reasons the daemon decides; the others come from a leg's end, which the switch
+#: going away may have caused
+_DAEMON_REASONS: Final = frozenset({Reason.HANGUP, Reason.OUT_OF_CREDIT, Reason.DAILY_LIMIT})
 
 
 # leg causes
@@ -188,28 +205,39 @@ BUSY, NO_ANSWER, REJECTED = "busy", "no answer", "rejected"
 CONGESTION, UNAVAILABLE, FAILED = "congestion", "unavailable", "failed"
 HUNG_UP, KICKED, OUT_OF_CREDIT, LOST = "hung up", "kicked", "out of credit", "lost"
 DAILY_LIMIT = "daily limit"
+#: the source ended the leg from the room (``#11``)
+ENDED_BY_SOURCE = "ended by source"
 #: session reason -> leg cause of a credit cut
 _CUT_CAUSE: Final = {Reason.OUT_OF_CREDIT: OUT_OF_CREDIT, Reason.DAILY_LIMIT: DAILY_LIMIT}
 NOT_CALLED = "not called"
 
 #: LegFailed.outcome -> leg cause
 _OUTCOME_CAUSE: Final = {
-    "busy": BUSY,
-    "noanswer": NO_ANSWER,
-    "rejected": REJECTED,
-    "congestion": CONGESTION,
-    "chanunavail": UNAVAILABLE,
-    "failed": FAILED,
+    causes.BUSY: BUSY,
+    causes.NOANSWER: NO_ANSWER,
+    causes.REJECTED: REJECTED,
+    causes.CONGESTION: CONGESTION,
+    causes.CHANUNAVAIL: UNAVAILABLE,
+    causes.FAILED: FAILED,
 }
 #: LegFailed.outcome -> the DialStatus words routing classifies
 _OUTCOME_DIALSTATUS: Final = {
-    "busy": "BUSY",
-    "noanswer": "NOANSWER",
-    "congestion": "CONGESTION",
-    "chanunavail": "CHANUNAVAIL",
+    outcome: status for status, outcome in causes.DIAL_STATUS_OUTCOMES.items()
 }
-#: Q.850 cause of a hangup before answer -> LegFailed.outcome
-_CAUSE_OUTCOME: Final = {17: "busy", 18: "noanswer", 19: "noanswer", 21: "rejected", 16: "noanswer"}
+
+
+def _hangup_outcome(cause: int) -> str:
+    """The outcome of a leg the switch says hung up before its answer was seen.
+
+    A normal clearing then is an answered call whose answer is reported late (or a
+    far end that gave up ringing): no answer yet, and no reason to try another
+    provider; the real switch never ends an unanswered leg with it.
+    """
+    if cause == causes.NORMAL_CLEARING:
+        return causes.NOANSWER
+    return causes.outcome_of_cause(cause) or causes.FAILED
+
+
 #: leg cause of an unanswered source/destination -> reason suffix
 _REASON_SUFFIX: Final = {
     BUSY: "Busy",
@@ -303,10 +331,27 @@ class Reconcile:
     channel of an async Originate in a thread of its own): a leg dialled after
     ``asked_at``, or still calling and dialled less than :data:`ORIGINATE_SETTLE`
     seconds before it, is left as it is (its ring timer runs).
+
+    ``switch_started_at``: when the switch last (re)started, if known. A leg gone from
+    the list that was dialled before then went with the switch (a crash or restart
+    while the daemon was not watching): the session ends with ``Reason = SwitchLost``.
     """
 
     channels: Mapping[str, str]
     asked_at: float | None = None
+    switch_started_at: float | None = None
+
+
+@dataclass(frozen=True)
+class SwitchLost:
+    """The switch is going away (shutting down or restarting): every leg goes with it.
+
+    The session ends with ``Reason = SwitchLost`` and its legs with cause ``lost``; no
+    hangup is asked of a switch that refuses every action now (and hangs everything
+    up itself, but for a graceful stop). A session that began
+    to end (by a leg's own end) at most :data:`SWITCH_LOST_WINDOW` before is relabelled:
+    that end was the switch's doing.
+    """
 
 
 Command = (
@@ -318,6 +363,8 @@ Command = (
     | CreditDeadline
     | Seen
     | Reconcile
+    | SwitchLost
+    | RoomCommand
 )
 LegEvent = LegRinging | LegAnswered | LegJoined | LegFailed | LegHungUp
 
@@ -438,7 +485,9 @@ class SessionEvent:
 
     ``kind`` is one of ``session_started``, ``leg_calling``, ``leg_ringing``,
     ``leg_answered``, ``leg_failed``, ``talking``, ``party_answered``, ``leg_ended``,
-    ``session_ended``, ``credit_updated``. Money (``rate``, ``total_rate``, ``cost``,
+    ``destination_dropped`` (``#11``: ``role`` is ``destination`` when the destination
+    was among the legs ended, else ``additional``), ``session_ended``,
+    ``credit_updated``. Money (``rate``, ``total_rate``, ``cost``,
     ``balance``) is in minor units.
     """
 
@@ -502,6 +551,10 @@ def render(event: SessionEvent, decimals: int, currency: str = "") -> str:
         return f"Remote answered. Now talking. Cost = {_money(event.total_rate, decimals)}"
     if kind == "party_answered":
         return f"Party answered. Now talking. Cost = {_money(event.rate, decimals)}"
+    if kind == "destination_dropped":
+        if event.role == DESTINATION:
+            return "Destination disconnected by #11."
+        return "Additional parties disconnected by #11."
     if kind == "leg_ended":
         if event.role == ADDITIONAL:
             return f"{role} {event.address} left the call ({event.cause})."
@@ -622,6 +675,8 @@ class SessionState:
     talking_at: float = 0.0
     ended_at: float = 0.0
     reason: str = ""
+    #: when ``reason`` was given
+    reason_at: float = 0.0
     seq: int = 0
     seen_at: float = 0.0
     additional_count: int = 0
@@ -846,7 +901,7 @@ class _Step:
         elif leg.release_cause:
             self.end(leg, at, leg.release_cause)
         else:
-            self.failed(leg, at, _CAUSE_OUTCOME.get(cause, "failed"), cause)
+            self.failed(leg, at, _hangup_outcome(cause), cause)
 
     # -- ending -----------------------------------------------------------------------
 
@@ -923,7 +978,7 @@ class _Step:
         state = self.state
         if state.finished:
             return
-        if not state.reason and leg.role in (SOURCE, DESTINATION):
+        if not state.reason and leg.role in (SOURCE, DESTINATION) and leg.cause != ENDED_BY_SOURCE:
             prefix = leg.role.capitalize()
             if was_up or leg.answered_at is not None:
                 reason = f"{prefix}Hangup"
@@ -953,6 +1008,7 @@ class _Step:
         if state.reason:
             return
         state.reason = reason
+        state.reason_at = self.now
         state.phase = Phase.RELEASING
         if state.credit_deadline:
             state.credit_deadline = 0.0
@@ -1077,7 +1133,12 @@ class _Step:
         elif isinstance(command, Seen):
             state.seen_at = max(state.seen_at, self.now)
         elif isinstance(command, Reconcile):
-            self.reconcile(command.channels, command.asked_at)
+            self.reconcile(command.channels, command.asked_at, command.switch_started_at)
+        elif isinstance(command, SwitchLost):
+            self.switch_lost()
+        elif isinstance(command, RoomCommand):
+            if command.command == END_DESTINATION:
+                self.end_destination()
 
     def add_leg(self, spec: LegSpec) -> None:
         state = self.state
@@ -1124,6 +1185,63 @@ class _Step:
             self.release(leg, KICKED)
         self.recompute()
 
+    def end_destination(self) -> None:
+        """``#11``: hang up every leg but the source, which stays (or now goes) in the room.
+
+        The session goes on with the source alone (``ADD`` calls another party); a
+        destination still ringing is cancelled; with no other leg nothing happens.
+        """
+        state = self.state
+        if state.reason or state.phase not in (Phase.DESTINATION, Phase.TALKING):
+            return
+        others = [
+            leg
+            for leg in state.legs
+            if leg.role != SOURCE and leg.live and leg.attempt and not leg.release_cause
+        ]
+        if not others:
+            return
+        for leg in others:
+            self.release(leg, ENDED_BY_SOURCE)
+        if state.phase is Phase.DESTINATION:
+            # the source still hears ringback outside the room: put it in the room
+            state.phase = Phase.TALKING
+            self.emit(JoinRoom(state.leg(SOURCE).channel_id, state.session_id))
+        dropped = DESTINATION if state.leg(DESTINATION) in others else ADDITIONAL
+        self.notify("destination_dropped", role=dropped)
+        self.recompute()
+
+    def switch_lost(self) -> None:
+        state = self.state
+        recent = self.now - SWITCH_LOST_WINDOW
+        if state.reason:
+            if state.reason in _DAEMON_REASONS or state.reason_at < recent:
+                return
+            # the leg's end that ended the session was the switch going away (the leg's
+            # CDR, charged at its end, keeps the cause it had then)
+            state.reason = Reason.SWITCH_LOST
+            for leg in state.legs:
+                if not leg.live and leg.cause == HUNG_UP and leg.ended_at >= recent:
+                    leg.cause = LOST
+        for leg in state.legs:
+            self.lose(leg)
+        self.end_session(Reason.SWITCH_LOST, LOST)
+        self.maybe_finish()
+
+    def lose(self, leg: Leg) -> None:
+        """The switch is taking the leg away: no hangup (it refuses every action now).
+
+        No timer either: the leg's end comes as its Hangup event with the switch's
+        time, or from the reconciliation once the switch is back (billed up to the
+        last moment it was known up). A switch stopping "gracefully" keeps its calls
+        until they end: a timer here would stop billing calls that go on.
+        """
+        if not leg.live or not leg.attempt or leg.release_cause == LOST:
+            return
+        leg.release_cause = LOST
+        self.emit(CancelTimer(f"ring-{leg.letter}"))
+        self.emit(CancelTimer(f"release-{leg.letter}"))
+
     def timer(self, name: str) -> None:
         state = self.state
         if name == CREDIT_TIMER:
@@ -1148,8 +1266,11 @@ class _Step:
         """Give the leg's attempt up if the switch says nothing of it for this long."""
         self.emit(ArmTimer(f"ring-{leg.letter}", self.state.ring_timeout + RING_GUARD))
 
-    def reconcile(self, channels: Mapping[str, str], asked_at: float | None) -> None:
+    def reconcile(
+        self, channels: Mapping[str, str], asked_at: float | None, started_at: float | None
+    ) -> None:
         state = self.state
+        gone: list[Leg] = []
         for leg in state.legs:
             if not leg.live or not leg.attempt:
                 continue
@@ -1170,18 +1291,36 @@ class _Step:
                 elif leg.state in (LegState.CALLING, LegState.RINGING):
                     self.arm_ring_timer(leg)
                 continue
-            if leg.answered_at is not None:
-                end = max(leg.answered_at, state.seen_at)
-                if leg.deadline:
-                    end = min(end, leg.deadline)
-                self.end(leg, end, LOST)
-            else:
-                self.end(leg, state.seen_at or self.now, LOST)
+            gone.append(leg)
+        self.end_gone(gone, started_at)
         state.seen_at = max(state.seen_at, self.now)
         if state.reason:
             self.maybe_finish()
         else:
             self.recompute()
+
+    def end_gone(self, gone: list[Leg], started_at: float | None) -> None:
+        """End the legs found gone from the switch, every one ``lost``, none hung up.
+
+        Each is marked first, so that the session ending with the first one asks no
+        hangup of the others (the switch no longer has them). Legs dialled before the
+        switch last started went with it: the session's reason is ``SwitchLost``.
+        """
+        state = self.state
+        for leg in gone:
+            leg.release_cause = leg.release_cause or LOST
+        if started_at is not None and any(leg.attempt_at < started_at for leg in gone):
+            self.end_session(Reason.SWITCH_LOST, LOST)
+        for leg in gone:
+            end = state.seen_at or self.now
+            if leg.answered_at is not None:
+                end = max(leg.answered_at, state.seen_at)
+                if leg.deadline:
+                    end = min(end, leg.deadline)
+            if leg.release_at and leg.release_cause != LOST:
+                # the daemon asked it to go then: billed no further
+                end = min(end, max(leg.release_at, leg.answered_at or 0.0))
+            self.end(leg, end, LOST)
 
 
 def _seconds(duration: float) -> int:

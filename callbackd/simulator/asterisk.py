@@ -21,10 +21,10 @@ from typing import Any
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from callbackd.core.causes import cause_text
 from callbackd.simulator.rules import Behaviour, DialTarget, RuleSet, parse_dial_target
 
 __all__ = [
-    "CAUSE_TEXT",
     "Channel",
     "OriginateError",
     "OriginateRequest",
@@ -48,24 +48,6 @@ STATE_DESC = {
     7: "Busy",
     8: "Dialing Offhook",
     9: "Pre-ring",
-}
-CAUSE_TEXT = {
-    0: "Unknown",
-    1: "Unallocated (unassigned) number",
-    16: "Normal Clearing",
-    17: "User busy",
-    18: "No user responding",
-    19: "User alerting, no answer",
-    20: "Subscriber absent",
-    21: "Call Rejected",
-    26: "Answered elsewhere",
-    27: "Destination out of order",
-    28: "Invalid number format",
-    31: "Normal, unspecified",
-    34: "Circuit/channel congestion",
-    38: "Network out of order",
-    41: "Temporary failure",
-    42: "Switching equipment congestion",
 }
 KNOWN_TECHS = {"local", "pjsip", "sip", "iax2", "dahdi", "motif"}
 # Asterisk's originate_app_permissions (docs/asterisk.rst, "Originate")
@@ -748,7 +730,7 @@ class SimulatedAsterisk:
         self._cancel_timers(ch)
         self.emit(
             "Hangup",
-            ch.block() + [("Cause", str(cause)), ("Cause-txt", CAUSE_TEXT.get(cause, "Unknown"))],
+            ch.block() + [("Cause", str(cause)), ("Cause-txt", cause_text(cause))],
         )
         self._channels.pop(ch.uniqueid, None)
 

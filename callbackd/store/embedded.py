@@ -20,7 +20,9 @@ out, and a password on the command line would show in ``ps``).
 from __future__ import annotations
 
 import os
+import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from callbackd.backoff import capped_backoff
 from callbackd.config import RedisConfig
 
 __all__ = [
@@ -148,6 +151,9 @@ class EmbeddedRedisService(service.Service):
         start_timeout: float = 20.0,
         stop_timeout: float = 15.0,
         appendfsync: str = "always",
+        restart_delay: float = 0.5,
+        max_restart_delay: float = 30.0,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self.binary = redis_config.redis_server
         self.data_dir = data_dir(state_dir)
@@ -158,10 +164,12 @@ class EmbeddedRedisService(service.Service):
         self.appendfsync = appendfsync
         self.process: _RedisProcess | None = None
         self._transport: Any = None
-        #: seconds before starting redis-server again after it died (doubles, capped)
-        self.restart_delay = 0.5
-        self.max_restart_delay = 30.0
-        self._delay = self.restart_delay
+        #: seconds before starting redis-server again after it died: from
+        #: ``restart_delay``, doubling at each death in a row up to ``max_restart_delay``
+        self.max_restart_delay = max_restart_delay
+        self._backoff = capped_backoff(restart_delay, max_restart_delay, jitter=jitter)
+        #: deaths (and failed restarts) in a row
+        self._failures = 0
         self._restart_call: Any = None
         self._started_at = 0.0
 
@@ -267,20 +275,23 @@ class EmbeddedRedisService(service.Service):
         # a server that never became ready is startService's failure to report
         if self.running and self._started_at:
             if self.reactor.seconds() - self._started_at > self.max_restart_delay:
-                self._delay = self.restart_delay  # it ran a good while: not a crash loop
+                self._failures = 0  # it ran a good while: not a crash loop
+            delay = self._schedule_restart()
             log.critical(
                 "embedded redis-server exited unexpectedly (status {status}); {tail}; "
-                "starting it again in {delay:g}s",
+                "starting it again in {delay:.2f}s",
                 status=status,
                 tail=self._log_tail(),
-                delay=self._delay,
+                delay=delay,
             )
-            self._schedule_restart()
         return status
 
-    def _schedule_restart(self) -> None:
-        self._restart_call = self.reactor.callLater(self._delay, self._restart)
-        self._delay = min(self._delay * 2, self.max_restart_delay)
+    def _schedule_restart(self) -> float:
+        """Start redis-server again after the back-off's delay; return the delay."""
+        self._failures += 1
+        delay = self._backoff(self._failures)
+        self._restart_call = self.reactor.callLater(delay, self._restart)
+        return delay
 
     def _restart(self) -> None:
         self._restart_call = None

@@ -14,12 +14,13 @@
   has waited ``timeout`` seconds every pending command errbacks
   :class:`RedisTimeout` and the connection is aborted. A lost connection
   errbacks every pending command with :class:`RedisConnectionError`.
-* :class:`RedisClient` keeps ONE connection up (reconnecting with exponential
-  back-off capped at ``max_reconnect_delay``, on the injected endpoint and
-  clock), sends AUTH and SELECT, loads the given Lua scripts (SCRIPT LOAD,
-  pipelined) and only then reports the connection ready. While no connection
-  is ready, :attr:`RedisClient.connection` is None: callers fail at once
-  instead of queueing.
+* :class:`RedisClient` keeps ONE connection up (reconnecting with the daemon's
+  back-off, :func:`callbackd.backoff.capped_backoff`, capped at
+  ``max_reconnect_delay``, on the injected endpoint and clock), sends AUTH and
+  SELECT, loads the given Lua scripts (SCRIPT LOAD, pipelined) and only then
+  reports the connection ready. While no connection is ready,
+  :attr:`RedisClient.connection` is None: callers fail at once instead of
+  queueing.
 * :class:`Subscription` is a separate connection in SUBSCRIBE mode delivering
   ``(channel, message)`` in order, resubscribing after every reconnect.
 
@@ -45,6 +46,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClien
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from callbackd.backoff import capped_backoff
 
 __all__ = [
     "CommandEncodeError",
@@ -398,9 +401,9 @@ class _Reconnecting:
         self.clock = clock
         self.timeout = timeout
         self._password = password
-        self._initial_delay = min(initial_delay, max_reconnect_delay)
-        self._max_delay = max_reconnect_delay
-        self._jitter = jitter if jitter is not None else random.random
+        self._backoff = capped_backoff(
+            initial_delay, max_reconnect_delay, jitter=jitter or random.random
+        )
         self._running = False
         self._failures = 0
         self._attempt: defer.Deferred[Any] | None = None
@@ -454,8 +457,7 @@ class _Reconnecting:
         return d
 
     def _delay(self) -> float:
-        delay = min(self._initial_delay * 2 ** (self._failures - 1), self._max_delay)
-        return delay * (0.9 + 0.1 * self._jitter())  # jitter below, so the cap holds
+        return self._backoff(self._failures)
 
     def _connect(self) -> None:
         self._retry = None

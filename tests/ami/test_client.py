@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -11,15 +14,16 @@ from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from callbackd.ami.client import AMIClientService, backoff_delay
+from callbackd.ami.client import AMIClientService
 from callbackd.ami.message import Message, MessageParser
 from callbackd.ami.protocol import AMIProtocol, AMITimeout
 from callbackd.simulator.service import SimulatorService
 from tests.ami.fixtures import server_bytes
 
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
-#: back-off the brief asks for: 0.5 s doubling up to 30 s (jitter pinned to its midpoint)
-EXPECTED_DELAYS = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+#: the default back-off with no jitter: 0.5 s doubling up to the 2 s cap less the room
+#: kept for the jitter (a quarter of the first delay), so jitter never passes the cap
+EXPECTED_DELAYS = [0.5, 1.0, 1.875, 1.875, 1.875, 1.875]
 
 
 class Connection:
@@ -75,7 +79,7 @@ class FakeEndpoint:
 def make_service(**kwargs) -> tuple[AMIClientService, FakeEndpoint, Clock, list[dict]]:
     clock = Clock()
     endpoint = FakeEndpoint()
-    options = {"md5": False, "ping_interval": 15.0, "ping_timeout": 5.0, "jitter": lambda: 0.5}
+    options = {"md5": False, "ping_interval": 15.0, "ping_timeout": 5.0, "jitter": lambda: 0.0}
     options.update(kwargs)
     service = AMIClientService(endpoint, "callbackd", "s3cret", clock=clock, **options)
     logged: list[dict] = []
@@ -105,16 +109,52 @@ def next_attempt_after(clock: Clock, endpoint: FakeEndpoint, delay: float) -> No
     assert len(endpoint.attempts) == before + 1, f"no retry after {delay}s"
 
 
-def test_backoff_doubles_to_the_cap():
-    """backoff_delay doubles from the minimum and stops at the maximum."""
-    assert [backoff_delay(n) for n in range(1, 9)] == EXPECTED_DELAYS
+def attempt_times(clock: Clock, endpoint: FakeEndpoint, until: float) -> list[float]:
+    """Refuse every connection attempt until ``until`` s; when each attempt came."""
+    times = []
+    while clock.seconds() < until:
+        if endpoint.attempts and endpoint.attempts[-1][1].called is False:
+            times.append(clock.seconds())
+            endpoint.refuse()
+        clock.advance(0.001)
+    return times
 
 
-def test_backoff_jitter_spreads_the_delay():
-    """Jitter moves the delay by at most a quarter either way."""
-    low, high = backoff_delay(3, jitter=0.0), backoff_delay(3, jitter=0.999)
-    assert low < backoff_delay(3) < high
-    assert low >= 0.75 * backoff_delay(3) and high <= 1.25 * backoff_delay(3)
+def test_refused_connections_never_wait_longer_than_the_cap():
+    """With a real jitter, no wait between attempts is longer than the 2 s default."""
+    service, endpoint, clock, _ = make_service(jitter=random.Random(7).random)
+    service.startService()
+    times = attempt_times(clock, endpoint, 60.0)
+    waits = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    assert len(waits) > 25
+    assert max(waits) <= 2.0 + 0.001
+    assert max(waits) > 1.875  # the jitter is used up to the cap
+
+
+def test_the_cap_is_configurable():
+    """max_retry ([ami] reconnect_max_delay) is the longest wait, jitter at its top."""
+    service, endpoint, clock, _ = make_service(max_retry=10.0, jitter=lambda: 0.999999)
+    service.startService()
+    times = attempt_times(clock, endpoint, 200.0)
+    waits = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    assert waits[:3] == pytest.approx([0.625, 1.125, 2.125], abs=0.002)
+    assert max(waits) <= 10.0 + 0.001 and waits[-1] > 9.99
+
+
+def test_logged_in_soon_after_asterisk_is_back():
+    """Asterisk down for 8 s: the daemon is logged in again within 2 s of its return."""
+    service, endpoint, clock, _ = make_service(jitter=random.Random(3).random)
+    service.startService()
+    log_in(endpoint.accept())
+    service.protocol.transport.loseConnection()  # Asterisk goes away
+    down_at = clock.seconds()
+    attempt_times(clock, endpoint, down_at + 8.0)
+    while not endpoint.attempts or endpoint.attempts[-1][1].called:
+        clock.advance(0.001)
+    back_after = clock.seconds() - (down_at + 8.0)
+    log_in(endpoint.accept())
+    assert service.connected
+    assert back_after <= 2.0
 
 
 def test_constructor_does_no_io():
@@ -150,7 +190,7 @@ def test_md5_login_by_default():
 
 
 def test_refused_connections_back_off():
-    """Refused connections are retried after 0.5, 1, 2 ... 30, 30 s."""
+    """Refused connections are retried after 0.5, 1, then at most 2 s."""
     service, endpoint, clock, _ = make_service()
     service.startService()
     for delay in EXPECTED_DELAYS:

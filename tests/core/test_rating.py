@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from callbackd.core.rating import Deck, DeckError, Rate
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_prices_convert_exactly_to_minor_units():
@@ -42,12 +39,18 @@ def test_plus_in_prefix_is_allowed():
     assert Deck.from_csv(["+49,0.014"], decimals=5).lookup("49301") == Rate("49", 1400)
 
 
-def test_reads_from_path(tmp_path):
-    """A path is opened and the deck is named after the file."""
-    path = tmp_path / "proxicom.csv"
-    path.write_text("49,0.01\n")
-    deck = Deck.from_csv(path, decimals=5)
-    assert (deck.name, len(deck)) == ("proxicom", 1)
+def test_a_path_is_not_lines():
+    """The core parses lines; a path (a str) is refused, not read as characters."""
+    with pytest.raises(TypeError, match="callbackd.decks"):
+        Deck.from_csv("etc/rates/sell.csv", decimals=5)
+
+
+def test_errors_name_the_source():
+    """Each error names where the lines came from and the line number."""
+    with pytest.raises(DeckError) as info:
+        Deck.from_csv(["49,0.01", "x,1"], decimals=5, source="rates/a.csv")
+    assert info.value.source == "rates/a.csv"
+    assert info.value.errors[0].startswith("line 2: ")
 
 
 BAD_LINES = [
@@ -112,16 +115,6 @@ def test_longest_prefix_wins():
 def test_no_match_is_none():
     """A number no prefix covers has no rate."""
     assert Deck.from_csv(["49,0.1"], decimals=5).lookup("33123456") is None
-
-
-def test_demo_decks_load():
-    """The shipped demo decks parse and cover the simulator's 1555 numbers."""
-    for name in ("sell", "proxicom", "pakline", "mks"):
-        deck = Deck.from_csv(ROOT / "etc" / "rates" / f"{name}.csv", decimals=5)
-        assert len(deck) > 0
-    sell = Deck.from_csv(ROOT / "etc" / "rates" / "sell.csv", decimals=5)
-    assert sell.lookup("15551230000").price_per_minute == 1400
-    assert sell.lookup("923001234567").price_per_minute == 1204
 
 
 def reference_lookup(rates: dict[str, Rate], number: str) -> Rate | None:

@@ -14,6 +14,7 @@ from callbackd.core.session import (
     ABSOLUTE_TIMEOUT_GRACE,
     CREDIT_TIMER,
     RELEASE_TIMEOUT,
+    SWITCH_LOST_WINDOW,
     AddLeg,
     ArmTimer,
     BalanceChanged,
@@ -39,6 +40,7 @@ from callbackd.core.session import (
     SessionEvent,
     SessionState,
     SetAbsoluteTimeout,
+    SwitchLost,
     TimerFired,
     credit_legs,
     list_text,
@@ -47,7 +49,14 @@ from callbackd.core.session import (
     step,
     summary,
 )
-from callbackd.switch import LegAnswered, LegFailed, LegHungUp, LegJoined, LegRinging
+from callbackd.switch import (
+    LegAnswered,
+    LegFailed,
+    LegHungUp,
+    LegJoined,
+    LegRinging,
+    RoomCommand,
+)
 
 SID = "cb1k2x9a"
 DECIMALS = 5
@@ -182,11 +191,18 @@ def test_ringing_is_reported():
     ],
 )
 def test_events_that_change_nothing_have_no_effect(event):
-    """Duplicates of a connected call's events and foreign channels are ignored."""
+    """Duplicates of a connected call's events and foreign channels are ignored.
+
+    No effect at all, the legs as they were; a duplicate only tells the session its
+    legs were still there (``seen_at``), a foreign channel's event not even that.
+    """
     session = Session().talking()
     before = session.state.to_dict()
-    assert session.feed(event, 5.0) == [] or session.state.to_dict()["legs"] == before["legs"]
-    assert not of(session.last, Originate)
+    assert session.feed(event, 5.0) == []
+    after = session.state.to_dict()
+    assert after["legs"] == before["legs"]
+    ours = event.channel_id.startswith(SID)
+    assert {key for key in before if before[key] != after[key]} == ({"seen_at"} if ours else set())
 
 
 # -- failures and failover ----------------------------------------------------------
@@ -231,6 +247,22 @@ def test_user_failure_ends_the_session(outcome, reason, letter, role):
     effects = session.feed(LegFailed(f"{SID}-{letter}1", 2.0, outcome), 2.0)
     assert not of(effects, Originate)
     assert session.state.reason == role + reason
+
+
+@pytest.mark.parametrize(
+    ("cause", "message"),
+    [
+        (34, "Source congestion, trying MKS..."),
+        (38, "Source congestion, trying MKS..."),
+        (17, "Source busy. Call aborted!"),
+        (19, "Source no answer. Call aborted!"),
+    ],
+)
+def test_a_hangup_before_answer_reads_its_cause(cause, message):
+    """A leg hung up before answering fails as its Q.850 cause says (the one cause table)."""
+    session = Session()
+    [failed] = events(session.feed(LegHungUp(f"{SID}-a1", 2.0, cause), 2.0), "leg_failed")
+    assert render(failed, DECIMALS) == message
 
 
 def test_failover_message_names_the_next_provider():
@@ -729,6 +761,190 @@ def test_the_account_deadline_survives_persistence():
     assert (restored.shared_deadline, restored.shared_reason) == (40.0, Reason.DAILY_LIMIT)
 
 
+# -- #11: the source ends the destination --------------------------------------------
+
+KEYED = RoomCommand(SID, "endb", 10.0, f"{SID}-a1")
+
+
+def test_hash11_hangs_up_the_destination_only():
+    """#11 while talking hangs up the destination; the source stays, the session goes on."""
+    session = Session().talking()
+    effects = session.feed(KEYED, 10.0)
+    assert of(effects, Hangup) == [Hangup(f"{SID}-b1")]
+    [dropped] = events(effects, "destination_dropped")
+    assert render(dropped, DECIMALS) == "Destination disconnected by #11."
+    session.feed(LegHungUp(f"{SID}-b1", 10.2), 10.2)
+    assert session.state.phase is Phase.TALKING and not session.state.reason
+    assert session.state.leg("destination").cause == "ended by source"
+    assert session.state.leg("source").state is LegState.UP
+    assert not of(session.all, Finished)
+
+
+def test_after_hash11_another_party_can_be_added_and_the_source_ends_it():
+    """The source alone in the room can ADD; its own hangup then ends the session."""
+    session = Session().talking()
+    session.feed(KEYED, 10.0)
+    session.feed(LegHungUp(f"{SID}-b1", 10.2), 10.2)
+    [originate] = of(session.feed(AddLeg(EXTRA), 12.0), Originate)
+    assert originate.request.role == "join"
+    session.feed(LegAnswered(f"{SID}-c1", 15.0), 15.0)
+    session.feed(LegHungUp(f"{SID}-a1", 20.0), 20.0)
+    assert session.state.reason == Reason.SOURCE_HANGUP
+
+
+def test_hash11_in_a_conference_ends_every_leg_but_the_source():
+    """With a third leg up (or ringing), #11 hangs up the destination and the third leg."""
+    session = Session().talking()
+    session.feed(AddLeg(EXTRA), 5.0)
+    effects = session.feed(KEYED, 10.0)
+    assert {h.channel_id for h in of(effects, Hangup)} == {f"{SID}-b1", f"{SID}-c1"}
+    session.feed(LegHungUp(f"{SID}-b1", 10.1), 10.1)
+    session.feed(LegFailed(f"{SID}-c1", 10.1, "noanswer"), 10.1)
+    assert not session.state.reason
+    assert {leg.cause for leg in session.state.legs if not leg.live} == {"ended by source"}
+
+
+def test_hash11_with_only_a_third_leg_left_says_so():
+    """After the destination went, #11 ends the additional legs with their own words."""
+    session = Session().talking()
+    session.feed(KEYED, 6.0)
+    session.feed(LegHungUp(f"{SID}-b1", 6.1), 6.1)
+    session.feed(AddLeg(EXTRA), 7.0)
+    effects = session.feed(KEYED, 10.0)
+    assert of(effects, Hangup) == [Hangup(f"{SID}-c1")]
+    [dropped] = events(effects, "destination_dropped")
+    assert render(dropped, DECIMALS) == "Additional parties disconnected by #11."
+
+
+def test_hash11_cancels_a_ringing_destination_and_seats_the_source():
+    """With the destination still ringing, #11 cancels it and moves the source into the room."""
+    session = Session()
+    session.feed(LegAnswered(f"{SID}-a1", 1.0), 1.0)
+    session.feed(LegRinging(f"{SID}-b1", 2.0), 2.0)
+    effects = session.feed(KEYED, 4.0)
+    assert of(effects, Hangup) == [Hangup(f"{SID}-b1")]
+    assert of(effects, JoinRoom) == [JoinRoom(f"{SID}-a1", SID)]
+    session.feed(LegFailed(f"{SID}-b1", 4.1, "noanswer"), 4.1)
+    assert session.state.phase is Phase.TALKING and not session.state.reason
+    assert of(session.feed(AddLeg(EXTRA), 5.0), Originate)
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        lambda s: None,  # the source still rings: no destination yet
+        lambda s: (s.talking(), s.feed(KEYED, 5.0), s.feed(LegHungUp(f"{SID}-b1", 5.1), 5.1)),
+        lambda s: (s.talking(), s.feed(KEYED, 5.0)),  # the destination is already going
+        lambda s: (s.talking(), s.feed(HangupSession(), 5.0)),
+    ],
+)
+def test_hash11_with_no_destination_does_nothing(setup):
+    """With no destination to end (or the session ending), #11 changes nothing."""
+    session = Session()
+    setup(session)
+    before = session.state
+    assert session.feed(KEYED, 9.0) == []
+    assert session.state == before
+
+
+def test_unknown_room_command_does_nothing():
+    """A room command the machine does not know changes nothing."""
+    session = Session().talking()
+    assert session.feed(RoomCommand(SID, "reboot", 9.0), 9.0) == []
+
+
+# -- the switch going away ------------------------------------------------------------
+
+
+def test_switch_lost_ends_the_session_with_its_own_reason_and_no_hangup():
+    """SwitchLost: Reason SwitchLost, every leg lost, no hangup asked of the switch."""
+    session = Session().talking(1.0, 3.0)
+    effects = session.feed(SwitchLost(), 20.0)
+    assert session.state.reason == Reason.SWITCH_LOST
+    assert not of(effects, Hangup)
+    assert not [e for e in effects if isinstance(e, ArmTimer) and e.name.startswith("release")]
+    session.feed(LegHungUp(f"{SID}-a1", 19.9), 20.1)
+    effects = session.feed(LegHungUp(f"{SID}-b1", 19.9), 20.1)
+    [ended] = events(effects, "session_ended")
+    assert ended.reason == Reason.SWITCH_LOST
+    assert [c.cdr.cause for c in session.charges()] == ["lost", "lost"]
+    assert not of(session.all, Hangup)
+
+
+def test_switch_lost_legs_whose_end_never_came_are_closed_by_the_reconciliation():
+    """Lost legs with no Hangup event end when the switch is back, billed to the last seen."""
+    session = Session().talking(1.0, 3.0)
+    session.feed(SwitchLost(), 20.0)
+    session.feed(Seen(), 21.0)  # the connection went (a graceful stop: the calls went on)
+    assert not session.state.finished
+    effects = session.feed(Reconcile({}, 60.0, switch_started_at=50.0), 60.0)
+    assert {c.leg: (c.billed_seconds, c.cdr.cause) for c in session.charges()} == {
+        "source": (20, "lost"),
+        "destination": (18, "lost"),
+    }
+    assert not of(effects, Hangup)
+    assert session.state.finished
+
+
+def test_switch_lost_relabels_a_leg_end_of_the_same_instant():
+    """The real restart: the source's Hangup, the refused hangup of b, then the shutdown."""
+    session = Session().talking(1.0, 3.0)
+    effects = session.feed(LegHungUp(f"{SID}-a1", 47.6), 47.6)
+    assert of(effects, Hangup) == [Hangup(f"{SID}-b1")]  # sent before anyone knew
+    assert session.state.reason == Reason.SOURCE_HANGUP
+    session.feed(SwitchLost(), 47.6 + SWITCH_LOST_WINDOW / 2)
+    effects = session.feed(LegHungUp(f"{SID}-b1", 47.6), 48.0)
+    [ended] = events(effects, "session_ended")
+    assert ended.reason == Reason.SWITCH_LOST
+    assert [leg.cause for leg in session.state.legs] == ["lost", "lost"]
+
+
+@pytest.mark.parametrize(
+    ("first", "reason"),
+    [
+        (HangupSession(), Reason.HANGUP),  # the daemon's own decision
+        (LegHungUp(f"{SID}-a1", 10.0), Reason.SOURCE_HANGUP),  # long before
+    ],
+)
+def test_switch_lost_keeps_an_earlier_or_the_daemons_own_reason(first, reason):
+    """A session that ended by the daemon's decision, or well before, keeps its reason."""
+    session = Session().talking(1.0, 3.0)
+    session.feed(first, 10.0)
+    later = 10.0 + (SWITCH_LOST_WINDOW * 2 if isinstance(first, LegHungUp) else 0.5)
+    session.feed(SwitchLost(), later)
+    assert session.state.reason == reason
+
+
+def test_reconcile_after_a_switch_restart_loses_every_leg_with_the_switch():
+    """Legs dialled before the switch (re)started are gone with it: SwitchLost, all lost."""
+    session = Session().talking(1.0, 3.0)
+    session.feed(Seen(), 40.0)
+    effects = session.feed(Reconcile({}, 60.0, switch_started_at=50.0), 60.0)
+    assert session.state.reason == Reason.SWITCH_LOST
+    assert [leg.cause for leg in session.state.legs] == ["lost", "lost"]
+    assert not of(effects, Hangup)
+    assert session.state.finished
+
+
+def test_reconcile_loses_every_gone_leg_and_hangs_up_none():
+    """Legs found gone are all ``lost`` (not only the first), and none is hung up."""
+    session = Session().talking(1.0, 3.0)
+    session.feed(AddLeg(EXTRA), 5.0)
+    session.feed(LegAnswered(f"{SID}-c1", 6.0), 6.0)
+    session.feed(Seen(), 40.0)
+    effects = session.feed(Reconcile({}, 60.0, switch_started_at=None), 60.0)
+    assert [leg.cause for leg in session.state.legs] == ["lost", "lost", "lost"]
+    assert not of(effects, Hangup)
+
+
+def test_reconcile_hangs_up_a_live_leg_of_a_session_whose_source_is_gone():
+    """The source gone (no restart): the destination still up is hung up as before."""
+    session = Session().talking(1.0, 3.0)
+    effects = session.feed(Reconcile({f"{SID}-b1": "up"}, 60.0, switch_started_at=0.0), 60.0)
+    assert of(effects, Hangup) == [Hangup(f"{SID}-b1")]
+    assert session.state.reason == Reason.SOURCE_HANGUP
+
+
 # -- recovery -----------------------------------------------------------------------
 
 
@@ -834,6 +1050,8 @@ def session_inputs(draw):
                 ),
                 Seen(),
                 Reconcile({c: "up" for c in draw(st.sets(st.sampled_from(_channels())))}),
+                RoomCommand(SID, draw(st.sampled_from(["endb", "other"])), 0.0),
+                SwitchLost(),
             ]
         )
     )
@@ -862,6 +1080,8 @@ def test_random_sequences_keep_the_billing_invariants(balance, inputs):
         if isinstance(item, Reconcile):
             live = set(item.channels)
             ended_channels.update(c for c in _channels() if c not in live)
+        if isinstance(item, SwitchLost):
+            ended_channels.update(_channels())  # the switch takes them all
         try:
             effects = session.feed(item, now)
         except SessionError:

@@ -249,3 +249,42 @@ def test_check_flag_validates_without_running(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok" in result.stdout
+
+
+def _run_twistd(cfg, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TWISTD, "--nodaemon", "--pidfile=", "callbackd", "-c", str(cfg), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+
+
+@pytest.mark.parametrize("extra", [["--check"], []])
+def test_a_bad_rate_deck_is_refused_with_every_row_named(tmp_path, extra):
+    """--check, and a start without it, name the file and line of each bad row; no traceback."""
+    deck = tmp_path / "sell.csv"
+    deck.write_text("49,0.02\n1x,0.01\n44,0.01\n33,abc\n")
+    cfg = tmp_path / "bad.ini"
+    cfg.write_text(
+        f"[daemon]\nnode_id = x1\nstate_dir = {tmp_path}\n[billing]\ntariff = sell.csv\n"
+    )
+    result = _run_twistd(cfg, *extra)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0, text
+    assert f"{deck}: line 2: bad prefix '1x'" in text
+    assert f"{deck}: line 4: price_per_minute: 'abc'" in text
+    assert "2 problem(s)" in text
+    assert "Traceback" not in text and ": ok" not in text
+
+
+def test_check_refuses_a_malformed_endpoint(tmp_path):
+    """--check parses every strports endpoint: [web] listen = notanendpoint::: is named."""
+    cfg = tmp_path / "bad.ini"
+    cfg.write_text("[daemon]\nnode_id = x1\n[web]\nlisten = notanendpoint:::\n")
+    result = _run_twistd(cfg, "--check")
+    text = result.stdout + result.stderr
+    assert result.returncode != 0, text
+    assert "[web] listen: 'notanendpoint:::' is not a strports endpoint" in text
+    assert "Traceback" not in text

@@ -161,8 +161,7 @@ async def test_a_server_that_dies_is_started_again_with_its_data(state_dir):
 
     from twisted.internet import task
 
-    svc = service(state_dir)
-    svc.restart_delay = 0.1
+    svc = EmbeddedRedisService(RedisConfig(), state_dir, reactor, restart_delay=0.1)
     await svc.startService()
     try:
         assert await redis_command(reactor, svc.socket_path, "SET k hello") == "+OK"
@@ -180,3 +179,31 @@ async def test_a_server_that_dies_is_started_again_with_its_data(state_dir):
     finally:
         await svc.stopService()
     assert not svc.process.running
+
+
+def test_restarts_back_off_up_to_the_cap(tmp_path):
+    """A redis-server that keeps dying is started again after 0.5, 1, 2 s ... never over the cap."""
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    clock.advance(100)
+    svc = EmbeddedRedisService(
+        RedisConfig(), tmp_path, clock, restart_delay=0.5, max_restart_delay=4.0, jitter=lambda: 1.0
+    )
+    starts: list[float] = []
+
+    async def start_fails() -> None:
+        starts.append(clock.seconds())
+        raise EmbeddedRedisError("it died again")
+
+    svc._start = start_fails  # type: ignore[method-assign]
+    svc.running = True
+    svc._started_at = clock.seconds()
+    svc._ended(9)
+    died_at = clock.seconds()
+    while len(starts) < 6:
+        clock.advance(0.125)
+    waits = [b - a for a, b in zip([died_at, *starts], starts, strict=False)]
+    assert waits == pytest.approx([0.625, 1.125, 2.125, 4.0, 4.0, 4.0], abs=0.13)
+    assert max(waits) <= 4.0
+    svc.running = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -363,7 +365,7 @@ SCRIPT = "return 1"
 def client(endpoint, clock, **kwargs):
     """A RedisClient recording its ready/lost/error reports."""
     events = []
-    kwargs.setdefault("jitter", lambda: 1.0)
+    kwargs.setdefault("jitter", lambda: 0.0)
     c = RedisClient(
         endpoint,
         clock,
@@ -416,19 +418,30 @@ def test_failed_auth_is_reported_without_the_password_and_retried():
     assert len(endpoint.attempts) == 2
 
 
-def test_back_off_doubles_up_to_the_cap():
-    """Refused attempts are retried after 0.5, 1, 2, 4, 4 s with a 4 s cap."""
+def refused_delays(jitter, count=6):
+    """The waits before each retry of a client whose every attempt is refused."""
     endpoint, clock = FakeEndpoint(), Clock()
-    c, _ = client(endpoint, clock, initial_delay=0.5, max_reconnect_delay=4.0)
+    c, _ = client(endpoint, clock, initial_delay=0.5, max_reconnect_delay=4.0, jitter=jitter)
     c.start()
     delays = []
-    for _ in range(5):
+    for _ in range(count):
         endpoint.refuse()
         (call,) = clock.getDelayedCalls()
         delays.append(call.getTime() - clock.seconds())
         clock.advance(delays[-1])
-    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0]
-    assert len(endpoint.attempts) == 6
+    assert len(endpoint.attempts) == count + 1
+    return delays
+
+
+def test_back_off_doubles_up_to_the_cap():
+    """Refused attempts are retried after 0.5, 1, 2 s, then the 4 s cap less the jitter's room."""
+    assert refused_delays(lambda: 0.0) == [0.5, 1.0, 2.0, 3.875, 3.875, 3.875]
+
+
+def test_back_off_never_passes_the_cap():
+    """Jitter at its top reaches the cap and does not pass it; a random one stays below."""
+    assert refused_delays(lambda: 1.0) == [0.625, 1.125, 2.125, 4.0, 4.0, 4.0]
+    assert max(refused_delays(random.Random(5).random, 40)) <= 4.0
 
 
 def test_lost_connection_is_reported_and_replaced():
@@ -483,7 +496,7 @@ def subscription(endpoint, clock, **kwargs):
         lambda channel, message: messages.append((channel, message)),
         states.append,
         clock,
-        jitter=lambda: 1.0,
+        jitter=lambda: 0.0,
         **kwargs,
     )
     return sub, messages, states
