@@ -1,8 +1,12 @@
-"""``python -m callbackd.simulator``: run the simulated Asterisk standalone."""
+"""``python -m callbackd.simulator``: run the simulated Asterisk standalone.
+
+``kill -USR1 <pid>`` restarts it like ``core restart now``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -82,6 +86,8 @@ def main(reactor: Any, argv: Sequence[str]) -> Deferred[None]:
         lambda port: print(f"listening on {args.interface}:{port}", flush=True)
     )
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    # SIGUSR1: "core restart now" (the legs' Hangups, Shutdown, the sessions closed).
+    signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(service.restart))
     return Deferred()
 
 

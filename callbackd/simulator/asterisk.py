@@ -1,13 +1,15 @@
 """The simulated switch: channels, Local channel halves, ConfBridge rooms and the dialplan.
 
-It models what the recorded Asterisk 22 runs show (``tests/fixtures/asterisk22``) for
-the one-room-per-session dialplan (docs/asterisk.rst): callees behave by
-:mod:`callbackd.simulator.rules`; answered channels run ``cb-conf`` (``wait-a``,
-``leg-a``, ``leg-b``, ``bad``), ``cb-dtmf`` or one application (``ConfBridge``,
-``Wait``, anything else stays up). Events go to listeners as ordered pairs with
-``Privilege`` and ``Timestamp`` from the injected clock; a listener may name the events
-it wants (an include filter, as manager.conf's ``eventfilter(name(X))``), and an event
-no listener wants is not built at all. No I/O happens here.
+It behaves as the real Asterisk 22 of ``tests/fixtures/asterisk22`` did under callbackd's
+own ``etc/asterisk/extensions.conf`` (:data:`DIALPLAN`, its priorities included):
+callees behave by :mod:`callbackd.simulator.rules` (like the recordings' ``sim-pstn``
+context); answered channels run ``cb-conf`` (``wait-a``, ``leg-a``, ``leg-b``, ``bad``),
+``cb-dtmf`` or one application (``ConfBridge``, ``Wait``, anything else stays up).
+Events come in the orders of the recordings (``docs/simulator.rst``) and go to
+listeners as ordered pairs with ``Privilege`` and a ``Timestamp`` from the injected
+clock, spread so that no two events share one; a listener may name the events it wants
+(an include filter, as manager.conf's ``eventfilter(name(X))``), and an event no
+listener wants is not built at all. No I/O happens here.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -50,7 +53,7 @@ STATE_DESC = {
     9: "Pre-ring",
 }
 KNOWN_TECHS = {"local", "pjsip", "sip", "iax2", "dahdi", "motif"}
-# Asterisk's originate_app_permissions (docs/asterisk.rst, "Originate")
+# Asterisk's originate_app_permissions: what an Originate may not run
 _BLACKLISTED_APPS = (
     "agi",
     "exec",
@@ -62,10 +65,36 @@ _BLACKLISTED_APPS = (
     "reload",
 )
 _BLACKLISTED_DATA = ("CURL", "DB", "EVAL", "FILE", "ODBC", "REALTIME", "SHELL")
-# The test-instance dialplan the daemon originates into.
-DIALPLAN = {"cb-conf": {"wait-a", "leg-a", "leg-b", "bad"}, "cb-dtmf": {"endb"}}
+#: The applications at each priority (1, 2, ...) of callbackd's
+#: ``etc/asterisk/extensions.conf``, the dialplan the daemon originates into (a test
+#: reads that file and compares).
+DIALPLAN: dict[str, dict[str, tuple[str, ...]]] = {
+    "cb-conf": {
+        "wait-a": ("Set", "GotoIf", "Playtones", "Wait", "Hangup"),
+        "leg-a": ("Set", "GotoIf", "StopPlaytones", "ConfBridge", "Hangup"),
+        "leg-b": ("Set", "GotoIf", "ConfBridge", "Hangup"),
+        "bad": ("Hangup",),
+    },
+    "cb-dtmf": {"endb": ("UserEvent",)},
+}
 _ROOM_FILTER = re.compile(r"[^A-Za-z0-9_]")
+#: ``wait-a``'s ``Wait(180)``
 WAIT_A_SECONDS = 180.0
+#: how long a callee's ``Answer()`` takes to return (it waits for media; the recordings
+#: show the next priority 20 ms after the answer)
+ANSWER_SECONDS = 0.02
+#: how long a channel's own thread takes to act on an AMI Hangup, a kick of the
+#: end_marked users or a shutdown
+SOFT_HANGUP_SECONDS = 0.001
+#: from ``core restart now`` to ``Event: Shutdown`` (real-asterisk_restart-conn1.log)
+SHUTDOWN_SECONDS = 1.1
+#: a callee with a ``dtmf`` rule keys its digits this long after joining a room, one
+#: digit every :data:`DTMF_INTERVAL_SECONDS` (``SendDTMF(...,250)`` after ``Wait(2)``)
+DTMF_DELAY_SECONDS = 2.0
+DTMF_INTERVAL_SECONDS = 0.25
+#: each event's ``Timestamp`` is at least this much after the previous one's (the real
+#: ones are spread by tens of microseconds within a burst)
+EVENT_SPACING = 0.00005
 
 
 def _reason_for_cause(cause: int) -> int:
@@ -147,6 +176,8 @@ class Channel:
     alive: bool = True
     timers: dict[str, IDelayedCall] = field(default_factory=dict)
     dtmf: str = ""
+    #: digits the callee keys once this channel joins a room (a ``dtmf`` rule)
+    keys: str = ""
 
     @property
     def is_local_two(self) -> bool:
@@ -154,7 +185,7 @@ class Channel:
         return self.name.endswith(";2")
 
     def block(self, prefix: str = "") -> Pairs:
-        """The channel snapshot in Asterisk's order (docs/asterisk.rst)."""
+        """The channel snapshot in Asterisk's field order."""
         return [
             (prefix + "Channel", self.name),
             (prefix + "ChannelState", str(self.state)),
@@ -278,6 +309,11 @@ class SimulatedAsterisk:
         self._wanted: frozenset[str] | None = frozenset()
         self._seq = 0
         self._uid_seq = 0
+        self._last_stamp = 0.0
+        #: True from :meth:`restart` until its ``Shutdown`` event
+        self.shutting_down = False
+        #: called after the ``Shutdown`` event of a restart (the AMI server closes)
+        self.on_shutdown: list[Callable[[], None]] = []
 
     # -- listeners and inspection -------------------------------------------------
 
@@ -331,11 +367,14 @@ class SimulatedAsterisk:
 
     def uptime(self) -> int:
         """Seconds since the switch started."""
-        return int(self.clock.seconds() - self.started)
+        return max(0, int(self.clock.seconds() - self.started))
 
     def timestamp(self) -> str:
-        """The clock as ``epoch.usec``."""
-        return f"{self.clock.seconds():.6f}"
+        """The clock as ``epoch.usec``, after every timestamp given before."""
+        now = self.clock.seconds()
+        stamp = now if now > self._last_stamp else self._last_stamp + EVENT_SPACING
+        self._last_stamp = stamp
+        return f"{stamp:.6f}"
 
     def shutdown(self) -> None:
         """Cancel every timer (the process is going away)."""
@@ -463,7 +502,8 @@ class SimulatedAsterisk:
     def _start(self, dial: _Dial) -> None:
         req, target = dial.request, dial.target
         if (
-            target.tech.lower() not in KNOWN_TECHS
+            self.shutting_down
+            or target.tech.lower() not in KNOWN_TECHS
             or dial.behaviour.kind == "unavailable"
             or self._in_use(req.channel_id)
             or self._in_use(req.other_channel_id)
@@ -473,6 +513,7 @@ class SimulatedAsterisk:
         self._seq += 1
         uid = req.channel_id or self._new_uniqueid()
         num, name = parse_caller_id(req.caller_id)
+        behaviour = dial.behaviour
         if target.tech.lower() == "local":
             ctx = target.local_context or "default"
             base = f"Local/{target.number}@{ctx}-{self._seq:08x}"
@@ -488,8 +529,10 @@ class SimulatedAsterisk:
             one.peer, two.peer = two, one
             self.emit("Newchannel", one.block())
             self.emit("Newchannel", two.block())
+            if behaviour.goto is not None:
+                # Goto() at the ;2 half's first priority: it runs there from now on.
+                two.context, two.exten = behaviour.goto
             chans = [one, two]
-            dial_string = target.resource
         else:
             endpoint = target.trunk or target.resource.split("/", 1)[0]
             one = two = self._channel(
@@ -497,17 +540,19 @@ class SimulatedAsterisk:
             )
             self.emit("Newchannel", one.block())
             chans = [one]
-            dial_string = target.resource
         for ch in chans:
             ch.caller_num, ch.caller_name, ch.account = num, name, req.account
             ch.variables.update(req.variables)
+        one.keys = behaviour.dtmf
         dial.outbound, dial.callee = one, two
         if self.wants("DialBegin"):
-            self.emit("DialBegin", one.block("Dest") + [("DialString", dial_string)])
-        behaviour = dial.behaviour
+            self.emit("DialBegin", one.block("Dest") + [("DialString", target.resource)])
         if behaviour.rings:
+            # Ringing() at priority 1, then Wait() at 2 (the sim-pstn dialplan).
             two.application = "Ringing"
             self._state(one, 5)
+            self._dial_event(dial, "DialState", "RINGING")
+            two.priority = 2
         if behaviour.kind != "ring":
             self._later(one, "callee", behaviour.delay, lambda: self._outcome(dial))
         self._later(one, "originate-timeout", req.timeout_ms / 1000.0, lambda: self._noanswer(dial))
@@ -523,43 +568,72 @@ class SimulatedAsterisk:
         elif kind == "reject":
             self._reject(dial)
 
-    def _dial_end(self, dial: _Dial, status: str) -> None:
+    def _dial_event(self, dial: _Dial, name: str, status: str) -> None:
+        """DialState or DialEnd of the outbound channel (an Originate has no caller)."""
         assert dial.outbound is not None
-        self.emit("DialEnd", dial.outbound.block("Dest") + [("DialStatus", status)])
+        self.emit(name, dial.outbound.block("Dest") + [("DialStatus", status)])
 
     def _answer(self, dial: _Dial) -> None:
+        """The callee answers: the real orders of real-two_legs_talk_hangup.log.
+
+        The source (originated into ``wait-a``): ``;2`` Up, OriginateResponse, ``;1``
+        Up, DialEnd; any other leg: ``;2`` Up, ``;1`` Up, DialEnd, OriginateResponse.
+        (OriginateResponse does not pass through Asterisk's event queue as the others
+        do; the recordings show both orders, the daemon must take either.)
+        """
         one, two = dial.outbound, dial.callee
         assert one is not None and two is not None
         self._cancel(one, "originate-timeout")
+        req = dial.request
         if two is not one:
-            two.priority += 1
+            # Answer() at priority 3 after Ringing/Wait, else at 1; Wait() once it returns.
+            two.priority = 3 if dial.behaviour.rings else 1
+            two.application, two.app_data = "Answer", ""
             self._state(two, 6)
-            two.application, two.app_data = "Wait", "86400"
+            self._later(two, "answer", ANSWER_SECONDS, lambda: self._callee_step(two, "Wait"))
+        early = not req.application and (req.context, req.exten) == ("cb-conf", "wait-a")
+        if early:
+            self._respond(dial, True, 4)
         self._state(one, 6)
-        self._dial_end(dial, "ANSWER")
-        self._respond(dial, True, 4)
+        self._dial_event(dial, "DialEnd", "ANSWER")
+        if not early:
+            self._respond(dial, True, 4)
         hangup_after = dial.behaviour.hangup_after
         if hangup_after is not None:
-            self._later(two, "callee-hangup", hangup_after, lambda: self.hangup(two, 16))
-        req = dial.request
+
+            def far_end_hangup() -> None:
+                self._callee_step(two, "Hangup")
+                self.hangup(two, 16)
+
+            self._later(two, "callee-hangup", ANSWER_SECONDS + hangup_after, far_end_hangup)
         if req.application:
             self._run_app(one, req.application, req.data)
         else:
             self._goto(one, req.context, req.exten)
+
+    def _callee_step(self, ch: Channel, app: str) -> None:
+        """The callee's dialplan moves on to its next priority (running ``app``)."""
+        if ch.alive and ch.is_local_two:
+            ch.priority += 1
+            ch.application = app
 
     def _fail(self, dial: _Dial, status: str, state: int, cause: int, reason: int) -> None:
         one, two = dial.outbound, dial.callee
         assert one is not None and two is not None
         self._cancel(one, "originate-timeout")
         if two is one:
-            self._dial_end(dial, status)
+            self._dial_event(dial, "DialEnd", status)
             self.hangup(one, cause)
             self._respond(dial, False, _reason_for_cause(cause))
             return
-        # Local quirk (docs/asterisk.rst): the ;1 half ends with cause 0 on busy/congestion.
+        # Busy()/Congestion() at the callee's next priority.
+        if dial.behaviour.rings:
+            two.priority = 3
+        # Local quirk (real-busy.log): the ;1 half ends with cause 0 on busy/congestion.
         self._state(two, state)
-        self._dial_end(dial, status)
-        self.emit("HangupRequest", two.block() + [("Cause", "0")])
+        self._dial_event(dial, "DialEnd", status)
+        if self.wants("HangupRequest"):
+            self.emit("HangupRequest", two.block() + [("Cause", "0")])
         self._hangup_one(one, 0)
         self._respond(dial, False, reason)
         self._hangup_one(two, cause)
@@ -571,53 +645,67 @@ class SimulatedAsterisk:
         cause = dial.behaviour.cause
         if two is one:
             # A real trunk channel carries the cause into the dial result.
-            self._dial_end(dial, "CONGESTION" if _reason_for_cause(cause) == 8 else "NOANSWER")
+            status = "CONGESTION" if _reason_for_cause(cause) == 8 else "NOANSWER"
+            self._dial_event(dial, "DialEnd", status)
             self.hangup(one, cause)
             self._respond(dial, False, _reason_for_cause(cause))
             return
         # The far end hangs up without indication: DialStatus NOANSWER, Reason 0.
-        self._dial_end(dial, "NOANSWER")
+        self._dial_event(dial, "DialEnd", "NOANSWER")
         self._hangup_one(two, cause)
         self._hangup_one(one, cause)
         self._respond(dial, False, 0)
 
     def _noanswer(self, dial: _Dial) -> None:
+        """The Originate Timeout: OriginateResponse Reason 3, then the Hangups (cause 19)."""
         one, two = dial.outbound, dial.callee
         if dial.done or one is None or two is None or not one.alive:
             return
-        if two is not one:
+        if two is not one and self.wants("HangupRequest"):
             self.emit("HangupRequest", two.block() + [("Cause", "19")])
-            self._hangup_one(one, 19)
-            self._hangup_one(two, 19)
-        else:
-            self._hangup_one(one, 19)
         self._respond(dial, False, 3)
+        self._hangup_one(two, 19)
+        self._hangup_one(one, 19)
 
     # -- dialplan ---------------------------------------------------------------
 
+    def _at(self, ch: Channel, context: str, exten: str, app: str, data: str = "") -> None:
+        """Put ``ch`` at the priority of ``app`` in ``context,exten`` (:data:`DIALPLAN`)."""
+        ch.context, ch.exten = context, exten
+        ch.priority = DIALPLAN[context][exten].index(app) + 1
+        ch.application, ch.app_data = app, data
+
     def _goto(self, ch: Channel, context: str, exten: str) -> None:
-        """Run the test-instance dialplan at ``context,exten,1`` on an answered channel."""
+        """Run callbackd's dialplan at ``context,exten,1`` on an answered channel."""
         self._cancel(ch, "dialplan")
         ch.context, ch.exten = context, exten
         room = _ROOM_FILTER.sub("", ch.variables.get("CB_ROOM", ""))
-        if context == "cb-conf":
+        if context == "cb-conf" and exten in ("wait-a", "leg-a", "leg-b"):
             ch.variables["ROOM"] = room
-            if exten == "wait-a":
-                ch.priority, ch.application, ch.app_data = 3, "Wait", "180"
-                self._later(ch, "dialplan", WAIT_A_SECONDS, lambda: self.hangup(ch, 16))
-                return
-            if exten in ("leg-a", "leg-b") and room:
+            if not room:
+                self._at(ch, "cb-conf", "bad", "Hangup", "21")
+                self.hangup(ch, 21)
+            elif exten == "wait-a":
+                self._at(ch, context, exten, "Wait", "180")
+
+                def waited() -> None:
+                    self._at(ch, context, exten, "Hangup")
+                    self.hangup(ch, 16)
+
+                self._later(ch, "dialplan", WAIT_A_SECONDS, waited)
+            else:
                 a = exten == "leg-a"
-                ch.priority = 4 if a else 3
                 profile = "cb_bridge,cb_user_a,cb_menu_a" if a else "cb_bridge,cb_user_b"
+                self._at(ch, context, exten, "ConfBridge", f"{room},{profile}")
                 self._join(ch, room, f"{room},{profile}", marked=a, end_marked=not a, menu=a)
-                return
-            ch.exten, ch.priority = "bad", 1
+            return
+        if context == "cb-conf" and exten == "bad":
+            self._at(ch, context, exten, "Hangup", "21")
             self.hangup(ch, 21)
             return
         if context == "cb-dtmf" and exten == "endb":
-            cb_room = ch.variables.get("ROOM", room)
-            self._user_event(ch, "CbDtmf", [("CbRoom", cb_room), ("CbCmd", "endb")])
+            self._at(ch, context, exten, "UserEvent")
+            self._cb_dtmf(ch, ch.variables.get("ROOM", room))
             self.hangup(ch, 16)
             return
         # Anything else: no such extension, autofallthrough hangs up.
@@ -642,22 +730,43 @@ class SimulatedAsterisk:
             self.hangup(ch, int(data) if data.isdigit() else 16)
         # Any other application keeps the channel up until it is hung up.
 
-    def _user_event(self, ch: Channel, name: str, extra: Pairs) -> None:
-        self.emit("UserEvent", ch.block() + [("UserEvent", name), *extra], category="user")
+    def _cb_dtmf(self, ch: Channel, room: str) -> None:
+        """``UserEvent(CbDtmf,CbRoom: ${ROOM},CbCmd: endb)`` as real-hash11_userevent.log."""
+        body = ch.block() + [("UserEvent", "CbDtmf"), ("CbRoom", room), ("CbCmd", "endb")]
+        self.emit("UserEvent", body, category="user")
 
     def dtmf_received(self, ch: Channel, digit: str) -> None:
-        """A digit from the far end: ``#11`` in a room with cb_menu_a runs cb-dtmf,endb."""
+        """A digit from the far end: ``#11`` in a room with cb_menu_a runs cb-dtmf,endb.
+
+        ``dialplan_exec`` runs ``cb-dtmf,endb,1`` on the channel, which then returns to
+        the room (no new ConfbridgeJoin).
+        """
         member = ch.room.member(ch) if ch.room else None
         if member is None or not member.menu:
             return
         ch.dtmf = (ch.dtmf + digit)[-3:]
         if ch.dtmf == "#11":
             ch.dtmf = ""
-            saved = ch.context, ch.exten, ch.priority
-            ch.context, ch.exten, ch.priority = "cb-dtmf", "endb", 1
-            cb_room = ch.variables.get("ROOM", "")
-            self._user_event(ch, "CbDtmf", [("CbRoom", cb_room), ("CbCmd", "endb")])
-            ch.context, ch.exten, ch.priority = saved
+            saved = ch.context, ch.exten, ch.priority, ch.application, ch.app_data
+            self._at(ch, "cb-dtmf", "endb", "UserEvent")
+            self._cb_dtmf(ch, ch.variables.get("ROOM", ""))
+            ch.context, ch.exten, ch.priority, ch.application, ch.app_data = saved
+
+    def key_dtmf(self, ch: Channel, digits: str, interval: float = DTMF_INTERVAL_SECONDS) -> None:
+        """The far end of ``ch``'s leg keys ``digits``, one every ``interval`` seconds.
+
+        ``ch`` is either half of a Local channel (the digits reach the ``;1`` half, the
+        one in the room); keying ``#11`` in a room with the ``cb_menu_a`` menu (the
+        source) sends ``UserEvent CbDtmf``.
+        """
+        target = ch.peer if ch.is_local_two and ch.peer is not None else ch
+        for i, digit in enumerate(digits):
+            self._later(
+                target,
+                f"dtmf-{i}",
+                i * interval,
+                partial(self.dtmf_received, target, digit),
+            )
 
     # -- ConfBridge -------------------------------------------------------------
 
@@ -683,9 +792,16 @@ class SimulatedAsterisk:
             [("Conference", name), *room.block(count), *ch.block(), ("Admin", "No")]
             + [("Muted", "No")],
         )
+        keys, ch.keys = ch.keys, ""
+        if keys:
+            self._later(ch, "keys", DTMF_DELAY_SECONDS, lambda: self.key_dtmf(ch, keys))
 
     def _leave(self, ch: Channel, result: str) -> None:
-        """``ch`` leaves its room; end_marked users go when the last marked one leaves."""
+        """``ch`` leaves its room; end_marked users are kicked when no marked one is left.
+
+        The kick happens a moment later (the bridge thread), so the leaving channel's
+        own Hangups come first, and a Hangup already asked for a kicked channel wins.
+        """
         room = ch.room
         if room is None:
             return
@@ -703,9 +819,14 @@ class SimulatedAsterisk:
         if self.wants("BridgeLeave"):
             self.emit("BridgeLeave", room.block(before - 1) + ch.block())
         ch.variables["CONFBRIDGE_RESULT"] = result
-        if member.marked and not any(m.marked for m in room.members):
-            for other in [m for m in room.members if m.end_marked]:
-                self.kick(other.channel, "ENDMARKED")
+        if member.marked and not any(m.marked for m in room.members) and not self.shutting_down:
+            for other in [m.channel for m in room.members if m.end_marked]:
+                self._later(
+                    other,
+                    "kick",
+                    SOFT_HANGUP_SECONDS,
+                    partial(self.kick, other, "ENDMARKED"),
+                )
         if not room.members and self._rooms.get(room.name) is room:
             del self._rooms[room.name]
             if self.wants("ConfbridgeEnd"):
@@ -714,11 +835,11 @@ class SimulatedAsterisk:
                 self.emit("BridgeDestroy", room.block(0))
 
     def kick(self, ch: Channel, result: str = "KICKED") -> None:
-        """Take ``ch`` out of its room; the dialplan then hangs it up (priority 5)."""
+        """Take ``ch`` out of its room; the dialplan then hangs it up (``Hangup()``)."""
         self._leave(ch, result)
         if ch.alive:
-            if ch.context == "cb-conf":
-                ch.priority += 2  # NoOp, then Hangup() after ConfBridge()
+            if ch.context == "cb-conf" and ch.exten in DIALPLAN["cb-conf"]:
+                self._at(ch, ch.context, ch.exten, "Hangup")
             self.hangup(ch, 16)
 
     # -- hangup and other actions ----------------------------------------------------
@@ -726,6 +847,8 @@ class SimulatedAsterisk:
     def _hangup_one(self, ch: Channel, cause: int) -> None:
         if not ch.alive:
             return
+        if ch.room is not None:
+            self._leave(ch, "HANGUP")
         ch.alive = False
         self._cancel_timers(ch)
         self.emit(
@@ -735,33 +858,47 @@ class SimulatedAsterisk:
         self._channels.pop(ch.uniqueid, None)
 
     def hangup(self, ch: Channel, cause: int = 16, peer_cause: int | None = None) -> None:
-        """Hang ``ch`` up (and the other half of a Local channel) with ``cause``."""
+        """Hang ``ch`` up, then the other half of a Local channel, with ``cause``.
+
+        As real-source_hangs_up.log: the far end's ``;2`` (cause 0), the ``;1`` (16),
+        and only then the legs its leaving the room ends (end_marked ones).
+        """
         if not ch.alive:
             return
-        self._cancel_timers(ch)
-        if ch.room is not None:
-            self._leave(ch, "HANGUP")
-            if not ch.alive:
-                return
         peer = ch.peer
         self._hangup_one(ch, cause)
         if peer is not None and peer.alive:
-            if peer.room is not None:
-                self._leave(peer, "HANGUP")
             self._hangup_one(peer, cause if peer_cause is None else peer_cause)
 
-    def request_hangup(self, ch: Channel, cause: int | None = None) -> None:
-        """An AMI Hangup (``HangupRequest``, then the hangup).
+    def hangup_far_end(self, ch: Channel, cause: int = 0) -> None:
+        """The far end of ``ch``'s leg hangs up (``channel request hangup`` on its ``;2``).
 
-        Without a cause the channel ends with 16, except a Local ``;2`` half, which
-        ends with 0 while its ``;1`` gets 16 (ami-two_legs_conf.log, regex hangup).
+        A Local leg's ``;2`` half ends with ``cause`` (0, as the real one), its ``;1``
+        with 16; a one-channel leg ends with ``cause`` (16 if 0).
+        """
+        two = ch.peer if ch.peer is not None and not ch.is_local_two else ch
+        if two.peer is None:
+            self.hangup(two, cause or 16)
+        else:
+            self.hangup(two, cause, peer_cause=16)
+
+    def request_hangup(self, ch: Channel, cause: int | None = None) -> None:
+        """An AMI Hangup: ``HangupRequest`` now, the hangup a moment later.
+
+        The channel's own thread hangs it up (so two Hangup actions in a row both find
+        their channels, as in real-two_legs_talk_hangup.log). Without a cause the
+        channel ends with 16, except a Local ``;2`` half, which ends with 0 while its
+        ``;1`` gets 16 (ami-two_legs_conf.log, regex hangup).
         """
         if not ch.alive:
             return
         own = cause if cause is not None else (0 if ch.is_local_two else 16)
         if self.wants("HangupRequest"):
             self.emit("HangupRequest", ch.block() + [("Cause", str(own))])
-        self.hangup(ch, own, peer_cause=16 if cause is None else cause)
+        peer_cause = 16 if cause is None else cause
+        self._later(
+            ch, "hangup-request", SOFT_HANGUP_SECONDS, lambda: self.hangup(ch, own, peer_cause)
+        )
 
     def redirect(self, ch: Channel, context: str, exten: str, priority: str = "1") -> None:
         """Move ``ch`` to ``context,exten``: it leaves its room and runs the dialplan there."""
@@ -776,6 +913,46 @@ class SimulatedAsterisk:
             self._cancel(ch, "absolute-timeout")
             return
         self._later(ch, "absolute-timeout", seconds, lambda: self.hangup(ch, 16))
+
+    # -- restart ------------------------------------------------------------------
+
+    def restart(self, down: float = 0.0) -> None:
+        """``core restart now``, as real-asterisk_restart-conn1.log and -conn2.log.
+
+        Every Local ``;2`` half hangs up (cause 0, newest first), then every other
+        channel (cause 16, oldest first, 1 ms apart); actions are answered ``Asterisk is
+        shutting down`` meanwhile; :data:`SHUTDOWN_SECONDS` later ``Event: Shutdown``
+        (``Cleanly``, ``Restart: True``) goes out and the ``on_shutdown`` callbacks run
+        (the AMI server closes its sessions). The new switch starts with no channels
+        and accepts connections ``down`` seconds later (``FullyBooted`` with
+        ``Uptime`` from then).
+        """
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        chans = self.channels()
+        for ch in reversed(chans):
+            if ch.is_local_two:
+                self._hangup_one(ch, 0)
+        for i, ch in enumerate(c for c in chans if c.alive):
+            self._later(
+                ch, "shutdown", (i + 1) * SOFT_HANGUP_SECONDS, partial(self._hangup_one, ch, 16)
+            )
+        self.clock.callLater(SHUTDOWN_SECONDS * self.time_scale, self._shut_down, down)
+
+    def _shut_down(self, down: float) -> None:
+        self.emit("Shutdown", [("Shutdown", "Cleanly"), ("Restart", "True")], category="system")
+        self.shutdown()
+        for callback in list(self.on_shutdown):
+            callback()
+        self.started = self.clock.seconds() + down * self.time_scale
+        self._seq = 0
+        self.shutting_down = False
+
+    @property
+    def accepting(self) -> bool:
+        """False while the switch is shutting down or not yet started again."""
+        return not self.shutting_down and self.clock.seconds() >= self.started
 
     def getvar(self, variable: str, ch: Channel | None) -> str:
         """A variable or a supported function (``CONFBRIDGE_INFO``) of ``ch`` or the globals."""

@@ -1,10 +1,15 @@
 """The AMI server side of the simulated Asterisk: one session per TCP connection.
 
-Framing and answers follow Asterisk 22 (docs/asterisk.rst): the banner line, lines ended
+Framing and answers follow Asterisk 22's manager.c: the banner line, lines ended
 by CRLF or a bare LF, a message ended by an empty line, a line of 1024 bytes or more
 discarded and the action answered ``Failed to parse message: line too long``, header
 names matched case-insensitively with the first occurrence winning. Before login only
-``Login``, ``Logoff`` and ``Challenge`` run.
+``Login``, ``Logoff`` and ``Challenge`` run; with ``allowmultiplelogin = no`` (the
+default, as callbackd's manager.conf) a ``Login`` or ``Challenge`` naming a user who is
+logged in on another session is answered ``Login Already In Use`` after 1 s and the
+connection closed. While the switch restarts every action is answered ``Asterisk is
+shutting down``; after its ``Shutdown`` event every session is closed, and connections
+are refused until the switch is up again.
 
 The factory's ``event_filter`` is manager.conf's include filter for the user
 (``eventfilter(name(X)) =`` lines): a session gets a queued event only if its
@@ -56,7 +61,7 @@ _CLASSES = {
     "originate": 4096,
     "agi": 8192,
 }
-#: What the test-instance user may read (manager.conf ``read = system,call,user``).
+#: What callbackd's AMI user may read (manager.conf ``read = system,call,user``).
 READ_CLASSES = frozenset({"system", "call", "user"})
 
 
@@ -91,6 +96,7 @@ class AMIServerProtocol(Protocol):
         self.factory = factory
         self.switch = factory.switch
         self.authenticated = False
+        self.username = ""
         self.events: frozenset[str] = frozenset()
         self._challenge: str | None = None
         self._closing = False
@@ -122,8 +128,13 @@ class AMIServerProtocol(Protocol):
     # -- connection -------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        self.factory.sessions.add(self)
         assert self.transport is not None
+        if not self.switch.accepting:
+            # Not listening (restarting): the connection goes as soon as it came.
+            self._closing = True
+            self.transport.loseConnection()
+            return
+        self.factory.sessions.add(self)
         self.transport.write(BANNER)
 
     def connectionLost(self, reason: Any = None) -> None:
@@ -214,9 +225,17 @@ class AMIServerProtocol(Protocol):
             self._error(msg, "Missing action in request")
             return
         name = action.lower()
+        if self.switch.shutting_down:
+            self._error(msg, "Asterisk is shutting down")
+            return
         if not self.authenticated and name not in ("login", "logoff", "challenge"):
             self._error(msg, "Permission denied")
             return
+        if not self.authenticated and name in ("login", "challenge"):
+            username = msg.get("Username") or ""
+            if username and self.factory.in_use(username):
+                self._refuse(msg, "Login Already In Use")
+                return
         handler = self._handlers.get(name)
         if handler is None:
             self._error(
@@ -253,19 +272,13 @@ class AMIServerProtocol(Protocol):
         else:
             ok = user_ok and msg.get("Secret") == factory.secret
         if not ok:
-            self._closing = True
             self.log.info("simulated AMI login failed for {username}", username=msg.get("Username"))
-
-            def fail() -> None:
-                self._closing = False
-                self._error(msg, "Authentication failed")
-                self.close()
-
-            factory.clock.callLater(1.0, fail)
+            self._refuse(msg, "Authentication failed")
             return
         mask = parse_event_mask(msg.get("Events") or "on")
         self.events = READ_CLASSES if mask is None else mask
         self.authenticated = True
+        self.username = factory.username
         self._success(msg, "Authentication accepted")
         if "system" in self.events:
             up = str(self.switch.uptime())
@@ -278,6 +291,17 @@ class AMIServerProtocol(Protocol):
                     ("Status", "Fully Booted"),
                 ]
             )
+
+    def _refuse(self, msg: Message, text: str) -> None:
+        """Stop reading, answer ``Error``/``text`` after 1 s (as Asterisk), then close."""
+        self._closing = True
+
+        def refuse() -> None:
+            self._closing = False
+            self._error(msg, text)
+            self.close()
+
+        self.factory.clock.callLater(1.0, refuse)
 
     def _challenge_action(self, msg: Message, _: Pairs) -> None:
         if (msg.get("AuthType") or "").lower() != "md5":
@@ -606,7 +630,8 @@ class AMIServerProtocol(Protocol):
 class AMIServerFactory(Factory):
     """Builds AMI sessions for one simulated switch and fans its events out to them.
 
-    ``event_filter``: the event names the user's sessions get (None = every event).
+    ``event_filter``: the event names the user's sessions get (None = every event);
+    ``allow_multiple_login``: manager.conf's ``allowmultiplelogin`` (callbackd's says no).
     """
 
     def __init__(
@@ -615,14 +640,29 @@ class AMIServerFactory(Factory):
         username: str,
         secret: str,
         event_filter: Collection[str] | None = None,
+        *,
+        allow_multiple_login: bool = False,
     ) -> None:
         self.switch = switch
         self.clock = switch.clock
         self.username = username
         self.secret = secret
         self.event_filter = None if event_filter is None else frozenset(event_filter)
+        self.allow_multiple_login = allow_multiple_login
         self.sessions: set[AMIServerProtocol] = set()
         switch.add_listener(self._event, self.event_filter)
+        switch.on_shutdown.append(self._shutdown)
+
+    def in_use(self, username: str) -> bool:
+        """True if ``username`` may not log in again: logged in on a session already."""
+        return not self.allow_multiple_login and any(
+            s.authenticated and s.username == username for s in self.sessions
+        )
+
+    def _shutdown(self) -> None:
+        """The switch went down: close every session."""
+        for session in list(self.sessions):
+            session.close()
 
     def buildProtocol(self, addr: Any) -> AMIServerProtocol:
         return AMIServerProtocol(self)

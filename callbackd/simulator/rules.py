@@ -11,18 +11,25 @@ and the CLI can pass them::
     @pakline=congestion          everything sent to trunk pakline: congestion
     1555@pakline=busy            prefix 1555 on trunk pakline only
     *=answer:2                   every other number
+    1555007=answer:1,dtmf:#11    answers, then keys #11 once it is in a room
+    @sim-pstn2=goto:sim-pstn     a second route: the number's sim-pstn behaviour
+    1555006@sim-pstn2=goto:sim-pstn/1555001
+                                 ... and 1555006XXXX becomes 1555001XXXX there
 
 Behaviour terms (comma separated): ``answer[:s]``, ``hangup:s`` (after answer),
 ``busy[:s]``, ``congestion[:s]``, ``reject[:cause]``, ``ring`` (never answers),
 ``unavailable`` (the channel cannot be created), ``after:s`` (ring this long before
-busy/congestion/reject).
+busy/congestion/reject), ``dtmf:digits`` (an answered callee keys these digits 2 s
+after its leg joins a ConfBridge room), ``goto:context[/prefix]`` (the Local channel's
+``;2`` half jumps to ``context``, its number's leading digits replaced by ``prefix``,
+and behaves as that number there, like ``Goto(sim-pstn,1555001${EXTEN:7},1)``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = [
     "DEFAULT_BEHAVIOUR",
@@ -38,7 +45,9 @@ __all__ = [
     "parse_rules",
 ]
 
-KINDS = ("answer", "busy", "congestion", "reject", "ring", "unavailable")
+KINDS = ("answer", "busy", "congestion", "reject", "ring", "unavailable", "goto")
+_DIGITS = re.compile(r"^[0-9*#A-D]+$")
+_CONTEXT = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 class RuleError(ValueError):
@@ -51,13 +60,18 @@ class Behaviour:
 
     ``delay`` is how long it rings before the outcome (answer, busy, ...);
     ``hangup_after`` is how long an answered call stays up (None: until hung up);
-    ``cause`` is the hangup cause of a rejection.
+    ``cause`` is the hangup cause of a rejection; ``dtmf`` the digits an answered
+    callee keys once in a room; ``goto`` is a ``goto`` rule's ``(context, prefix)``
+    and, on a behaviour :meth:`RuleSet.behaviour_for` found by following one, the
+    ``(context, exten)`` the callee ended in.
     """
 
     kind: str
     delay: float = 0.0
     hangup_after: float | None = None
     cause: int = 21
+    dtmf: str = ""
+    goto: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -112,6 +126,8 @@ def parse_behaviour(text: str) -> Behaviour:
     delay = 0.0
     hangup_after: float | None = None
     cause = 21
+    dtmf = ""
+    goto: tuple[str, str] | None = None
     for term in (t.strip() for t in text.split(",")):
         name, _, arg = term.partition(":")
         name = name.strip().lower()
@@ -128,22 +144,40 @@ def parse_behaviour(text: str) -> Behaviour:
                 if not arg.isdigit() or not 0 < int(arg) < 128:
                     raise RuleError(f"reject: cause must be 1-127, got {arg!r}")
                 cause = int(arg)
+            elif name == "goto":
+                goto = _goto(arg)
             elif arg:
                 raise RuleError(f"{name} takes no argument, got {arg!r}")
         elif name == "hangup":
             hangup_after = _seconds("hangup", arg)
         elif name == "after":
             delay = _seconds("after", arg)
+        elif name == "dtmf":
+            if not _DIGITS.match(arg):
+                raise RuleError(f"dtmf: expected digits (0-9, *, #, A-D), got {arg!r}")
+            dtmf = arg
         else:
             raise RuleError(
                 f"{text!r}: unknown term {term!r} (use answer, hangup, busy, congestion, "
-                "reject, ring, unavailable, after)"
+                "reject, ring, unavailable, after, dtmf, goto)"
             )
     if kind is None:
         raise RuleError(f"{text!r}: no outcome (answer, busy, congestion, reject, ring, ...)")
     if hangup_after is not None and kind != "answer":
         raise RuleError(f"{text!r}: hangup only applies to answer")
-    return Behaviour(kind, delay=delay, hangup_after=hangup_after, cause=cause)
+    if dtmf and kind != "answer":
+        raise RuleError(f"{text!r}: dtmf only applies to answer")
+    return Behaviour(
+        kind, delay=delay, hangup_after=hangup_after, cause=cause, dtmf=dtmf, goto=goto
+    )
+
+
+def _goto(arg: str) -> tuple[str, str]:
+    """``context[/prefix]`` of a ``goto`` term."""
+    context, _, prefix = arg.partition("/")
+    if not _CONTEXT.match(context) or not _NUMBER.match(prefix):
+        raise RuleError(f"goto: expected context[/number-prefix], got {arg!r}")
+    return context, prefix
 
 
 _NUMBER = re.compile(r"^[0-9*#+A-Za-z]*$")
@@ -183,7 +217,10 @@ def parse_rules(text: str | Iterable[str]) -> list[Rule]:
 
 def _defaults() -> list[Rule]:
     rules = [
-        # sim-pstn of the recorded fixtures
+        # sim-pstn, sim-pstn2 and sim-bad of the recorded fixtures
+        parse_rule("@sim-pstn2=goto:sim-pstn"),
+        parse_rule("1555006@sim-pstn2=goto:sim-pstn/1555001"),
+        parse_rule("@sim-bad=congestion"),
         parse_rule("1555001=answer:1"),
         parse_rule("1555002=busy"),
         parse_rule("1555003=ring"),
@@ -219,7 +256,18 @@ class RuleSet:
         self.default = default
 
     def behaviour_for(self, number: str, trunk: str | None = None) -> Behaviour:
-        """The behaviour of ``number`` dialled through ``trunk``."""
+        """The behaviour of ``number`` dialled through ``trunk`` (``goto`` followed)."""
+        behaviour = self._lookup(number, trunk)
+        for _ in range(8):  # a goto loop ends here
+            if behaviour.goto is None or behaviour.kind != "goto":
+                return behaviour
+            context, prefix = behaviour.goto
+            number = prefix + number[len(prefix) :]
+            found = self._lookup(number, context)
+            behaviour = replace(found, goto=(context, number))
+        return self.default
+
+    def _lookup(self, number: str, trunk: str | None) -> Behaviour:
         for group in (self.rules, self.builtin):
             found = [r for r in group if r.matches(number, trunk)]
             if found:

@@ -26,8 +26,9 @@ class SimulatorService(Service):
     session gets, like manager.conf's ``eventfilter(name(X)) =`` include filters (None =
     every event; responses and list responses are never filtered). Nothing listens until
     ``startService``;
-    ``port`` is the bound TCP port afterwards. ``switch`` is the inspection API
-    (``switch.channels()``, ``switch.rooms()``).
+    ``port`` is the bound TCP port afterwards. ``switch`` is the inspection and control
+    API (``switch.channels()``, ``switch.rooms()``, ``switch.key_dtmf(channel,
+    "#11")``, ``switch.hangup_far_end(channel)``); :meth:`restart` restarts the switch.
     """
 
     log = Logger()
@@ -102,3 +103,9 @@ class SimulatorService(Service):
         if self.switch is not None:
             self.switch.shutdown()
         return DeferredList(waits) if waits else succeed(None)
+
+    def restart(self, down: float = 0.0) -> None:
+        """``core restart now`` (:meth:`SimulatedAsterisk.restart`): the legs' Hangups,
+        ``Shutdown``, every session closed; connections accepted ``down`` s later."""
+        if self.switch is not None:
+            self.switch.restart(down)

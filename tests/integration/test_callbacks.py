@@ -580,3 +580,14 @@ def test_asterisk_down_then_back(rig_factory):
     assert rig.balance("alice") == before - sum(c["cost"] for c in legs)
     assert rig.sessions_in_redis() == []
     assert rig.wait_no_channels() == []
+
+
+def test_source_hanging_up_while_talking_ends_as_source_hangup(rig_factory):
+    """The source's far end hangs up: the simulator (as the real switch, 8 runs of 8 in
+    real-source_hangs_up.log) ends the source's channels before the destination it
+    drags out of the room, so the session ends SourceHangup, not DestinationHangup."""
+    rig = rig_factory("1555008=answer:1,hangup:3")  # the source hangs up 3 s after answering
+    mark = rig.daemon.log_mark()
+    sid, _ = start_and_talk(rig, "alice", "+15550081111", "+15550012222")
+    rig.daemon.wait_for_log(rf"session {sid} ended: SourceHangup", since=mark)
+    assert rig.wait_no_channels() == []

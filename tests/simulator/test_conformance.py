@@ -1,16 +1,38 @@
 """Replays of the real Asterisk 22 transcripts against the simulator.
 
-The actions the daemon sent (``>>>`` blocks, or the one-room-per-session flow for the
-JSON event sequence) go to the simulator on a task.Clock; what it answers is
-compared with what the real one answered: relied-on events per channel in order, with
-the fields the engine uses, and every Response and list size per ActionID.
+The actions the daemon sent (``>>>`` blocks, or the one-room-per-session flow for the JSON event
+sequence) go to the simulator on a task.Clock; what it answers is compared with what
+the real one answered: the events callbackd subscribes to (``harness.COMPARED``, from
+``callbackd.amievents``) per channel in order, with the fields the engine uses, and
+every Response and list size per ActionID. callbackd's own sessions
+(``fixtures/asterisk22/callbackd``) are replayed at their recorded times and compared
+on priorities, Timestamps, each leg's order and the order of the Hangups too.
 """
 
 from __future__ import annotations
 
+from functools import cache
+
 import pytest
 
-from tests.simulator.harness import FIXTURES, Session, digest, read_json, read_log
+from tests.simulator.harness import (
+    CALLBACKD,
+    COMPARED,
+    FIXTURES,
+    Replay,
+    Session,
+    callbackd_transcripts,
+    digest,
+    first_event,
+    hangup_order,
+    leg_order,
+    legs,
+    norm_channel,
+    read_json,
+    read_log,
+    replay_callbackd,
+    timestamps,
+)
 
 LOGS = [
     "ami-busy.log",
@@ -48,7 +70,7 @@ def test_log_fixture_comparison_is_not_vacuous(name):
     assert any(k.startswith(("originate", "Local/")) for k in expected)
 
 
-# The one-room-per-session run of ami-option-a-conf-events.json: (time, action).
+# The one-room-per-session run recorded in ami-option-a-conf-events.json: (time, action).
 OPTION_A = [
     (-0.05, [("Action", "Login"), ("ActionID", "c-1"), ("Username", "callbackd"),
              ("Secret", "callbackd-secret"), ("Events", "on")]),
@@ -108,7 +130,9 @@ def replay_option_a(event_filter: set[str] | None = None) -> tuple[Session, dict
         session.send(*pairs)
     session.run(1.0)
     expected = [m for _, m in read_json(FIXTURES / "ami-option-a-conf-events.json")]
-    return session, digest(session.received), digest(expected)
+    # That recording kept a selection of the events (no DialState, for one).
+    names = COMPARED & {m.name for m in expected}
+    return session, digest(session.received, names=names), digest(expected, names=names)
 
 
 def test_option_a_flow_matches_per_channel():
@@ -145,3 +169,213 @@ def test_log_comparison_catches_a_wrong_callee():
             session.send(*message.pairs)
             session.run(8.0)
     assert digest(session.received) != digest([m for d, m in transcript if d == "<<<"])
+
+
+# -- callbackd's own sessions against the real Asterisk 22 ------------------------
+
+TRANSCRIPTS = callbackd_transcripts()
+#: the real switch stamps an event within this of the simulator (the Originate Timeout
+#: of the real one fires up to 47 ms late)
+TIME_TOLERANCE = 0.06
+#: scenarios where one thing on the switch's side ends the call: the order of every
+#: Hangup across the legs is the engine's evidence of who hung up
+ONE_CAUSE = (
+    "real-source_hangs_up.log",
+    "real-destination_hangs_up.log",
+    "real-asterisk_restart-conn1.log",
+)
+
+
+@cache
+def replayed(name: str) -> Replay:
+    """The replay of transcript ``name`` (deterministic: made once per run)."""
+    return replay_callbackd(name)
+
+
+def test_every_callbackd_transcript_is_replayed():
+    """The twelve scenarios: every real-*.log (the restart's two connections as one)."""
+    names = {p.name for p in CALLBACKD.glob("real-*.log")}
+    assert len(TRANSCRIPTS) == 12
+    assert names == set(TRANSCRIPTS) | {"real-asterisk_restart-conn2.log"}
+
+
+@pytest.mark.parametrize("name", TRANSCRIPTS)
+def test_callbackd_transcript_replays_identically(name):
+    """Each channel's events (name, state, cause, dial status, context, exten, priority,
+    ids) and every response per ActionID are the real ones, in the real order."""
+    replay = replayed(name)
+    got = digest(replay.sim, priorities=True)
+    assert got == digest(replay.real, priorities=True)
+
+
+@pytest.mark.parametrize("name", TRANSCRIPTS)
+def test_callbackd_transcript_comparison_is_not_vacuous(name):
+    """Every replay has legs, responses to the daemon's actions and ringing or failing."""
+    replay = replayed(name)
+    expected = digest(replay.real, priorities=True)
+    assert legs(replay.real)
+    assert sum(k.startswith("action ") for k in expected) >= 3
+    assert any(m.name in ("DialState", "DialEnd") for m in replay.real)
+
+
+@pytest.mark.parametrize("name", TRANSCRIPTS)
+def test_callbackd_transcript_timestamps_match(name):
+    """Every compared event is stamped within TIME_TOLERANCE of the real one."""
+    replay = replayed(name)
+    got, expected = timestamps(replay.sim), timestamps(replay.real)
+    assert got.keys() == expected.keys()
+    for key, stamps in expected.items():
+        assert got[key] == pytest.approx(stamps, abs=TIME_TOLERANCE), key
+
+
+@pytest.mark.parametrize("name", TRANSCRIPTS)
+def test_callbackd_transcript_timestamps_are_spread(name):
+    """No two events share a Timestamp; they never go back."""
+    stamps = [float(m["Timestamp"]) for m in replayed(name).sim if m.get("Timestamp")]
+    assert stamps == sorted(stamps)
+    assert len(set(stamps)) == len(stamps)
+
+
+def _unraced(order: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """A leg's order without what the real switch orders differently from run to run.
+
+    The recordings show both orders of: an answered leg's OriginateResponse (Reason 4)
+    and its ``;1`` Newstate Up/DialEnd (compared on its own, below); a congested leg's
+    OriginateResponse (Reason 8) and its Hangups (real-congestion_failover.log); the
+    two halves' Hangups when both end with the same cause (the daemon's Hangup) or at a
+    failed dial (``;1`` cause 0, real-failover_then_talk.log). Every other order, the
+    far end's hangup (``;2`` 0 before ``;1`` 16) included, is compared as is.
+    """
+    out = [e for e in order if not (e[0] == "OriginateResponse" and e[2] in ("4", "8"))]
+    for i in range(len(out) - 1):
+        a, b = out[i], out[i + 1]
+        if a[0] == b[0] == "Hangup" and a[1] > b[1] and (a[2] == b[2] or b[2] == "0"):
+            out[i], out[i + 1] = b, a
+    return out
+
+
+@pytest.mark.parametrize("name", TRANSCRIPTS)
+def test_callbackd_leg_orders_match(name):
+    """Each leg's events over both halves and its OriginateResponse, in the real order
+    (the no-answer OriginateResponse before the Hangups; busy's ;2 Busy, DialEnd, ;1
+    Hangup 0, OriginateResponse 5, ;2 Hangup 17), races aside."""
+    replay = replayed(name)
+    for leg in legs(replay.real):
+        got = _unraced(leg_order(replay.sim, leg))
+        assert got == _unraced(leg_order(replay.real, leg)), leg
+
+
+def test_answered_source_order_is_the_recorded_one():
+    """The source: ;2 Up, OriginateResponse, ;1 Up, DialEnd (real-two_legs_talk_hangup)."""
+    replay = replayed("real-two_legs_talk_hangup.log")
+    source = legs(replay.real)[0]
+    answered = _answer_order(leg_order(replay.sim, source))
+    expected = _answer_order(leg_order(replay.real, source))
+    assert (
+        answered
+        == expected
+        == [
+            ("Newstate", ";2", "6"),
+            ("OriginateResponse", "", "4"),
+            ("Newstate", ";1", "6"),
+            ("DialEnd", ";1", "6"),
+        ]
+    )
+
+
+def test_answered_destination_gets_its_originate_response_after_dial_end():
+    """Other legs: ;2 Up, ;1 Up, DialEnd, OriginateResponse (every recorded leg-b)."""
+    for name in TRANSCRIPTS:
+        replay = replayed(name)
+        for leg in legs(replay.real)[1:]:
+            real = _answer_order(leg_order(replay.real, leg))
+            if real:
+                assert _answer_order(leg_order(replay.sim, leg)) == real, (name, leg)
+
+
+def _answer_order(order: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """The answer's four events of a leg's order (none if it was not answered)."""
+    names = ("Newstate", "OriginateResponse", "DialEnd")
+    return [e for e in order if e[0] in names and e[2] in ("4", "6")][:4]
+
+
+@pytest.mark.parametrize("name", ONE_CAUSE)
+def test_hangup_order_across_legs_matches(name):
+    """Far end, switch restart, destination: every Hangup (leg, cause) in the real order
+    (source ;2 0, source ;1 16, destination ;1, ;2 when the source hangs up)."""
+    replay = replayed(name)
+    assert hangup_order(replay.sim) == hangup_order(replay.real)
+
+
+def test_far_end_hangup_of_the_source_ends_the_source_first():
+    """real-source_hangs_up.log: the source's halves end before the destination's."""
+    replay = replayed("real-source_hangs_up.log")
+    source, destination = legs(replay.real)
+    assert [
+        (uid.removesuffix("-2").rsplit("-", 1)[1], cause) for uid, cause in hangup_order(replay.sim)
+    ] == [
+        ("a1", "0"),
+        ("a1", "16"),
+        ("b1", "16"),
+        ("b1", "16"),
+    ]
+
+
+def test_restart_sends_shutdown_after_the_hangups_and_refuses_actions():
+    """core restart now: Hangups, 'Asterisk is shutting down', Shutdown, a new session."""
+    replay = replayed("real-asterisk_restart-conn1.log")
+    names = [m.name for m in replay.sim if m.name in ("Hangup", "Shutdown", "FullyBooted")]
+    assert names == [
+        "FullyBooted",
+        "Hangup",
+        "Hangup",
+        "Hangup",
+        "Hangup",
+        "Shutdown",
+        "FullyBooted",
+    ]
+    refused = [m for m in replay.sim if m.is_response and m.get("Response") == "Error"]
+    assert [m["Message"] for m in refused] == ["Asterisk is shutting down"]
+    shutdown = next(m for m in replay.sim if m.name == "Shutdown")
+    assert (shutdown["Shutdown"], shutdown["Restart"], shutdown["Privilege"]) == (
+        "Cleanly",
+        "True",
+        "system,all",
+    )
+    booted = [m for m in replay.sim if m.name == "FullyBooted"]
+    assert booted[-1]["Uptime"] == "0"
+
+
+def test_hash11_user_event_has_the_real_header_set():
+    """UserEvent CbDtmf: the real headers, in the real order, with the same values."""
+    replay = replayed("real-hash11_userevent.log")
+    got = next(m for m in replay.sim if m.name == "UserEvent")
+    real = next(m for m in replay.real if m.name == "UserEvent")
+    assert [k for k, _ in got] == [k for k, _ in real]
+    differ = {k for (k, v), (_, w) in zip(got, real, strict=True) if v != w}
+    assert differ == {"Timestamp", "Channel"}  # the Local channel's sequence number
+    assert norm_channel(got["Channel"]) == norm_channel(real["Channel"])
+
+
+def test_callbackd_comparison_catches_a_wrong_callee():
+    """A simulator that answers where the real destination never did fails the replay."""
+    replay = replay_callbackd("real-noanswer.log", rules="1555003=answer:1")
+    assert digest(replay.sim, priorities=True) != digest(replay.real, priorities=True)
+
+
+def test_callbackd_comparison_catches_the_old_hangup_order():
+    """Hanging the source's ;1 up first (the old simulator's order) fails the comparison."""
+    replay = replay_callbackd("real-source_hangs_up.log", setup=_source_one_hangs_up)
+    assert hangup_order(replay.sim) != hangup_order(replay.real)
+
+
+def _source_one_hangs_up(session: Session, transcript) -> None:
+    first = first_event(transcript, "Hangup")
+    switch = session.switch
+
+    def hang_up() -> None:
+        channel = switch.find_channel(first["Uniqueid"])
+        assert channel is not None and channel.peer is not None
+        switch.hangup(channel.peer, 16)
+
+    session.clock.callLater(float(first["Timestamp"]) - session.clock.seconds(), hang_up)

@@ -28,6 +28,9 @@ from callbackd.simulator.rules import (
         ("ring", Behaviour("ring")),
         ("noanswer", Behaviour("ring")),
         ("unavailable", Behaviour("unavailable")),
+        ("answer:1,dtmf:#11", Behaviour("answer", delay=1.0, dtmf="#11")),
+        ("goto:sim-pstn", Behaviour("goto", goto=("sim-pstn", ""))),
+        ("goto:sim-pstn/1555001", Behaviour("goto", goto=("sim-pstn", "1555001"))),
     ],
 )
 def test_behaviour_text(text, expected):
@@ -37,8 +40,12 @@ def test_behaviour_text(text, expected):
 
 @pytest.mark.parametrize(
     "text",
-    ["", "fly", "busy,answer", "answer:x", "hangup:5", "busy,hangup:1", "reject:999", "ring:3"],
-)
+    [
+        "", "fly", "busy,answer", "answer:x", "hangup:5", "busy,hangup:1", "reject:999", "ring:3",
+        "answer,dtmf:", "answer,dtmf:#1x", "busy,dtmf:#11", "goto", "goto:", "goto:a b",
+        "goto:sim-pstn/x!", "goto:sim-pstn,busy",
+    ],
+)  # fmt: skip
 def test_bad_behaviour_is_a_rule_error(text):
     """Malformed behaviour text raises RuleError."""
     with pytest.raises(RuleError):
@@ -88,6 +95,24 @@ def test_defaults_mirror_the_fixtures():
     assert rules.behaviour_for("102") == Behaviour("answer", delay=2.0)
     assert rules.behaviour_for("600") == Behaviour("reject", cause=21)
     assert rules.behaviour_for("+4930123456") == Behaviour("answer", delay=2.0)
+
+
+def test_goto_rules_follow_the_second_route():
+    """sim-pstn2 reaches sim-pstn's numbers, and 1555006XXXX as 1555001XXXX (the recording)."""
+    rules = RuleSet()
+    assert rules.behaviour_for("15550061111", "sim-pstn2") == Behaviour(
+        "answer", delay=1.0, goto=("sim-pstn", "15550011111")
+    )
+    assert rules.behaviour_for("15550051111", "sim-pstn2") == Behaviour(
+        "congestion", goto=("sim-pstn", "15550051111")
+    )
+    assert rules.behaviour_for("15550061111", "sim-bad").kind == "congestion"
+
+
+def test_goto_loop_ends_in_the_default():
+    """Rules that go to each other forever end in the default behaviour."""
+    rules = RuleSet(parse_rules("@x=goto:y @y=goto:x"), builtin=())
+    assert rules.behaviour_for("1", "x") == rules.default
 
 
 def test_user_rules_override_defaults():

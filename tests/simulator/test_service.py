@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import signal
+import socket
 
 import pytest
 import pytest_twisted
@@ -14,6 +16,7 @@ from twisted.internet.protocol import Protocol
 from callbackd.ami.message import MessageParser
 from callbackd.simulator.__main__ import build_parser
 from callbackd.simulator.service import SimulatorService
+from tests.integration.daemon import Simulator
 
 
 class _Client(Protocol):
@@ -89,3 +92,40 @@ def test_cli_rejects_a_bad_rule(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--username", "u", "--secret", "s", "--rule", "1555=fly"])
     assert "1555=fly" in capsys.readouterr().err
+
+
+def _read_until_closed(sock: socket.socket, parser: MessageParser) -> list:
+    """Every message until the server closes the connection."""
+    messages = []
+    while chunk := sock.recv(65536):
+        messages.extend(parser.feed(chunk))
+    return messages
+
+
+def test_sigusr1_restarts_the_simulator_process(tmp_path):
+    """``kill -USR1``: Shutdown (Cleanly, Restart True), the connection closed, a new
+    connection logs in again (python -m callbackd.simulator, as the integration tests)."""
+    simulator = Simulator(tmp_path, time_scale=1.0).start()
+    try:
+        login = (
+            f"Action: Login\r\nUsername: {simulator.username}\r\nSecret: {simulator.secret}\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", simulator.port), timeout=10) as sock:
+            parser = MessageParser(banner=True)
+            sock.sendall(login.encode())
+            seen = []
+            while not any(m.name == "FullyBooted" for m in seen):
+                seen.extend(parser.feed(sock.recv(65536)))
+            assert simulator.process is not None
+            simulator.process.send_signal(signal.SIGUSR1)
+            shutdown = [m for m in _read_until_closed(sock, parser) if m.name == "Shutdown"]
+        assert [(m["Shutdown"], m["Restart"]) for m in shutdown] == [("Cleanly", "True")]
+        with socket.create_connection(("127.0.0.1", simulator.port), timeout=10) as sock:
+            parser = MessageParser(banner=True)
+            sock.sendall(login.encode())
+            seen = []
+            while len(seen) < 2:
+                seen.extend(parser.feed(sock.recv(65536)))
+        assert [m.get("Message") for m in seen][:1] == ["Authentication accepted"]
+    finally:
+        simulator.stop()
