@@ -312,12 +312,18 @@ class GatewaysConfig:
     """[gateways]: dial templates for legs that are not phone numbers (empty = not offered)."""
 
     sip: str = field(
-        default="PJSIP/callbackd-sip/sip:{user}@{host}",
-        metadata=_meta("template for sip:user@host legs ({user}, {host})"),
+        default="",
+        metadata=_meta(
+            "template for sip:user@host legs ({user}, {host}), e.g. "
+            "PJSIP/callbackd-sip/sip:{user}@{host}"
+        ),
     )
     xmpp: str = field(
-        default="Motif/callbackd-xmpp/{user}@{host}",
-        metadata=_meta("template for xmpp: and gtalk: legs (chan_motif)"),
+        default="",
+        metadata=_meta(
+            "template for xmpp: and gtalk: legs (chan_motif), e.g. "
+            "Motif/callbackd-xmpp/{user}@{host}"
+        ),
     )
     msn: str = field(
         default="", metadata=_meta("template for msn: legs (needs an operator gateway)")

@@ -125,7 +125,7 @@ def test_the_checked_decks_are_the_ones_the_engine_uses(tmp_path):
     options = Options()
     options.parseOptions(["-c", str(ROOT / "etc" / "callbackd.ini")])
     root = create_daemon(options.loaded, _Reactor(), options.decks)
-    assert root.daemon.engine.sell_deck is options.decks.sell
+    assert root.daemon.engine.legs.sell_deck is options.decks.sell
 
 
 def test_the_ami_reconnect_cap_is_configured(tmp_path):

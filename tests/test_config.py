@@ -36,6 +36,12 @@ def test_empty_file_gives_defaults():
     assert c.providers == ()
 
 
+def test_no_gateway_is_offered_unless_configured():
+    """The [gateways] templates default to empty: no sip: or xmpp: leg without a gateway."""
+    c = parse("")
+    assert (c.gateways.sip, c.gateways.xmpp, c.gateways.msn, c.gateways.yahoo) == ("",) * 4
+
+
 def test_values_are_typed():
     """Integers, floats, booleans and paths arrive converted."""
     c = parse(

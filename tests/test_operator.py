@@ -58,4 +58,4 @@ def test_event_dict_is_json_able_and_complete():
 def test_every_effect_has_a_handler():
     """The engine knows how to carry out every kind of effect the machine emits."""
     manager = SessionManager(None, None, None, sell_deck=None, providers=())
-    assert set(manager._effects) == set(typing.get_args(machine.Effect))
+    assert manager.effect_kinds == set(typing.get_args(machine.Effect))

@@ -33,6 +33,11 @@ minus the cost accrued by the legs still up (not yet debited). The answer is one
 number of seconds for every billed leg of the account, and which limit binds (a cut by
 the daily cap ends sessions with "Reason = DailyLimit" instead of "OutOfCredit").
 One session alone is the special case: the same figure as :func:`allowed_seconds` gives.
+
+The floor is a hard limit for charges too (:func:`affordable_charge`): a leg's charge is
+at most what the account can pay when it ends, billed per second at the leg's price, so
+that a leg the daemon did not cut in time (the switch's backstop, a debit elsewhere)
+never takes the account below ``-credit_limit``.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ __all__ = [
     "LegCharge",
     "account_allowance",
     "accrued_cost",
+    "affordable_charge",
     "allowed_seconds",
     "extra_cost",
 ]
@@ -172,3 +178,19 @@ def account_allowance(
     limit, which = budget.limit()
     available = limit - accrued_cost(legs) - accrued_cost(releasing)
     return Allowance(allowed_seconds(available, legs), which, available)
+
+
+def affordable_charge(
+    billed_seconds: int, cost: int, price_per_minute: int, available: int
+) -> tuple[int, int]:
+    """``(billed_seconds, cost)`` of a leg's charge, cut down to what ``available`` pays.
+
+    A charge that fits is unchanged; one that does not is billed per second at the
+    leg's price for the whole seconds ``available`` pays (0 when nothing is left).
+    """
+    if cost <= available:
+        return billed_seconds, cost
+    if available <= 0 or price_per_minute <= 0:
+        return 0, 0
+    seconds = min(billed_seconds, available * 60 // price_per_minute)
+    return seconds, -(-price_per_minute * seconds // 60)

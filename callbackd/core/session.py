@@ -29,9 +29,16 @@ Credit control (:mod:`callbackd.core.credit`): the state holds the account's bal
 rate. Whenever the set of billed legs that are dialled or up changes, or the balance
 changes, the allowed remaining time is recomputed; the machine then (re)arms its
 ``credit`` timer and sets the switch's ``AbsoluteTimeout`` on every billed leg that is
-up, :data:`ABSOLUTE_TIMEOUT_GRACE` seconds later than the timer, so the daemon's cut
-is the normal one and the switch's the backstop. When the timer fires, every leg is
-released and the session ends with ``Reason = OutOfCredit``.
+up: the backstop, should the daemon not cut in time. The backstop never outlives the
+paid time (whole seconds, rounded down) and looks at most :data:`BACKSTOP_HORIZON`
+seconds ahead (renewed by the ``credit`` timer when half of that is left); it is
+sent only when a leg's whole-second cut really changes: a paid time that moves earlier
+than the cut, or later by a second or more while the cut is near. So a change of an
+account's distant deadline (its other calls going up and down) costs no switch action.
+A leg the switch hangs up at its backstop (the daemon frozen, or the two cuts racing)
+was cut for credit: the session ends as if the daemon had cut it.
+When the credit timer fires, every leg is released and the session ends with
+``Reason = OutOfCredit``.
 
 That is the single-session case: the machine alone only knows its own legs. The
 sessions of one account share one budget (:func:`callbackd.core.credit.account_allowance`),
@@ -91,7 +98,7 @@ from callbackd.core.rating import Rate
 from callbackd.core.routing import classify_failure
 
 __all__ = [
-    "ABSOLUTE_TIMEOUT_GRACE",
+    "BACKSTOP_HORIZON",
     "CREDIT_TIMER",
     "MAX_ADDITIONAL",
     "RELEASE_TIMEOUT",
@@ -136,8 +143,10 @@ __all__ = [
 
 #: the daemon's credit timer
 CREDIT_TIMER: Final = "credit"
-#: seconds the switch's AbsoluteTimeout runs past the daemon's credit timer
-ABSOLUTE_TIMEOUT_GRACE: Final = 1
+#: seconds ahead the switch's backstop is set at most (renewed when half is left)
+BACKSTOP_HORIZON: Final = 3600
+#: a leg the switch hangs up this close to its backstop was cut by the backstop
+BACKSTOP_SLACK: Final = 0.5
 #: seconds to wait for the switch to confirm a requested hangup
 RELEASE_TIMEOUT: Final = 10
 #: a session whose end began at most this long before the switch was found going away
@@ -897,11 +906,25 @@ class _Step:
         if leg.state is LegState.ENDED:
             return
         if leg.state is LegState.UP:
-            self.end(leg, at, HUNG_UP)
+            if not self.cut_by_backstop(leg, at):
+                self.end(leg, at, HUNG_UP)
         elif leg.release_cause:
             self.end(leg, at, leg.release_cause)
         else:
             self.failed(leg, at, _hangup_outcome(cause), cause)
+
+    def cut_by_backstop(self, leg: Leg, at: float) -> bool:
+        """Whether the switch's backstop ended the leg: the credit cut, made by the switch
+        (before the daemon's own, or with the daemon frozen); the session ends for it."""
+        state = self.state
+        if state.reason or not leg.deadline or at < leg.deadline - BACKSTOP_SLACK:
+            return False
+        reason = state.shared_reason if state.shared_deadline is not None else Reason.OUT_OF_CREDIT
+        cause = _CUT_CAUSE.get(reason, OUT_OF_CREDIT)
+        leg.release_cause, leg.release_at = cause, at
+        self.end_session(reason, cause)
+        self.end(leg, at, cause)
+        return True
 
     # -- ending -----------------------------------------------------------------------
 
@@ -1071,6 +1094,7 @@ class _Step:
         available = state.balance + state.credit_limit - accrued_cost(charges)
         allowed: float | None = allowed_seconds(available, charges)
         reason = Reason.OUT_OF_CREDIT
+        shared_until = None
         if charges and state.shared_deadline is not None:
             # the account's budget, shared with the account's other sessions
             remaining = state.shared_deadline - self.now
@@ -1079,6 +1103,7 @@ class _Step:
             if allowed is None or remaining < allowed:
                 allowed = remaining
                 reason = state.shared_reason
+                shared_until = state.shared_deadline
         if allowed is None:
             if state.credit_deadline:
                 state.credit_deadline = 0.0
@@ -1092,17 +1117,45 @@ class _Step:
             self.end_session(reason, _CUT_CAUSE.get(reason, OUT_OF_CREDIT))
             return
         state.credit_deadline = self.now + allowed
-        self.emit(ArmTimer(CREDIT_TIMER, allowed))
-        # the switch's cut: whole seconds, the grace past the daemon's own; a cut set
-        # before that is not early and at most a second late stays (resending it on
-        # every recompute would be several actions per call for nothing)
-        target = self.now + allowed + ABSOLUTE_TIMEOUT_GRACE
+        renew = self.set_backstops(up, allowed, shared_until)
+        # one timer for both: the credit cut, or the recompute that renews a backstop
+        self.emit(ArmTimer(CREDIT_TIMER, allowed if renew is None else min(allowed, renew)))
+
+    def set_backstops(
+        self, up: list[Leg], allowed: float, shared_until: float | None
+    ) -> float | None:
+        """The switch's cut of each billed leg up: never after the paid time, and sent
+        only when the leg's whole-second cut really changes (see the module docstring).
+
+        The paid time ends ``allowed`` seconds from now, or at the account's deadline
+        when that binds; a leg is billed in whole seconds from its answer, so the
+        second under way then is paid to its end. Returns in how many seconds a
+        backstop short of its paid time wants renewing (None: none does).
+        """
+        now = self.now
+        renew = None
         for leg in up:
-            if leg.deadline and target - 1e-6 <= leg.deadline <= target + 1.0:
-                continue
-            seconds = math.ceil(allowed - 1e-6) + ABSOLUTE_TIMEOUT_GRACE
-            leg.deadline = self.now + seconds
+            paid_until = now + allowed if shared_until is None else shared_until
+            if leg.answered_at is not None:
+                paid_until = leg.answered_at + _seconds(paid_until - leg.answered_at)
+            cut = leg.deadline
+            if cut and cut <= paid_until + 1e-6:
+                if cut > paid_until - 1 + 1e-6:
+                    continue  # the best whole-second cut already
+                if cut - now > BACKSTOP_HORIZON / 2:
+                    renew = cut if renew is None else min(renew, cut)
+                    continue  # short of a distant deadline: renewed before it matters
+            paid = math.floor(paid_until - now + 1e-6)
+            # 0 would cancel the switch's cut: under a second left, the daemon cuts first
+            seconds = max(1, min(paid, BACKSTOP_HORIZON))
+            leg.deadline = now + seconds
             self.emit(SetAbsoluteTimeout(leg.channel_id, seconds))
+            if seconds < paid:
+                renew = leg.deadline if renew is None else min(renew, leg.deadline)
+        if renew is None:
+            return None
+        # a second past the half-way mark, so that the recompute then renews
+        return renew - BACKSTOP_HORIZON / 2 - now + 1
 
     # -- commands -----------------------------------------------------------------------
 
@@ -1249,7 +1302,8 @@ class _Step:
                 return
             state.credit_deadline = 0.0
             # recomputing with the time now elapsed ends the session when nothing more is
-            # affordable, and re-arms when the balance grew since the timer was armed
+            # affordable, re-arms when the balance grew since the timer was armed, and
+            # renews the switch's backstops of a distant cut
             self.recompute()
             return
         kind, _, letter = name.partition("-")

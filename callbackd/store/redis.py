@@ -950,7 +950,10 @@ class RedisStore:
 
     def _feed_state(self, live: bool) -> None:
         if not live:
-            log.warn("redis change feed lost: account caches are dropped until it is back")
+            if self._feed is None:  # closed on purpose: the last watcher stopped watching
+                log.info("redis change feed closed")
+            else:
+                log.warn("redis change feed lost: account caches are dropped until it is back")
         for _, on_state in list(self._watchers):
             try:
                 on_state(live)

@@ -13,6 +13,7 @@ from callbackd.core.credit import (
     LegCharge,
     account_allowance,
     accrued_cost,
+    affordable_charge,
     allowed_seconds,
     extra_cost,
 )
@@ -260,3 +261,30 @@ def test_another_session_never_lengthens_the_time(budget, legs, extra):
     after = account_allowance(budget, [*legs, extra]).seconds
     if before is not None:
         assert after is not None and after <= before
+
+
+@pytest.mark.parametrize(
+    "billed,cost,price,available,expected",
+    [
+        (60, 1400, 1400, 5000, (60, 1400)),  # fits: unchanged
+        (60, 1400, 1400, 1400, (60, 1400)),
+        (60, 1400, 1400, 700, (30, 700)),  # per second at the leg's price
+        (60, 1450, 1400, 1400, (60, 1400)),  # a connect fee it cannot pay
+        (60, 1400, 1400, 0, (0, 0)),
+        (60, 1400, 1400, -50, (0, 0)),
+        (10, 100, 7, 3, (10, 2)),
+    ],
+)
+def test_affordable_charge(billed, cost, price, available, expected):
+    """A charge that does not fit is billed per second up to what is available."""
+    assert affordable_charge(billed, cost, price, available) == expected
+
+
+@given(
+    st.integers(0, 10_000), st.integers(1, 100_000), st.integers(1, 50_000), st.integers(-10, 10**6)
+)
+def test_an_affordable_charge_never_passes_the_floor(billed, cost, price, available):
+    """The charge is never more than what is available (or the original), seconds never more."""
+    seconds, charged = affordable_charge(billed, cost, price, available)
+    assert charged <= cost and (charged <= available or charged == 0)
+    assert 0 <= seconds <= billed

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from callbackd.core.credit import LegCharge
 from callbackd.core.rating import Rate
 from callbackd.core.session import (
-    ABSOLUTE_TIMEOUT_GRACE,
     CREDIT_TIMER,
     RELEASE_TIMEOUT,
     SWITCH_LOST_WINDOW,
@@ -564,8 +563,8 @@ def test_credit_sets_absolute_timeouts_on_billed_legs():
     effects = session.feed(LegAnswered(f"{SID}-a1", 10.0), 10.0)
     effects += session.feed(LegAnswered(f"{SID}-b1", 10.0), 10.0)
     assert set(of(effects, SetAbsoluteTimeout)) == {
-        SetAbsoluteTimeout(f"{SID}-a1", 60 + ABSOLUTE_TIMEOUT_GRACE),
-        SetAbsoluteTimeout(f"{SID}-b1", 60 + ABSOLUTE_TIMEOUT_GRACE),
+        SetAbsoluteTimeout(f"{SID}-a1", 60),
+        SetAbsoluteTimeout(f"{SID}-b1", 60),
     }
 
 
@@ -585,8 +584,8 @@ def test_a_cut_moved_earlier_is_sent_again():
     session.talking(source_at=10.0, destination_at=10.0)
     effects = session.feed(BalanceChanged(balance // 2), 10.0)
     assert set(of(effects, SetAbsoluteTimeout)) == {
-        SetAbsoluteTimeout(f"{SID}-a1", 30 + ABSOLUTE_TIMEOUT_GRACE),
-        SetAbsoluteTimeout(f"{SID}-b1", 30 + ABSOLUTE_TIMEOUT_GRACE),
+        SetAbsoluteTimeout(f"{SID}-a1", 30),
+        SetAbsoluteTimeout(f"{SID}-b1", 30),
     }
 
 
@@ -666,8 +665,8 @@ def test_account_deadline_earlier_than_the_own_limit_arms_the_timer():
     effects = session.feed(CreditDeadline(40.0), 10.0)
     assert credit_arms(effects) == [30]
     assert set(of(effects, SetAbsoluteTimeout)) == {
-        SetAbsoluteTimeout(f"{SID}-a1", 30 + ABSOLUTE_TIMEOUT_GRACE),
-        SetAbsoluteTimeout(f"{SID}-b1", 30 + ABSOLUTE_TIMEOUT_GRACE),
+        SetAbsoluteTimeout(f"{SID}-a1", 30),
+        SetAbsoluteTimeout(f"{SID}-b1", 30),
     }
 
 
@@ -974,7 +973,7 @@ def test_reconcile_never_bills_past_the_absolute_timeout():
     session = Session(balance=balance).talking(0.0, 0.0)
     session.feed(Seen(), 200.0)
     session.feed(Reconcile({}), 300.0)
-    assert max(c.billed_seconds for c in session.charges()) <= 30 + ABSOLUTE_TIMEOUT_GRACE
+    assert max(c.billed_seconds for c in session.charges()) <= 30
 
 
 def test_reconcile_of_a_ringing_leg_that_vanished_loses_it():

@@ -387,7 +387,7 @@ def test_two_daemons_on_one_redis_keep_to_their_own_calls(rig_factory):
     sid, _ = start_and_talk(a, "alice", "+15550011111", "+15550012222")
     b = rig_factory(node_id="t2")  # its recovery sees sid in Redis, its switch does not
     deadline = time.monotonic() + 10
-    while not b.manhole.value("engine._recovered"):
+    while not b.manhole.value("engine.recovery.recovered"):
         assert time.monotonic() < deadline, "b's recovery never ran"
         time.sleep(0.1)
     time.sleep(0.5)  # what a recovery that took sid would do next: end it, bill it
@@ -399,7 +399,7 @@ def test_two_daemons_on_one_redis_keep_to_their_own_calls(rig_factory):
     b.cdrs(other)  # b's charges are in the store
     balance = a.balance("alice")
     deadline = time.monotonic() + 10
-    while a.manhole.value("engine._ledgers['alice'].balance") != balance:
+    while a.manhole.value("engine.book.balance('alice')") != balance:
         assert time.monotonic() < deadline, "a's ledger did not follow b's charges"
         time.sleep(0.1)
     assert a.manhole.value("hangup(d)") is None

@@ -79,6 +79,16 @@ def test_sigterm_stops_cleanly(daemon):
     assert "Traceback" not in log
 
 
+def test_a_clean_stop_logs_no_warning(daemon):
+    """SIGTERM after a healthy start logs no warning or error (no "lost" change feed or switch)."""
+    daemon.wait_healthy()
+    mark = daemon.log_mark()
+    daemon.stop()
+    stopping = daemon.log()[mark:]
+    assert "Main loop terminated." in stopping
+    assert re.findall(r"^.*#(?:warn|error|critical)\].*$", stopping, re.MULTILINE) == []
+
+
 def test_five_config_mistakes_are_named_before_forking(tmp_path):
     """twistd exits non-zero naming all five mistakes of a bad config, one line each."""
     bad = tmp_path / "bad.ini"

@@ -1,0 +1,611 @@
+"""The session manager: the engine's public API and its step loop.
+
+:mod:`callbackd.core.session` decides; the engine does. The manager validates a
+callback request (account, addresses, block list, rates, ``via``, credit, concurrency),
+has each leg resolved (:class:`~callbackd.engine.legs.LegResolver`), and then *steps*
+the machine with switch events, user commands and timer expiries, one step at a time
+(what a step causes waits its turn in a queue), carrying out the effects it returns
+through a table (:attr:`SessionManager.effect_kinds`): switch calls (a refused
+originate is a ``LegFailed "failed"`` for the machine), timers on the injected clock,
+notifications to subscribers, and store writes through the
+:class:`~callbackd.engine.writer.SessionWriter`.
+
+After every step that changes a session's billed legs (dialled, answered, released,
+ended, charged, added) and on every top-up (:meth:`SessionManager.balance_changed`),
+the account is marked dirty, and before the loop rests the
+:class:`~callbackd.engine.accounts.AccountBook` gives each session of the account the
+account's common deadline (:class:`~callbackd.core.session.CreditDeadline`); each
+re-arms its timer and the switch's AbsoluteTimeouts. When the budget runs out every
+billed leg of the account is cut at the same instant with ``Reason = OutOfCredit``, or
+``Reason = DailyLimit`` when the daily cap is what ran out. A new callback is refused
+("Not enough credit...", "Daily spending limit reached.") when the joint time of the
+account's live legs and the new ones is 0. The daily cap counts a leg on the UTC day it
+ended; at UTC midnight the accounts with a cap and calls up are recomputed.
+
+Recovery (:class:`~callbackd.engine.recovery.Recovery`) runs at start and on every
+:class:`~callbackd.switch.SwitchConnected`; a heartbeat every ``heartbeat_interval``
+seconds while the switch is connected tells every session it was seen
+(:class:`~callbackd.core.session.Seen`), the bound of what a recovery bills.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from callbackd.config import Config, GatewaysConfig
+from callbackd.core import session as machine
+from callbackd.core.credit import DAILY_CAP, LegCharge
+from callbackd.core.model import AccountStatus
+from callbackd.core.rating import Deck
+from callbackd.core.routing import Attempt
+from callbackd.engine.accounts import AccountBook
+from callbackd.engine.errors import CallbackRefused, UnknownSession
+from callbackd.engine.legs import LegResolver
+from callbackd.engine.providers import Provider, ProviderStats
+from callbackd.engine.recovery import Recovery
+from callbackd.engine.sessions import SessionTable
+from callbackd.engine.timers import SessionTimers
+from callbackd.engine.writer import SessionWriter
+from callbackd.store.interface import IStore
+from callbackd.switch import (
+    ISwitch,
+    LegAnswered,
+    LegFailed,
+    LegHungUp,
+    LegJoined,
+    LegRinging,
+    RoomCommand,
+    SwitchConnected,
+    SwitchDisconnected,
+    SwitchEvent,
+    SwitchShutdown,
+)
+
+__all__ = ["SessionManager", "Subscriber"]
+
+log = Logger(namespace="callbackd.engine")
+
+Subscriber = Callable[[machine.SessionEvent], object]
+
+
+def _credit_signature(state: machine.SessionState) -> tuple[Any, ...]:
+    """What of a session matters to its account's credit; a change means: recompute."""
+    legs = tuple(
+        (leg.state, leg.answered_at, bool(leg.release_cause), leg.charged, leg.attempt)
+        for leg in state.legs
+    )
+    return (state.phase, state.reason, legs)
+
+
+class SessionManager:
+    """Runs every callback session of this daemon (see the module docstring).
+
+    Nothing happens before :meth:`start` (listener, heartbeat, recovery); :meth:`stop`
+    cancels the timers and leaves the sessions in the store for the next start. Its
+    parts are public for reading: :attr:`sessions`, :attr:`book`, :attr:`stats`,
+    :attr:`legs`, :attr:`writer`, :attr:`recovery`, :attr:`timers`.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        switch: ISwitch,
+        store: IStore,
+        *,
+        sell_deck: Deck,
+        providers: Sequence[Provider],
+        node_id: str = "cb1",
+        default_region: str = "DE",
+        gateways: GatewaysConfig | None = None,
+        blocked_prefixes: Sequence[str] = (),
+        ring_timeout: int = 45,
+        caller_id: str = "",
+        routing_window: float = 3600.0,
+        min_attempts: int = 5,
+        heartbeat_interval: float = 10.0,
+    ) -> None:
+        self.clock = clock
+        self.switch = switch
+        self.store = store
+        self.providers = {p.name: p for p in providers}
+        self.node_id = node_id
+        self.ring_timeout = ring_timeout
+        self.caller_id = caller_id
+        self.heartbeat_interval = heartbeat_interval
+        #: the origin of this manager's charges in the store's change feed
+        self.origin = f"engine:{node_id}"
+        self.sessions = SessionTable(node_id)
+        self.stats = ProviderStats(
+            clock,
+            store,
+            list(self.providers),
+            routing_window=routing_window,
+            min_attempts=min_attempts,
+        )
+        self.legs = LegResolver(
+            self.providers,
+            self.stats,
+            sell_deck,
+            default_region=default_region,
+            gateways=gateways,
+            blocked_prefixes=blocked_prefixes,
+        )
+        self.book = AccountBook(
+            clock,
+            store,
+            self.sessions,
+            self.origin,
+            refresh=self._refresh_balance,
+            settle=self._settle_credit,
+        )
+        self.writer = SessionWriter(clock, store, self.book)
+        self.recovery = Recovery(
+            clock, store, switch, self.sessions, adopt=self._put, deliver=self._deliver
+        )
+        self.timers = SessionTimers(clock, self._timer_fired)
+        self._subscribers: list[tuple[str | None, Subscriber]] = []
+        self._queue: list[tuple[str, Any]] = []
+        self._busy = False
+        self._heartbeat: LoopingCall | None = None
+        self._listening = False
+        #: between start and stop: switch events are heard
+        self._running = False
+        self._effects: dict[type, Callable[[str, Any], None]] = {
+            machine.Originate: self._originate,
+            machine.Hangup: self._hangup,
+            machine.JoinRoom: self._join_room,
+            machine.SetAbsoluteTimeout: self._set_absolute_timeout,
+            machine.ArmTimer: lambda sid, effect: self.timers.arm(sid, effect.name, effect.seconds),
+            machine.CancelTimer: lambda sid, effect: self.timers.cancel(sid, effect.name),
+            machine.Notify: lambda sid, effect: self._publish(effect.event),
+            machine.ChargeLeg: self.writer.charge,
+            machine.RecordAttempt: self._record_attempt,
+            machine.Persist: self._persist,
+            machine.Finished: self._finish,
+        }
+        #: what a switch event does, by its type
+        self._switch_events: dict[type, Callable[[Any], object]] = {
+            SwitchConnected: lambda event: self.recover(),
+            SwitchDisconnected: self._switch_lost,
+            SwitchShutdown: self._switch_shutdown,
+            RoomCommand: self._room_command,
+            LegRinging: self._leg_event,
+            LegAnswered: self._leg_event,
+            LegJoined: self._leg_event,
+            LegFailed: self._leg_event,
+            LegHungUp: self._leg_event,
+        }
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        clock: IReactorTime,
+        switch: ISwitch,
+        store: IStore,
+        *,
+        sell_deck: Deck,
+        providers: Sequence[Provider],
+    ) -> SessionManager:
+        """A manager set up from the daemon's configuration."""
+        return cls(
+            clock,
+            switch,
+            store,
+            sell_deck=sell_deck,
+            providers=providers,
+            node_id=config.daemon.node_id,
+            default_region=config.billing.default_region,
+            gateways=config.gateways,
+            blocked_prefixes=config.routing.blocked,
+            ring_timeout=config.ami.ring_timeout,
+            caller_id=config.ami.caller_id,
+            routing_window=config.routing.window,
+            min_attempts=config.routing.min_attempts,
+        )
+
+    # -- read-only views ----------------------------------------------------------------
+
+    @property
+    def effect_kinds(self) -> frozenset[type]:
+        """The kinds of effect the manager carries out."""
+        return frozenset(self._effects)
+
+    @property
+    def recovery_retry(self) -> float:
+        """Seconds before a recovery the store refused is tried again."""
+        return self.recovery.retry
+
+    def state_of(self, session_id: str) -> machine.SessionState | None:
+        """The session's current state (do not change it), or None if not tracked."""
+        return self.sessions.get(session_id)
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> defer.Deferred[None]:
+        """Listen to the switch, start the heartbeat, recover the sessions in flight."""
+        if not self._listening:
+            self.switch.add_listener(self._switch_event)
+            self._listening = True
+        self._running = True
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = self.clock
+        self._heartbeat.start(self.heartbeat_interval, now=False)
+        self.book.start()
+        self.recovery.active = True
+        return self.recover()
+
+    def stop(self) -> None:
+        """Stop the heartbeat and every timer; the sessions stay in the store.
+
+        The switch's events are not heard any more: the switch going away as the
+        daemon stops is no news (and no warning).
+        """
+        self._running = False
+        if self._heartbeat is not None and self._heartbeat.running:
+            self._heartbeat.stop()
+        self.recovery.stop()
+        self.timers.cancel_all()
+        self.book.stop()
+        self.writer.save_all()
+
+    def recover(self) -> defer.Deferred[None]:
+        """Load the sessions in flight and reconcile them with the switch's channels."""
+        return self.recovery.recover()
+
+    # -- requests -----------------------------------------------------------------------
+
+    def start_callback(
+        self,
+        username: str,
+        source: str,
+        destination: str,
+        via: Sequence[str] = (),
+        origin: str | None = None,
+    ) -> defer.Deferred[str]:
+        """Start a callback; fire with the session id or errback CallbackRefused."""
+        return defer.ensureDeferred(
+            self._start_callback(username, source, destination, tuple(via), origin or "")
+        )
+
+    async def _start_callback(
+        self, username: str, source: str, destination: str, via: tuple[str, ...], origin: str
+    ) -> str:
+        book = self.book
+        account = book.account(username)
+        read = None
+        if account is None:
+            read = book.read_mark(username)
+            account = await self.store.get_account(username)
+            if account is None:
+                raise CallbackRefused("Unknown account.")
+        if account.status is not AccountStatus.ACTIVE:
+            raise CallbackRefused("Your account is blocked.")
+        if len(via) > 2:
+            raise CallbackRefused("Give at most two providers after via: one per leg.")
+        addresses = [self.legs.address(source), self.legs.address(destination)]
+        if addresses[0] == addresses[1]:
+            what = "number" if addresses[0].kind == "phone" else "address"
+            raise CallbackRefused(f"Source and destination are the same {what}.")
+        forced = [self.legs.provider_name(name) for name in via] + [None, None]
+        if len(self.sessions.ids_of(username)) >= account.max_sessions:
+            raise CallbackRefused(
+                f"You have {account.max_sessions} call(s) in progress already; hang one up first."
+            )
+        specs = [
+            await self.legs.leg_spec(address, provider)
+            for address, provider in zip(addresses, forced[:2])
+        ]
+        ledger = book.ledger(account)
+        if ledger is None:
+            if read is None:
+                read = book.read_mark(username)
+            ledger = await book.load_ledger(account)
+        if read is not None:
+            # nothing changed the account while it was read: keep it and its ledger for
+            # the next calls, until the change feed tells of a change
+            book.keep(account, ledger, read)
+        billed = [LegCharge(s.rate) for s in specs if s.rate is not None and not s.rate.is_free]
+        if billed:
+            # what the account's other sessions are about to consume counts too
+            allowance = book.allowance(username, ledger, billed)
+            if allowance.seconds == 0:
+                if allowance.limit == DAILY_CAP:
+                    raise CallbackRefused("Daily spending limit reached.")
+                raise CallbackRefused("Not enough credit for this call. Please top up.")
+        if not self.switch.connected:
+            # nothing could be dialled: say so now, not after failing every provider in turn
+            raise CallbackRefused("The phone switch is not reachable right now; try again soon.")
+        session_id = self.sessions.new_id(self.clock.seconds())
+        try:
+            state, effects = machine.start(
+                session_id,
+                username,
+                specs[0],
+                specs[1],
+                balance=ledger.balance,
+                now=self.clock.seconds(),
+                credit_limit=account.credit_limit,
+                ring_timeout=self.ring_timeout,
+                caller_id=self.caller_id,
+                origin=origin,
+                owner=self.node_id,
+            )
+        except machine.SessionError as e:
+            raise CallbackRefused(str(e)) from None
+        self._put(session_id, state)
+        book.adopt(username, ledger)
+        log.info(
+            "session {session_id} of {username}: {source} -> {destination}",
+            session_id=session_id,
+            username=username,
+            source=str(addresses[0]),
+            destination=str(addresses[1]),
+        )
+        if self._busy:
+            self._execute(session_id, effects)
+        else:
+            self._exclusively(self._execute, session_id, effects)
+        return session_id
+
+    def add_leg(
+        self, session_id: str, address: str, provider: str | None = None
+    ) -> defer.Deferred[None]:
+        """``ADD``: call one more party into a connected session."""
+        return defer.ensureDeferred(self._add_leg(session_id, address, provider))
+
+    async def _add_leg(self, session_id: str, address: str, provider: str | None) -> None:
+        self._state(session_id)
+        leg_address = self.legs.address(address)
+        name = self.legs.provider_name(provider) if provider else None
+        spec = await self.legs.leg_spec(leg_address, name)
+        self._command(session_id, machine.AddLeg(spec))
+
+    def drop_leg(self, session_id: str, address_or_role: str) -> defer.Deferred[None]:
+        """``DEL``: hang up an additional leg (by address, leg name or letter)."""
+        target = self.legs.leg_name(address_or_role)
+        return defer.maybeDeferred(self._command, session_id, machine.DropLeg(target))
+
+    def hangup(self, session_id: str) -> defer.Deferred[None]:
+        """``HANGUP``: end the session and every leg."""
+        return defer.maybeDeferred(self._command, session_id, machine.HangupSession())
+
+    def list_legs(self, session_id: str) -> str:
+        """The ``LIST`` reply."""
+        return machine.list_text(self._state(session_id))
+
+    def status(self, session_id: str) -> dict[str, Any]:
+        """A JSON-able summary of the session."""
+        return machine.summary(self._state(session_id))
+
+    def sessions_of(self, username: str) -> list[str]:
+        """The ids of the account's sessions in flight, oldest first."""
+        return self.sessions.ids_of(username)
+
+    def subscribe(self, callback: Subscriber, session_id: str | None = None) -> Callable[[], None]:
+        """Deliver SessionEvents (of one session, or all) to ``callback``; return an undo."""
+        entry = (session_id, callback)
+        self._subscribers.append(entry)
+
+        def unsubscribe() -> None:
+            if entry in self._subscribers:
+                self._subscribers.remove(entry)
+
+        return unsubscribe
+
+    def balance_changed(self, username: str) -> defer.Deferred[None]:
+        """The account's balance changed (top-up): recompute its sessions' credit."""
+        return defer.ensureDeferred(self._balance_changed(username))
+
+    async def _balance_changed(self, username: str) -> None:
+        if not self.sessions.ids_of(username):
+            return
+        balance = await self.book.read_balance(username)
+        for session_id in self.sessions.ids_of(username):
+            self._deliver(session_id, machine.BalanceChanged(balance))
+        self._settle_credit()
+
+    def _refresh_balance(self, username: str) -> None:
+        def failed(failure: Failure) -> None:
+            log.failure("credit of {username}: cannot read the balance", failure, username=username)
+
+        self.balance_changed(username).addErrback(failed)
+
+    def _settle_credit(self) -> None:
+        """Recompute the accounts marked dirty now, unless a step is under way (it will)."""
+        if self.book.dirty and not self._busy:
+            self._exclusively(lambda: None)
+
+    # -- the step loop ------------------------------------------------------------------
+
+    def _put(self, session_id: str, state: machine.SessionState) -> None:
+        """Track a session's (new) state."""
+        self.sessions.put(session_id, state)
+        self.stats.track(session_id, state)
+
+    def _state(self, session_id: str) -> machine.SessionState:
+        state = self.sessions.get(session_id)
+        if state is None or state.finished:
+            raise UnknownSession(f"No call {session_id} is in progress.")
+        return state
+
+    def _command(self, session_id: str, command: Any) -> None:
+        """Apply a user command; SessionError becomes CallbackRefused."""
+        self._state(session_id)
+        self._apply(session_id, command, refuse=True)
+
+    def _deliver(self, session_id: str, event: Any) -> None:
+        """Step the session with a switch event, timer or internal command."""
+        self._apply(session_id, event, refuse=False)
+
+    def _apply(self, session_id: str, item: Any, refuse: bool) -> None:
+        """Step the machine; what effects cause meanwhile waits its turn in the queue."""
+        if self._busy:
+            self._queue.append((session_id, item))
+            return
+        self._exclusively(self._step, session_id, item, refuse)
+
+    def _exclusively(self, first: Callable[..., None], *args: Any) -> None:
+        """Run ``first``, then everything it queued, one step at a time."""
+        self._busy = True
+        book, queue = self.book, self._queue
+        try:
+            first(*args)
+            while queue or book.dirty:
+                while queue:
+                    sid, queued = queue.pop(0)
+                    self._step(sid, queued, False)
+                if book.dirty:
+                    queue += book.share_credit(book.dirty.pop())
+        finally:
+            self._busy = False
+
+    def _step(self, session_id: str, item: Any, refuse: bool) -> None:
+        state = self.sessions.get(session_id)
+        if state is None:
+            return
+        try:
+            new, effects = machine.step(state, item, self.clock.seconds())
+        except machine.SessionError as e:
+            if refuse:
+                raise CallbackRefused(str(e)) from None
+            log.info("session {session_id}: {error}", session_id=session_id, error=str(e))
+            return
+        self._put(session_id, new)
+        if _credit_signature(new) != _credit_signature(state):
+            self.book.dirty.add(new.username)
+        self._execute(session_id, effects)
+
+    # -- switch events ------------------------------------------------------------------
+
+    def _switch_event(self, event: SwitchEvent) -> None:
+        handler = self._switch_events.get(type(event))
+        if handler is not None and self._running:
+            handler(event)
+
+    def _switch_lost(self, event: SwitchDisconnected) -> None:
+        log.warn("switch lost: {reason}", reason=event.reason)
+        self._see_all()
+
+    def _switch_shutdown(self, event: SwitchShutdown) -> None:
+        """The switch is going away and takes every leg with it."""
+        for session_id in list(self.sessions):
+            self._deliver(session_id, machine.SwitchLost())
+
+    def _room_command(self, event: RoomCommand) -> None:
+        """A command keyed in a session's room (the room is the session id)."""
+        if event.room in self.sessions:
+            log.info(
+                "session {session_id}: {command} keyed in the room",
+                session_id=event.room,
+                command=event.command,
+            )
+            self._deliver(event.room, event)
+
+    def _leg_event(
+        self, event: LegRinging | LegAnswered | LegJoined | LegFailed | LegHungUp
+    ) -> None:
+        session_id = event.channel_id.rpartition("-")[0]
+        if session_id in self.sessions:
+            self._deliver(session_id, event)
+
+    def _beat(self) -> None:
+        if self.switch.connected:
+            self._see_all()
+
+    def _see_all(self) -> None:
+        """Tell every session it was seen now (the bound of what a recovery bills)."""
+        for session_id in self.sessions:
+            self._deliver(session_id, machine.Seen())
+
+    # -- effects ------------------------------------------------------------------------
+
+    def _execute(self, session_id: str, effects: Iterable[machine.Effect]) -> None:
+        table = self._effects
+        for effect in effects:
+            try:
+                table[type(effect)](session_id, effect)
+            except Exception:
+                log.failure("session {session_id}: {effect}", session_id=session_id, effect=effect)
+
+    def _originate(self, sid: str, effect: machine.Originate) -> None:
+        # the progress log says "Calling ... via PROVIDER"; the switch logs the channel
+        request = effect.request
+
+        def refused(failure: Failure) -> None:
+            log.warn(
+                "originate {channel_id} refused: {error}",
+                channel_id=request.channel_id,
+                error=failure.getErrorMessage(),
+            )
+            self._deliver(sid, LegFailed(request.channel_id, self.clock.seconds(), "failed"))
+
+        self.switch.originate(request).addErrback(refused)
+
+    def _hangup(self, sid: str, effect: machine.Hangup) -> None:
+        self._switch_call(sid, "hangup", self.switch.hangup, effect.channel_id, effect.cause)
+
+    def _join_room(self, sid: str, effect: machine.JoinRoom) -> None:
+        self._switch_call(sid, "join_room", self.switch.join_room, effect.channel_id, effect.room)
+
+    def _set_absolute_timeout(self, sid: str, effect: machine.SetAbsoluteTimeout) -> None:
+        self._switch_call(
+            sid,
+            "set_absolute_timeout",
+            self.switch.set_absolute_timeout,
+            effect.channel_id,
+            effect.seconds,
+        )
+
+    def _switch_call(self, sid: str, what: str, call: Callable[..., Any], *args: Any) -> None:
+        def failed(failure: Failure) -> None:
+            log.warn(
+                "session {session_id}: {what}{args} failed: {error}",
+                session_id=sid,
+                what=what,
+                args=args,
+                error=failure.getErrorMessage(),
+            )
+
+        call(*args).addErrback(failed)
+
+    def _timer_fired(self, sid: str, name: str) -> None:
+        self._deliver(sid, machine.TimerFired(name))
+
+    def _publish(self, event: machine.SessionEvent) -> None:
+        for session_id, callback in list(self._subscribers):
+            if session_id is not None and session_id != event.session_id:
+                continue
+            try:
+                callback(event)
+            except Exception:
+                log.failure(
+                    "subscriber {callback!r} failed on {kind}", callback=callback, kind=event.kind
+                )
+
+    def _record_attempt(self, sid: str, effect: machine.RecordAttempt) -> None:
+        if not effect.provider:
+            return
+        self.stats.add(
+            Attempt(effect.provider, effect.at, effect.answered, effect.duration, effect.pdd)
+        )
+        self.writer.record_attempt(sid, effect)
+
+    def _persist(self, sid: str, effect: machine.Persist) -> None:
+        state = self.sessions.get(sid)
+        if state is not None and not state.finished:
+            self.writer.persist(sid, state)
+
+    def _finish(self, sid: str, effect: machine.Finished) -> None:
+        self.timers.cancel_session(sid)
+        self.sessions.drop(sid)
+        self.stats.untrack(sid)
+        self.writer.end(sid, effect.cdr)
+        log.info("session {session_id} ended: {reason}", session_id=sid, reason=effect.cdr.cause)

@@ -1,0 +1,135 @@
+"""The session writer: what the engine writes to the store for its sessions.
+
+Writes are issued at once: the store applies them in the order they were issued
+(:class:`~callbackd.store.interface.IStore`), so those of one session land in the order
+of its steps without waiting for each other's replies. A session's state is saved once
+per reactor turn, with its last state (the steps one input causes: a switch event, its
+credit recompute, the AMI events read together). A charge is a leg's CDR and its debit
+in one store step, once per CDR id, which the store never refuses (settling a call
+that happened); it needs no state saved before it, so settling again after a crash charges
+nothing. A charge is never more than the account can pay (balance and credit limit, as
+its ledger knows them): a leg the daemon did not cut in time is billed per second up to
+the account's floor (:func:`callbackd.core.credit.affordable_charge`), and the session's
+CDR counts what was charged. The end of a session deletes its state: a state still
+unsaved then is dropped, not written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from callbackd.core import session as machine
+from callbackd.core.credit import affordable_charge
+from callbackd.core.model import CDR
+from callbackd.engine.accounts import AccountBook
+from callbackd.store.interface import IStore
+
+__all__ = ["SessionWriter"]
+
+log = Logger(namespace="callbackd.engine")
+
+
+class SessionWriter:
+    """Per-turn saves, charges, CDRs, provider attempts and the end of sessions."""
+
+    def __init__(self, clock: IReactorTime, store: IStore, book: AccountBook) -> None:
+        self.clock = clock
+        self.store = store
+        self.book = book
+        #: sessions whose state changed this reactor turn and is not written yet
+        self._unsaved: dict[str, machine.SessionState] = {}
+        self._saving: IDelayedCall | None = None
+        #: per session, what its legs' charges were cut down by (the account's floor)
+        self._waived: dict[str, int] = {}
+
+    def persist(self, sid: str, state: machine.SessionState) -> None:
+        """Save the session's state at the end of the reactor turn."""
+        self._unsaved[sid] = state
+        if self._saving is None:
+            self._saving = self.clock.callLater(0, self.save_all)
+
+    def save_all(self) -> None:
+        """Write every unsaved session state (end of the reactor turn, or stop)."""
+        if self._saving is not None and self._saving.active():
+            self._saving.cancel()
+        self._saving = None
+        for sid in list(self._unsaved):
+            state = self._unsaved.pop(sid)
+            self.issue(sid, "save session", self.store.save_session, sid, state.to_dict())
+
+    def issue(self, sid: str, what: str, call: Callable[..., Any], *args: Any) -> None:
+        """One store write of the session, issued at once; a failure is logged."""
+
+        def failed(failure: Failure) -> None:
+            log.failure(
+                "session {session_id}: store {what} failed", failure, session_id=sid, what=what
+            )
+
+        defer.maybeDeferred(call, *args).addErrback(failed)
+
+    def charge(self, sid: str, effect: machine.ChargeLeg) -> None:
+        """A leg's CDR, with its debit when it cost something."""
+        # the progress log's "leg ended" line gives the billed seconds and the cost
+        cdr, cost = effect.cdr, effect.cost
+        if cost > 0:
+            cdr = self._affordable(sid, cdr)
+            cost = cdr.cost
+        if cost <= 0:
+            self.issue(sid, "append CDR", self.store.append_cdr, cdr)
+            return
+        self.book.charge_issued(cdr.username, cost)
+        self.issue(sid, "charge", self._charge, cdr, cost)
+
+    def _affordable(self, sid: str, cdr: CDR) -> CDR:
+        """The leg's CDR, its charge cut down to what the account can pay now."""
+        available = self.book.available(cdr.username)
+        if available is None or cdr.cost <= available:
+            return cdr
+        seconds, cost = affordable_charge(cdr.billed_seconds, cdr.cost, cdr.rate, available)
+        log.warn(
+            "charge {cdr_id}: {cost} of {wanted} (the account's floor)",
+            cdr_id=cdr.cdr_id,
+            cost=cost,
+            wanted=cdr.cost,
+        )
+        self._waived[sid] = self._waived.get(sid, 0) + cdr.cost - cost
+        extra = {**cdr.extra, "uncapped_cost": str(cdr.cost)}
+        return dataclasses.replace(cdr, billed_seconds=seconds, cost=cost, extra=extra)
+
+    def _charge(self, cdr: CDR, cost: int) -> defer.Deferred[Any]:
+        d = defer.maybeDeferred(self.store.charge, cdr, self.book.origin)
+
+        def done(result: Any) -> Any:
+            self.book.charge_done(cdr.username, cost)
+            return result
+
+        return d.addBoth(done)
+
+    def record_attempt(self, sid: str, effect: machine.RecordAttempt) -> None:
+        """A provider attempt, for the routing statistics."""
+        self.issue(
+            sid,
+            "provider attempt",
+            self.store.record_provider_attempt,
+            effect.provider,
+            effect.at,
+            effect.answered,
+            effect.pdd,
+            effect.duration,
+            effect.cause,
+        )
+
+    def end(self, sid: str, cdr: CDR) -> None:
+        """The session's end: its CDR written and its state deleted, in one step."""
+        self._unsaved.pop(sid, None)  # end_session deletes the state: no use writing it
+        waived = self._waived.pop(sid, 0)
+        if waived:
+            cdr = dataclasses.replace(cdr, cost=cdr.cost - waived)
+        self.issue(sid, "end session", self.store.end_session, sid, cdr, self.book.origin)
