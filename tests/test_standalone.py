@@ -91,10 +91,10 @@ def test_the_scan_finds_what_it_is_for():
     for text in (
         f"see {doc} for details",
         "as described in (\u00a72.4)",
-        "read ../shared" + "/fixtures/asterisk22",
+        "read .." + "/share" + "d/fixtures/asterisk22",
         "/wor" + "k/main/.venv",
         "in the s" + "eed's words",
-        "the configs in ../../../asterisk/callbackd-run/",
+        "the configs in " + "/".join([".."] * 3) + "/asterisk/callbackd-run/",
     ):
         assert outside_references("tests/fixtures/asterisk22/callbackd/README.md", text), text
     for text in (
