@@ -29,7 +29,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.test import iosim
@@ -101,7 +101,7 @@ def wire_actions(data: bytes) -> Counter[str]:
 class PumpedEndpoint:
     """Connects a client factory to a server factory over an in-memory pump."""
 
-    def __init__(self, server: Factory, clock: Clock) -> None:
+    def __init__(self, server: AMIServerFactory, clock: Clock) -> None:
         self.server = server
         self.clock = clock
         #: every write of any client, with the time it was made
@@ -111,6 +111,8 @@ class PumpedEndpoint:
         self.sent = bytearray()
 
     def connect(self, factory: Any) -> defer.Deferred[Any]:
+        if not self.server.switch.accepting:
+            return defer.fail(ConnectionRefusedError("the simulated Asterisk is down"))
         client = factory.buildProtocol(None)
         server = self.server.buildProtocol(None)
         received = server.dataReceived

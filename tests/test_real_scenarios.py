@@ -209,9 +209,9 @@ def test_source_hangs_up(rig):
     sid = rig.callback(SOURCE, "+15550012222")
     rig.run_until(lambda: rig.talking(sid))
     rig.run(talk_time(name))
-    far_end = rig.asterisk.find_channel(f"{sid}-a1-2")
-    assert far_end is not None
-    rig.asterisk.hangup(far_end, 16)
+    source = rig.asterisk.find_channel(f"{sid}-a1")
+    assert source is not None
+    rig.asterisk.hangup_far_end(source)
     run_out(rig, sid)
     assert ended(rig, sid).reason == Reason.SOURCE_HANGUP
     expected = billed(name)
@@ -296,3 +296,51 @@ def test_backstop_cut_while_the_daemon_is_frozen(rig):
     assert all(legs[leg][1] <= paid[leg] for leg in paid), (legs, paid)
     assert rig.balance() >= 0
     assert rig.actions() == call_actions(name, AbsoluteTimeout=3, Hangup=0)
+
+
+def test_hash11_ends_the_destination_and_keeps_the_source(rig):
+    name = "real-hash11_userevent.log"
+    [command] = [m for m in recorded_messages(name) if m.name == "UserEvent"]
+    assert (command["UserEvent"], command["CbCmd"]) == ("CbDtmf", "endb")
+    sid = rig.callback(SOURCE, "+15550012222")
+    rig.run_until(lambda: rig.talking(sid))
+    source = rig.asterisk.find_channel(f"{sid}-a1")
+    assert source is not None
+    rig.asterisk.key_dtmf(source, "#11")
+    rig.run_until(lambda: "destination" in legs_of(rig, sid))
+    assert [e.kind for e in rig.events if e.kind == "destination_dropped"] == [
+        "destination_dropped"
+    ]
+    rig.run(3)
+    assert "source" not in legs_of(rig, sid)  # the source stays in the room
+    rig.wait(rig.manager.hangup(sid))
+    rig.run(2)
+    assert ended(rig, sid).reason == Reason.HANGUP
+    legs = legs_of(rig, sid)
+    assert (legs["destination"][0], legs["source"][0]) == ("ended by source", "hung up")
+    assert rig.actions() == call_actions(name, AbsoluteTimeout=2)
+
+
+def test_switch_restart_while_talking(rig):
+    first, second = "real-asterisk_restart-conn1.log", "real-asterisk_restart-conn2.log"
+    [shutdown] = [m for m in recorded_messages(first) if m.name == "Shutdown"]
+    assert (shutdown["Shutdown"], shutdown["Restart"]) == ("Cleanly", "True")
+    assert [m.name for m in recorded_messages(second) if m.is_event] == ["FullyBooted"]
+    sid = rig.callback(SOURCE, "+15550012222")
+    rig.run_until(lambda: rig.talking(sid))
+    rig.run(5)
+    rig.asterisk.restart(down=3)
+    # the switch hangs its channels up a millisecond apart, and the daemon answers each
+    # Hangup at once (the recording: the daemon's Hangup of the destination came between
+    # the source's Hangup and the destination's, refused "Asterisk is shutting down")
+    rig.run(0.1, step=0.001)
+    run_out(rig, sid)
+    assert ended(rig, sid).reason == Reason.SWITCH_LOST
+    assert {leg: cause for leg, (cause, _) in legs_of(rig, sid).items()} == {
+        "source": "lost",
+        "destination": "lost",
+    }
+    rig.run(5)
+    assert rig.switch.connected
+    # the recording's daemon sent a Hangup for a channel the switch had already taken
+    assert rig.actions() == call_actions(first, AbsoluteTimeout=2, Hangup=0)
