@@ -295,7 +295,9 @@ def test_backstop_cut_while_the_daemon_is_frozen(rig):
     paid = {"source": BACKSTOP["a1"], "destination": BACKSTOP["b1"]}
     assert all(legs[leg][1] <= paid[leg] for leg in paid), (legs, paid)
     assert rig.balance() >= 0
-    assert rig.actions() == call_actions(name, AbsoluteTimeout=3, Hangup=0)
+    # thawed, the daemon's credit timer runs before it reads the switch's Hangups (as the
+    # recording's daemon did): its two Hangups find the channels gone
+    assert rig.actions() == call_actions(name, AbsoluteTimeout=3)
 
 
 def test_hash11_ends_the_destination_and_keeps_the_source(rig):
