@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pytest
 
 from callbackd.ami.message import Message, MessageParser
-from callbackd.core.session import Reason
+from callbackd.core.session import BACKSTOP_MARGIN, Reason
 from tests.ami.fixtures import server_bytes
 from tests.scenarios import SELL, Rig, recorded_actions
 
@@ -84,7 +84,8 @@ def recorded_legs(name: str) -> dict[str, list[RecordedLeg]]:
 def billed(name: str) -> dict[str, int]:
     """Per leg, the seconds its answered attempt was up in the recording."""
     return {
-        leg: sum(a.billed_seconds for a in attempts) for leg, attempts in recorded_legs(name).items()
+        leg: sum(a.billed_seconds for a in attempts)
+        for leg, attempts in recorded_legs(name).items()
     }
 
 
@@ -160,7 +161,10 @@ def test_destination_busy(rig):
     run_out(rig, sid)
     assert ended(rig, sid).reason == "DestinationBusy"
     assert recorded_legs(name)["b1"][0].answered_at is None
-    assert legs_of(rig, sid) == {"destination": ("busy", 0), "source": ("hung up", billed(name)["a1"])}
+    assert legs_of(rig, sid) == {
+        "destination": ("busy", 0),
+        "source": ("hung up", billed(name)["a1"]),
+    }
     assert rig.actions() == call_actions(name, AbsoluteTimeout=1)
 
 
@@ -258,6 +262,16 @@ def test_third_leg_added_and_dropped(rig):
 #: exactly what the recording's billed seconds cost
 OUT_OF_CREDIT = billed("real-out_of_credit.log")
 CREDIT = SELL.cost(OUT_OF_CREDIT["a1"]) + SELL.cost(OUT_OF_CREDIT["b1"])
+#: The recording's daemon cut at the paid time, with the switch's backstop set past it.
+#: Today's backstop is whole seconds from its sending, never past the paid time (so up
+#: to a second before it), and the daemon cuts BACKSTOP_MARGIN before the earliest one,
+#: so that its own cut comes first: the recording's cut made that much earlier bills
+#: each leg one started second less (a1 17.01 s -> 16.76 s, b1 16.005 s -> 15.755 s).
+#: The user talks under a second less and keeps what those seconds would have cost.
+CUT_EARLIER = {
+    leg: RecordedLeg(a.answered_at, a.ended_at - BACKSTOP_MARGIN, a.cause).billed_seconds
+    for leg, [a] in recorded_legs("real-out_of_credit.log").items()
+}
 
 
 @pytest.mark.parametrize("rig", [{"balance": CREDIT}], indirect=True)
@@ -266,12 +280,17 @@ def test_out_of_credit(rig):
     sid = rig.callback(SOURCE, "+15550012222")
     run_out(rig, sid)
     assert ended(rig, sid).reason == Reason.OUT_OF_CREDIT
+    assert CUT_EARLIER == {"a1": OUT_OF_CREDIT["a1"] - 1, "b1": OUT_OF_CREDIT["b1"] - 1}
     assert legs_of(rig, sid) == {
-        "source": ("out of credit", OUT_OF_CREDIT["a1"]),
-        "destination": ("out of credit", OUT_OF_CREDIT["b1"]),
+        "source": ("out of credit", CUT_EARLIER["a1"]),
+        "destination": ("out of credit", CUT_EARLIER["b1"]),
     }
-    assert rig.balance() == 0
-    assert rig.actions() == call_actions(name, AbsoluteTimeout=3)
+    assert rig.balance() == CREDIT - SELL.cost(CUT_EARLIER["a1"]) - SELL.cost(CUT_EARLIER["b1"])
+    # both Hangups are the daemon's, as recorded. One AbsoluteTimeout per leg, at its
+    # answer: the destination's time was reserved when it was dialled, so the account's
+    # deadline moved after each answer only within the whole second of the cut already
+    # set (the recording's daemon sent 6, three of them within one millisecond)
+    assert rig.actions() == call_actions(name, AbsoluteTimeout=2)
 
 
 BACKSTOP = billed("real-backstop_cut.log")
@@ -296,8 +315,9 @@ def test_backstop_cut_while_the_daemon_is_frozen(rig):
     assert all(legs[leg][1] <= paid[leg] for leg in paid), (legs, paid)
     assert rig.balance() >= 0
     # thawed, the daemon's credit timer runs before it reads the switch's Hangups (as the
-    # recording's daemon did): its two Hangups find the channels gone
-    assert rig.actions() == call_actions(name, AbsoluteTimeout=3)
+    # recording's daemon did): its two Hangups find the channels gone. One AbsoluteTimeout
+    # per leg, at its answer, as in test_out_of_credit
+    assert rig.actions() == call_actions(name, AbsoluteTimeout=2)
 
 
 def test_hash11_ends_the_destination_and_keeps_the_source(rig):

@@ -33,10 +33,17 @@ up: the backstop, should the daemon not cut in time. The backstop never outlives
 paid time (whole seconds, rounded down) and looks at most :data:`BACKSTOP_HORIZON`
 seconds ahead (renewed by the ``credit`` timer when half of that is left); it is
 sent only when a leg's whole-second cut really changes: a paid time that moves earlier
-than the cut, or later by a second or more while the cut is near. So a change of an
+than the cut, or later into another whole second while the cut is near (a cut in the
+same whole second as the one the switch holds is not sent again). So a change of an
 account's distant deadline (its other calls going up and down) costs no switch action.
-A leg the switch hangs up at its backstop (the daemon frozen, or the two cuts racing)
-was cut for credit: the session ends as if the daemon had cut it.
+The daemon's own cut comes first: the ``credit`` timer fires at the paid time, or
+:data:`BACKSTOP_MARGIN` before the earliest backstop of the billed legs up when that
+is earlier (the backstop, in whole seconds from its sending, may fall up to a second
+before the paid time). Billing counts started seconds, so a cut a fraction of a second
+before the paid end bills the seconds actually used: the user loses less than a
+second of talk, never money.
+A leg the switch hangs up at its backstop anyway (the daemon frozen) was cut for
+credit: the session ends as if the daemon had cut it.
 When the credit timer fires, every leg is released and the session ends with
 ``Reason = OutOfCredit``.
 
@@ -99,6 +106,7 @@ from callbackd.core.routing import classify_failure
 
 __all__ = [
     "BACKSTOP_HORIZON",
+    "BACKSTOP_MARGIN",
     "CREDIT_TIMER",
     "MAX_ADDITIONAL",
     "RELEASE_TIMEOUT",
@@ -147,6 +155,9 @@ CREDIT_TIMER: Final = "credit"
 BACKSTOP_HORIZON: Final = 3600
 #: a leg the switch hangs up this close to its backstop was cut by the backstop
 BACKSTOP_SLACK: Final = 0.5
+#: the daemon cuts this long before the earliest backstop of a session's billed legs
+#: (when that comes before the paid time), so that its own cut comes first
+BACKSTOP_MARGIN: Final = 0.25
 #: seconds to wait for the switch to confirm a requested hangup
 RELEASE_TIMEOUT: Final = 10
 #: a session whose end began at most this long before the switch was found going away
@@ -1116,10 +1127,18 @@ class _Step:
         if allowed <= 0:
             self.end_session(reason, _CUT_CAUSE.get(reason, OUT_OF_CREDIT))
             return
-        state.credit_deadline = self.now + allowed
         renew = self.set_backstops(up, allowed, shared_until)
+        # the daemon's cut comes first: at the paid time, or a margin before the
+        # earliest backstop (whole seconds, so up to a second before the paid time)
+        cut = min(
+            [allowed] + [leg.deadline - BACKSTOP_MARGIN - self.now for leg in up if leg.deadline]
+        )
+        if cut <= 1e-6:
+            self.end_session(reason, _CUT_CAUSE.get(reason, OUT_OF_CREDIT))
+            return
+        state.credit_deadline = self.now + cut
         # one timer for both: the credit cut, or the recompute that renews a backstop
-        self.emit(ArmTimer(CREDIT_TIMER, allowed if renew is None else min(allowed, renew)))
+        self.emit(ArmTimer(CREDIT_TIMER, cut if renew is None else min(cut, renew)))
 
     def set_backstops(
         self, up: list[Leg], allowed: float, shared_until: float | None
@@ -1148,6 +1167,8 @@ class _Step:
             paid = math.floor(paid_until - now + 1e-6)
             # 0 would cancel the switch's cut: under a second left, the daemon cuts first
             seconds = max(1, min(paid, BACKSTOP_HORIZON))
+            if cut and cut <= paid_until + 1e-6 and _whole(cut) == _whole(now + seconds):
+                continue  # the same whole second as the cut the switch holds
             leg.deadline = now + seconds
             self.emit(SetAbsoluteTimeout(leg.channel_id, seconds))
             if seconds < paid:
@@ -1375,6 +1396,11 @@ class _Step:
                 # the daemon asked it to go then: billed no further
                 end = min(end, max(leg.release_at, leg.answered_at or 0.0))
             self.end(leg, end, LOST)
+
+
+def _whole(instant: float) -> int:
+    """The whole second an instant falls in (float noise aside)."""
+    return math.floor(instant + 1e-6)
 
 
 def _seconds(duration: float) -> int:

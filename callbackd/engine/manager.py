@@ -152,6 +152,9 @@ class SessionManager:
         self.timers = SessionTimers(clock, self._timer_fired)
         self._subscribers: list[tuple[str | None, Subscriber]] = []
         self._queue: list[tuple[str, Any]] = []
+        #: the backstops set in this run of the step loop, per channel: the last one
+        #: counts, sent when the loop rests (:meth:`_send_backstops`)
+        self._backstops: dict[str, tuple[str, int]] = {}
         self._busy = False
         self._heartbeat: LoopingCall | None = None
         self._listening = False
@@ -466,6 +469,7 @@ class SessionManager:
                     queue += book.share_credit(book.dirty.pop())
         finally:
             self._busy = False
+            self._send_backstops()
 
     def _step(self, session_id: str, item: Any, refuse: bool) -> None:
         state = self.sessions.get(session_id)
@@ -550,19 +554,24 @@ class SessionManager:
         self.switch.originate(request).addErrback(refused)
 
     def _hangup(self, sid: str, effect: machine.Hangup) -> None:
+        self._backstops.pop(effect.channel_id, None)  # no backstop for a leg going now
         self._switch_call(sid, "hangup", self.switch.hangup, effect.channel_id, effect.cause)
 
     def _join_room(self, sid: str, effect: machine.JoinRoom) -> None:
         self._switch_call(sid, "join_room", self.switch.join_room, effect.channel_id, effect.room)
 
     def _set_absolute_timeout(self, sid: str, effect: machine.SetAbsoluteTimeout) -> None:
-        self._switch_call(
-            sid,
-            "set_absolute_timeout",
-            self.switch.set_absolute_timeout,
-            effect.channel_id,
-            effect.seconds,
-        )
+        # the steps of one input (a switch event, the account's credit recompute) may
+        # each move a leg's cut: only the last one goes to the switch
+        self._backstops[effect.channel_id] = (sid, effect.seconds)
+
+    def _send_backstops(self) -> None:
+        """Send each leg's last backstop of this run of the step loop."""
+        backstops, self._backstops = self._backstops, {}
+        for channel_id, (sid, seconds) in backstops.items():
+            self._switch_call(
+                sid, "set_absolute_timeout", self.switch.set_absolute_timeout, channel_id, seconds
+            )
 
     def _switch_call(self, sid: str, what: str, call: Callable[..., Any], *args: Any) -> None:
         def failed(failure: Failure) -> None:
@@ -605,6 +614,7 @@ class SessionManager:
 
     def _finish(self, sid: str, effect: machine.Finished) -> None:
         self.timers.cancel_session(sid)
+        self._backstops = {c: b for c, b in self._backstops.items() if b[0] != sid}
         self.sessions.drop(sid)
         self.stats.untrack(sid)
         self.writer.end(sid, effect.cdr)
