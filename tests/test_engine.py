@@ -1005,7 +1005,9 @@ def test_a_charge_whose_state_was_never_saved_is_not_charged_again():
     world = World()
     sid = world.talking()
     world.clock.advance(10)
-    world.switch.hang_up(f"{sid}-b1", world.now())  # charged now, state saved at turn end
+    result(world.manager.hangup(sid))
+    # the destination's end, confirmed: charged now, the state saved at the turn's end
+    world.switch.hang_up(f"{sid}-b1", world.now())
     charged = world.balance()
     assert charged < 10_000_000
     after = crash(world, [])

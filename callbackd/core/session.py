@@ -60,7 +60,12 @@ used by the machine and the engine alike.
 
 Billing: a leg is billed from its own answer to its own end, both switch timestamps,
 rounded up to whole seconds and then to the rate's increments (:meth:`Rate.cost`). An
-answered leg is charged (:class:`ChargeLeg`) as soon as it ends; an unanswered leg gets
+answered leg is charged (:class:`ChargeLeg`) as soon as it ends, but for the source or
+destination whose own hang-up begins the session's end: that one is charged and
+announced (``leg_ended``) when the session finishes, within milliseconds once the other
+legs are released, so that a switch found going away meanwhile (:class:`SwitchLost`)
+marks it ``lost`` too; until then its cost counts for the account as a leg being
+released (:func:`credit_legs`). An unanswered leg gets
 its zero-cost CDR when the session finishes, so that an answer that the switch reports
 late (after the hangup) can still be billed. Every leg is charged exactly once:
 events for ended legs, duplicates and events of superseded attempts change nothing
@@ -619,6 +624,9 @@ class Leg:
     #: ``provider:cause`` of the superseded attempts
     failures: list[str] = field(default_factory=list)
     charged: bool = False
+    #: its own end began the session's end: it is charged and announced when the
+    #: session finishes (the switch found going away meanwhile relabels it ``lost``)
+    charge_held: bool = False
     billed_seconds: int = 0
     cost: int = 0
 
@@ -758,12 +766,19 @@ def credit_legs(state: SessionState, now: float) -> tuple[list[LegCharge], list[
 
     Going on: live billed legs whose hangup was not requested, up (elapsed since their
     answer) or being dialled (elapsed 0). Being released: legs up whose hangup was
-    requested; they still accrue until the switch confirms, but get no future time.
+    requested; they still accrue until the switch confirms, but get no future time; and
+    legs ended whose charge waits for the session's finish (``charge_held``), at their
+    final duration.
     """
     going: list[LegCharge] = []
     releasing: list[LegCharge] = []
     for leg in state.legs:
-        if not leg.billed or not leg.live or leg.rate is None:
+        if not leg.billed or leg.rate is None:
+            continue
+        if not leg.live:
+            if leg.charge_held and leg.answered_at is not None:
+                # ended, its charge held until the session finishes: it still counts
+                releasing.append(LegCharge(leg.rate, _seconds(leg.ended_at - leg.answered_at)))
             continue
         elapsed = 0
         if leg.state is LegState.UP and leg.answered_at is not None:
@@ -966,11 +981,23 @@ class _Step:
         leg.cause = leg.release_cause or cause
         self.emit(CancelTimer(f"ring-{leg.letter}"))
         self.emit(CancelTimer(f"release-{leg.letter}"))
-        if leg.answered_at is not None:
-            self.charge(leg)
-        if announce:
-            self.notify("leg_ended", leg, billed_seconds=leg.billed_seconds, cost=leg.cost)
+        if announce and self.begins_the_end(leg):
+            # charged and announced at the finish, within milliseconds once the other
+            # legs are released: the switch going away meanwhile makes the leg ``lost``
+            leg.charge_held = True
+        else:
+            if leg.answered_at is not None:
+                self.charge(leg)
+            if announce:
+                self.announce_end(leg)
         self.after_end(leg, was_up)
+
+    def begins_the_end(self, leg: Leg) -> bool:
+        """Whether the leg hanging up ends the session (``SourceHangup`` ...)."""
+        return not self.state.reason and leg.role in (SOURCE, DESTINATION) and leg.cause == HUNG_UP
+
+    def announce_end(self, leg: Leg) -> None:
+        self.notify("leg_ended", leg, billed_seconds=leg.billed_seconds, cost=leg.cost)
 
     def charge(self, leg: Leg) -> None:
         if leg.charged:
@@ -1055,7 +1082,10 @@ class _Step:
         if state.finished or not state.reason or any(leg.live for leg in state.legs):
             return
         for leg in state.legs:
-            self.charge(leg)  # the unanswered legs' zero-cost CDRs
+            self.charge(leg)  # the held ones, and the unanswered legs' zero-cost CDRs
+            if leg.charge_held:
+                leg.charge_held = False
+                self.announce_end(leg)
         state.phase = Phase.ENDED
         state.ended_at = max([self.now] + [leg.ended_at for leg in state.legs])
         charged = max((leg.billed_seconds for leg in state.legs if leg.billed), default=0)
@@ -1291,8 +1321,8 @@ class _Step:
         if state.reason:
             if state.reason in _DAEMON_REASONS or state.reason_at < recent:
                 return
-            # the leg's end that ended the session was the switch going away (the leg's
-            # CDR, charged at its end, keeps the cause it had then)
+            # the leg's end that ended the session was the switch going away (its charge
+            # and its leg_ended wait for the finish, see :meth:`end`)
             state.reason = Reason.SWITCH_LOST
             for leg in state.legs:
                 if not leg.live and leg.cause == HUNG_UP and leg.ended_at >= recent:

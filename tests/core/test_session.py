@@ -453,6 +453,7 @@ def test_leg_cdrs_carry_the_provider_and_times():
     """A leg's CDR holds its provider, answer and end times, rate and cost."""
     session = Session().talking(source_at=100.0, destination_at=110.0)
     session.feed(LegHungUp(f"{SID}-b1", 140.0), 140.0)
+    session.feed(LegHungUp(f"{SID}-a1", 140.0), 140.0)
     cdr = next(c.cdr for c in session.charges() if c.leg == "destination")
     assert (cdr.cdr_id, cdr.provider, cdr.answered_at, cdr.ended_at, cdr.rate, cdr.cost) == (
         f"{SID}-b",
@@ -485,7 +486,8 @@ def test_a_leg_ended_twice_is_billed_once():
     session = Session().talking()
     session.feed(LegHungUp(f"{SID}-b1", 20.0), 20.0)
     session.feed(LegHungUp(f"{SID}-b1", 21.0), 21.0)
-    assert [c.leg for c in session.charges()] == ["destination"]
+    session.feed(LegHungUp(f"{SID}-a1", 21.0), 21.0)
+    assert sorted(c.leg for c in session.charges()) == ["destination", "source"]
 
 
 def test_unanswered_legs_get_a_zero_cost_cdr_at_the_end():
@@ -512,6 +514,7 @@ def test_free_legs_cost_nothing():
     """A SIP source costs nothing, however long it is up."""
     session = Session(source=FREE).talking(source_at=0.0, destination_at=0.0)
     session.feed(LegHungUp(f"{SID}-a1", 600.0), 600.0)
+    session.feed(LegHungUp(f"{SID}-b1", 600.0), 600.0)
     charge = next(c for c in session.charges() if c.leg == "source")
     assert (charge.cost, charge.billed_seconds) == (0, 600)
 
@@ -937,6 +940,34 @@ def test_switch_lost_relabels_a_leg_end_of_the_same_instant():
     [ended] = events(effects, "session_ended")
     assert ended.reason == Reason.SWITCH_LOST
     assert [leg.cause for leg in session.state.legs] == ["lost", "lost"]
+    # every lost leg lost: the source's CDR and leg_ended too, though its end came first
+    assert {c.leg: c.cdr.cause for c in session.charges()} == {
+        "source": "lost",
+        "destination": "lost",
+    }
+    assert [(e.leg, e.cause) for e in events(session.all, "leg_ended")] == [
+        ("destination", "lost"),
+        ("source", "lost"),
+    ]
+    assert [e.kind for e in events(effects)][-1] == "session_ended"
+
+
+def test_a_leg_that_ends_the_session_is_charged_once_when_it_finishes():
+    """The source's own hang-up: its charge waits for the session's finish, and counts
+    for the account meanwhile as a leg being released."""
+    session = Session().talking(1.0, 3.0)
+    effects = session.feed(LegHungUp(f"{SID}-a1", 20.5), 20.5)
+    assert of(effects, ChargeLeg) == []
+    assert credit_legs(session.state, 20.6) == (
+        [],
+        [LegCharge(PROXICOM, 20), LegCharge(PAKLINE, 18)],
+    )
+    session.feed(LegHungUp(f"{SID}-b1", 20.6), 20.6)
+    assert [(c.leg, c.billed_seconds) for c in session.charges()] == [
+        ("destination", 18),
+        ("source", 20),
+    ]
+    assert [e.cause for e in events(session.all, "leg_ended")] == ["hung up", "hung up"]
 
 
 @pytest.mark.parametrize(
