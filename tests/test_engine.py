@@ -892,6 +892,31 @@ def test_callback_is_refused_while_the_switch_is_down():
     assert world.cdrs() == {}
 
 
+def test_callback_is_refused_while_the_switch_is_shutting_down():
+    """Between the switch's Shutdown and its return a callback would fail: refused at once."""
+    world = World()
+    world.switch.shut_down(world.now(), restart=True, gone=False)
+    assert world.switch.connected  # the real switch closes the connection a second later
+    with pytest.raises(
+        CallbackRefused, match=r"^The switch is restarting; try again in a moment\.$"
+    ):
+        world.callback()
+    assert world.switch.originated == []
+    world.switch.restart(world.now() + 5)
+    assert world.callback()
+
+
+def test_add_is_refused_while_the_switch_is_shutting_down():
+    """ADD while the switch says it is going away is refused before anything is dialled."""
+    world = World()
+    sid = world.talking()
+    originated = len(world.switch.originated)
+    world.switch.shutting_down = True
+    with pytest.raises(CallbackRefused, match="The switch is restarting"):
+        result(world.manager.add_leg(sid, HAMBURG))
+    assert len(world.switch.originated) == originated
+
+
 def assert_indexes_match(manager):
     """The manager's indexes say what a scan of every session in flight says."""
     sessions = {sid: manager.state_of(sid) for sid in manager.sessions}

@@ -20,6 +20,7 @@ import pytest
 
 from callbackd.ami.message import Message, MessageParser
 from callbackd.core.session import BACKSTOP_MARGIN, Reason
+from callbackd.engine import CallbackRefused
 from tests.ami.fixtures import server_bytes
 from tests.scenarios import SELL, Rig, recorded_actions
 
@@ -356,6 +357,9 @@ def test_switch_restart_while_talking(rig):
     # Hangup at once (the recording: the daemon's Hangup of the destination came between
     # the source's Hangup and the destination's, refused "Asterisk is shutting down")
     rig.run(0.1, step=0.001)
+    # the refusal said the switch is going: a new callback now would fail, refused at once
+    with pytest.raises(CallbackRefused, match="The switch is restarting"):
+        rig.callback(SOURCE, "+15550013333")
     run_out(rig, sid)
     assert ended(rig, sid).reason == Reason.SWITCH_LOST
     assert {leg: cause for leg, (cause, _) in legs_of(rig, sid).items()} == {

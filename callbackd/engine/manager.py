@@ -19,8 +19,11 @@ re-arms its timer and the switch's AbsoluteTimeouts. When the budget runs out ev
 billed leg of the account is cut at the same instant with ``Reason = OutOfCredit``, or
 ``Reason = DailyLimit`` when the daily cap is what ran out. A new callback is refused
 ("Not enough credit...", "Daily spending limit reached.") when the joint time of the
-account's live legs and the new ones is 0. The daily cap counts a leg on the UTC day it
-ended; at UTC midnight the accounts with a cap and calls up are recomputed.
+account's live legs and the new ones is 0, and a new callback or ``ADD`` is refused
+(:data:`RESTARTING`) while the switch says it is shutting down or restarting. The daily
+cap counts a leg on the UTC day it ended; at UTC midnight the accounts with a cap and
+calls up are recomputed. The backstops (``AbsoluteTimeout``) a run of the step loop
+sets go to the switch when it rests, the last one of each leg only.
 
 Recovery (:class:`~callbackd.engine.recovery.Recovery`) runs at start and on every
 :class:`~callbackd.switch.SwitchConnected`; a heartbeat every ``heartbeat_interval``
@@ -68,7 +71,10 @@ from callbackd.switch import (
     SwitchShutdown,
 )
 
-__all__ = ["SessionManager", "Subscriber"]
+__all__ = ["RESTARTING", "SessionManager", "Subscriber"]
+
+#: the refusal of a new callback or leg while the switch is shutting down or restarting
+RESTARTING = "The switch is restarting; try again in a moment."
 
 log = Logger(namespace="callbackd.engine")
 
@@ -326,6 +332,7 @@ class SessionManager:
         if not self.switch.connected:
             # nothing could be dialled: say so now, not after failing every provider in turn
             raise CallbackRefused("The phone switch is not reachable right now; try again soon.")
+        self._refuse_while_shutting_down()
         session_id = self.sessions.new_id(self.clock.seconds())
         try:
             state, effects = machine.start(
@@ -366,10 +373,16 @@ class SessionManager:
 
     async def _add_leg(self, session_id: str, address: str, provider: str | None) -> None:
         self._state(session_id)
+        self._refuse_while_shutting_down()
         leg_address = self.legs.address(address)
         name = self.legs.provider_name(provider) if provider else None
         spec = await self.legs.leg_spec(leg_address, name)
         self._command(session_id, machine.AddLeg(spec))
+
+    def _refuse_while_shutting_down(self) -> None:
+        """A switch going away refuses every call: refuse a new leg at once."""
+        if self.switch.shutting_down:
+            raise CallbackRefused(RESTARTING)
 
     def drop_leg(self, session_id: str, address_or_role: str) -> defer.Deferred[None]:
         """``DEL``: hang up an additional leg (by address, leg name or letter)."""
