@@ -253,6 +253,11 @@ class AMISwitch:
         """True while the AMI session is logged in."""
         return bool(self.client.connected)
 
+    @property
+    def shutting_down(self) -> bool:
+        """True from the first sign of a shutdown until the switch is fully booted again."""
+        return bool(self._going)
+
     def health(self) -> tuple[bool, str]:
         """The health check's ``(ok, detail)``: logged in, and not shutting down."""
         if self._going:

@@ -59,6 +59,7 @@ class FakeSwitch:
 
     def __init__(self, *, connected: bool = True) -> None:
         self.connected = connected
+        self.shutting_down = False
         self.started_at: float | None = None
         self.originated: list[OriginateRequest] = []
         self.hung_up: list[tuple[str, int]] = []
@@ -174,10 +175,16 @@ class FakeSwitch:
             raise ValueError(f"unknown room command {command!r}")
         self.emit(RoomCommand(room, command, at, channel_id))
 
-    def shut_down(self, at: float, restart: bool = True) -> None:
-        """The switch announces it is shutting down (every leg is going), then goes."""
+    def shut_down(self, at: float, restart: bool = True, gone: bool = True) -> None:
+        """The switch announces it is shutting down (every leg is going), then goes.
+
+        ``gone=False``: the connection stays for now (the real switch closes it about a
+        second after its ``Shutdown`` event); :meth:`disconnect` ends it.
+        """
+        self.shutting_down = True
         self.emit(SwitchShutdown(at, restart))
-        self.disconnect(at, "the switch shut down")
+        if gone:
+            self.disconnect(at, "the switch shut down")
 
     def restart(self, at: float) -> None:
         """The switch is back after a restart (or crash) with no channel left."""
@@ -186,8 +193,9 @@ class FakeSwitch:
         self.connect(at)
 
     def connect(self, at: float) -> None:
-        """The switch becomes reachable."""
+        """The switch becomes reachable (fully booted)."""
         self.connected = True
+        self.shutting_down = False
         self.emit(SwitchConnected(at))
 
     def disconnect(self, at: float, reason: str = "connection lost") -> None:

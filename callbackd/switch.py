@@ -114,6 +114,10 @@ class ISwitch(Interface):
     """Originate, hang up, move and inspect legs; report what happens to them."""
 
     connected = Attribute("bool: the switch is reachable right now")
+    shutting_down = Attribute(
+        "bool: the switch said it is shutting down or restarting (and is not fully booted"
+        " again yet): a new call would fail"
+    )
     started_at = Attribute(
         "float | None: when the switch last (re)started, as far as it said (None: unknown);"
         " a leg dialled before then went with the switch"

@@ -1015,14 +1015,17 @@ def test_real_restart_health_until_fully_booted():
     """Health says "restarting" from the Shutdown until the reconnect's FullyBooted."""
     wire = run_restart()
     assert wire.switch.health() == (False, "switch restarting")
+    assert wire.switch.shutting_down
     wire.client.lose("closed")
     assert wire.switch.health() == (False, "switch restarting")
     protocol = wire.client.connect()
     assert wire.switch.health() == (False, "switch restarting")
+    assert (wire.switch.connected, wire.switch.shutting_down) == (True, True)
     messages = log_messages(RESTARTED)
     booted = next(m for m in messages if m.name == "FullyBooted")
     wire.feed(booted)
     assert wire.switch.health() == (True, "logged in")
+    assert not wire.switch.shutting_down
     assert wire.switch.started_at == wire.clock.seconds() - int(booted["Uptime"])
     assert protocol is wire.protocol
 
@@ -1048,6 +1051,7 @@ def test_a_hangup_refused_while_shutting_down_counts_as_done():
     assert results == [None, None]
     assert wire.events == [SwitchShutdown(wire.clock.seconds(), restart=False)]
     assert wire.switch.health() == (False, "switch shutting down")
+    assert wire.switch.shutting_down
 
 
 def test_an_action_carried_out_again_ends_the_shutdown():

@@ -892,6 +892,31 @@ def test_callback_is_refused_while_the_switch_is_down():
     assert world.cdrs() == {}
 
 
+def test_callback_is_refused_while_the_switch_is_shutting_down():
+    """Between the switch's Shutdown and its return a callback would fail: refused at once."""
+    world = World()
+    world.switch.shut_down(world.now(), restart=True, gone=False)
+    assert world.switch.connected  # the real switch closes the connection a second later
+    with pytest.raises(
+        CallbackRefused, match=r"^The switch is restarting; try again in a moment\.$"
+    ):
+        world.callback()
+    assert world.switch.originated == []
+    world.switch.restart(world.now() + 5)
+    assert world.callback()
+
+
+def test_add_is_refused_while_the_switch_is_shutting_down():
+    """ADD while the switch says it is going away is refused before anything is dialled."""
+    world = World()
+    sid = world.talking()
+    originated = len(world.switch.originated)
+    world.switch.shutting_down = True
+    with pytest.raises(CallbackRefused, match="The switch is restarting"):
+        result(world.manager.add_leg(sid, HAMBURG))
+    assert len(world.switch.originated) == originated
+
+
 def assert_indexes_match(manager):
     """The manager's indexes say what a scan of every session in flight says."""
     sessions = {sid: manager.state_of(sid) for sid in manager.sessions}
@@ -1005,7 +1030,9 @@ def test_a_charge_whose_state_was_never_saved_is_not_charged_again():
     world = World()
     sid = world.talking()
     world.clock.advance(10)
-    world.switch.hang_up(f"{sid}-b1", world.now())  # charged now, state saved at turn end
+    result(world.manager.hangup(sid))
+    # the destination's end, confirmed: charged now, the state saved at the turn's end
+    world.switch.hang_up(f"{sid}-b1", world.now())
     charged = world.balance()
     assert charged < 10_000_000
     after = crash(world, [])

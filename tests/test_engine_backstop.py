@@ -105,3 +105,14 @@ def test_the_backstop_of_a_long_call_is_renewed_before_it_cuts():
     # per leg: the first, then a renewal a second over every half hour (5 in 3 hours)
     assert len(world.switch.timeouts) == 2 * (1 + 5)
     assert sid in world.manager.sessions_of("alice")
+
+
+def test_one_backstop_per_leg_for_the_steps_of_one_input():
+    """The source's answer and the account's recompute it causes move the source's cut
+    twice in one run of the step loop: the switch hears the last one only."""
+    world = World(balance=credit_for(60))
+    world.clock.advance(1.0)
+    sid = world.callback()
+    world.clock.advance(1.1)  # the deadline given at the dialling is stale by now
+    world.switch.answer(f"{sid}-a1", world.now())
+    assert [channel for channel, _ in world.switch.timeouts] == [f"{sid}-a1"]

@@ -112,11 +112,26 @@ def test_real_hash11_ends_the_destination_at_once_and_keeps_the_source():
 
 
 def test_real_restart_ends_the_session_as_switch_lost():
-    """The real ``core restart now``: SwitchLost, the destination lost, nothing hung up after."""
+    """The real ``core restart now``: SwitchLost, every leg lost, nothing hung up after.
+
+    The source's Hangup came first and began the session's end; the refusal of the
+    daemon's Hangup of the destination ("Asterisk is shutting down") said why a moment
+    later: the source's CDR and its leg_ended wait for the session's finish, and say lost.
+    """
     replay = Replay(RESTART, "cb1mx57wnhb1")
     replay.play(replay.recording())
     cdrs = replay.world.cdrs()
-    assert (cdrs["session"].cause, cdrs["destination"].cause) == ("SwitchLost", "lost")
+    assert (cdrs["session"].cause, cdrs["source"].cause, cdrs["destination"].cause) == (
+        "SwitchLost",
+        "lost",
+        "lost",
+    )
+    ended = [(e.kind, e.leg, e.cause) for e in replay.world.events if e.kind.endswith("_ended")]
+    assert ended == [
+        ("leg_ended", "destination", "lost"),
+        ("leg_ended", "source", "lost"),
+        ("session_ended", "", ""),
+    ]
     # the one Hangup went out with the source's end, before anything said why
     assert [a.name for a in replay.actions()].count("Hangup") == 1
     replay.client.lose("closed")

@@ -17,6 +17,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import deferLater
+from zope.interface.verify import verifyObject
 
 from callbackd.ami.client import AMIClientService
 from callbackd.amiswitch import AMISwitch
@@ -391,8 +392,8 @@ async def test_contract(driver_class, scenario):
 
 
 def test_fake_provides_iswitch():
-    """FakeSwitch provides ISwitch."""
-    assert ISwitch.providedBy(FakeSwitch())
+    """FakeSwitch provides ISwitch, its attributes included."""
+    assert verifyObject(ISwitch, FakeSwitch())
 
 
 def test_fake_records_requests():
@@ -463,7 +464,9 @@ def test_fake_shut_down_and_restart():
     heard: list = []
     fake.add_listener(heard.append)
     fake.shut_down(5.0)
+    assert fake.shutting_down
     fake.restart(9.0)
+    assert not fake.shutting_down
     assert heard == [
         SwitchShutdown(5.0, True),
         SwitchDisconnected(5.0, "the switch shut down"),

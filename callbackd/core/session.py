@@ -33,10 +33,17 @@ up: the backstop, should the daemon not cut in time. The backstop never outlives
 paid time (whole seconds, rounded down) and looks at most :data:`BACKSTOP_HORIZON`
 seconds ahead (renewed by the ``credit`` timer when half of that is left); it is
 sent only when a leg's whole-second cut really changes: a paid time that moves earlier
-than the cut, or later by a second or more while the cut is near. So a change of an
+than the cut, or later into another whole second while the cut is near (a cut in the
+same whole second as the one the switch holds is not sent again). So a change of an
 account's distant deadline (its other calls going up and down) costs no switch action.
-A leg the switch hangs up at its backstop (the daemon frozen, or the two cuts racing)
-was cut for credit: the session ends as if the daemon had cut it.
+The daemon's own cut comes first: the ``credit`` timer fires at the paid time, or
+:data:`BACKSTOP_MARGIN` before the earliest backstop of the billed legs up when that
+is earlier (the backstop, in whole seconds from its sending, may fall up to a second
+before the paid time). Billing counts started seconds, so a cut a fraction of a second
+before the paid end bills the seconds actually used: the user loses less than a
+second of talk, never money.
+A leg the switch hangs up at its backstop anyway (the daemon frozen) was cut for
+credit: the session ends as if the daemon had cut it.
 When the credit timer fires, every leg is released and the session ends with
 ``Reason = OutOfCredit``.
 
@@ -53,7 +60,12 @@ used by the machine and the engine alike.
 
 Billing: a leg is billed from its own answer to its own end, both switch timestamps,
 rounded up to whole seconds and then to the rate's increments (:meth:`Rate.cost`). An
-answered leg is charged (:class:`ChargeLeg`) as soon as it ends; an unanswered leg gets
+answered leg is charged (:class:`ChargeLeg`) as soon as it ends, but for the source or
+destination whose own hang-up begins the session's end: that one is charged and
+announced (``leg_ended``) when the session finishes, within milliseconds once the other
+legs are released, so that a switch found going away meanwhile (:class:`SwitchLost`)
+marks it ``lost`` too; until then its cost counts for the account as a leg being
+released (:func:`credit_legs`). An unanswered leg gets
 its zero-cost CDR when the session finishes, so that an answer that the switch reports
 late (after the hangup) can still be billed. Every leg is charged exactly once:
 events for ended legs, duplicates and events of superseded attempts change nothing
@@ -99,6 +111,7 @@ from callbackd.core.routing import classify_failure
 
 __all__ = [
     "BACKSTOP_HORIZON",
+    "BACKSTOP_MARGIN",
     "CREDIT_TIMER",
     "MAX_ADDITIONAL",
     "RELEASE_TIMEOUT",
@@ -147,6 +160,9 @@ CREDIT_TIMER: Final = "credit"
 BACKSTOP_HORIZON: Final = 3600
 #: a leg the switch hangs up this close to its backstop was cut by the backstop
 BACKSTOP_SLACK: Final = 0.5
+#: the daemon cuts this long before the earliest backstop of a session's billed legs
+#: (when that comes before the paid time), so that its own cut comes first
+BACKSTOP_MARGIN: Final = 0.25
 #: seconds to wait for the switch to confirm a requested hangup
 RELEASE_TIMEOUT: Final = 10
 #: a session whose end began at most this long before the switch was found going away
@@ -608,6 +624,9 @@ class Leg:
     #: ``provider:cause`` of the superseded attempts
     failures: list[str] = field(default_factory=list)
     charged: bool = False
+    #: its own end began the session's end: it is charged and announced when the
+    #: session finishes (the switch found going away meanwhile relabels it ``lost``)
+    charge_held: bool = False
     billed_seconds: int = 0
     cost: int = 0
 
@@ -747,12 +766,19 @@ def credit_legs(state: SessionState, now: float) -> tuple[list[LegCharge], list[
 
     Going on: live billed legs whose hangup was not requested, up (elapsed since their
     answer) or being dialled (elapsed 0). Being released: legs up whose hangup was
-    requested; they still accrue until the switch confirms, but get no future time.
+    requested; they still accrue until the switch confirms, but get no future time; and
+    legs ended whose charge waits for the session's finish (``charge_held``), at their
+    final duration.
     """
     going: list[LegCharge] = []
     releasing: list[LegCharge] = []
     for leg in state.legs:
-        if not leg.billed or not leg.live or leg.rate is None:
+        if not leg.billed or leg.rate is None:
+            continue
+        if not leg.live:
+            if leg.charge_held and leg.answered_at is not None:
+                # ended, its charge held until the session finishes: it still counts
+                releasing.append(LegCharge(leg.rate, _seconds(leg.ended_at - leg.answered_at)))
             continue
         elapsed = 0
         if leg.state is LegState.UP and leg.answered_at is not None:
@@ -955,11 +981,23 @@ class _Step:
         leg.cause = leg.release_cause or cause
         self.emit(CancelTimer(f"ring-{leg.letter}"))
         self.emit(CancelTimer(f"release-{leg.letter}"))
-        if leg.answered_at is not None:
-            self.charge(leg)
-        if announce:
-            self.notify("leg_ended", leg, billed_seconds=leg.billed_seconds, cost=leg.cost)
+        if announce and self.begins_the_end(leg):
+            # charged and announced at the finish, within milliseconds once the other
+            # legs are released: the switch going away meanwhile makes the leg ``lost``
+            leg.charge_held = True
+        else:
+            if leg.answered_at is not None:
+                self.charge(leg)
+            if announce:
+                self.announce_end(leg)
         self.after_end(leg, was_up)
+
+    def begins_the_end(self, leg: Leg) -> bool:
+        """Whether the leg hanging up ends the session (``SourceHangup`` ...)."""
+        return not self.state.reason and leg.role in (SOURCE, DESTINATION) and leg.cause == HUNG_UP
+
+    def announce_end(self, leg: Leg) -> None:
+        self.notify("leg_ended", leg, billed_seconds=leg.billed_seconds, cost=leg.cost)
 
     def charge(self, leg: Leg) -> None:
         if leg.charged:
@@ -1044,7 +1082,10 @@ class _Step:
         if state.finished or not state.reason or any(leg.live for leg in state.legs):
             return
         for leg in state.legs:
-            self.charge(leg)  # the unanswered legs' zero-cost CDRs
+            self.charge(leg)  # the held ones, and the unanswered legs' zero-cost CDRs
+            if leg.charge_held:
+                leg.charge_held = False
+                self.announce_end(leg)
         state.phase = Phase.ENDED
         state.ended_at = max([self.now] + [leg.ended_at for leg in state.legs])
         charged = max((leg.billed_seconds for leg in state.legs if leg.billed), default=0)
@@ -1116,10 +1157,18 @@ class _Step:
         if allowed <= 0:
             self.end_session(reason, _CUT_CAUSE.get(reason, OUT_OF_CREDIT))
             return
-        state.credit_deadline = self.now + allowed
         renew = self.set_backstops(up, allowed, shared_until)
+        # the daemon's cut comes first: at the paid time, or a margin before the
+        # earliest backstop (whole seconds, so up to a second before the paid time)
+        cut = min(
+            [allowed] + [leg.deadline - BACKSTOP_MARGIN - self.now for leg in up if leg.deadline]
+        )
+        if cut <= 1e-6:
+            self.end_session(reason, _CUT_CAUSE.get(reason, OUT_OF_CREDIT))
+            return
+        state.credit_deadline = self.now + cut
         # one timer for both: the credit cut, or the recompute that renews a backstop
-        self.emit(ArmTimer(CREDIT_TIMER, allowed if renew is None else min(allowed, renew)))
+        self.emit(ArmTimer(CREDIT_TIMER, cut if renew is None else min(cut, renew)))
 
     def set_backstops(
         self, up: list[Leg], allowed: float, shared_until: float | None
@@ -1148,6 +1197,8 @@ class _Step:
             paid = math.floor(paid_until - now + 1e-6)
             # 0 would cancel the switch's cut: under a second left, the daemon cuts first
             seconds = max(1, min(paid, BACKSTOP_HORIZON))
+            if cut and cut <= paid_until + 1e-6 and _whole(cut) == _whole(now + seconds):
+                continue  # the same whole second as the cut the switch holds
             leg.deadline = now + seconds
             self.emit(SetAbsoluteTimeout(leg.channel_id, seconds))
             if seconds < paid:
@@ -1270,8 +1321,8 @@ class _Step:
         if state.reason:
             if state.reason in _DAEMON_REASONS or state.reason_at < recent:
                 return
-            # the leg's end that ended the session was the switch going away (the leg's
-            # CDR, charged at its end, keeps the cause it had then)
+            # the leg's end that ended the session was the switch going away (its charge
+            # and its leg_ended wait for the finish, see :meth:`end`)
             state.reason = Reason.SWITCH_LOST
             for leg in state.legs:
                 if not leg.live and leg.cause == HUNG_UP and leg.ended_at >= recent:
@@ -1375,6 +1426,11 @@ class _Step:
                 # the daemon asked it to go then: billed no further
                 end = min(end, max(leg.release_at, leg.answered_at or 0.0))
             self.end(leg, end, LOST)
+
+
+def _whole(instant: float) -> int:
+    """The whole second an instant falls in (float noise aside)."""
+    return math.floor(instant + 1e-6)
 
 
 def _seconds(duration: float) -> int:

@@ -19,8 +19,11 @@ re-arms its timer and the switch's AbsoluteTimeouts. When the budget runs out ev
 billed leg of the account is cut at the same instant with ``Reason = OutOfCredit``, or
 ``Reason = DailyLimit`` when the daily cap is what ran out. A new callback is refused
 ("Not enough credit...", "Daily spending limit reached.") when the joint time of the
-account's live legs and the new ones is 0. The daily cap counts a leg on the UTC day it
-ended; at UTC midnight the accounts with a cap and calls up are recomputed.
+account's live legs and the new ones is 0, and a new callback or ``ADD`` is refused
+(:data:`RESTARTING`) while the switch says it is shutting down or restarting. The daily
+cap counts a leg on the UTC day it ended; at UTC midnight the accounts with a cap and
+calls up are recomputed. The backstops (``AbsoluteTimeout``) a run of the step loop
+sets go to the switch when it rests, the last one of each leg only.
 
 Recovery (:class:`~callbackd.engine.recovery.Recovery`) runs at start and on every
 :class:`~callbackd.switch.SwitchConnected`; a heartbeat every ``heartbeat_interval``
@@ -68,7 +71,10 @@ from callbackd.switch import (
     SwitchShutdown,
 )
 
-__all__ = ["SessionManager", "Subscriber"]
+__all__ = ["RESTARTING", "SessionManager", "Subscriber"]
+
+#: the refusal of a new callback or leg while the switch is shutting down or restarting
+RESTARTING = "The switch is restarting; try again in a moment."
 
 log = Logger(namespace="callbackd.engine")
 
@@ -152,6 +158,9 @@ class SessionManager:
         self.timers = SessionTimers(clock, self._timer_fired)
         self._subscribers: list[tuple[str | None, Subscriber]] = []
         self._queue: list[tuple[str, Any]] = []
+        #: the backstops set in this run of the step loop, per channel: the last one
+        #: counts, sent when the loop rests (:meth:`_send_backstops`)
+        self._backstops: dict[str, tuple[str, int]] = {}
         self._busy = False
         self._heartbeat: LoopingCall | None = None
         self._listening = False
@@ -323,6 +332,7 @@ class SessionManager:
         if not self.switch.connected:
             # nothing could be dialled: say so now, not after failing every provider in turn
             raise CallbackRefused("The phone switch is not reachable right now; try again soon.")
+        self._refuse_while_shutting_down()
         session_id = self.sessions.new_id(self.clock.seconds())
         try:
             state, effects = machine.start(
@@ -363,10 +373,16 @@ class SessionManager:
 
     async def _add_leg(self, session_id: str, address: str, provider: str | None) -> None:
         self._state(session_id)
+        self._refuse_while_shutting_down()
         leg_address = self.legs.address(address)
         name = self.legs.provider_name(provider) if provider else None
         spec = await self.legs.leg_spec(leg_address, name)
         self._command(session_id, machine.AddLeg(spec))
+
+    def _refuse_while_shutting_down(self) -> None:
+        """A switch going away refuses every call: refuse a new leg at once."""
+        if self.switch.shutting_down:
+            raise CallbackRefused(RESTARTING)
 
     def drop_leg(self, session_id: str, address_or_role: str) -> defer.Deferred[None]:
         """``DEL``: hang up an additional leg (by address, leg name or letter)."""
@@ -466,6 +482,7 @@ class SessionManager:
                     queue += book.share_credit(book.dirty.pop())
         finally:
             self._busy = False
+            self._send_backstops()
 
     def _step(self, session_id: str, item: Any, refuse: bool) -> None:
         state = self.sessions.get(session_id)
@@ -550,19 +567,24 @@ class SessionManager:
         self.switch.originate(request).addErrback(refused)
 
     def _hangup(self, sid: str, effect: machine.Hangup) -> None:
+        self._backstops.pop(effect.channel_id, None)  # no backstop for a leg going now
         self._switch_call(sid, "hangup", self.switch.hangup, effect.channel_id, effect.cause)
 
     def _join_room(self, sid: str, effect: machine.JoinRoom) -> None:
         self._switch_call(sid, "join_room", self.switch.join_room, effect.channel_id, effect.room)
 
     def _set_absolute_timeout(self, sid: str, effect: machine.SetAbsoluteTimeout) -> None:
-        self._switch_call(
-            sid,
-            "set_absolute_timeout",
-            self.switch.set_absolute_timeout,
-            effect.channel_id,
-            effect.seconds,
-        )
+        # the steps of one input (a switch event, the account's credit recompute) may
+        # each move a leg's cut: only the last one goes to the switch
+        self._backstops[effect.channel_id] = (sid, effect.seconds)
+
+    def _send_backstops(self) -> None:
+        """Send each leg's last backstop of this run of the step loop."""
+        backstops, self._backstops = self._backstops, {}
+        for channel_id, (sid, seconds) in backstops.items():
+            self._switch_call(
+                sid, "set_absolute_timeout", self.switch.set_absolute_timeout, channel_id, seconds
+            )
 
     def _switch_call(self, sid: str, what: str, call: Callable[..., Any], *args: Any) -> None:
         def failed(failure: Failure) -> None:
@@ -605,6 +627,7 @@ class SessionManager:
 
     def _finish(self, sid: str, effect: machine.Finished) -> None:
         self.timers.cancel_session(sid)
+        self._backstops = {c: b for c, b in self._backstops.items() if b[0] != sid}
         self.sessions.drop(sid)
         self.stats.untrack(sid)
         self.writer.end(sid, effect.cdr)

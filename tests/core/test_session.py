@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from callbackd.core.credit import LegCharge
 from callbackd.core.rating import Rate
 from callbackd.core.session import (
+    BACKSTOP_MARGIN,
     CREDIT_TIMER,
     RELEASE_TIMEOUT,
     SWITCH_LOST_WINDOW,
@@ -452,6 +453,7 @@ def test_leg_cdrs_carry_the_provider_and_times():
     """A leg's CDR holds its provider, answer and end times, rate and cost."""
     session = Session().talking(source_at=100.0, destination_at=110.0)
     session.feed(LegHungUp(f"{SID}-b1", 140.0), 140.0)
+    session.feed(LegHungUp(f"{SID}-a1", 140.0), 140.0)
     cdr = next(c.cdr for c in session.charges() if c.leg == "destination")
     assert (cdr.cdr_id, cdr.provider, cdr.answered_at, cdr.ended_at, cdr.rate, cdr.cost) == (
         f"{SID}-b",
@@ -484,7 +486,8 @@ def test_a_leg_ended_twice_is_billed_once():
     session = Session().talking()
     session.feed(LegHungUp(f"{SID}-b1", 20.0), 20.0)
     session.feed(LegHungUp(f"{SID}-b1", 21.0), 21.0)
-    assert [c.leg for c in session.charges()] == ["destination"]
+    session.feed(LegHungUp(f"{SID}-a1", 21.0), 21.0)
+    assert sorted(c.leg for c in session.charges()) == ["destination", "source"]
 
 
 def test_unanswered_legs_get_a_zero_cost_cdr_at_the_end():
@@ -511,6 +514,7 @@ def test_free_legs_cost_nothing():
     """A SIP source costs nothing, however long it is up."""
     session = Session(source=FREE).talking(source_at=0.0, destination_at=0.0)
     session.feed(LegHungUp(f"{SID}-a1", 600.0), 600.0)
+    session.feed(LegHungUp(f"{SID}-b1", 600.0), 600.0)
     charge = next(c for c in session.charges() if c.leg == "source")
     assert (charge.cost, charge.billed_seconds) == (0, 600)
 
@@ -553,7 +557,8 @@ def test_credit_timer_matches_the_balance():
     session = Session(balance=balance)
     session.feed(LegAnswered(f"{SID}-a1", 10.0), 10.0)
     effects = session.feed(LegAnswered(f"{SID}-b1", 10.0), 10.0)
-    assert ArmTimer(CREDIT_TIMER, 60) in effects
+    # a margin before the backstops (whole seconds: here the paid time itself)
+    assert ArmTimer(CREDIT_TIMER, 60 - BACKSTOP_MARGIN) in effects
 
 
 def test_credit_sets_absolute_timeouts_on_billed_legs():
@@ -589,6 +594,45 @@ def test_a_cut_moved_earlier_is_sent_again():
     }
 
 
+def test_a_cut_in_the_same_whole_second_is_not_sent_again():
+    """A later cut in the whole second of the one the switch holds is not worth an action."""
+    session = Session().talking(source_at=0.0, destination_at=0.0)
+    session.feed(CreditDeadline(20.0), 0.0)
+    # 50 ms later the account's deadline crept forward by 50 ms, into the legs' 21st
+    # billed second: the best cut from now (0.05 + 20) falls in second 20 like the one
+    # the switch holds (0.0 + 20)
+    effects = session.feed(CreditDeadline(20.05), 0.05)
+    assert of(effects, SetAbsoluteTimeout) == []
+    # a second more is a real change
+    effects = session.feed(CreditDeadline(21.05), 0.05)
+    assert set(of(effects, SetAbsoluteTimeout)) == {
+        SetAbsoluteTimeout(f"{SID}-a1", 21),
+        SetAbsoluteTimeout(f"{SID}-b1", 21),
+    }
+
+
+def test_the_daemon_cuts_a_margin_before_a_backstop_short_of_the_paid_time():
+    """The switch's cut (whole seconds from the send) may fall up to a second before the
+    paid time: the daemon's own cut comes a margin before it, for the credit and billed
+    by the seconds talked."""
+    session = Session().talking(source_at=10.0, destination_at=10.0)
+    # the account's deadline, heard 0.6 s later: paid until 70.0, a cut from now 69.6
+    effects = session.feed(CreditDeadline(70.0), 10.6)
+    assert set(of(effects, SetAbsoluteTimeout)) == {
+        SetAbsoluteTimeout(f"{SID}-a1", 59),
+        SetAbsoluteTimeout(f"{SID}-b1", 59),
+    }
+    [arm] = credit_arms(effects)
+    assert arm == pytest.approx(59 - BACKSTOP_MARGIN)
+    effects = session.feed(TimerFired(CREDIT_TIMER), 10.6 + arm)
+    assert {h.channel_id for h in of(effects, Hangup)} == {f"{SID}-a1", f"{SID}-b1"}
+    assert session.state.reason == Reason.OUT_OF_CREDIT
+    for channel in ("a1", "b1"):
+        session.feed(LegHungUp(f"{SID}-{channel}", 69.36, 16), 69.36)
+    # 59.36 s talked: 60 started seconds billed, no more than paid
+    assert [c.billed_seconds for c in session.charges()] == [60, 60]
+
+
 def test_credit_timer_cuts_every_leg_with_out_of_credit():
     """When the credit timer fires, every leg is hung up and the reason is OutOfCredit."""
     balance = PROXICOM.cost(60) + PAKLINE.cost(60)
@@ -608,7 +652,7 @@ def test_top_up_extends_the_credit_timer():
     session = Session(balance=balance).talking(source_at=10.0, destination_at=10.0)
     effects = session.feed(BalanceChanged(balance * 2), 40.0)
     [arm] = [a for a in of(effects, ArmTimer) if a.name == CREDIT_TIMER]
-    assert arm.seconds == 90
+    assert arm.seconds == 90 - BACKSTOP_MARGIN
 
 
 def test_a_credit_timer_after_a_top_up_re_arms_instead_of_cutting():
@@ -618,7 +662,7 @@ def test_a_credit_timer_after_a_top_up_re_arms_instead_of_cutting():
     session.state.balance *= 2  # as if a top-up had been applied without a recompute
     effects = session.feed(TimerFired(CREDIT_TIMER), 70.0)
     assert not of(effects, Hangup)
-    assert ArmTimer(CREDIT_TIMER, 60) in effects
+    assert ArmTimer(CREDIT_TIMER, 60 - BACKSTOP_MARGIN) in effects
 
 
 def test_dropping_a_billed_leg_lengthens_the_allowed_time():
@@ -663,7 +707,7 @@ def test_account_deadline_earlier_than_the_own_limit_arms_the_timer():
     """A CreditDeadline before what the balance alone allows moves the timer and timeouts."""
     session = Session().talking(0.0, 0.0)
     effects = session.feed(CreditDeadline(40.0), 10.0)
-    assert credit_arms(effects) == [30]
+    assert credit_arms(effects) == [30 - BACKSTOP_MARGIN]
     assert set(of(effects, SetAbsoluteTimeout)) == {
         SetAbsoluteTimeout(f"{SID}-a1", 30),
         SetAbsoluteTimeout(f"{SID}-b1", 30),
@@ -675,7 +719,7 @@ def test_account_deadline_never_lengthens_the_own_limit():
     balance = PROXICOM.cost(60) + PAKLINE.cost(60)
     session = Session(balance=balance).talking(0.0, 0.0)
     effects = session.feed(CreditDeadline(500.0), 10.0)
-    assert credit_arms(effects) == [50]
+    assert credit_arms(effects) == [50 - BACKSTOP_MARGIN]
 
 
 def test_account_deadline_cuts_every_leg_with_out_of_credit():
@@ -719,7 +763,7 @@ def test_lifting_the_account_deadline_restores_the_own_limit():
     session = Session(balance=balance).talking(0.0, 0.0)
     session.feed(CreditDeadline(30.0), 10.0)
     effects = session.feed(CreditDeadline(None), 20.0)
-    assert credit_arms(effects) == [80]
+    assert credit_arms(effects) == [80 - BACKSTOP_MARGIN]
 
 
 def test_free_sessions_ignore_the_account_deadline():
@@ -735,7 +779,7 @@ def test_a_leg_being_dialled_is_held_to_the_account_deadline():
     session = Session()
     session.feed(LegAnswered(f"{SID}-a1", 2.0), 2.0)
     effects = session.feed(CreditDeadline(32.0), 2.0)
-    assert credit_arms(effects) == [30]
+    assert credit_arms(effects) == [30 - BACKSTOP_MARGIN]
 
 
 def test_credit_legs_split_going_and_released_legs():
@@ -896,6 +940,34 @@ def test_switch_lost_relabels_a_leg_end_of_the_same_instant():
     [ended] = events(effects, "session_ended")
     assert ended.reason == Reason.SWITCH_LOST
     assert [leg.cause for leg in session.state.legs] == ["lost", "lost"]
+    # every lost leg lost: the source's CDR and leg_ended too, though its end came first
+    assert {c.leg: c.cdr.cause for c in session.charges()} == {
+        "source": "lost",
+        "destination": "lost",
+    }
+    assert [(e.leg, e.cause) for e in events(session.all, "leg_ended")] == [
+        ("destination", "lost"),
+        ("source", "lost"),
+    ]
+    assert [e.kind for e in events(effects)][-1] == "session_ended"
+
+
+def test_a_leg_that_ends_the_session_is_charged_once_when_it_finishes():
+    """The source's own hang-up: its charge waits for the session's finish, and counts
+    for the account meanwhile as a leg being released."""
+    session = Session().talking(1.0, 3.0)
+    effects = session.feed(LegHungUp(f"{SID}-a1", 20.5), 20.5)
+    assert of(effects, ChargeLeg) == []
+    assert credit_legs(session.state, 20.6) == (
+        [],
+        [LegCharge(PROXICOM, 20), LegCharge(PAKLINE, 18)],
+    )
+    session.feed(LegHungUp(f"{SID}-b1", 20.6), 20.6)
+    assert [(c.leg, c.billed_seconds) for c in session.charges()] == [
+        ("destination", 18),
+        ("source", 20),
+    ]
+    assert [e.cause for e in events(session.all, "leg_ended")] == ["hung up", "hung up"]
 
 
 @pytest.mark.parametrize(
@@ -953,7 +1025,7 @@ def test_reconcile_keeps_live_legs_and_re_arms_credit():
     restored = SessionState.from_dict(json.loads(json.dumps(session.state.to_dict())))
     session.state = restored
     effects = session.feed(Reconcile({f"{SID}-a1": "up", f"{SID}-b1": "up"}), 100.0)
-    assert ArmTimer(CREDIT_TIMER, 500) in effects
+    assert ArmTimer(CREDIT_TIMER, 500 - BACKSTOP_MARGIN) in effects
     assert not of(effects, ChargeLeg)
 
 

@@ -355,8 +355,11 @@ def test_out_of_credit_cuts_the_call_at_the_computed_second(rig_factory):
         assert cdr["cause"] == "out of credit", cdr  # the daemon's cut, not the switch's
     assert rig.balance("carol") == credit - total
     assert credit - total >= 0  # credit_limit 0: the floor is 0
-    # cut at the last second that fits: one more second on every leg would not
-    assert sum(expected_cost(price, c["billed_seconds"] + 1) for c in legs.values()) > credit
+    # cut within the last second that fits: the daemon cuts a quarter second before the
+    # earliest backstop (whole seconds from its sending, so at or up to a second before
+    # the paid end), which may leave each leg's last paid second unstarted (not billed
+    # either); two more seconds on every leg would not fit
+    assert sum(expected_cost(price, c["billed_seconds"] + 2) for c in legs.values()) > credit
     assert rig.sessions_in_redis() == []
     assert rig.wait_no_channels() == []
 
