@@ -137,7 +137,9 @@ class PumpedEndpoint:
 class Rig:
     """One manager on the AMI switch on the simulated Asterisk, alice's account funded."""
 
-    def __init__(self, balance: int = 10_000_000, rules: Iterable[str] = PSTN_RULES) -> None:
+    def __init__(
+        self, balance: int = 10_000_000, rules: Iterable[str] = PSTN_RULES, max_sessions: int = 2
+    ) -> None:
         #: the switch's time, and the daemon's (apart only while the daemon is frozen)
         self.clock, self.daemon_clock = Clock(), Clock()
         self.clock.advance(START)
@@ -149,7 +151,9 @@ class Rig:
         self.client = AMIClientService(self.endpoint, USERNAME, SECRET, clock=clock)
         self.switch = AMISwitch(self.client, clock=clock)
         self.store = MemoryStore(clock, BcryptHasher(rounds=4, run_in_thread=False))
-        self.wait(self.store.create_account(Account("alice"), "secret-pw"))
+        self.wait(
+            self.store.create_account(Account("alice", max_sessions=max_sessions), "secret-pw")
+        )
         if balance:
             self.wait(self.store.credit("alice", balance, "initial"))
         self.manager = SessionManager(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from callbackd.core.session import BACKSTOP_HORIZON
+from callbackd.core.session import BACKSTOP_HORIZON, BACKSTOP_RENEW
 from tests.test_engine import (
     DESTINATION,
     SELL_92,
@@ -92,18 +92,19 @@ def test_absolute_timeouts_grow_linearly_with_an_accounts_calls(calls):
 
 
 def test_the_backstop_of_a_long_call_is_renewed_before_it_cuts():
-    """With credit for hours the switch's cut is an hour ahead at most, renewed in time."""
+    """With credit for hours the switch's cut is a lease ahead at most, renewed in time."""
     world = World()
     cuts = switch_cuts(world)
     sid = world.talking()
     first = dict(cuts)
     assert all(cut == world.now() + BACKSTOP_HORIZON for cut in first.values())
-    for _ in range(3 * 60):
-        world.clock.advance(60)
-        assert all(cut > world.now() + 60 for cut in cuts.values())
+    for _ in range(3 * 360):
+        world.clock.advance(10)
+        assert all(cut > world.now() + BACKSTOP_RENEW - 10 for cut in cuts.values())
     assert world.switch.hung_up == []
-    # per leg: the first, then a renewal a second over every half hour (5 in 3 hours)
-    assert len(world.switch.timeouts) == 2 * (1 + 5)
+    # per leg: the first, then a renewal a second into every renewal window
+    renewals = 3 * 3600 // (BACKSTOP_HORIZON - BACKSTOP_RENEW + 1)
+    assert len(world.switch.timeouts) == 2 * (1 + renewals)
     assert sid in world.manager.sessions_of("alice")
 
 

@@ -373,3 +373,35 @@ def test_switch_restart_while_talking(rig):
     # half hanging up first is what every far-end hang-up looks like), and its refusal
     # ("Asterisk is shutting down") is what says so in time to mark the source lost too
     assert rig.actions() == call_actions(first, AbsoluteTimeout=2)
+
+
+#: the real trial's account: about six hours of one two-leg call (the recordings'
+#: backstop of a lone call was ``Timeout: 21428``), so about 18 minutes each for 20
+#: calls at once (the daemon of that time sent 6 AbsoluteTimeouts for 1 call, 85 for 5,
+#: 250 for 10, 1,000 for 20)
+SIX_HOURS = 2 * SELL.cost(21428)
+
+
+@pytest.mark.parametrize("calls", [1, 5, 10, 20])
+def test_concurrent_calls_of_one_account_send_one_backstop_per_leg(calls):
+    """Calls of one account set up one after the other, talking, hung up: each leg's
+    cut is set once (the account's shrinking and growing deadline stays beyond each
+    backstop's lease, so no other call moves it): linear in the calls."""
+    rig = Rig(balance=SIX_HOURS, max_sessions=calls)
+    try:
+        sids = []
+        for i in range(calls):
+            sids.append(rig.callback(f"+1555001{1000 + i:04d}", f"+1555001{2000 + i:04d}"))
+            rig.run_until(lambda: rig.talking(sids[-1]))
+        rig.run(10)
+        for sid in sids:
+            rig.wait(rig.manager.hangup(sid))
+        rig.run(3)
+        assert [ended(rig, sid).reason for sid in sids] == [Reason.HANGUP] * calls
+        actions = rig.actions()
+        assert actions == Counter(
+            Originate=2 * calls, Redirect=calls, Hangup=2 * calls, AbsoluteTimeout=2 * calls
+        )
+        assert all(len(cuts) == 1 for cuts in rig.cuts().values())
+    finally:
+        rig.stop()

@@ -31,11 +31,14 @@ changes, the allowed remaining time is recomputed; the machine then (re)arms its
 ``credit`` timer and sets the switch's ``AbsoluteTimeout`` on every billed leg that is
 up: the backstop, should the daemon not cut in time. The backstop never outlives the
 paid time (whole seconds, rounded down) and looks at most :data:`BACKSTOP_HORIZON`
-seconds ahead (renewed by the ``credit`` timer when half of that is left); it is
-sent only when a leg's whole-second cut really changes: a paid time that moves earlier
-than the cut, or later into another whole second while the cut is near (a cut in the
-same whole second as the one the switch holds is not sent again). So a change of an
-account's distant deadline (its other calls going up and down) costs no switch action.
+seconds ahead (a lease, renewed by the ``credit`` timer when :data:`BACKSTOP_RENEW`
+seconds of it are left); it is sent only when a leg's whole-second cut really changes:
+a paid time that moves earlier than the cut, or later into another whole second while
+the cut is near (a cut in the same whole second as the one the switch holds is not
+sent again). So a change of an account's deadline beyond the lease (its other calls
+going up and down) costs no switch action, and the actions stay linear in an account's
+calls; only an account with less than a lease of time left moves every leg's cut
+earlier when a call joins (its share must come from the others at once).
 The daemon's own cut comes first: the ``credit`` timer fires at the paid time, or
 :data:`BACKSTOP_MARGIN` before the earliest backstop of the billed legs up when that
 is earlier (the backstop, in whole seconds from its sending, may fall up to a second
@@ -111,6 +114,7 @@ from callbackd.core.routing import classify_failure
 
 __all__ = [
     "BACKSTOP_HORIZON",
+    "BACKSTOP_RENEW",
     "BACKSTOP_MARGIN",
     "CREDIT_TIMER",
     "MAX_ADDITIONAL",
@@ -156,8 +160,15 @@ __all__ = [
 
 #: the daemon's credit timer
 CREDIT_TIMER: Final = "credit"
-#: seconds ahead the switch's backstop is set at most (renewed when half is left)
-BACKSTOP_HORIZON: Final = 3600
+#: seconds ahead the switch's backstop is set at most: a lease, renewed when only
+#: :data:`BACKSTOP_RENEW` seconds of it are left. An account with more time than this
+#: moves no backstop when its other calls come and go (the count of actions stays
+#: linear in its calls); one with less needs every new call's share taken from the
+#: others' cuts at once, since a cut may never outlive the paid time
+BACKSTOP_HORIZON: Final = 600
+#: seconds before a backstop short of the paid time is renewed (a distant one is left
+#: alone however the paid time moves, so long as it is earlier)
+BACKSTOP_RENEW: Final = 60
 #: a leg the switch hangs up this close to its backstop was cut by the backstop
 BACKSTOP_SLACK: Final = 0.5
 #: the daemon cuts this long before the earliest backstop of a session's billed legs
@@ -1191,9 +1202,9 @@ class _Step:
             if cut and cut <= paid_until + 1e-6:
                 if cut > paid_until - 1 + 1e-6:
                     continue  # the best whole-second cut already
-                if cut - now > BACKSTOP_HORIZON / 2:
+                if cut - now > BACKSTOP_RENEW:
                     renew = cut if renew is None else min(renew, cut)
-                    continue  # short of a distant deadline: renewed before it matters
+                    continue  # short of the paid time: renewed before it matters
             paid = math.floor(paid_until - now + 1e-6)
             # 0 would cancel the switch's cut: under a second left, the daemon cuts first
             seconds = max(1, min(paid, BACKSTOP_HORIZON))
@@ -1205,8 +1216,8 @@ class _Step:
                 renew = leg.deadline if renew is None else min(renew, leg.deadline)
         if renew is None:
             return None
-        # a second past the half-way mark, so that the recompute then renews
-        return renew - BACKSTOP_HORIZON / 2 - now + 1
+        # a second into the renewal window, so that the recompute then renews
+        return renew - BACKSTOP_RENEW - now + 1
 
     # -- commands -----------------------------------------------------------------------
 
