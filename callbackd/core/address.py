@@ -28,6 +28,7 @@ from typing import Final
 __all__ = [
     "KINDS",
     "AddressError",
+    "MAX_LENGTH",
     "LegAddress",
     "PhoneReader",
     "parse_address",
@@ -62,8 +63,9 @@ _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9]*):(.*)", re.ASCII | re.DOTALL)
 # separators people write inside numbers: spaces, dashes, dots, parentheses
 _SEPARATORS = re.compile(r"[ \t\-.()]+")
 _DIGITS = re.compile(r"\+?[0-9]+", re.ASCII)
-# long enough for any real address; stops pathological input early
-_MAX_LENGTH = 256
+#: the longest text read as an address: long enough for any real one, it stops
+#: pathological input early
+MAX_LENGTH: Final = 256
 
 
 class AddressError(ValueError):
@@ -171,7 +173,7 @@ def parse_address(text: str, default_region: str, read_phone: PhoneReader) -> Le
     (:func:`callbackd.numbers.read_phone`, which also offers this function with it).
     """
     stripped = text.strip()
-    if not stripped or len(stripped) > _MAX_LENGTH:
+    if not stripped or len(stripped) > MAX_LENGTH:
         raise _not_an_address(stripped)
     match = _SCHEME.fullmatch(stripped)
     if match is None:
