@@ -36,8 +36,9 @@ engine reads them with :func:`callbackd.numbers.parse_address` and refuses bad o
 with its own reply. The grammar only refuses what can never be a leg: more than
 :data:`callbackd.core.address.MAX_LENGTH` characters, or anything but printable ASCII
 (whitespace cannot be inside a leg, since it separates tokens). ``via`` is always the
-keyword, never a leg. A ``DEL`` target of at most three digits (or a minus and digits)
-is an index, anything longer a leg, so that ``DEL 030123456`` names a national number.
+keyword, never a leg. A ``DEL`` target of one to three digits, perhaps after a minus,
+is an index (from 1; ``0`` and negatives are refused), anything longer a leg, so that
+``DEL 030123456`` names a national number.
 
 Every refusal is a :class:`CommandError` whose ``code`` is a message id of the
 catalogue (one of :data:`ERROR_CODES`) and whose ``params`` fill its placeholders; no
@@ -302,7 +303,7 @@ def _split_via(command: str, args: list[str]) -> tuple[list[str], list[str]]:
 
 def _leg(text: str) -> str:
     """The leg as written, if it could be an address at all."""
-    if len(text) > MAX_LEG or _LEG.fullmatch(text) is None:
+    if len(text) > MAX_LEG or _LEG.fullmatch(text) is None or _is_via(text):
         raise CommandError("bad_leg", leg=text[:_SHOWN_LEG])
     return text
 

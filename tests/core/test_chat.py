@@ -125,6 +125,8 @@ REFUSED = [
     ("RATE \uff0b4930123456", "bad_leg", {"leg": "\uff0b4930123456"}),
     ("DEL sip:b\u00f8b@example.com", "bad_leg", {"leg": "sip:b\u00f8b@example.com"}),
     ("ADD " + "9" * (MAX_LEG + 1), "bad_leg", {"leg": "9" * 40}),
+    ("RATE via", "bad_leg", {"leg": "via"}),
+    ("DEL Via", "bad_leg", {"leg": "Via"}),
     ("DEL 0", "bad_index", {"index": "0"}),
     ("DEL 000", "bad_index", {"index": "000"}),
     ("DEL -1", "bad_index", {"index": "-1"}),
