@@ -13,9 +13,9 @@ from twisted.python.failure import Failure
 from callbackd.config import GatewaysConfig
 from callbackd.core.model import CDR, Account, AccountStatus
 from callbackd.core.rating import Deck, Rate
-from callbackd.core.session import render
 from callbackd.engine import CallbackRefused, Provider, SessionManager
 from callbackd.fakeswitch import FakeSwitch
+from callbackd.i18n import progress, translator
 from callbackd.store.hashing import BcryptHasher
 from callbackd.store.memory import MemoryStore
 from callbackd.switch import ChannelInfo, LegHungUp
@@ -104,7 +104,7 @@ class World:
         return {c.leg or "session": c for c in result(self.store.list_cdrs("alice"))}
 
     def texts(self):
-        return [render(e, 5) for e in self.events]
+        return [progress.render(e, translator("en"), 5) for e in self.events]
 
 
 # -- the whole call -----------------------------------------------------------------

@@ -108,7 +108,6 @@ from callbackd.core.events import (
     RoomCommand,
 )
 from callbackd.core.model import CDR
-from callbackd.core.money import format_amount
 from callbackd.core.rating import Rate
 from callbackd.core.routing import classify_failure
 
@@ -151,8 +150,6 @@ __all__ = [
     "SwitchLost",
     "TimerFired",
     "credit_legs",
-    "list_text",
-    "render",
     "start",
     "step",
     "summary",
@@ -524,7 +521,8 @@ class SessionEvent:
     ``destination_dropped`` (``#11``: ``role`` is ``destination`` when the destination
     was among the legs ended, else ``additional``), ``session_ended``,
     ``credit_updated``. Money (``rate``, ``total_rate``, ``cost``,
-    ``balance``) is in minor units.
+    ``balance``) is in minor units. The words for an event, in a user's language, are
+    :func:`callbackd.i18n.progress.render`'s.
     """
 
     kind: str
@@ -556,52 +554,6 @@ class SessionEvent:
 
 
 _EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(SessionEvent))
-
-
-def _money(amount: int, decimals: int) -> str:
-    return format_amount(amount, decimals)
-
-
-def render(event: SessionEvent, decimals: int, currency: str = "") -> str:
-    """GTalk2VoIP's words for ``event`` ("" for events that need no text of their own)."""
-    role = event.role.capitalize()
-    kind = event.kind
-    if kind == "session_started":
-        return ""
-    if kind == "leg_calling":
-        text = f"Calling {event.role}: {event.address}"
-        if event.rate:
-            text += f", cost = {_money(event.rate, decimals)}"
-        return text + (f" via {event.provider}" if event.provider else "")
-    if kind == "leg_ringing":
-        return f"{role} ringing..."
-    if kind == "leg_answered":
-        return f"{role} answered." if event.role == SOURCE else ""
-    if kind == "leg_failed":
-        if event.next_provider:
-            return f"{role} {event.cause}, trying {event.next_provider}..."
-        if event.role in (SOURCE, DESTINATION):
-            return f"{role} {event.cause}. Call aborted!"
-        return f"{role} {event.address}: {event.cause}."
-    if kind == "talking":
-        return f"Remote answered. Now talking. Cost = {_money(event.total_rate, decimals)}"
-    if kind == "party_answered":
-        return f"Party answered. Now talking. Cost = {_money(event.rate, decimals)}"
-    if kind == "destination_dropped":
-        if event.role == DESTINATION:
-            return "Destination disconnected by #11."
-        return "Additional parties disconnected by #11."
-    if kind == "leg_ended":
-        if event.role == ADDITIONAL:
-            return f"{role} {event.address} left the call ({event.cause})."
-        return ""
-    if kind == "session_ended":
-        head = "Call aborted! Thank you!\n" if event.reason == Reason.HANGUP else "Thank you!\n"
-        return f"{head}Charged time: {event.billed_seconds} secs. Reason = {event.reason}"
-    if kind == "credit_updated":
-        unit = f" {currency}" if currency else ""
-        return f"Balance: {_money(event.balance, decimals)}{unit}"
-    return ""
 
 
 # -- state --------------------------------------------------------------------------
@@ -800,18 +752,6 @@ def credit_legs(state: SessionState, now: float) -> tuple[list[LegCharge], list[
         else:
             going.append(LegCharge(leg.rate, elapsed))
     return going, releasing
-
-
-def list_text(state: SessionState) -> str:
-    """The ``LIST`` reply: the legs that are up, with their providers."""
-    parts = []
-    for leg in state.legs:
-        if leg.state is LegState.UP:
-            via = f" Via: {leg.provider}" if leg.provider else ""
-            parts.append(f"{leg.role.capitalize()}: {leg.address}{via}")
-    if not parts:
-        return "No connected legs."
-    return "List of connected legs: " + ", ".join(parts)
 
 
 # -- the machine --------------------------------------------------------------------

@@ -56,6 +56,7 @@ from callbackd.engine.recovery import Recovery
 from callbackd.engine.sessions import SessionTable
 from callbackd.engine.timers import SessionTimers
 from callbackd.engine.writer import SessionWriter
+from callbackd.i18n import DEFAULT_LANGUAGE, progress, translator
 from callbackd.store.interface import IStore
 from callbackd.switch import (
     ISwitch,
@@ -393,9 +394,10 @@ class SessionManager:
         """``HANGUP``: end the session and every leg."""
         return defer.maybeDeferred(self._command, session_id, machine.HangupSession())
 
-    def list_legs(self, session_id: str) -> str:
-        """The ``LIST`` reply."""
-        return machine.list_text(self._state(session_id))
+    def list_legs(self, session_id: str, language: str = DEFAULT_LANGUAGE) -> str:
+        """The ``LIST`` reply, in ``language`` (:data:`callbackd.i18n.LANGUAGES`)."""
+        legs = machine.summary(self._state(session_id))["legs"]
+        return progress.list_text(legs, translator(language))
 
     def status(self, session_id: str) -> dict[str, Any]:
         """A JSON-able summary of the session."""
