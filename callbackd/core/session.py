@@ -193,7 +193,16 @@ ADDITIONAL: Final = "additional"
 
 
 class SessionError(Exception):
-    """A command the session cannot carry out now; ``str()`` is fit for users."""
+    """A command the session cannot carry out now; ``str()`` is fit for users, in English.
+
+    ``code`` and ``params``: the message catalogue's id of the text and its placeholders
+    (``callbackd.i18n``, whose English text is ``str()``), for other languages.
+    """
+
+    def __init__(self, message: str, code: str = "", **params: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.params = params
 
 
 class LegState(str, Enum):
@@ -1198,13 +1207,25 @@ class _Step:
     def add_leg(self, spec: LegSpec) -> None:
         state = self.state
         if state.phase is not Phase.TALKING:
-            raise SessionError("Legs can be added only once the call is connected.")
+            raise SessionError(
+                "Legs can be added only once the call is connected.", "refusal.not_connected"
+            )
         if not spec.routes:
-            raise SessionError(f"No route to {spec.address}.")
+            raise SessionError(
+                f"No route to {spec.address}.", "refusal.no_route", address=spec.address
+            )
         if state.additional_count >= MAX_ADDITIONAL:
-            raise SessionError(f"At most {MAX_ADDITIONAL} additional legs can be added.")
+            raise SessionError(
+                f"At most {MAX_ADDITIONAL} additional legs can be added.",
+                "refusal.too_many_legs",
+                count=MAX_ADDITIONAL,
+            )
         if any(leg.live and leg.address == spec.address for leg in state.legs):
-            raise SessionError(f"{spec.address} is already in the call.")
+            raise SessionError(
+                f"{spec.address} is already in the call.",
+                "refusal.already_in_call",
+                address=spec.address,
+            )
         state.additional_count += 1
         number = state.additional_count
         leg = Leg(
@@ -1231,11 +1252,16 @@ class _Step:
         ]
         if any(leg.role in (SOURCE, DESTINATION) for leg in matches):
             raise SessionError(
-                "Dropping the source or destination leg is impossible; use HANGUP to end the call."
+                "Dropping the source or destination leg is impossible; use HANGUP to end the call.",
+                "refusal.drop_main_leg",
             )
         additional = [leg for leg in matches if leg.role == ADDITIONAL]
         if not additional:
-            raise SessionError(f"{wanted} is not an additional leg of this call.")
+            raise SessionError(
+                f"{wanted} is not an additional leg of this call.",
+                "refusal.not_additional",
+                leg=wanted,
+            )
         for leg in additional:
             self.release(leg, KICKED)
         self.recompute()
@@ -1405,9 +1431,13 @@ def start(
 ) -> tuple[SessionState, list[Effect]]:
     """A new session: the source leg is dialled first."""
     if not source.routes:
-        raise SessionError(f"No route to {source.address}.")
+        raise SessionError(
+            f"No route to {source.address}.", "refusal.no_route", address=source.address
+        )
     if not destination.routes:
-        raise SessionError(f"No route to {destination.address}.")
+        raise SessionError(
+            f"No route to {destination.address}.", "refusal.no_route", address=destination.address
+        )
     state = SessionState(
         session_id=session_id,
         username=username,
@@ -1477,7 +1507,7 @@ def step(
     """
     if state.finished:
         if isinstance(event, AddLeg | DropLeg):
-            raise SessionError("The call is over.")
+            raise SessionError("The call is over.", "refusal.call_over")
         return state, []
     run = _Step(_copy(state), now)
     if isinstance(event, LegRinging | LegAnswered | LegJoined | LegFailed | LegHungUp):

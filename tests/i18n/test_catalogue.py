@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 
 import pytest
@@ -140,3 +141,34 @@ def test_the_ids_the_chat_front_uses_have_their_placeholders():
     """The chat replies and grammar errors exist with the placeholders promised."""
     english = load_messages("en")
     assert {msgid: placeholders(english.get(msgid, "?")) for msgid in REQUIRED} == REQUIRED
+
+
+PACKAGE = LOCALE_DIR.parent.parent
+#: a catalogue id written out in the code
+WRITTEN_ID = re.compile(
+    r"""["']((?:refusal|progress|list|chat|error|role|cause|reason)\.[a-z_.]+)["']"""
+)
+
+
+def test_every_id_the_code_names_is_in_the_catalogue():
+    """No text the code asks for by name is missing from the template."""
+    template = {m.id for m in read(TEMPLATE) if m.id}
+    named = {
+        match
+        for path in PACKAGE.rglob("*.py")
+        for match in WRITTEN_ID.findall(path.read_text(encoding="utf-8"))
+    }
+    assert "refusal.no_credit" in named
+    assert named - template == set()
+
+
+def test_every_refusal_is_raised_somewhere():
+    """Each refusal text of the catalogue is one the engine or the session machine gives."""
+    code = "\n".join(path.read_text(encoding="utf-8") for path in PACKAGE.rglob("*.py"))
+    refusals = {m.id for m in read(TEMPLATE) if m.id and m.id.startswith("refusal.")}
+    # the one raised through an f-string: refusal.same_{what}
+    unused = {r for r in refusals if f'"{r}"' not in code} - {
+        "refusal.same_number",
+        "refusal.same_address",
+    }
+    assert unused == set()
