@@ -21,6 +21,7 @@ from twisted.internet import defer
 
 from callbackd.core import session as machine
 from callbackd.core.money import format_amount
+from callbackd.i18n import DEFAULT_LANGUAGE, progress, translator
 
 __all__ = ["operator_helpers", "progress_logger"]
 
@@ -124,13 +125,15 @@ def progress_logger(log: Any, decimals: int, currency: str) -> Any:
     names the account and both addresses.
     """
 
+    english = translator(DEFAULT_LANGUAGE)
+
     def log_event(event: machine.SessionEvent) -> None:
         if event.kind == "session_started":
             return
         log.info(
             "session {session_id}: {text}",
             session_id=event.session_id,
-            text=machine.render(event, decimals, currency) or _describe(event, decimals),
+            text=progress.render(event, english, decimals, currency) or _describe(event, decimals),
             event=event.to_dict(),
         )
 

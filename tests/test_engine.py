@@ -13,9 +13,9 @@ from twisted.python.failure import Failure
 from callbackd.config import GatewaysConfig
 from callbackd.core.model import CDR, Account, AccountStatus
 from callbackd.core.rating import Deck, Rate
-from callbackd.core.session import render
 from callbackd.engine import CallbackRefused, Provider, SessionManager
 from callbackd.fakeswitch import FakeSwitch
+from callbackd.i18n import LANGUAGES, progress, translator
 from callbackd.store.hashing import BcryptHasher
 from callbackd.store.memory import MemoryStore
 from callbackd.switch import ChannelInfo, LegHungUp
@@ -104,7 +104,7 @@ class World:
         return {c.leg or "session": c for c in result(self.store.list_cdrs("alice"))}
 
     def texts(self):
-        return [render(e, 5) for e in self.events]
+        return [progress.render(e, translator("en"), 5) for e in self.events]
 
 
 # -- the whole call -----------------------------------------------------------------
@@ -359,40 +359,97 @@ def test_top_up_extends_the_call():
 
 # -- refusals -----------------------------------------------------------------------
 
+#: refusals whose English message is the parser's own, more detailed than the catalogue's
+DETAILED = {"refusal.bad_address", "refusal.unknown_provider"}
+
+
+def assert_catalogued(error: CallbackRefused, code: str) -> None:
+    """The refusal names its catalogue text (``code``), whose English is its message and
+    which every language fills with its parameters."""
+    assert error.code == code
+    if code not in DETAILED:
+        assert translator("en").text(error.code, **error.params) == str(error)
+    for language in LANGUAGES:
+        text = translator(language).text(error.code, **error.params)
+        assert text != error.code and "{" not in text
+
 
 @pytest.mark.parametrize(
-    "setup,source,destination,via,words",
+    "setup,source,destination,via,words,code",
     [
-        ({"username": "bob"}, SOURCE, DESTINATION, (), "Unknown account"),
-        ({"status": AccountStatus.BLOCKED}, SOURCE, DESTINATION, (), "blocked"),
-        ({}, "sip:nonsense", DESTINATION, (), "not a phone number"),
-        ({}, SOURCE, "+19005551234", (), "not allowed"),
-        ({}, SOURCE, "+33123456789", (), "no rate"),
-        ({}, SOURCE, DESTINATION, ("NOSUCH",), "unknown provider"),
-        ({}, SOURCE, DESTINATION, ("PAKLINE",), "does not reach"),
-        ({"balance": 0}, SOURCE, DESTINATION, (), "Not enough credit"),
-        ({}, SOURCE, "sip:bob@example.org", (), "sip network is not available"),
-        ({}, "xmpp:bob@example.org", DESTINATION, (), "xmpp network is not available"),
-        ({}, SOURCE, SOURCE, (), "Source and destination are the same number"),
-        ({}, SOURCE, "030 123456", (), "Source and destination are the same number"),
+        ({"username": "bob"}, SOURCE, DESTINATION, (), "Unknown account", "unknown_account"),
+        ({"status": AccountStatus.BLOCKED}, SOURCE, DESTINATION, (), "blocked", "account_blocked"),
+        ({}, "sip:nonsense", DESTINATION, (), "not a phone number", "bad_address"),
+        ({}, SOURCE, "+19005551234", (), "not allowed", "blocked_destination"),
+        ({}, SOURCE, "+33123456789", (), "no rate", "no_rate"),
+        ({}, SOURCE, DESTINATION, ("NOSUCH",), "unknown provider", "unknown_provider"),
+        ({}, SOURCE, DESTINATION, ("PAKLINE",), "does not reach", "provider_not_reaching"),
+        ({}, SOURCE, DESTINATION, ("A", "B", "C"), "at most two providers", "too_many_providers"),
+        ({"balance": 0}, SOURCE, DESTINATION, (), "Not enough credit", "no_credit"),
+        (
+            {},
+            SOURCE,
+            "sip:bob@example.org",
+            (),
+            "sip network is not available",
+            "network_unavailable",
+        ),
+        (
+            {},
+            "xmpp:bob@example.org",
+            DESTINATION,
+            (),
+            "xmpp network is not available",
+            "network_unavailable",
+        ),
+        ({}, SOURCE, SOURCE, (), "Source and destination are the same number", "same_number"),
+        ({}, SOURCE, "030 123456", (), "Source and destination are the same number", "same_number"),
     ],
 )
-def test_refusals_say_why(setup, source, destination, via, words):
-    """Each refusal errbacks CallbackRefused with a message for the user."""
+def test_refusals_say_why(setup, source, destination, via, words, code):
+    """Each refusal errbacks CallbackRefused with a message for the user, and the id of
+    its text in the message catalogue for the other languages."""
     setup = dict(setup)
     username = setup.pop("username", "alice")
     world = World(balance=setup.pop("balance", 10_000_000), **setup)
-    with pytest.raises(CallbackRefused, match=f"(?i){words}"):
+    with pytest.raises(CallbackRefused, match=f"(?i){words}") as info:
         result(world.manager.start_callback(username, source, destination, via))
     assert world.switch.originated == []
+    assert_catalogued(info.value, f"refusal.{code}")
+
+
+def test_refusals_of_session_commands_name_their_catalogue_text():
+    """The session machine's refusals (DEL, ADD, an unknown or ended session) carry the
+    catalogue id of their text too."""
+    world = World()
+    sid = world.callback()
+    with pytest.raises(CallbackRefused) as info:
+        result(world.manager.add_leg(sid, EXTRA))
+    assert_catalogued(info.value, "refusal.not_connected")
+    world.switch.answer(f"{sid}-a1", world.now())
+    world.switch.answer(f"{sid}-b1", world.now())
+    with pytest.raises(CallbackRefused) as info:
+        result(world.manager.drop_leg(sid, "source"))
+    assert_catalogued(info.value, "refusal.drop_main_leg")
+    with pytest.raises(CallbackRefused) as info:
+        result(world.manager.drop_leg(sid, HAMBURG))
+    assert_catalogued(info.value, "refusal.not_additional")
+    result(world.manager.add_leg(sid, EXTRA))
+    with pytest.raises(CallbackRefused) as info:
+        result(world.manager.add_leg(sid, EXTRA))
+    assert_catalogued(info.value, "refusal.already_in_call")
+    with pytest.raises(CallbackRefused) as info:
+        world.manager.list_legs("nosuch")
+    assert_catalogued(info.value, "refusal.unknown_session")
 
 
 def test_concurrent_session_limit():
     """A second session beyond max_sessions is refused."""
     world = World(max_sessions=1)
     world.callback()
-    with pytest.raises(CallbackRefused, match="in progress"):
+    with pytest.raises(CallbackRefused, match="in progress") as info:
         world.callback(EXTRA, DESTINATION)
+    assert_catalogued(info.value, "refusal.too_many_sessions")
 
 
 def test_free_legs_need_no_credit():
@@ -755,8 +812,9 @@ def test_daily_cap_refuses_new_callbacks_once_reached():
     """With today's spending at the cap a billed callback is refused with a clear message."""
     world = World(daily_spend_cap=credit_for(60))
     spent_earlier(world, credit_for(60), START - 10)
-    with pytest.raises(CallbackRefused, match=r"Daily spending limit reached\."):
+    with pytest.raises(CallbackRefused, match=r"Daily spending limit reached\.") as info:
         world.callback()
+    assert_catalogued(info.value, "refusal.daily_limit")
     assert world.switch.originated == []
 
 
@@ -885,8 +943,9 @@ def test_callback_is_refused_while_the_switch_is_down():
     """With the switch disconnected a callback is refused at once: no session, no originate."""
     world = World()
     world.switch.connected = False
-    with pytest.raises(CallbackRefused, match="switch is not reachable"):
+    with pytest.raises(CallbackRefused, match="switch is not reachable") as info:
         world.callback()
+    assert_catalogued(info.value, "refusal.switch_unreachable")
     assert world.switch.originated == []
     assert result(world.store.list_sessions()) == []
     assert world.cdrs() == {}
@@ -899,8 +958,9 @@ def test_callback_is_refused_while_the_switch_is_shutting_down():
     assert world.switch.connected  # the real switch closes the connection a second later
     with pytest.raises(
         CallbackRefused, match=r"^The switch is restarting; try again in a moment\.$"
-    ):
+    ) as info:
         world.callback()
+    assert_catalogued(info.value, "refusal.restarting")
     assert world.switch.originated == []
     world.switch.restart(world.now() + 5)
     assert world.callback()

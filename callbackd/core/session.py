@@ -108,7 +108,6 @@ from callbackd.core.events import (
     RoomCommand,
 )
 from callbackd.core.model import CDR
-from callbackd.core.money import format_amount
 from callbackd.core.rating import Rate
 from callbackd.core.routing import classify_failure
 
@@ -151,8 +150,6 @@ __all__ = [
     "SwitchLost",
     "TimerFired",
     "credit_legs",
-    "list_text",
-    "render",
     "start",
     "step",
     "summary",
@@ -196,7 +193,16 @@ ADDITIONAL: Final = "additional"
 
 
 class SessionError(Exception):
-    """A command the session cannot carry out now; ``str()`` is fit for users."""
+    """A command the session cannot carry out now; ``str()`` is fit for users, in English.
+
+    ``code`` and ``params``: the message catalogue's id of the text and its placeholders
+    (``callbackd.i18n``, whose English text is ``str()``), for other languages.
+    """
+
+    def __init__(self, message: str, code: str = "", **params: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.params = params
 
 
 class LegState(str, Enum):
@@ -524,7 +530,8 @@ class SessionEvent:
     ``destination_dropped`` (``#11``: ``role`` is ``destination`` when the destination
     was among the legs ended, else ``additional``), ``session_ended``,
     ``credit_updated``. Money (``rate``, ``total_rate``, ``cost``,
-    ``balance``) is in minor units.
+    ``balance``) is in minor units. The words for an event, in a user's language, are
+    :func:`callbackd.i18n.progress.render`'s.
     """
 
     kind: str
@@ -556,52 +563,6 @@ class SessionEvent:
 
 
 _EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(SessionEvent))
-
-
-def _money(amount: int, decimals: int) -> str:
-    return format_amount(amount, decimals)
-
-
-def render(event: SessionEvent, decimals: int, currency: str = "") -> str:
-    """GTalk2VoIP's words for ``event`` ("" for events that need no text of their own)."""
-    role = event.role.capitalize()
-    kind = event.kind
-    if kind == "session_started":
-        return ""
-    if kind == "leg_calling":
-        text = f"Calling {event.role}: {event.address}"
-        if event.rate:
-            text += f", cost = {_money(event.rate, decimals)}"
-        return text + (f" via {event.provider}" if event.provider else "")
-    if kind == "leg_ringing":
-        return f"{role} ringing..."
-    if kind == "leg_answered":
-        return f"{role} answered." if event.role == SOURCE else ""
-    if kind == "leg_failed":
-        if event.next_provider:
-            return f"{role} {event.cause}, trying {event.next_provider}..."
-        if event.role in (SOURCE, DESTINATION):
-            return f"{role} {event.cause}. Call aborted!"
-        return f"{role} {event.address}: {event.cause}."
-    if kind == "talking":
-        return f"Remote answered. Now talking. Cost = {_money(event.total_rate, decimals)}"
-    if kind == "party_answered":
-        return f"Party answered. Now talking. Cost = {_money(event.rate, decimals)}"
-    if kind == "destination_dropped":
-        if event.role == DESTINATION:
-            return "Destination disconnected by #11."
-        return "Additional parties disconnected by #11."
-    if kind == "leg_ended":
-        if event.role == ADDITIONAL:
-            return f"{role} {event.address} left the call ({event.cause})."
-        return ""
-    if kind == "session_ended":
-        head = "Call aborted! Thank you!\n" if event.reason == Reason.HANGUP else "Thank you!\n"
-        return f"{head}Charged time: {event.billed_seconds} secs. Reason = {event.reason}"
-    if kind == "credit_updated":
-        unit = f" {currency}" if currency else ""
-        return f"Balance: {_money(event.balance, decimals)}{unit}"
-    return ""
 
 
 # -- state --------------------------------------------------------------------------
@@ -800,18 +761,6 @@ def credit_legs(state: SessionState, now: float) -> tuple[list[LegCharge], list[
         else:
             going.append(LegCharge(leg.rate, elapsed))
     return going, releasing
-
-
-def list_text(state: SessionState) -> str:
-    """The ``LIST`` reply: the legs that are up, with their providers."""
-    parts = []
-    for leg in state.legs:
-        if leg.state is LegState.UP:
-            via = f" Via: {leg.provider}" if leg.provider else ""
-            parts.append(f"{leg.role.capitalize()}: {leg.address}{via}")
-    if not parts:
-        return "No connected legs."
-    return "List of connected legs: " + ", ".join(parts)
 
 
 # -- the machine --------------------------------------------------------------------
@@ -1258,13 +1207,25 @@ class _Step:
     def add_leg(self, spec: LegSpec) -> None:
         state = self.state
         if state.phase is not Phase.TALKING:
-            raise SessionError("Legs can be added only once the call is connected.")
+            raise SessionError(
+                "Legs can be added only once the call is connected.", "refusal.not_connected"
+            )
         if not spec.routes:
-            raise SessionError(f"No route to {spec.address}.")
+            raise SessionError(
+                f"No route to {spec.address}.", "refusal.no_route", address=spec.address
+            )
         if state.additional_count >= MAX_ADDITIONAL:
-            raise SessionError(f"At most {MAX_ADDITIONAL} additional legs can be added.")
+            raise SessionError(
+                f"At most {MAX_ADDITIONAL} additional legs can be added.",
+                "refusal.too_many_legs",
+                count=MAX_ADDITIONAL,
+            )
         if any(leg.live and leg.address == spec.address for leg in state.legs):
-            raise SessionError(f"{spec.address} is already in the call.")
+            raise SessionError(
+                f"{spec.address} is already in the call.",
+                "refusal.already_in_call",
+                address=spec.address,
+            )
         state.additional_count += 1
         number = state.additional_count
         leg = Leg(
@@ -1291,11 +1252,16 @@ class _Step:
         ]
         if any(leg.role in (SOURCE, DESTINATION) for leg in matches):
             raise SessionError(
-                "Dropping the source or destination leg is impossible; use HANGUP to end the call."
+                "Dropping the source or destination leg is impossible; use HANGUP to end the call.",
+                "refusal.drop_main_leg",
             )
         additional = [leg for leg in matches if leg.role == ADDITIONAL]
         if not additional:
-            raise SessionError(f"{wanted} is not an additional leg of this call.")
+            raise SessionError(
+                f"{wanted} is not an additional leg of this call.",
+                "refusal.not_additional",
+                leg=wanted,
+            )
         for leg in additional:
             self.release(leg, KICKED)
         self.recompute()
@@ -1465,9 +1431,13 @@ def start(
 ) -> tuple[SessionState, list[Effect]]:
     """A new session: the source leg is dialled first."""
     if not source.routes:
-        raise SessionError(f"No route to {source.address}.")
+        raise SessionError(
+            f"No route to {source.address}.", "refusal.no_route", address=source.address
+        )
     if not destination.routes:
-        raise SessionError(f"No route to {destination.address}.")
+        raise SessionError(
+            f"No route to {destination.address}.", "refusal.no_route", address=destination.address
+        )
     state = SessionState(
         session_id=session_id,
         username=username,
@@ -1537,7 +1507,7 @@ def step(
     """
     if state.finished:
         if isinstance(event, AddLeg | DropLeg):
-            raise SessionError("The call is over.")
+            raise SessionError("The call is over.", "refusal.call_over")
         return state, []
     run = _Step(_copy(state), now)
     if isinstance(event, LegRinging | LegAnswered | LegJoined | LegFailed | LegHungUp):

@@ -60,14 +60,14 @@ class LegResolver:
             try:
                 address = parse_address(text, self.default_region)
             except AddressError as e:
-                raise CallbackRefused(str(e)) from None
+                raise CallbackRefused(str(e), "refusal.bad_address", address=text) from None
             if len(self._addresses) >= _CACHED_ADDRESSES:
                 del self._addresses[next(iter(self._addresses))]
             self._addresses[text] = address
         if address.kind == "phone":
             for prefix in self.blocked_prefixes:
                 if address.digits.startswith(prefix):
-                    raise CallbackRefused(f"Calls to {address.value} are not allowed.")
+                    raise CallbackRefused.of("refusal.blocked_destination", address=address.value)
         return address
 
     def leg_name(self, target: str) -> str:
@@ -83,24 +83,29 @@ class LegResolver:
         try:
             return resolve_provider(name, self.providers)
         except UnknownProvider as e:
-            raise CallbackRefused(str(e)) from None
+            choices = ", ".join(e.valid)
+            raise CallbackRefused(
+                str(e), "refusal.unknown_provider", provider=name, choices=choices
+            ) from None
 
     async def leg_spec(self, address: LegAddress, forced: str | None) -> machine.LegSpec:
         """The routes and sell rate of a leg; CallbackRefused when it cannot be called."""
         if address.kind != "phone":
             template = getattr(self.gateways, address.kind, "")
             if not template:
-                raise CallbackRefused(f"The {address.kind} network is not available here.")
+                raise CallbackRefused.of("refusal.network_unavailable", network=address.kind)
             route = machine.Route("", self.channel(template, address))
             return machine.LegSpec(str(address), (route,), None)
         rate = self.sell_deck.lookup(address.digits)
         routes: tuple[machine.Route, ...]
         if rate is None:
-            raise CallbackRefused(f"There is no rate for {address.value}.")
+            raise CallbackRefused.of("refusal.no_rate", address=address.value)
         if forced is not None:
             provider = self.providers[forced]
             if provider.deck.lookup(address.digits) is None:
-                raise CallbackRefused(f"{forced} does not reach {address.value}.")
+                raise CallbackRefused.of(
+                    "refusal.provider_not_reaching", provider=forced, address=address.value
+                )
             routes = (machine.Route(forced, self.channel(provider.dial, address)),)
         else:
             stats = self.stats
@@ -117,7 +122,7 @@ class LegResolver:
                 for r in ranked
             )
             if not routes:
-                raise CallbackRefused(f"No provider reaches {address.value} right now.")
+                raise CallbackRefused.of("refusal.no_provider", address=address.value)
         return machine.LegSpec(str(address), routes, rate)
 
     @staticmethod
@@ -127,4 +132,4 @@ class LegResolver:
             return build_channel(template, address)
         except DialStringError as e:
             log.error("dial template {template!r}: {error}", template=template, error=str(e))
-            raise CallbackRefused(f"{address} cannot be dialled here.") from None
+            raise CallbackRefused.of("refusal.cannot_dial", address=str(address)) from None

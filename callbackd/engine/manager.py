@@ -56,6 +56,7 @@ from callbackd.engine.recovery import Recovery
 from callbackd.engine.sessions import SessionTable
 from callbackd.engine.timers import SessionTimers
 from callbackd.engine.writer import SessionWriter
+from callbackd.i18n import DEFAULT_LANGUAGE, progress, translator
 from callbackd.store.interface import IStore
 from callbackd.switch import (
     ISwitch,
@@ -74,7 +75,8 @@ from callbackd.switch import (
 __all__ = ["RESTARTING", "SessionManager", "Subscriber"]
 
 #: the refusal of a new callback or leg while the switch is shutting down or restarting
-RESTARTING = "The switch is restarting; try again in a moment."
+#: (in English; its catalogue id is ``refusal.restarting``)
+RESTARTING = translator(DEFAULT_LANGUAGE).text("refusal.restarting")
 
 log = Logger(namespace="callbackd.engine")
 
@@ -294,20 +296,18 @@ class SessionManager:
             read = book.read_mark(username)
             account = await self.store.get_account(username)
             if account is None:
-                raise CallbackRefused("Unknown account.")
+                raise CallbackRefused.of("refusal.unknown_account")
         if account.status is not AccountStatus.ACTIVE:
-            raise CallbackRefused("Your account is blocked.")
+            raise CallbackRefused.of("refusal.account_blocked")
         if len(via) > 2:
-            raise CallbackRefused("Give at most two providers after via: one per leg.")
+            raise CallbackRefused.of("refusal.too_many_providers")
         addresses = [self.legs.address(source), self.legs.address(destination)]
         if addresses[0] == addresses[1]:
             what = "number" if addresses[0].kind == "phone" else "address"
-            raise CallbackRefused(f"Source and destination are the same {what}.")
+            raise CallbackRefused.of(f"refusal.same_{what}")
         forced = [self.legs.provider_name(name) for name in via] + [None, None]
         if len(self.sessions.ids_of(username)) >= account.max_sessions:
-            raise CallbackRefused(
-                f"You have {account.max_sessions} call(s) in progress already; hang one up first."
-            )
+            raise CallbackRefused.of("refusal.too_many_sessions", count=account.max_sessions)
         specs = [
             await self.legs.leg_spec(address, provider)
             for address, provider in zip(addresses, forced[:2])
@@ -327,11 +327,11 @@ class SessionManager:
             allowance = book.allowance(username, ledger, billed)
             if allowance.seconds == 0:
                 if allowance.limit == DAILY_CAP:
-                    raise CallbackRefused("Daily spending limit reached.")
-                raise CallbackRefused("Not enough credit for this call. Please top up.")
+                    raise CallbackRefused.of("refusal.daily_limit")
+                raise CallbackRefused.of("refusal.no_credit")
         if not self.switch.connected:
             # nothing could be dialled: say so now, not after failing every provider in turn
-            raise CallbackRefused("The phone switch is not reachable right now; try again soon.")
+            raise CallbackRefused.of("refusal.switch_unreachable")
         self._refuse_while_shutting_down()
         session_id = self.sessions.new_id(self.clock.seconds())
         try:
@@ -349,7 +349,7 @@ class SessionManager:
                 owner=self.node_id,
             )
         except machine.SessionError as e:
-            raise CallbackRefused(str(e)) from None
+            raise CallbackRefused(str(e), e.code, **e.params) from None
         self._put(session_id, state)
         book.adopt(username, ledger)
         log.info(
@@ -382,7 +382,7 @@ class SessionManager:
     def _refuse_while_shutting_down(self) -> None:
         """A switch going away refuses every call: refuse a new leg at once."""
         if self.switch.shutting_down:
-            raise CallbackRefused(RESTARTING)
+            raise CallbackRefused.of("refusal.restarting")
 
     def drop_leg(self, session_id: str, address_or_role: str) -> defer.Deferred[None]:
         """``DEL``: hang up an additional leg (by address, leg name or letter)."""
@@ -393,9 +393,10 @@ class SessionManager:
         """``HANGUP``: end the session and every leg."""
         return defer.maybeDeferred(self._command, session_id, machine.HangupSession())
 
-    def list_legs(self, session_id: str) -> str:
-        """The ``LIST`` reply."""
-        return machine.list_text(self._state(session_id))
+    def list_legs(self, session_id: str, language: str = DEFAULT_LANGUAGE) -> str:
+        """The ``LIST`` reply, in ``language`` (:data:`callbackd.i18n.LANGUAGES`)."""
+        legs = machine.summary(self._state(session_id))["legs"]
+        return progress.list_text(legs, translator(language))
 
     def status(self, session_id: str) -> dict[str, Any]:
         """A JSON-able summary of the session."""
@@ -449,7 +450,7 @@ class SessionManager:
     def _state(self, session_id: str) -> machine.SessionState:
         state = self.sessions.get(session_id)
         if state is None or state.finished:
-            raise UnknownSession(f"No call {session_id} is in progress.")
+            raise UnknownSession.of("refusal.unknown_session", session=session_id)
         return state
 
     def _command(self, session_id: str, command: Any) -> None:
@@ -492,7 +493,7 @@ class SessionManager:
             new, effects = machine.step(state, item, self.clock.seconds())
         except machine.SessionError as e:
             if refuse:
-                raise CallbackRefused(str(e)) from None
+                raise CallbackRefused(str(e), e.code, **e.params) from None
             log.info("session {session_id}: {error}", session_id=session_id, error=str(e))
             return
         self._put(session_id, new)

@@ -43,12 +43,11 @@ from callbackd.core.session import (
     SwitchLost,
     TimerFired,
     credit_legs,
-    list_text,
-    render,
     start,
     step,
     summary,
 )
+from callbackd.i18n import progress, translator
 from callbackd.switch import (
     LegAnswered,
     LegFailed,
@@ -57,6 +56,19 @@ from callbackd.switch import (
     LegRinging,
     RoomCommand,
 )
+
+ENGLISH = translator("en")
+
+
+def render(event, decimals, currency=""):
+    """The English progress text of an event (the words moved to callbackd.i18n)."""
+    return progress.render(event, ENGLISH, decimals, currency)
+
+
+def list_text(state):
+    """The English LIST reply of a session."""
+    return progress.list_text(summary(state)["legs"], ENGLISH)
+
 
 SID = "cb1k2x9a"
 DECIMALS = 5

@@ -12,6 +12,7 @@ import zipfile
 
 import pytest
 
+from callbackd.i18n import LANGUAGES
 from tests.integration.daemon import ROOT, TWISTD, Daemon, http_get
 from tests.procs import RedisServer, free_port
 
@@ -210,7 +211,11 @@ def test_runs_from_a_packaged_wheel(tmp_path, redis_server):
         capture_output=True,
     )
     (wheel,) = wheels.glob("callbackd-*.whl")
-    assert "twisted/plugins/callbackd_plugin.py" in zipfile.ZipFile(wheel).namelist()
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "twisted/plugins/callbackd_plugin.py" in names
+    # the message catalogues, compiled by the build (never committed)
+    for language in LANGUAGES:
+        assert f"callbackd/i18n/locale/{language}/LC_MESSAGES/callbackd.mo" in names
     target = tmp_path / "site"
     subprocess.run(
         [
