@@ -28,6 +28,8 @@ from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
 from babel.units import format_unit
 
+from callbackd.core import chat
+
 __all__ = [
     "DEFAULT_LANGUAGE",
     "DOMAIN",
@@ -39,8 +41,9 @@ __all__ = [
     "translator",
 ]
 
-#: the languages with a complete catalogue
-LANGUAGES: Final = ("en", "es", "fr", "vi", "zh")
+#: the languages with a complete catalogue: the ones ``LANG`` accepts
+#: (:data:`callbackd.core.chat.LANGUAGES`, one list for the grammar and the catalogue)
+LANGUAGES: Final = chat.LANGUAGES
 #: the language of anyone who chose none, and of every text a catalogue lacks
 DEFAULT_LANGUAGE: Final = "en"
 #: the gettext domain: the catalogues' file name
