@@ -418,6 +418,24 @@ def test_refusals_say_why(setup, source, destination, via, words, code):
     assert_catalogued(info.value, f"refusal.{code}")
 
 
+def test_rate_of_is_the_sell_price_per_minute_of_a_leg():
+    """RATE: the sell deck's price per minute (the one a callback's progress tells), 0 for
+    a gateway leg; what a callback would refuse is refused with the same text."""
+    world = World(manager={"gateways": SIP_GATEWAY})
+    assert world.manager.rate_of(SOURCE) == SELL_49.price_per_minute
+    assert world.manager.rate_of("0092 300 1234567") == SELL_92.price_per_minute
+    assert world.manager.rate_of("sip:bob@example.org") == 0
+    for address, code in (
+        ("+33123456789", "no_rate"),
+        ("+19005551234", "blocked_destination"),
+        ("sip:nonsense", "bad_address"),
+        ("xmpp:bob@example.org", "network_unavailable"),
+    ):
+        with pytest.raises(CallbackRefused) as info:
+            world.manager.rate_of(address)
+        assert_catalogued(info.value, f"refusal.{code}")
+
+
 def test_refusals_of_session_commands_name_their_catalogue_text():
     """The session machine's refusals (DEL, ADD, an unknown or ended session) carry the
     catalogue id of their text too."""

@@ -16,7 +16,7 @@ from callbackd.config import GatewaysConfig
 from callbackd.core import session as machine
 from callbackd.core.address import AddressError, LegAddress
 from callbackd.core.dialstring import DialStringError, build_channel
-from callbackd.core.rating import Deck
+from callbackd.core.rating import Deck, Rate
 from callbackd.core.routing import Candidate, UnknownProvider, rank_providers, resolve_provider
 from callbackd.engine.errors import CallbackRefused
 from callbackd.engine.providers import Provider, ProviderStats
@@ -96,10 +96,8 @@ class LegResolver:
                 raise CallbackRefused.of("refusal.network_unavailable", network=address.kind)
             route = machine.Route("", self.channel(template, address))
             return machine.LegSpec(str(address), (route,), None)
-        rate = self.sell_deck.lookup(address.digits)
+        rate = self._sell_rate(address)
         routes: tuple[machine.Route, ...]
-        if rate is None:
-            raise CallbackRefused.of("refusal.no_rate", address=address.value)
         if forced is not None:
             provider = self.providers[forced]
             if provider.deck.lookup(address.digits) is None:
@@ -124,6 +122,22 @@ class LegResolver:
             if not routes:
                 raise CallbackRefused.of("refusal.no_provider", address=address.value)
         return machine.LegSpec(str(address), routes, rate)
+
+    def rate_of(self, address: LegAddress) -> int:
+        """The sell price per minute of calling ``address`` (0: a free gateway leg);
+        CallbackRefused when it cannot be called at all."""
+        if address.kind != "phone":
+            if not getattr(self.gateways, address.kind, ""):
+                raise CallbackRefused.of("refusal.network_unavailable", network=address.kind)
+            return 0
+        return self._sell_rate(address).price_per_minute
+
+    def _sell_rate(self, address: LegAddress) -> Rate:
+        """The sell deck's rate of a phone number; CallbackRefused when it has none."""
+        rate = self.sell_deck.lookup(address.digits)
+        if rate is None:
+            raise CallbackRefused.of("refusal.no_rate", address=address.value)
+        return rate
 
     @staticmethod
     def channel(template: str, address: LegAddress) -> str:

@@ -398,6 +398,14 @@ class SessionManager:
         legs = machine.summary(self._state(session_id))["legs"]
         return progress.list_text(legs, translator(language))
 
+    def rate_of(self, address: str) -> int:
+        """``RATE``: the sell price per minute, in minor units, of calling ``address``.
+
+        0 for a free leg (a gateway address); CallbackRefused when the address is
+        malformed, blocked or has no rate, as a callback to it would be.
+        """
+        return self.legs.rate_of(self.legs.address(address))
+
     def status(self, session_id: str) -> dict[str, Any]:
         """A JSON-able summary of the session."""
         return machine.summary(self._state(session_id))
