@@ -132,6 +132,8 @@ REQUIRED = {
     "chat.hangup_requested": set(),
     "chat.leg_added": {"leg"},
     "chat.leg_dropped": {"leg"},
+    "chat.no_default_number": set(),
+    "chat.failed": set(),
     "chat.presence_status": set(),
     "chat.invite": set(),
 }
