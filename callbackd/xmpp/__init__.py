@@ -1,0 +1,1 @@
+"""Callback from IM: the XMPP component and the chat front."""
