@@ -158,6 +158,9 @@ _Handler = Callable[[_Asker, Any], Awaitable[str]]
 class ChatFront:
     """Chat commands and progress messages for the JIDs that chat with the service."""
 
+    #: rate-limited JIDs remembered before the ones whose window passed are swept
+    MAX_WARNED: Final = 10_000
+
     def __init__(
         self,
         engine: SessionManager,
@@ -242,6 +245,9 @@ class ChatFront:
         """
         if not self.commands.hit(jid):
             if jid not in self._warned:
+                if len(self._warned) >= self.MAX_WARNED:
+                    # forget the JIDs whose window passed and who never came back
+                    self._warned = {w for w in self._warned if self.commands.full(w)}
                 self._warned.add(jid)
                 self._say(jid, self._translator(jid).text("chat.rate_limited"))
             return defer.succeed(None)

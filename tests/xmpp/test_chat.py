@@ -395,6 +395,21 @@ def test_rate_limit_replies_once_then_stays_silent_until_the_window_passes(failu
     assert failures == []
 
 
+def test_rate_limited_jids_are_forgotten_once_their_window_passed(monkeypatch):
+    """The JIDs told they are rate limited are swept when there are many (memory stays
+    bounded); one still within its window stays silent."""
+    monkeypatch.setattr(ChatFront, "MAX_WARNED", 3)
+    chat = Chat(rate=(1, 10.0))
+    for n in range(3):
+        chat.say("HELP", jid=f"bot{n}@example.net")
+        assert chat.say("HELP", jid=f"bot{n}@example.net") == [EN.text("chat.rate_limited")]
+    chat.world.clock.advance(10)
+    chat.say("HELP", jid="late@example.net")
+    chat.say("HELP", jid="late@example.net")
+    assert chat.front._warned == {"late@example.net"}
+    assert chat.say("HELP", jid="late@example.net") == []
+
+
 def test_a_flood_from_one_jid_does_not_delay_another():
     """A JID flooding gets cut off; another JID's command is answered in the same turn."""
     chat = Chat(linked=[ALICE], rate=(10, 10.0))
