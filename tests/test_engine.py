@@ -280,8 +280,8 @@ def test_list_legs_names_the_connected_legs():
     world = World()
     sid = world.talking()
     assert world.manager.list_legs(sid) == (
-        "List of connected legs: Source: phone:+4930123456 Via: PROXICOM, "
-        "Destination: phone:+923001234567 Via: PAKLINE"
+        "List of connected legs: 1. Source: phone:+4930123456 Via: PROXICOM, "
+        "2. Destination: phone:+923001234567 Via: PAKLINE"
     )
 
 

@@ -134,7 +134,7 @@ _HANDLERS = {
 
 
 def list_text(legs: Iterable[Mapping[str, Any]], translator: Translator) -> str:
-    """The ``LIST`` reply: the legs that are up, with their providers.
+    """The ``LIST`` reply: the legs that are up, numbered (``DEL <n>``), with their providers.
 
     ``legs``: the ``legs`` of a session's status (``SessionManager.status()``, from
     :func:`callbackd.core.session.summary`): each with ``role``, ``address``,
@@ -145,7 +145,11 @@ def list_text(legs: Iterable[Mapping[str, Any]], translator: Translator) -> str:
     for leg in legs:
         if leg["state"] != "up":
             continue
-        params = {"role": role_text(t, leg["role"], title=True), "address": leg["address"]}
+        params = {
+            "index": str(len(parts) + 1),
+            "role": role_text(t, leg["role"], title=True),
+            "address": leg["address"],
+        }
         if leg["provider"]:
             parts.append(t.text("list.leg_via", provider=leg["provider"], **params))
         else:

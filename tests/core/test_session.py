@@ -420,9 +420,9 @@ def test_list_shows_connected_legs_with_providers():
     session.feed(AddLeg(EXTRA), 5.0)
     session.feed(LegAnswered(f"{SID}-c1", 6.0), 6.0)
     assert list_text(session.state) == (
-        "List of connected legs: Source: phone:+4930123456 Via: PROXICOM, "
-        "Destination: phone:+923001234567 Via: PAKLINE, "
-        "Additional: phone:+15551230000 Via: PROXICOM"
+        "List of connected legs: 1. Source: phone:+4930123456 Via: PROXICOM, "
+        "2. Destination: phone:+923001234567 Via: PAKLINE, "
+        "3. Additional: phone:+15551230000 Via: PROXICOM"
     )
 
 

@@ -179,7 +179,7 @@ LEGS = [
 def test_list_in_english_is_gtalk2voips():
     en = translator("en")
     assert list_text(LEGS, en) == (
-        "List of connected legs: Source: +15550011111 Via: MKS, Destination: +15550012222"
+        "List of connected legs: 1. Source: +15550011111 Via: MKS, 2. Destination: +15550012222"
     )
     assert list_text(LEGS[2:], en) == "No connected legs."
 

@@ -119,9 +119,9 @@ def test_the_whole_conversation(failures):
     switch.answer(f"{sid}-c1", world.now())
     assert chat.turn() == ["Party answered. Now talking. Cost = 0.014"]
     assert chat.say("LIST") == [
-        "List of connected legs: Source: phone:+4930123456 Via: PROXICOM, "
-        "Destination: phone:+923001234567 Via: PAKLINE, "
-        "Additional: phone:+4989123456 Via: PROXICOM"
+        "List of connected legs: 1. Source: phone:+4930123456 Via: PROXICOM, "
+        "2. Destination: phone:+923001234567 Via: PAKLINE, "
+        "3. Additional: phone:+4989123456 Via: PROXICOM"
     ]
 
     world.clock.advance(10)
@@ -188,7 +188,7 @@ def test_sessions_started_elsewhere_are_the_live_session():
     world = chat.world
     sid = world.talking()
     [listed] = chat.say("LIST")
-    assert listed.startswith("List of connected legs: Source: phone:+4930123456")
+    assert listed.startswith("List of connected legs: 1. Source: phone:+4930123456")
     assert chat.say("STATUS") == [f"Calls in progress: {sid}: {listed}"]
     assert chat.say("HANGUP") == ["Hanging up the call."]
     world.switch.hang_up(f"{sid}-a1", world.now())
