@@ -141,7 +141,7 @@ def list_text(legs: Iterable[Mapping[str, Any]], translator: Translator) -> str:
     ``provider`` and ``state``.
     """
     t = translator
-    parts = []
+    parts: list[str] = []
     for leg in legs:
         if leg["state"] != "up":
             continue
