@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest_twisted
 from prometheus_client import CollectorRegistry
 from twisted.internet import reactor, task, threads
+from twisted.logger import formatEvent, globalLogPublisher
 
 from callbackd.config import Secret, XMPPConfig
 from callbackd.core.model import Account
@@ -130,8 +131,14 @@ async def test_a_user_subscribes_queries_links_and_the_component_survives_a_rest
 
 @pytest_twisted.ensureDeferred
 async def test_a_refused_secret_is_reported_and_retried(prosody):
-    """A wrong secret: health says so, the back-off keeps trying, nothing is fatal."""
-    chat = chat_service(prosody, None, secret="not the secret")
+    """A wrong secret: health says so, the back-off keeps trying, nothing is fatal or logged."""
+    logged: list[str] = []
+
+    def observe(event):
+        logged.append(formatEvent(event) + repr(event))
+
+    globalLogPublisher.addObserver(observe)
+    chat = chat_service(prosody, None, secret="not-the-secret")
     chat.startService()
     try:
         await until(lambda: chat.failures >= 2, what="two refused attempts")
@@ -140,7 +147,11 @@ async def test_a_refused_secret_is_reported_and_retried(prosody):
         assert chat.running
     finally:
         await chat.stopService()
+        globalLogPublisher.removeObserver(observe)
     assert chat.state == "stopped"
+    refusals = [line for line in logged if "refused component" in line]
+    assert len(refusals) == 1 and "not-authorized" in refusals[0]  # once, not per attempt
+    assert not [line for line in logged if "not-the-secret" in line]
 
 
 @pytest_twisted.ensureDeferred
