@@ -1,9 +1,8 @@
 -- callbackd's chat front as a Prosody component (XEP-0114).
 --
--- Add these lines to /etc/prosody/prosody.cfg.lua (the global part for the
--- listener, the Component line after the VirtualHost of your users), or put this
--- file into /etc/prosody/conf.d/, then: prosodyctl reload (or restart).
--- callbackd's side is the [xmpp] section of its config:
+-- Copy this file to /etc/prosody/conf.d/callbackd.cfg.lua (Debian's prosody.cfg.lua
+-- includes that directory), replace the domain and the secret, then run
+-- prosodyctl reload. callbackd's side is the [xmpp] section of its config:
 --
 --   [xmpp]
 --   enabled = yes
@@ -12,15 +11,18 @@
 --   port = 5347
 --   secret_file = /etc/callbackd/xmpp.secret
 --
--- The secret is the same string on both sides: make one with
+-- The secret is the same string on both sides; make one with
 --   openssl rand -hex 24 > /etc/callbackd/xmpp.secret
--- and keep it out of world-readable files (this one included, when it holds it).
+-- and keep this file as private as that one (chmod 640, group prosody).
+--
+-- Prosody listens for components on 127.0.0.1 port 5347 by default. To change
+-- that, set these in the global part of prosody.cfg.lua, above every VirtualHost
+-- (prosodyctl check config says so when they are in the wrong place):
+--   component_ports = { 5347 }
+--   component_interfaces = { "127.0.0.1" }
+--
+-- Users of this server chat with callback.example.org at once; users of other
+-- servers reach it over server-to-server links once it has a DNS record.
 
--- the component listener: loopback only when callbackd runs on the same machine
-component_ports = { 5347 }
-component_interfaces = { "127.0.0.1" }
-
--- users chat with callback.example.org; it needs a DNS name (an SRV or A record)
--- only if users of other servers are to reach it over server-to-server links.
 Component "callback.example.org"
-    component_secret = "CHANGE-ME: the contents of /etc/callbackd/xmpp.secret"
+    component_secret = "CHANGE-ME"

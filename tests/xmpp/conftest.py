@@ -19,9 +19,21 @@ def _skip_without_prosody() -> None:
 
 
 @pytest.fixture
-def prosody():
-    """A private Prosody for one test: c2s and component ports on loopback, no TLS."""
+def start_prosody():
+    """Start private Prosodys (``start_prosody(**options)``); each is removed afterwards."""
     _skip_without_prosody()
-    server = prosody_module.Prosody.start_new()
-    yield server
-    server.remove()
+    started = []
+
+    def start(**options):
+        started.append(prosody_module.Prosody.start_new(**options))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.remove()
+
+
+@pytest.fixture
+def prosody(start_prosody):
+    """A private Prosody for one test: c2s and component ports on loopback, no TLS."""
+    return start_prosody()

@@ -60,6 +60,9 @@ log = {{ {{ levels = {{ min = "info" }}, to = "file", filename = "{dir}/prosody.
 
 VirtualHost "{host}"
 
+"""
+
+COMPONENT = """\
 Component "{component}"
     component_secret = "{secret}"
 """
@@ -87,8 +90,12 @@ class Prosody:
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @classmethod
-    def start_new(cls, **kwargs) -> Prosody:
-        """Write a private config in a fresh directory and start Prosody on free ports."""
+    def start_new(cls, component_config: str = COMPONENT, **kwargs) -> Prosody:
+        """Write a private config in a fresh directory and start Prosody on free ports.
+
+        ``component_config`` is the config's Component part, with ``{component}``
+        and ``{secret}`` to fill in.
+        """
         directory = Path(tempfile.mkdtemp(prefix="callbackd-prosody-"))
         server = cls(directory, c2s_port=free_port(), component_port=free_port(), **kwargs)
         (directory / "data").mkdir()
@@ -97,11 +104,10 @@ class Prosody:
             CONFIG.format(
                 dir=directory,
                 host=server.host,
-                component=server.component,
-                secret=server.secret,
                 c2s_port=server.c2s_port,
                 component_port=server.component_port,
             )
+            + component_config.format(component=server.component, secret=server.secret)
         )
         uid, gid = pwd.getpwnam(USER).pw_uid, grp.getgrnam(USER).gr_gid
         for path in (directory, directory / "data", directory / "certs", server.config):

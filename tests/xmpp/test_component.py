@@ -16,7 +16,7 @@ from callbackd.core.model import Account
 from callbackd.xmpp.handlers import NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION
 from callbackd.xmpp.service import make_chat_service
 from tests.store.test_contract import redis_store
-from tests.xmpp.userproc import UserProcess
+from tests.xmpp.userproc import ROOT, UserProcess
 
 
 async def until(condition, timeout: float = 15.0, what: str = "condition") -> None:
@@ -164,5 +164,25 @@ async def test_no_server_is_not_connected_and_stops_cleanly(prosody):
         await until(lambda: chat.failures >= 2, what="two failed attempts")
         ok, detail = chat.health()
         assert not ok and detail.startswith("not connected to 127.0.0.1:")
+    finally:
+        await chat.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_shipped_prosody_snippet_takes_the_component(start_prosody):
+    """etc/prosody/callbackd.cfg.lua, with a domain and a secret put in, works as it is."""
+    snippet = (ROOT / "etc" / "prosody" / "callbackd.cfg.lua").read_text()
+    assert '"callback.example.org"' in snippet and '"CHANGE-ME"' in snippet
+    prosody = await threads.deferToThread(
+        start_prosody,
+        component_config=snippet.replace("{", "{{")
+        .replace("}", "}}")
+        .replace("callback.example.org", "{component}")
+        .replace("CHANGE-ME", "{secret}"),
+    )
+    chat = chat_service(prosody, None)
+    chat.startService()
+    try:
+        await until(lambda: chat.connected, what="component connected")
     finally:
         await chat.stopService()
