@@ -107,6 +107,7 @@ async def test_a_user_subscribes_queries_links_and_the_component_survives_a_rest
         reply = await user.expect(event="message", **{"from": service})
         assert reply["body"] == "Linked to account alice."
         assert await store.account_for_jid(f"user1@{prosody.host}") == "alice"
+        assert registry.get_sample_value("callbackd_xmpp_stanzas_total", {"kind": "message"}) == 3
 
         # Prosody restarts: the component reconnects by itself
         await threads.deferToThread(prosody.restart)

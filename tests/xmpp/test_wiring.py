@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,23 @@ def test_without_xmpp_there_is_no_component(tmp_path):
     root = create_daemon(load_config(ROOT / "etc" / "callbackd.ini"), MemoryReactorClock())
     assert "xmpp" not in [child.name for child in root]
     assert "xmpp" not in root.daemon.health.names and "invite" not in namespace(root.daemon)
+
+
+def test_wokkels_deprecation_warnings_are_filtered_at_import_and_only_theirs():
+    """Importing the chat front under -W error::DeprecationWarning works; others still warn."""
+    code = (
+        "import warnings, callbackd.xmpp.service\n"
+        "try:\n"
+        "    warnings.warn('ours', DeprecationWarning)\n"
+        "except DeprecationWarning:\n"
+        "    print('others still raise')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "others still raise"
