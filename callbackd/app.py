@@ -58,6 +58,7 @@ class Daemon:
         self.metrics: Any = None
         self.health: Any = None
         self.web_root: Any = None
+        self.xmpp: Any = None
 
     def add(self, name: str, child: service.IService) -> service.IService:
         child.setName(name)
@@ -85,6 +86,8 @@ def create_daemon(config: Config, reactor: Any, decks: Decks | None = None) -> S
     _make_store(daemon, health, metrics)
     _make_switch(daemon, health, metrics)
     _make_engine(daemon, metrics, decks)
+    if config.xmpp.enabled:
+        _make_xmpp(daemon, health)
     web_root = make_web_root(health, metrics)
     daemon.web_root = web_root
     daemon.add("web", make_web_service(config.web, web_root, reactor=reactor))
@@ -224,6 +227,17 @@ def _make_engine(daemon: Daemon, metrics: Any, decks: Decks | None) -> None:
     daemon.engine.subscribe(_session_metrics(metrics, config.billing.currency))
 
 
+def _make_xmpp(daemon: Daemon, health: Any) -> None:
+    from callbackd.xmpp.service import make_chat_service
+
+    chat = make_chat_service(
+        daemon.config.xmpp, daemon.store, daemon.engine, daemon.reactor, daemon.registry
+    )
+    daemon.xmpp = daemon.add("xmpp", chat)
+    # connected to the XMPP server as its component (and why not: refused secret ...)
+    health.register("xmpp", chat.health)
+
+
 def _session_metrics(metrics: Any, currency: str) -> Any:
     """A session subscriber that keeps the session and leg metrics."""
 
@@ -257,6 +271,9 @@ def namespace(daemon: Daemon) -> dict[str, Any]:
         "engine": daemon.engine,
         "simulator": daemon.simulator,
         "reactor": daemon.reactor,
+        "xmpp": daemon.xmpp,
     }
+    if daemon.xmpp is not None:
+        ns["invite"] = daemon.xmpp.invite
     ns.update(operator_helpers(daemon))
     return ns

@@ -36,6 +36,7 @@ __all__ = [
     "Secret",
     "SimulatorConfig",
     "WebConfig",
+    "XMPPConfig",
     "load_config",
     "parse_config",
 ]
@@ -352,6 +353,48 @@ class ProviderConfig:
     channels: int = field(default=30, metadata=_meta("concurrent legs this provider takes", min=1))
 
 
+_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class XMPPConfig:
+    """[xmpp]: the chat front, an XMPP server component (XEP-0114), e.g. of Prosody."""
+
+    enabled: bool = field(
+        default=False,
+        metadata=_meta("connect to the XMPP server as a component (needs domain and secret)"),
+    )
+    domain: str = field(
+        default="",
+        metadata=_meta(
+            "the component's domain, as in the server's Component line, e.g. callback.example.org",
+            pattern=re.compile(r"^$|" + _DOMAIN.pattern),
+        ),
+    )
+    host: str = field(
+        default="127.0.0.1", metadata=_meta("the XMPP server's component listener host")
+    )
+    port: int = field(
+        default=5347, metadata=_meta("the XMPP server's component port", min=1, max=65535)
+    )
+    secret: Secret = field(
+        default=Secret(""),
+        metadata=_meta("the component secret (component_secret in Prosody)", secret=True),
+    )
+    reconnect_max_delay: float = field(
+        default=10.0,
+        metadata=_meta(
+            "longest wait in seconds between reconnect attempts (the back-off starts at"
+            " 0.5 s and doubles up to this, jitter included)",
+            min=0.5,
+        ),
+    )
+    status: str = field(
+        default="Callback service: send HELP",
+        metadata=_meta("the status text shown with the service's presence"),
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration."""
@@ -366,6 +409,7 @@ class Config:
     billing: BillingConfig
     routing: RoutingConfig
     gateways: GatewaysConfig
+    xmpp: XMPPConfig
     providers: tuple[ProviderConfig, ...]
 
     def resolve(self, name: str | Path) -> Path:
@@ -389,6 +433,7 @@ SECTIONS: dict[str, type] = {
     "billing": BillingConfig,
     "routing": RoutingConfig,
     "gateways": GatewaysConfig,
+    "xmpp": XMPPConfig,
 }
 PATTERN_SECTIONS: dict[str, type] = {"provider": ProviderConfig}
 
@@ -576,6 +621,12 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
     ami = built.get("ami")
     if ami is not None and ami.mode == "asterisk" and not ami.secret:
         problems.append("[ami] secret: required when mode = asterisk (secret_file or secret_env)")
+    xmpp = built.get("xmpp")
+    if xmpp is not None and xmpp.enabled:
+        if not xmpp.domain:
+            problems.append("[xmpp] domain: required when enabled")
+        if not xmpp.secret:
+            problems.append("[xmpp] secret: required when enabled (secret_file or secret_env)")
     billing = built.get("billing")
     if billing is not None and billing.tariff:
         _check_readable("[billing] tariff", billing.tariff, base, problems)

@@ -11,6 +11,7 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 
 missing=""
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v prosody >/dev/null 2>&1 || missing="$missing prosody"
 command -v ssh >/dev/null 2>&1 || missing="$missing openssh-client"
 command -v ssh-keygen >/dev/null 2>&1 || missing="$missing openssh-client"
 if [ ! -x .venv/bin/python ] && ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
@@ -26,9 +27,12 @@ if [ -n "$missing" ]; then
     apt-get update -qq
     # shellcheck disable=SC2086
     apt-get install -y -qq --no-install-recommends $missing >/dev/null
-    # Debian starts the packaged redis-server as a system service; we never use it.
-    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
-    service redis-server stop >/dev/null 2>&1 || true
+    # Debian starts the packaged redis-server and prosody as system services; the tests
+    # start private ones (tests/procs.py, tests/xmpp/prosody.py), so stop and disable those.
+    for unit in redis-server prosody; do
+        if command -v systemctl >/dev/null 2>&1; then systemctl disable --now "$unit" >/dev/null 2>&1 || true; fi
+        service "$unit" stop >/dev/null 2>&1 || true
+    done
 fi
 
 if [ ! -x .venv/bin/python ]; then

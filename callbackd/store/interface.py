@@ -57,7 +57,8 @@ class VoucherUsed(StoreError):
 
 
 class IStore(Interface):
-    """Accounts, balances, caller IDs, phonebooks, vouchers, CDRs, sessions, provider stats."""
+    """Accounts, balances, caller IDs, chat addresses (JIDs), phonebooks, vouchers, CDRs,
+    sessions, provider stats."""
 
     def ping():
         """Fire with True when the database answers; errback StoreUnavailable otherwise."""
@@ -122,6 +123,19 @@ class IStore(Interface):
 
     def account_for_caller_id(number, verified_only=True):
         """Fire with the username owning ``number``, or None."""
+
+    # -- chat addresses (XMPP JIDs) ----------------------------------------------
+    def link_jid(jid, username):
+        """Link the bare JID of ``jid`` (lower-cased) to the account, replacing any link.
+
+        NoSuchAccount if there is no such account; InvalidArgument for a bad JID.
+        """
+
+    def unlink_jid(jid):
+        """Forget the JID's link; fire with True if there was one."""
+
+    def account_for_jid(jid):
+        """Fire with the username the bare JID of ``jid`` is linked to, or None."""
 
     # -- phonebook -------------------------------------------------------------
     def set_phonebook_entry(username, entry):

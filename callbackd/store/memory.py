@@ -63,6 +63,7 @@ class MemoryStore:
         self._applied: dict[tuple[str, str], float] = {}
         self._caller_ids: dict[str, dict[str, CallerID]] = {}
         self._cid_owner: dict[str, str] = {}
+        self._jids: dict[str, str] = {}
         self._phonebooks: dict[str, dict[int, PhonebookEntry]] = {}
         self._vouchers: dict[str, Voucher] = {}
         self._cdrs: dict[str, CDR] = {}
@@ -331,6 +332,37 @@ class MemoryStore:
             if verified_only and not self._caller_ids[owner][number].verified:
                 return None
             return owner
+
+        return _fired(find)
+
+    # -- chat addresses -------------------------------------------------------------
+    def link_jid(self, jid: str, username: str) -> defer.Deferred[None]:
+        """Link the bare JID to the account (replacing any link); NoSuchAccount if none."""
+
+        def link() -> None:
+            bare = records.bare_jid(jid)
+            self._account(username)
+            self._jids[bare] = username
+
+        return _fired(link)
+
+    def unlink_jid(self, jid: str) -> defer.Deferred[bool]:
+        """Forget the JID's link; fire with True if there was one."""
+
+        def unlink() -> bool:
+            bare = records.bare_jid(jid)
+            self._up()
+            return self._jids.pop(bare, None) is not None
+
+        return _fired(unlink)
+
+    def account_for_jid(self, jid: str) -> defer.Deferred[str | None]:
+        """Fire with the username the bare JID is linked to, or None."""
+
+        def find() -> str | None:
+            bare = records.bare_jid(jid)
+            self._up()
+            return self._jids.get(bare)
 
         return _fired(find)
 

@@ -34,6 +34,7 @@ __all__ = [
     "check_count",
     "check_cdr",
     "check_entry",
+    "bare_jid",
     "check_key",
     "check_number",
     "check_password",
@@ -106,6 +107,24 @@ def check_number(number: object) -> str:
     if not isinstance(number, str) or not _E164.fullmatch(number):
         raise InvalidArgument(f"bad number {number!r}: E.164 expected, like +4930123456")
     return number
+
+
+#: a user's bare JID, ``local@domain``: no whitespace, control characters, ``/`` or second ``@``
+_BARE_JID = re.compile(r"[^\s\x00-\x1f\x7f@/]{1,1023}@[^\s\x00-\x1f\x7f@/]{1,1023}")
+
+
+def bare_jid(jid: object) -> str:
+    """The bare JID of ``jid`` (resource dropped), lower-cased; else InvalidArgument.
+
+    JIDs are compared case-insensitively in their local part and domain, so a link
+    made from ``Alice@Example.org/phone`` is found again from ``alice@example.org``.
+    """
+    if not isinstance(jid, str):
+        raise InvalidArgument(f"bad JID {jid!r}")
+    bare = jid.partition("/")[0].strip().lower()
+    if not _BARE_JID.fullmatch(bare):
+        raise InvalidArgument(f"bad JID {jid!r}: user@domain expected")
+    return bare
 
 
 def check_password(password: object) -> str:

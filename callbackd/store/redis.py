@@ -11,6 +11,7 @@ keys of different accounts never collide)::
     cb:acct:{user}:cids               HASH    E.164 number -> added_at
     cb:acct:{user}:cids:verified      SET     the verified numbers
     cb:cid:{number}                   STRING  the username owning a number
+    cb:jid:{bare_jid}                 STRING  the username a chat address is linked to
     cb:acct:{user}:phonebook          HASH    index -> PhonebookEntry JSON
     cb:acct:{user}:phonebook:names    HASH    index -> name (to replace an entry by name)
     cb:voucher:{code}                 HASH    Voucher fields (used_by "" while unused)
@@ -170,6 +171,13 @@ _VERIFY_CALLER_ID = _Script("""
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 2 end
 redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+""")
+
+_LINK_JID = _Script("""
+-- KEYS: account, jid; ARGV: username
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
 return 1
 """)
 
@@ -678,6 +686,34 @@ class RedisStore:
         ):
             return None
         return str(owner)
+
+    # -- chat addresses ---------------------------------------------------------------
+    def link_jid(self, jid: str, username: str) -> defer.Deferred[None]:
+        """Link the bare JID to the account (replacing any link); NoSuchAccount if none."""
+        return defer.ensureDeferred(self._link_jid(jid, username))
+
+    async def _link_jid(self, jid: str, username: str) -> None:
+        bare = records.bare_jid(jid)
+        records.check_username(username)
+        if not await self._eval(_LINK_JID, [_acct(username), f"cb:jid:{bare}"], [username]):
+            raise NoSuchAccount(f"no account {username!r}")
+
+    def unlink_jid(self, jid: str) -> defer.Deferred[bool]:
+        """Forget the JID's link; fire with True if there was one."""
+        return defer.ensureDeferred(self._unlink_jid(jid))
+
+    async def _unlink_jid(self, jid: str) -> bool:
+        bare = records.bare_jid(jid)
+        return bool(await self._call("DEL", f"cb:jid:{bare}"))
+
+    def account_for_jid(self, jid: str) -> defer.Deferred[str | None]:
+        """Fire with the username the bare JID is linked to, or None."""
+        return defer.ensureDeferred(self._account_for_jid(jid))
+
+    async def _account_for_jid(self, jid: str) -> str | None:
+        bare = records.bare_jid(jid)
+        owner = await self._call("GET", f"cb:jid:{bare}")
+        return None if owner is None else str(owner)
 
     # -- phonebook -----------------------------------------------------------------
     def _book_keys(self, username: str) -> list[str]:

@@ -412,6 +412,54 @@ async def test_caller_id_errors(store):
     await fails(store.list_caller_ids("nobody"), NoSuchAccount)
 
 
+# -- chat addresses (JIDs) --------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_jid_link_lifecycle(store):
+    """A JID is linked, found by its bare form in any case, and unlinked once."""
+    await make_account(store)
+    assert await store.account_for_jid("alice@example.test") is None
+    await store.link_jid("Alice@Example.TEST/phone", "alice")
+    assert await store.account_for_jid("alice@example.test") == "alice"
+    assert await store.account_for_jid("ALICE@example.test/laptop") == "alice"
+    assert await store.unlink_jid("alice@EXAMPLE.test/any") is True
+    assert await store.account_for_jid("alice@example.test") is None
+    assert await store.unlink_jid("alice@example.test") is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_jid_relink_moves_it(store):
+    """A JID belongs to one account: linking it again moves it; an account has many JIDs."""
+    await make_account(store, "alice")
+    await make_account(store, "bob")
+    await store.link_jid("me@example.test", "alice")
+    await store.link_jid("work@example.test", "alice")
+    await store.link_jid("me@example.test", "bob")
+    assert await store.account_for_jid("me@example.test") == "bob"
+    assert await store.account_for_jid("work@example.test") == "alice"
+
+
+@pytest.mark.parametrize(
+    "jid", ["", "example.test", "@example.test", "a@", "a b@example.test", "a@b@c", "a\x00@b", 7]
+)
+@pytest_twisted.ensureDeferred
+async def test_bad_jids_are_refused(store, jid):
+    """Only user@domain JIDs (with or without a resource) are accepted."""
+    await make_account(store)
+    await fails(store.link_jid(jid, "alice"), InvalidArgument)
+    await fails(store.account_for_jid(jid), InvalidArgument)
+    await fails(store.unlink_jid(jid), InvalidArgument)
+
+
+@pytest_twisted.ensureDeferred
+async def test_link_jid_to_missing_account(store):
+    """Linking to an account that does not exist links nothing."""
+    await fails(store.link_jid("ghost@example.test", "nobody"), NoSuchAccount)
+    await fails(store.link_jid("ghost@example.test", "bad:name"), InvalidArgument)
+    assert await store.account_for_jid("ghost@example.test") is None
+
+
 # -- phonebook ------------------------------------------------------------------------
 
 
