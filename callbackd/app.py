@@ -231,7 +231,12 @@ def _make_xmpp(daemon: Daemon, health: Any) -> None:
     from callbackd.xmpp.service import make_chat_service
 
     chat = make_chat_service(
-        daemon.config.xmpp, daemon.store, daemon.engine, daemon.reactor, daemon.registry
+        daemon.config.xmpp,
+        daemon.config.billing,
+        daemon.store,
+        daemon.engine,
+        daemon.reactor,
+        daemon.registry,
     )
     daemon.xmpp = daemon.add("xmpp", chat)
     # connected to the XMPP server as its component (and why not: refused secret ...)

@@ -389,10 +389,6 @@ class XMPPConfig:
             min=0.5,
         ),
     )
-    status: str = field(
-        default="Callback service: send HELP",
-        metadata=_meta("the status text shown with the service's presence"),
-    )
 
 
 @dataclass(frozen=True)

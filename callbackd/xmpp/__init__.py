@@ -9,7 +9,8 @@ to that domain or to an address in it reaches the daemon. Modules:
   the message front, on :class:`wokkel.subprotocols.XMPPHandler`;
 - :mod:`callbackd.xmpp.chat`: the chat front (commands to the engine, replies and
   progress in the account's language), independent of the transport;
-- :mod:`callbackd.xmpp.commands`: what a chat message asks for and the answer.
+- :mod:`callbackd.xmpp.service`: the component, its handlers and the chat front
+  put together from ``[xmpp]`` (a child of the daemon's service tree).
 
 wokkel is written for old Twisted: its modules import names that Twisted
 deprecated (DeprecationWarning at import), and its disco, ping and version

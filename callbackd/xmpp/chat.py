@@ -299,6 +299,14 @@ class ChatFront:
     def _translator(self, jid: str) -> Translator:
         return translator(self._languages.get(jid, DEFAULT_LANGUAGE))
 
+    def text_for(self, jid: str, msgid: str, **params: Any) -> str:
+        """Catalogue text ``msgid`` in the language of the account ``jid`` last spoke for.
+
+        English for a JID not heard from (or not linked): the presence status and the
+        invitation, which cannot wait for the store, are told in it.
+        """
+        return self._translator(jid).text(msgid, **params)
+
     def _money(self, t: Translator, minor_units: int, currency: str = "") -> str:
         return t.money(minor_units, self.decimals, currency)
 

@@ -6,10 +6,11 @@
 - :class:`PresenceHandler`: a ``subscribe`` is accepted and returned, probes and
   available presences are answered with the service's available presence and
   status text, ``unsubscribe`` is acknowledged; :meth:`PresenceHandler.invite`
-  sends a subscription request.
-- :class:`MessageHandler`: chat and normal messages go to a dispatcher (a callable
-  ``(jid, text) -> Deferred[str | None]``, :mod:`callbackd.xmpp.commands`), whose
-  answer goes back once.
+  sends a subscription request with the invitation text.
+- :class:`MessageHandler`: the bodies of chat and normal messages go to a
+  dispatcher (a callable ``(bare JID, text) -> Deferred[None]``, in the daemon
+  :meth:`callbackd.xmpp.chat.ChatFront.handle`), which answers on its own through
+  :func:`chat_message` stanzas.
 
 Nothing here answers an ``error`` or ``result`` stanza, a ``groupchat`` or
 ``headline`` message, or any stanza from the component's own domain (or one
@@ -30,6 +31,7 @@ from twisted.words.xish import domish
 
 import callbackd
 import callbackd.xmpp  # noqa: F401  (filters wokkel's DeprecationWarnings first)
+from callbackd.core.chat import MAX_MESSAGE
 
 from wokkel.subprotocols import XMPPHandler  # isort: skip
 
@@ -42,6 +44,7 @@ __all__ = [
     "MessageHandler",
     "PresenceHandler",
     "ServiceHandler",
+    "chat_message",
 ]
 
 log = Logger(namespace="callbackd.xmpp")
@@ -51,11 +54,14 @@ NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 NS_VERSION = "jabber:iq:version"
 NS_PING = "urn:xmpp:ping"
 
-#: the longest message body handled, in characters after stripping
-MAX_BODY = 1000
+#: the longest message body the grammar takes, in characters after stripping; longer
+#: bodies reach the dispatcher cut to one character more, so that it answers "too long"
+MAX_BODY = MAX_MESSAGE
 
-#: a dispatcher: ``(sender's full JID, body text) -> Deferred[reply text or None]``
-Dispatcher = Callable[[str, str], "defer.Deferred[str | None]"]
+#: a dispatcher: ``(sender's bare JID, body text) -> Deferred[None]``
+Dispatcher = Callable[[str, str], "defer.Deferred[None]"]
+#: a text for a bare JID (in the language of its account)
+TextFor = Callable[[str], str]
 
 
 def sender(stanza: domish.Element, own_domain: str) -> JID | None:
@@ -74,6 +80,16 @@ def sender(stanza: domish.Element, own_domain: str) -> JID | None:
     if jid.host == own_domain or jid.host.endswith("." + own_domain):
         return None
     return jid
+
+
+def chat_message(domain: str, to: str, text: str) -> domish.Element:
+    """A ``chat`` message from the service's ``domain`` to ``to`` with body ``text``."""
+    message = domish.Element((None, "message"))
+    message["to"] = to
+    message["from"] = domain
+    message["type"] = "chat"
+    message.addElement("body", content=text)
+    return message
 
 
 class ServiceHandler(XMPPHandler):  # type: ignore[misc]
@@ -154,12 +170,17 @@ class ServiceHandler(XMPPHandler):  # type: ignore[misc]
 
 
 class PresenceHandler(XMPPHandler):  # type: ignore[misc]
-    """Subscriptions to the service, its available presence, and invitations."""
+    """Subscriptions to the service, its available presence, and invitations.
 
-    def __init__(self, domain: str, status: str) -> None:
+    ``status(bare_jid)`` is the status text shown with the available presence and
+    ``invitation(bare_jid)`` the text sent with an invitation (both from the catalogue).
+    """
+
+    def __init__(self, domain: str, status: TextFor, invitation: TextFor) -> None:
         super().__init__()
         self.domain = domain
         self.status = status
+        self.invitation = invitation
 
     def connectionInitialized(self) -> None:
         self.xmlstream.addObserver("/presence", self._presence)
@@ -169,7 +190,8 @@ class PresenceHandler(XMPPHandler):  # type: ignore[misc]
 
         Sent at once when connected, else when the component is connected again.
         """
-        self._send_presence(JID(jid).userhostJID(), "subscribe")
+        bare = JID(jid).userhostJID()
+        self._send_presence(bare, "subscribe", self.invitation(bare.full()))
 
     def _presence(self, presence: domish.Element) -> None:
         kind = presence.getAttribute("type") or "available"
@@ -195,12 +217,14 @@ class PresenceHandler(XMPPHandler):  # type: ignore[misc]
 
     def _send_available(self, to: JID) -> None:
         presence = self._presence_to(to)
-        presence.addElement("status", content=self.status)
+        presence.addElement("status", content=self.status(to.userhost()))
         self.send(presence)
 
-    def _send_presence(self, to: JID, kind: str) -> None:
+    def _send_presence(self, to: JID, kind: str, status: str = "") -> None:
         presence = self._presence_to(to)
         presence["type"] = kind
+        if status:
+            presence.addElement("status", content=status)
         self.send(presence)
 
     def _presence_to(self, to: JID) -> domish.Element:
@@ -211,13 +235,17 @@ class PresenceHandler(XMPPHandler):  # type: ignore[misc]
 
 
 class MessageHandler(XMPPHandler):  # type: ignore[misc]
-    """Chat and normal messages to the dispatcher; its answer back, once."""
+    """The bodies of chat and normal messages to the dispatcher, from the sender's bare JID.
 
-    def __init__(self, domain: str, dispatch: Dispatcher, too_long: Callable[[str], str]) -> None:
+    A body longer than :data:`MAX_BODY` (after stripping) reaches the dispatcher cut
+    to ``MAX_BODY + 1`` characters: the grammar answers it "too long" in the account's
+    language, and a 100 kB body is never parsed.
+    """
+
+    def __init__(self, domain: str, dispatch: Dispatcher) -> None:
         super().__init__()
         self.domain = domain
         self.dispatch = dispatch
-        self.too_long = too_long
 
     def connectionInitialized(self) -> None:
         self.xmlstream.addObserver("/message", self._message)
@@ -233,27 +261,9 @@ class MessageHandler(XMPPHandler):  # type: ignore[misc]
         text = str(message.body).strip()
         if not text:
             return
-        if len(text) > MAX_BODY:
-            self._reply(message, who, self.too_long(who.full()))
-            return
-        d = defer.maybeDeferred(self.dispatch, who.full(), text)
-        d.addCallback(lambda answer: self._reply(message, who, answer))
-        d.addErrback(self._failed, message, who)
+        bare = who.userhost()
+        d = defer.maybeDeferred(self.dispatch, bare, text[: MAX_BODY + 1])
+        d.addErrback(self._failed, bare)
 
-    def _failed(self, failure: Failure, message: domish.Element, who: JID) -> None:
-        log.failure("chat message from {jid} failed", failure, jid=who.full())
-
-    def _reply(self, message: domish.Element, who: JID, text: str | None) -> None:
-        if not text:
-            return
-        reply = domish.Element((None, "message"))
-        reply["to"] = who.full()
-        reply["from"] = message.getAttribute("to") or self.domain
-        reply["type"] = message.getAttribute("type") or "normal"
-        if message.getAttribute("id"):
-            reply["id"] = message["id"]
-        thread = message.thread
-        if thread is not None:
-            reply.addElement("thread", content=str(thread))
-        reply.addElement("body", content=text)
-        self.send(reply)
+    def _failed(self, failure: Failure, jid: str) -> None:
+        log.failure("chat message from {jid} failed", failure, jid=jid)

@@ -1,39 +1,97 @@
-"""The chat front assembled: the component with its handlers, from ``[xmpp]``."""
+"""The chat front assembled: the component, its handlers and :class:`ChatFront`, from config.
+
+Chat messages reach :meth:`ChatFront.handle <callbackd.xmpp.chat.ChatFront.handle>`
+through the :class:`~callbackd.xmpp.handlers.MessageHandler`; the front's replies and
+progress messages leave through :meth:`ChatService.say` as ``chat`` messages from the
+service's domain, or are dropped while the component is not connected (a progress
+message queued for minutes would arrive about a call long over).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from twisted.internet import defer
+from twisted.python.failure import Failure
 
-from callbackd.config import XMPPConfig
-from callbackd.xmpp.commands import ChatDispatcher
+from callbackd.config import BillingConfig, XMPPConfig
+from callbackd.store.interface import InvalidArgument
+from callbackd.xmpp.chat import ChatFront
 from callbackd.xmpp.component import XMPPComponent, XMPPMetrics
-from callbackd.xmpp.handlers import MessageHandler, PresenceHandler, ServiceHandler
+from callbackd.xmpp.handlers import (
+    MessageHandler,
+    PresenceHandler,
+    ServiceHandler,
+    chat_message,
+)
 
-__all__ = ["ChatService", "make_chat_service"]
+__all__ = ["ChatService", "StoreLinks", "make_chat_service"]
+
+
+class StoreLinks:
+    """The chat front's :class:`~callbackd.xmpp.chat.Links`, kept in the store."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def account_for(self, jid: str) -> defer.Deferred[str | None]:
+        """The linked username; None for a JID the store would not take either."""
+        d = defer.maybeDeferred(self.store.account_for_jid, jid)
+        d.addErrback(_not_a_user)
+        return d
+
+    def link(self, jid: str, username: str) -> defer.Deferred[None]:
+        return defer.maybeDeferred(self.store.link_jid, jid, username)
+
+    def unlink(self, jid: str) -> defer.Deferred[None]:
+        d = defer.maybeDeferred(self.store.unlink_jid, jid)
+        d.addCallback(lambda _: None)
+        return d
+
+
+def _not_a_user(failure: Failure) -> None:
+    failure.trap(InvalidArgument)
+    return None
 
 
 class ChatService(XMPPComponent):
-    """The component with the service's handlers; :meth:`invite` for operators."""
+    """The component with the service's handlers and chat front; :meth:`invite` for operators."""
 
     presence: PresenceHandler
-    dispatcher: ChatDispatcher
+    front: ChatFront
 
     def invite(self, jid: str) -> None:
         """Send ``jid`` a subscription request from the service (queued while disconnected)."""
         self.presence.invite(jid)
 
+    def say(self, jid: str, text: str) -> None:
+        """Send ``text`` to ``jid`` in a chat message; dropped while not connected."""
+        if self.connected:
+            self.send(chat_message(self.domain, jid, text))
+
+    def startService(self) -> None:
+        self.front.start()
+        super().startService()
+
+    def stopService(self) -> defer.Deferred[None]:
+        self.front.stop()
+        return super().stopService()
+
 
 def make_chat_service(
     config: XMPPConfig,
+    billing: BillingConfig,
     store: Any,
     engine: Any,
     reactor: Any,
     registry: CollectorRegistry | None = None,
     **component_options: Any,
 ) -> ChatService:
-    """The component of ``config.domain`` answering from ``store`` and ``engine``."""
+    """The component of ``config.domain`` with the chat front on ``store`` and ``engine``.
+
+    Money is shown with ``billing``'s decimals and currency.
+    """
     chat = ChatService(
         config.domain,
         config.host,
@@ -44,9 +102,21 @@ def make_chat_service(
         metrics=XMPPMetrics(registry) if registry is not None else None,
         **component_options,
     )
-    chat.dispatcher = ChatDispatcher(store, engine, clock=reactor)
-    chat.presence = PresenceHandler(config.domain, config.status)
+    chat.front = ChatFront(
+        engine,
+        store,
+        StoreLinks(store),
+        reactor,
+        chat.say,
+        decimals=billing.decimals,
+        currency=billing.currency,
+    )
+    chat.presence = PresenceHandler(
+        config.domain,
+        status=lambda jid: chat.front.text_for(jid, "chat.presence_status"),
+        invitation=lambda jid: chat.front.text_for(jid, "chat.invite"),
+    )
     ServiceHandler(config.domain).setHandlerParent(chat)
     chat.presence.setHandlerParent(chat)
-    MessageHandler(config.domain, chat.dispatcher, chat.dispatcher.too_long).setHandlerParent(chat)
+    MessageHandler(config.domain, chat.front.handle).setHandlerParent(chat)
     return chat

@@ -11,8 +11,9 @@ from prometheus_client import CollectorRegistry
 from twisted.internet import reactor, task, threads
 from twisted.logger import formatEvent, globalLogPublisher
 
-from callbackd.config import Secret, XMPPConfig
+from callbackd.config import BillingConfig, Secret, XMPPConfig
 from callbackd.core.model import Account
+from callbackd.i18n import translator
 from callbackd.xmpp.handlers import NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION
 from callbackd.xmpp.service import make_chat_service
 from tests.store.test_contract import redis_store
@@ -29,6 +30,16 @@ async def until(condition, timeout: float = 15.0, what: str = "condition") -> No
         waited += 0.05
 
 
+EN = translator("en")
+
+
+class NoEngine:
+    """The engine as far as linking needs it: session events, of which there are none."""
+
+    def subscribe(self, callback):
+        return lambda: None
+
+
 def chat_service(prosody, store, secret=None, registry=None):
     config = XMPPConfig(
         enabled=True,
@@ -37,9 +48,10 @@ def chat_service(prosody, store, secret=None, registry=None):
         port=prosody.component_port,
         secret=Secret(secret or prosody.secret),
         reconnect_max_delay=1.0,
-        status="Send HELP",
     )
-    return make_chat_service(config, store, None, reactor, registry or CollectorRegistry())
+    return make_chat_service(
+        config, BillingConfig(), store, NoEngine(), reactor, registry or CollectorRegistry()
+    )
 
 
 async def login(prosody, user: str, password: str) -> UserProcess:
@@ -56,7 +68,7 @@ async def test_a_user_subscribes_queries_links_and_the_component_survives_a_rest
     """Subscribe, disco/version/ping, LINK; Prosody restarts and the component comes back."""
     store = redis_store(clean_redis.port)
     await store.connect(timeout=5)
-    await store.create_account(Account("alice"), "alice's password", None)
+    await store.create_account(Account("alice"), "alices-password", None)
     registry = CollectorRegistry()
     chat = chat_service(prosody, store, registry=registry)
     chat.startService()
@@ -77,7 +89,7 @@ async def test_a_user_subscribes_queries_links_and_the_component_survives_a_rest
         await user.expect(event="presence", type="subscribed", **{"from": service})
         await user.expect(event="presence", type="subscribe", **{"from": service})
         available = await user.expect(event="presence", type="available", **{"from": service})
-        assert available["status"] == "Send HELP"
+        assert available["status"] == EN.text("chat.presence_status")
 
         # service discovery, version, ping; anything else: service-unavailable
         user.send("disco_info", to=service)
@@ -98,14 +110,14 @@ async def test_a_user_subscribes_queries_links_and_the_component_survives_a_rest
         # chat: an unlinked JID is told to LINK; a wrong password links nothing
         user.send("message", to=service, body="status")
         reply = await user.expect(event="message", **{"from": service})
-        assert "not linked" in reply["body"]
+        assert reply["body"] == EN.text("chat.not_linked")
         user.send("message", to=service, body="LINK alice wrong")
         reply = await user.expect(event="message", **{"from": service})
-        assert reply["body"] == "Wrong username or password."
+        assert reply["body"] == EN.text("chat.link_failed")
         assert await store.account_for_jid(f"user1@{prosody.host}") is None
-        user.send("message", to=service, body="link alice alice's password")
+        user.send("message", to=service, body="link alice alices-password")
         reply = await user.expect(event="message", **{"from": service})
-        assert reply["body"] == "Linked to account alice."
+        assert reply["body"] == EN.text("chat.linked", username="alice")
         assert await store.account_for_jid(f"user1@{prosody.host}") == "alice"
         assert registry.get_sample_value("callbackd_xmpp_stanzas_total", {"kind": "message"}) == 3
 
@@ -121,7 +133,7 @@ async def test_a_user_subscribes_queries_links_and_the_component_survives_a_rest
         await user.expect(event="ready", timeout=20)
         user.send("message", to=service, body="UNLINK")
         reply = await user.expect(event="message", **{"from": service})
-        assert reply["body"].startswith("Unlinked.")
+        assert reply["body"] == EN.text("chat.unlinked")
         assert await store.account_for_jid(f"user1@{prosody.host}") is None
     finally:
         for client in clients:

@@ -9,6 +9,7 @@ from twisted.internet import defer
 from twisted.words.xish import domish
 
 import callbackd
+from callbackd.core.chat import CommandError, parse_command
 from callbackd.xmpp.handlers import (
     MAX_BODY,
     NS_DISCO_INFO,
@@ -17,6 +18,7 @@ from callbackd.xmpp.handlers import (
     MessageHandler,
     PresenceHandler,
     ServiceHandler,
+    chat_message,
 )
 
 from wokkel.test.helpers import XmlStreamStub  # isort: skip
@@ -131,29 +133,34 @@ def sent(stub):
     return [(p.getAttribute("type"), p["to"], p.status and str(p.status)) for p in stub.output]
 
 
+def presence_handler():
+    """Status and invitation texts that say whom they are for."""
+    return PresenceHandler(DOMAIN, lambda jid: f"status for {jid}", lambda jid: f"invite {jid}")
+
+
 def test_subscribe_is_accepted_returned_and_shown_available():
-    stub = connect(PresenceHandler(DOMAIN, "Send HELP"))
+    stub = connect(presence_handler())
     stub.send(presence("subscribe"))
     assert sent(stub) == [
         ("subscribed", "user@example.test", None),
         ("subscribe", "user@example.test", None),
-        (None, "user@example.test", "Send HELP"),
+        (None, "user@example.test", "status for user@example.test"),
     ]
     assert all(p["from"] == DOMAIN for p in stub.output)
 
 
 def test_probe_and_available_are_answered_available():
-    stub = connect(PresenceHandler(DOMAIN, "Send HELP"))
+    stub = connect(presence_handler())
     stub.send(presence("probe", sender="user@example.test"))
     stub.send(presence(None))
     assert sent(stub) == [
-        (None, "user@example.test", "Send HELP"),
-        (None, USER, "Send HELP"),
+        (None, "user@example.test", "status for user@example.test"),
+        (None, USER, "status for user@example.test"),
     ]
 
 
 def test_unsubscribe_is_acknowledged():
-    stub = connect(PresenceHandler(DOMAIN, "Send HELP"))
+    stub = connect(presence_handler())
     stub.send(presence("unsubscribe"))
     assert sent(stub) == [
         ("unsubscribed", "user@example.test", None),
@@ -163,53 +170,58 @@ def test_unsubscribe_is_acknowledged():
 
 @pytest.mark.parametrize("kind", ["subscribed", "unsubscribed", "unavailable", "error"])
 def test_presences_needing_no_answer(kind):
-    stub = connect(PresenceHandler(DOMAIN, "Send HELP"))
+    stub = connect(presence_handler())
     stub.send(presence(kind))
     assert stub.output == []
 
 
 def test_presence_from_our_own_domain_is_ignored():
-    stub = connect(PresenceHandler(DOMAIN, "Send HELP"))
+    stub = connect(presence_handler())
     stub.send(presence("subscribe", sender=DOMAIN))
     stub.send(presence("probe", sender="x@" + DOMAIN))
     assert stub.output == []
 
 
-def test_invite_sends_a_subscription_request_to_the_bare_jid():
-    handler = PresenceHandler(DOMAIN, "Send HELP")
+def test_invite_sends_a_subscription_request_with_its_text_to_the_bare_jid():
+    handler = presence_handler()
     stub = connect(handler)
     handler.invite("New@Example.test/laptop")
-    assert sent(stub) == [("subscribe", "new@example.test", None)]
+    assert sent(stub) == [("subscribe", "new@example.test", "invite new@example.test")]
 
 
 # --- messages ----------------------------------------------------------------------------
 
 
 class Recorder:
-    """A dispatcher that records and answers ``echo: <text>``."""
+    """A dispatcher that records what it is given and answers nothing itself."""
 
     def __init__(self):
         self.calls = []
 
     def __call__(self, jid, text):
         self.calls.append((jid, text))
-        return defer.succeed(f"echo: {text}")
+        return defer.succeed(None)
 
 
 def message_handler():
     dispatch = Recorder()
-    stub = connect(MessageHandler(DOMAIN, dispatch, lambda jid: "too long"))
+    stub = connect(MessageHandler(DOMAIN, dispatch))
     return stub, dispatch
 
 
 @pytest.mark.parametrize("kind", ["chat", "normal", None])
-def test_a_message_is_dispatched_and_answered_once(kind):
+def test_a_message_body_is_dispatched_once_from_the_bare_jid(kind):
     stub, dispatch = message_handler()
     stub.send(message("  HELP \n", kind))
-    assert dispatch.calls == [(USER, "HELP")]
-    [reply] = stub.output
-    assert str(reply.body) == "echo: HELP" and reply["to"] == USER and reply["from"] == DOMAIN
-    assert reply["type"] == (kind or "normal")
+    assert dispatch.calls == [("user@example.test", "HELP")]
+    assert stub.output == []  # the dispatcher answers, through chat_message stanzas
+
+
+def test_chat_message_is_a_chat_from_the_domain():
+    reply = chat_message(DOMAIN, "user@example.test", "Hello <you> & me")
+    assert (reply["type"], reply["from"], reply["to"]) == ("chat", DOMAIN, "user@example.test")
+    assert str(reply.body) == "Hello <you> & me"
+    assert "&lt;you&gt; &amp; me" in reply.toXml()
 
 
 @pytest.mark.parametrize(
@@ -239,35 +251,46 @@ def test_a_message_is_dispatched_and_answered_once(kind):
         "blank body",
     ],
 )
-def test_messages_never_answered(stanza):
+def test_messages_never_dispatched(stanza):
     stub, dispatch = message_handler()
     stub.send(stanza)
     assert stub.output == [] and dispatch.calls == []
 
 
-def test_a_long_body_is_refused_without_dispatching():
+def test_a_long_body_reaches_the_dispatcher_cut_to_one_character_too_many():
+    """The grammar answers it "too long"; 100 kB never reach the parser."""
     stub, dispatch = message_handler()
-    stub.send(message("x" * (MAX_BODY + 1)))
+    stub.send(message("x" * 100_000))
     stub.send(message(" " * 5000 + "x" * MAX_BODY + " " * 5000))
-    assert [str(m.body) for m in stub.output] == ["too long", "echo: " + "x" * MAX_BODY]
-    assert dispatch.calls == [(USER, "x" * MAX_BODY)]
+    assert dispatch.calls == [
+        ("user@example.test", "x" * (MAX_BODY + 1)),
+        ("user@example.test", "x" * MAX_BODY),
+    ]
+
+
+def test_a_long_body_cut_is_still_too_long_for_the_grammar():
+    with pytest.raises(CommandError) as info:
+        parse_command("x" * (MAX_BODY + 1))
+    assert info.value.code == "too_long"
 
 
 def test_a_failing_dispatcher_answers_nothing_and_logs():
     def broken(jid, text):
         raise RuntimeError("boom")
 
-    stub = connect(MessageHandler(DOMAIN, broken, lambda jid: "too long"))
+    stub = connect(MessageHandler(DOMAIN, broken))
     stub.send(message("HELP"))
     assert stub.output == []
 
 
 @settings(max_examples=200, deadline=None)
 @given(body=st.text(max_size=1200), kind=st.sampled_from(["chat", "normal", "error", "headline"]))
-def test_any_body_gets_at_most_one_reply(body, kind):
+def test_any_body_is_dispatched_at_most_once(body, kind):
     stub, dispatch = message_handler()
     stub.send(message(body, kind))
-    assert len(stub.output) <= 1
+    assert stub.output == []
     assert len(dispatch.calls) <= 1
+    if dispatch.calls:
+        assert len(dispatch.calls[0][1]) <= MAX_BODY + 1
     if kind in ("error", "headline"):
-        assert stub.output == []
+        assert dispatch.calls == []

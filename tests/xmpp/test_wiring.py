@@ -102,6 +102,40 @@ def test_started_it_connects_to_the_configured_server(tmp_path):
     chat.stopService()
 
 
+def test_the_chat_front_takes_billing_and_follows_the_component(tmp_path):
+    """Money as [billing] says; the front hears the engine while the component runs."""
+    reactor = MemoryReactorClock()
+    daemon = create_daemon(_enabled_config(tmp_path), reactor).daemon
+    chat, config = daemon.xmpp, daemon.config
+    assert (chat.front.decimals, chat.front.currency) == (
+        config.billing.decimals,
+        config.billing.currency,
+    )
+    assert chat.front.engine is daemon.engine and chat.front.send == chat.say
+    assert chat.front._unsubscribe is None
+    chat.startService()
+    assert chat.front._unsubscribe is not None
+    chat.stopService()
+    assert chat.front._unsubscribe is None
+
+
+def test_say_sends_a_chat_message_when_connected_and_drops_it_otherwise(tmp_path):
+    chat = create_daemon(_enabled_config(tmp_path), MemoryReactorClock()).daemon.xmpp
+    sent = []
+    chat.send = sent.append
+    chat.say("user@example.test", "dropped")
+    assert sent == []
+    chat.state = "connected"
+    chat.say("user@example.test", "Hello")
+    [message] = sent
+    assert (message["to"], message["from"], message["type"], str(message.body)) == (
+        "user@example.test",
+        "callback.example.test",
+        "chat",
+        "Hello",
+    )
+
+
 def test_without_xmpp_there_is_no_component(tmp_path):
     root = create_daemon(load_config(ROOT / "etc" / "callbackd.ini"), MemoryReactorClock())
     assert "xmpp" not in [child.name for child in root]
