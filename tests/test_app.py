@@ -13,7 +13,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from callbackd.ami.message import Message
 from callbackd.app import create_daemon
-from callbackd.config import ConfigError, load_config
+from callbackd.config import ConfigError, load_config, parse_config
 from callbackd.tap import Options
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,11 +29,19 @@ def _documented_children() -> list[str]:
 
 
 def test_demo_config_builds_every_child_in_order(tmp_path):
-    """The demo config's tree has the children docs/architecture.rst draws, in that order."""
-    config = load_config(ROOT / "etc" / "callbackd.ini")
-    root = create_daemon(config, _Reactor())
+    """The demo config's tree has the children docs/architecture.rst draws, in that order.
+
+    The chat front (``xmpp``) is drawn too; it is off in the demo config.
+    """
+    path = ROOT / "etc" / "callbackd.ini"
+    root = create_daemon(load_config(path), _Reactor())
     names = [child.name for child in root]
-    assert names == _documented_children()
+    assert names == [name for name in _documented_children() if name != "xmpp"]
+    with_chat = path.read_text() + (
+        "\n[xmpp]\nenabled = yes\ndomain = callback.example.test\nsecret_env = S\n"
+    )
+    root = create_daemon(parse_config(with_chat, path, {"S": "x"}), _Reactor())
+    assert [child.name for child in root] == _documented_children()
 
 
 def test_building_the_tree_opens_nothing(tmp_path):
