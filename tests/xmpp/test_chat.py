@@ -474,3 +474,11 @@ def test_any_body_from_anyone_gets_at_most_one_reply_and_never_raises(messages):
     finally:
         globalLogPublisher.removeObserver(observe)
     assert logged == []
+
+
+def test_text_for_a_jid_is_in_the_language_last_seen_for_it():
+    """The presence status and the invitation: the JID's account language, else English."""
+    chat = Chat(linked=[ALICE], language="es")
+    chat.say("BALANCE")
+    assert chat.front.text_for(ALICE, "chat.presence_status") == ES.text("chat.presence_status")
+    assert chat.front.text_for(STRANGER, "chat.invite") == EN.text("chat.invite")

@@ -11,6 +11,7 @@ from twisted.internet.testing import MemoryReactorClock
 
 from callbackd.app import create_daemon, namespace
 from callbackd.config import ConfigError, Secret, XMPPConfig, load_config, parse_config
+from callbackd.i18n import translator
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,6 +118,13 @@ def test_the_chat_front_takes_billing_and_follows_the_component(tmp_path):
     assert chat.front._unsubscribe is not None
     chat.stopService()
     assert chat.front._unsubscribe is None
+
+
+def test_presence_status_and_invitation_come_from_the_catalogue(tmp_path):
+    chat = create_daemon(_enabled_config(tmp_path), MemoryReactorClock()).daemon.xmpp
+    en = translator("en")
+    assert chat.presence.status("user@example.test") == en.text("chat.presence_status")
+    assert chat.presence.invitation("user@example.test") == en.text("chat.invite")
 
 
 def test_say_sends_a_chat_message_when_connected_and_drops_it_otherwise(tmp_path):
