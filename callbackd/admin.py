@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``callbackd-admin``."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Administer callbackd accounts, balances, vouchers and CDRs.",
+        description="Administer callbackd accounts, balances, vouchers, CDRs and chat links.",
     )
     parser.add_argument(
         "-c",
@@ -140,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", type=_iso_time, default=None, metavar="ISO")
 
     command("list-accounts", "every account as CSV: username,status,balance")
+
+    p = command("link-jid", "link an XMPP address to an account (as LINK does in chat)")
+    p.add_argument("jid", help="user@domain (a resource is dropped)")
+    p.add_argument("username")
+
+    p = command("unlink-jid", "unlink an XMPP address (as UNLINK does in chat)")
+    p.add_argument("jid")
     return parser
 
 
@@ -267,6 +274,20 @@ def _prepare(args: argparse.Namespace, config: Config) -> Job:
             _write_cdrs(sys.stdout, found, config)
 
         return cdrs
+    if cmd == "link-jid":
+
+        async def link(store: Any) -> None:
+            await store.link_jid(args.jid, user)
+            print(f"{args.jid} linked to {user}")
+
+        return link
+    if cmd == "unlink-jid":
+
+        async def unlink(store: Any) -> None:
+            was = await store.unlink_jid(args.jid)
+            print(f"{args.jid} unlinked" if was else f"{args.jid} was not linked")
+
+        return unlink
     assert cmd == "list-accounts", cmd
 
     async def accounts(store: Any) -> None:

@@ -175,6 +175,38 @@ def test_voucher_batch_redeem(config, alice, tmp_path):
     assert "already used" in again.stderr
 
 
+@pytest_twisted.ensureDeferred
+async def test_link_and_unlink_a_jid(config, alice, clean_redis):
+    """link-jid links a bare JID (resource dropped) to an account; unlink-jid undoes it."""
+    store = await redis_store(clean_redis.port).connect(timeout=5)
+    try:
+        result = admin(config, "link-jid", "Bob@Example.org/phone", "alice")
+        assert (result.returncode, result.stdout.strip()) == (
+            0,
+            "Bob@Example.org/phone linked to alice",
+        )
+        assert await store.account_for_jid("bob@example.org") == "alice"
+        result = admin(config, "unlink-jid", "bob@example.org")
+        assert result.stdout.strip() == "bob@example.org unlinked"
+        assert await store.account_for_jid("bob@example.org") is None
+        result = admin(config, "unlink-jid", "bob@example.org")
+        assert result.stdout.strip() == "bob@example.org was not linked"
+    finally:
+        await store.disconnect()
+
+
+def test_link_jid_refuses_what_it_cannot_link(config, alice):
+    """An unknown account: exit 1 with one line; a malformed JID: usage and exit 2."""
+    unknown = admin(config, "link-jid", "bob@example.org", "nobody")
+    assert (unknown.returncode, unknown.stderr.strip()) == (
+        1,
+        "callbackd-admin: no account 'nobody'",
+    )
+    bad = admin(config, "link-jid", "not-a-jid", "alice")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().endswith("error: bad JID 'not-a-jid': user@domain expected")
+
+
 def test_voucher_batch_to_stdout(config):
     """Without -o the CSV goes to stdout."""
     result = admin(config, "voucher-batch", "b", "2", "1")
