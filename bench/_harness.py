@@ -500,7 +500,7 @@ class BenchDaemon:
             unsubscribe()
         if errors:
             raise RuntimeError(f"{len(errors)} callbacks failed, first: {errors[0]}")
-        await self._drained(timeout)
+        await self.drained(timeout)
         start, end = phase["window_start"], phase["window_end"]
         inside = [sid for sid, at in triggered_at.items() if start <= at < end]
         if not inside:
@@ -516,7 +516,7 @@ class BenchDaemon:
             session_ids=list(triggered_at),
         )
 
-    async def _drained(self, timeout: float) -> None:
+    async def drained(self, timeout: float) -> None:
         """Wait until the store holds no session in flight."""
         deadline = time.monotonic() + timeout
         while await self.daemon.store.list_sessions():
@@ -538,7 +538,7 @@ class BenchDaemon:
         unbilled = [sid for sid in session_ids if self.ended[sid].cost <= 0]
         if unbilled:
             raise RuntimeError(f"{len(unbilled)} sessions ended without a charge")
-        await self._drained(timeout)
+        await self.drained(timeout)
 
     async def check_billing(self) -> int:
         """Raise unless the accounts' balances fell by what the ended sessions cost in total."""

@@ -384,7 +384,7 @@ async def callbacks_loop(
         window = await _closed_loop(bench, server, users, times, begin, heard)
     finally:
         del bench.daemon.engine.start_callback  # the class's method again
-    await bench._drained(30.0)
+    await bench.drained(30.0)
     missing = [sid for *_, sid in inside if sid not in bench.originate_at]
     if not inside or missing:
         raise RuntimeError(f"{len(inside)} callbacks in the window, {len(missing)} not dialled")
