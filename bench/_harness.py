@@ -241,15 +241,20 @@ class BenchDaemon:
         self.originate_at: dict[str, float] = {}
         self._waiting: tuple[Callable[[], bool], Any] | None = None
 
-    async def start(self, log_path: Path) -> None:
-        """Build and start the daemon; return once AMI is logged in and Redis answers."""
+    async def start(self, log_path: Path, extra_config: str = "") -> None:
+        """Build and start the daemon; return once AMI is logged in and Redis answers.
+
+        ``extra_config`` is INI text appended to :meth:`Processes.config_text` (sections
+        of the daemon's parts a bench adds, e.g. ``[xmpp]``).
+        """
         from twisted.logger import globalLogBeginner, textFileLogObserver
 
         from callbackd.app import create_daemon
         from callbackd.config import parse_config
 
         workdir = self.processes.workdir
-        config = parse_config(self.processes.config_text(), workdir / "callbackd.ini", environ={})
+        text = self.processes.config_text() + extra_config
+        config = parse_config(text, workdir / "callbackd.ini", environ={})
         # as under twistd: the daemon's log events are formatted and written to a file
         globalLogBeginner.beginLoggingTo(
             [textFileLogObserver(log_path.open("a", encoding="utf-8"))],
@@ -495,7 +500,7 @@ class BenchDaemon:
             unsubscribe()
         if errors:
             raise RuntimeError(f"{len(errors)} callbacks failed, first: {errors[0]}")
-        await self._drained(timeout)
+        await self.drained(timeout)
         start, end = phase["window_start"], phase["window_end"]
         inside = [sid for sid, at in triggered_at.items() if start <= at < end]
         if not inside:
@@ -511,7 +516,7 @@ class BenchDaemon:
             session_ids=list(triggered_at),
         )
 
-    async def _drained(self, timeout: float) -> None:
+    async def drained(self, timeout: float) -> None:
         """Wait until the store holds no session in flight."""
         deadline = time.monotonic() + timeout
         while await self.daemon.store.list_sessions():
@@ -533,7 +538,7 @@ class BenchDaemon:
         unbilled = [sid for sid in session_ids if self.ended[sid].cost <= 0]
         if unbilled:
             raise RuntimeError(f"{len(unbilled)} sessions ended without a charge")
-        await self._drained(timeout)
+        await self.drained(timeout)
 
     async def check_billing(self) -> int:
         """Raise unless the accounts' balances fell by what the ended sessions cost in total."""
@@ -556,8 +561,16 @@ class BenchDaemon:
             await self.daemon.root.stopService()
 
 
-def child_main(body: Callable[[Any, BenchDaemon], Any]) -> None:
-    """Run ``body(reactor, bench)`` (a coroutine function) in a fresh daemon; exit 1 on error."""
+def child_main(
+    body: Callable[[Any, BenchDaemon], Any],
+    extra_config: Callable[[Any, Processes], str] | None = None,
+) -> None:
+    """Run ``body(reactor, bench)`` (a coroutine function) in a fresh daemon; exit 1 on error.
+
+    ``extra_config(reactor, processes)``, if given, runs on the reactor before the daemon
+    is built (to listen on a port the daemon connects to, say) and returns INI text
+    appended to the daemon's configuration.
+    """
     from twisted.internet import defer, task
 
     processes = Processes.start()
@@ -565,7 +578,8 @@ def child_main(body: Callable[[Any, BenchDaemon], Any]) -> None:
     async def main(reactor: Any) -> None:
         bench = BenchDaemon(reactor, processes)
         try:
-            await bench.start(processes.workdir / "callbackd.log")
+            extra = "" if extra_config is None else extra_config(reactor, processes)
+            await bench.start(processes.workdir / "callbackd.log", extra)
             await body(reactor, bench)
         except BaseException:
             traceback.print_exc()  # the log goes to a file that is removed: say it here
