@@ -88,6 +88,9 @@ def create_daemon(config: Config, reactor: Any, decks: Decks | None = None) -> S
     _make_engine(daemon, metrics, decks)
     if config.xmpp.enabled:
         _make_xmpp(daemon, health)
+    else:
+        # the chat front is off: /healthz says so rather than leaving it out
+        health.register("xmpp", lambda: (True, "off ([xmpp] enabled = no)"))
     web_root = make_web_root(health, metrics)
     daemon.web_root = web_root
     daemon.add("web", make_web_service(config.web, web_root, reactor=reactor))

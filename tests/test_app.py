@@ -145,13 +145,21 @@ def test_the_ami_reconnect_cap_is_configured(tmp_path):
     assert create_daemon(load_config(path), _Reactor()).daemon.ami.max_retry == 7.5
 
 
-def _ami_health(root) -> tuple[bool, str]:
-    """The "ami" check of the /healthz the built tree serves."""
+def _ami_health(root, name: str = "ami") -> tuple[bool, str]:
+    """A check ("ami" unless named) of the /healthz the built tree serves."""
     site = root.getServiceNamed("web").factory
     request = DummyRequest([b"healthz"])
     site.resource.children[b"healthz"].render(request)
-    check = json.loads(b"".join(request.written))["checks"]["ami"]
+    check = json.loads(b"".join(request.written))["checks"][name]
     return check["ok"], check["detail"]
+
+
+def test_healthz_says_the_chat_front_is_off():
+    """With [xmpp] off (the README's run command) /healthz says so, and counts it ok."""
+    config = load_config(ROOT / "etc" / "callbackd.ini")
+    assert not config.xmpp.enabled
+    root = create_daemon(config, _Reactor())
+    assert _ami_health(root, "xmpp") == (True, "off ([xmpp] enabled = no)")
 
 
 def test_healthz_says_the_switch_restarts_until_it_is_fully_booted():
