@@ -132,7 +132,11 @@ class IStore(Interface):
         """
 
     def unlink_jid(jid):
-        """Forget the JID's link; fire with True if there was one."""
+        """Forget the JID's link; fire with True if there was one.
+
+        Like :meth:`link_jid`, told on the change feed (:meth:`watch`) under the
+        username the JID was linked to: every chat front caching links forgets it.
+        """
 
     def account_for_jid(jid):
         """Fire with the username the bare JID of ``jid`` is linked to, or None."""
@@ -196,11 +200,13 @@ class IStore(Interface):
     def watch(on_change, on_state):
         """Hear of every change to an account, by any writer in any process.
 
-        ``on_change(username, origin)`` is called after the account's record, balance
-        or CDRs changed (``origin``: what the writer passed to :meth:`charge` or
-        :meth:`end_session`, "" for every other write). ``on_state(True)`` once the feed
-        is live, ``on_state(False)`` when it is lost: changes meanwhile are not told, so
-        a watcher caching account data drops it then. Return a function that stops.
+        ``on_change(username, origin)`` is called after the account's record, balance,
+        CDRs or chat links changed (a JID linked or unlinked: the account it was linked
+        to and the one it is linked to now are both told). ``origin``: what the writer
+        passed to :meth:`charge` or :meth:`end_session`, "" for every other write.
+        ``on_state(True)`` once the feed is live, ``on_state(False)`` when it is lost:
+        changes meanwhile are not told, so a watcher caching account data drops it then.
+        Return a function that stops.
         """
 
     def list_sessions():

@@ -342,7 +342,10 @@ class MemoryStore:
         def link() -> None:
             bare = records.bare_jid(jid)
             self._account(username)
-            self._jids[bare] = username
+            was, self._jids[bare] = self._jids.get(bare), username
+            self._changed(username)
+            if was is not None and was != username:
+                self._changed(was)
 
         return _fired(link)
 
@@ -352,7 +355,10 @@ class MemoryStore:
         def unlink() -> bool:
             bare = records.bare_jid(jid)
             self._up()
-            return self._jids.pop(bare, None) is not None
+            was = self._jids.pop(bare, None)
+            if was is not None:
+                self._changed(was)
+            return was is not None
 
         return _fired(unlink)
 
