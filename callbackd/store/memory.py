@@ -23,6 +23,7 @@ from callbackd.core.model import CDR, Account, CallerID, PhonebookEntry, Voucher
 from callbackd.store import records
 from callbackd.store.hashing import BcryptHasher, PasswordHasher
 from callbackd.store.interface import (
+    LINK_ORIGIN,
     AccountExists,
     InsufficientFunds,
     InvalidArgument,
@@ -343,9 +344,9 @@ class MemoryStore:
             bare = records.bare_jid(jid)
             self._account(username)
             was, self._jids[bare] = self._jids.get(bare), username
-            self._changed(username)
+            self._changed(username, LINK_ORIGIN)
             if was is not None and was != username:
-                self._changed(was)
+                self._changed(was, LINK_ORIGIN)
 
         return _fired(link)
 
@@ -357,7 +358,7 @@ class MemoryStore:
             self._up()
             was = self._jids.pop(bare, None)
             if was is not None:
-                self._changed(was)
+                self._changed(was, LINK_ORIGIN)
             return was is not None
 
         return _fired(unlink)

@@ -175,12 +175,13 @@ return 1
 """)
 
 _LINK_JID = _Script("""
--- KEYS: account, jid; ARGV: username. Both accounts the JID moves between are told.
+-- KEYS: account, jid; ARGV: username. Both accounts the JID moves between are told,
+-- with the origin LINK_ORIGIN.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local was = redis.call('GET', KEYS[2])
 redis.call('SET', KEYS[2], ARGV[1])
-redis.call('PUBLISH', 'cb:changes', ARGV[1] .. ' ')
-if was and was ~= ARGV[1] then redis.call('PUBLISH', 'cb:changes', was .. ' ') end
+redis.call('PUBLISH', 'cb:changes', ARGV[1] .. ' store:link')
+if was and was ~= ARGV[1] then redis.call('PUBLISH', 'cb:changes', was .. ' store:link') end
 return 1
 """)
 
@@ -189,7 +190,7 @@ _UNLINK_JID = _Script("""
 local was = redis.call('GET', KEYS[1])
 if not was then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', 'cb:changes', was .. ' ')
+redis.call('PUBLISH', 'cb:changes', was .. ' store:link')
 return 1
 """)
 

@@ -4,12 +4,13 @@ Every chat command needs the account its JID is linked to. :class:`LinkCache` re
 from the store (``account_for_jid``) and keeps the answer, linked or not, only while
 the store's *change feed* (:meth:`IStore.watch <callbackd.store.interface.IStore.watch>`)
 is live: the store tells every link and unlink on the feed under the accounts the JID
-moved between, so an ``UNLINK`` in chat or ``callbackd-admin unlink-jid`` in any
-process reaches every daemon whose feed is live at once.
+moved between (with the origin :data:`~callbackd.store.interface.LINK_ORIGIN`), so an
+``UNLINK`` in chat or ``callbackd-admin unlink-jid`` in any process reaches every
+daemon whose feed is live at once.
 
-- A change of an account drops the JIDs cached as linked to it; any change at all drops
-  the JIDs cached as not linked (the change may be their link: the feed names the
-  account, not the JID).
+- A link change of an account drops the JIDs cached as linked to it, and the JIDs
+  cached as not linked (the change may be their link: the feed names the account, not
+  the JID). Other changes (the engine's charges, top-ups) leave the links kept.
 - A read that a change, a link or unlink of its own, or the feed's loss or return
   overtook is used once, not kept (the change counter and the feed's *epoch*, as
   :class:`~callbackd.engine.accounts.AccountBook` does for accounts).
@@ -25,7 +26,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from callbackd.store import records
-from callbackd.store.interface import InvalidArgument
+from callbackd.store.interface import LINK_ORIGIN, InvalidArgument
 
 __all__ = ["LinkCache"]
 
@@ -178,7 +179,9 @@ class LinkCache:
     # -- the change feed ----------------------------------------------------------------
 
     def _account_changed(self, username: str, origin: str) -> None:
-        """The change feed: the account changed (perhaps one of its links)."""
+        """The change feed: a JID was linked to the account or unlinked from it."""
+        if origin != LINK_ORIGIN:
+            return  # a charge, a top-up, an update: the links are as they were
         self._changes += 1
         if self._reading:
             self._changed_at[username] = self._changes

@@ -114,11 +114,22 @@ def test_a_link_elsewhere_of_a_jid_kept_as_unlinked(store, links):
     assert ask(links) == "alice"
 
 
-def test_other_accounts_changes_keep_the_link(store, links):
-    """A change of bob (a top-up) leaves alice's JIDs kept."""
+def test_changes_other_than_links_keep_them(store, links):
+    """The engine's charges, top-ups, updates of the account itself: its links stay kept."""
     result(store.link_jid(ME, "alice"))
     ask(links)
-    result(store.credit("bob", 100, "topup"))
+    ask(links, "you@example.test")
+    result(store.credit("alice", 100, "topup"))
+    result(store.update_account("alice", language="es"))
+    assert links.cached(ME) and links.cached("you@example.test")
+    assert store.reads == 2
+
+
+def test_other_accounts_links_keep_the_link(store, links):
+    """A JID linked to bob leaves alice's JIDs kept."""
+    result(store.link_jid(ME, "alice"))
+    ask(links)
+    result(store.link_jid("you@example.test", "bob"))
     assert links.cached(ME)
 
 
@@ -152,7 +163,7 @@ def test_a_read_overtaken_by_a_change_of_others_is_kept(store, links):
     result(store.link_jid(ME, "alice"))
     store.hold = True
     d = links.account_for(ME)
-    result(store.credit("bob", 100, "topup"))
+    result(store.link_jid("you@example.test", "bob"))
     store.release()
     assert result(d) == "alice"
     assert links.cached(ME)
