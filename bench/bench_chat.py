@@ -28,6 +28,11 @@ the timing), in two closed loops:
   runs from the ``CALLBACK`` stanza handed to the server side's transport to the
   session's source-leg ``Originate`` handed to the AMI transport (both wrapped writes
   in the same process, one clock), over every callback sent inside the window.
+  ``chat_arrival_originate_p50/p99``: the same callbacks from the stanza's *arrival in
+  the component* (an observer of the component's stream, ahead of its
+  ``MessageHandler``, stamps each parsed ``CALLBACK`` message) to the Originate: the
+  issue's "from a CALLBACK stanza arriving to the Originate leaving", without the wait
+  for the daemon's busy reactor to read the socket.
 
 The ChatFront's per-JID command limit (10 commands per 10 s by default) would stop a
 closed loop at 1 command/s per user; the bench raises it on the running daemon's
@@ -359,6 +364,7 @@ async def callbacks_loop(
     #: per callback sent inside the window: sent, the engine called, the session
     inside: list[tuple[float, float, str]] = []
     engine_at = _stamp_start_callback(bench.daemon.engine)
+    arrived_at = _stamp_arrivals(bench.daemon.xmpp)
 
     def begin(i: int) -> None:
         body = f"CALLBACK {SOURCE.format(i % 1000)} {DESTINATION.format(i % 1000)}"
@@ -371,7 +377,9 @@ async def callbacks_loop(
             if line.startswith(started):
                 session_of[i] = line[len(started) :].split()[0]
                 if window.inside(sent_at[i]):
-                    inside.append((sent_at[i], engine_at[bench.accounts[i]], session_of[i]))
+                    arrived = arrived_at.pop(users[i])
+                    called = engine_at[bench.accounts[i]]
+                    inside.append((sent_at[i], arrived, called, session_of[i]))
             elif line.startswith(talking):
                 server.send(users[i], "HANGUP")
             elif line.startswith(charged):
@@ -384,13 +392,17 @@ async def callbacks_loop(
         window = await _closed_loop(bench, server, users, times, begin, heard)
     finally:
         del bench.daemon.engine.start_callback  # the class's method again
+        arrived_at.clear()
+        arrived_at.stop()
     await bench.drained(30.0)
     missing = [sid for *_, sid in inside if sid not in bench.originate_at]
     if not inside or missing:
         raise RuntimeError(f"{len(inside)} callbacks in the window, {len(missing)} not dialled")
-    latencies = [bench.originate_at[sid] - at for at, _, sid in inside]
-    to_engine = [called - at for at, called, _ in inside]
-    in_engine = [bench.originate_at[sid] - called for _, called, sid in inside]
+    originate_at = bench.originate_at
+    latencies = [originate_at[sid] - at for at, _, _, sid in inside]
+    from_arrival = [originate_at[sid] - arrived for _, arrived, _, sid in inside]
+    to_engine = [called - at for at, _, called, _ in inside]
+    in_engine = [originate_at[sid] - called for _, _, called, sid in inside]
     common = {"users": len(users), "window_s": round(window.length, 2), "callbacks": len(inside)}
     return [
         {
@@ -414,7 +426,50 @@ async def callbacks_loop(
             "engine_p50_ms": _ms(_percentile(in_engine, 0.5)),
             "engine_p99_ms": _ms(_percentile(in_engine, 0.99)),
         },
+        {
+            "bench": "chat_arrival_originate_p50",
+            "value": _ms(_percentile(from_arrival, 0.5)),
+            "unit": "ms",
+            **common,
+        },
+        {
+            "bench": "chat_arrival_originate_p99",
+            "value": _ms(_percentile(from_arrival, 0.99)),
+            "unit": "ms",
+            **common,
+            "mean_ms": _ms(statistics.fmean(from_arrival)),
+        },
     ]
+
+
+class _Arrivals(dict[str, float]):
+    """Per bare JID, when the component's MessageHandler was handed its last CALLBACK."""
+
+    stop: Callable[[], None]
+
+
+def _stamp_arrivals(component: Any) -> _Arrivals:
+    """Stamp each CALLBACK stanza as the component's MessageHandler receives it.
+
+    An observer of ``/message`` on the component's stream, above the handler's own
+    priority: it runs first, on the element the stream has just parsed (the XML read
+    and parsed is the component's part of the arrival). ``stop()`` removes it.
+    """
+    from callbackd.xmpp.handlers import MessageHandler
+
+    [handler] = [h for h in component if isinstance(h, MessageHandler)]
+    xmlstream = handler.xmlstream
+    if xmlstream is None:
+        raise RuntimeError("the component's stream is not initialized")
+    arrived = _Arrivals()
+
+    def stamp(message: Any) -> None:
+        if message.body is not None and str(message.body).startswith("CALLBACK"):
+            arrived[message["from"].partition("/")[0]] = time.perf_counter()
+
+    xmlstream.addObserver("/message", stamp, priority=1)
+    arrived.stop = lambda: xmlstream.removeObserver("/message", stamp)
+    return arrived
 
 
 def _stamp_start_callback(engine: Any) -> dict[str, float]:

@@ -308,3 +308,46 @@ def _in_thread(f, *args, **kwargs):
     from twisted.internet import threads
 
     return threads.deferToThread(f, *args, **kwargs)
+
+
+@pytest_twisted.ensureDeferred
+async def test_unlink_jid_reaches_a_running_chat_front_at_once(config, alice, clean_redis):
+    """A chat front caching links (its feed live) refuses the JID's next command after
+    ``unlink-jid`` in another process."""
+    from twisted.internet import task
+
+    from callbackd.i18n import translator
+    from callbackd.xmpp.chat import ChatFront
+    from callbackd.xmpp.links import LinkCache
+    from tests.store.test_charge_feed import Feed
+    from tests.xmpp.test_component import NoEngine
+
+    store = await redis_store(clean_redis.port).connect(timeout=5)
+    links = LinkCache(store)
+    links.start()
+    feed = Feed()
+    stop = store.watch(feed.on_change, feed.on_state)
+    sent: list[tuple[str, str]] = []
+    front = ChatFront(NoEngine(store), store, links, reactor, lambda *m: sent.append(m), decimals=2)
+
+    async def say(body: str) -> str:
+        await front.handle("bob@example.org", body)
+        await task.deferLater(reactor, 0, lambda: None)
+        [(_, text)] = sent
+        sent.clear()
+        return text
+
+    not_linked = translator("en").text("chat.not_linked")
+    try:
+        await feed.until(states=1)
+        assert admin(config, "link-jid", "bob@example.org", "alice").returncode == 0
+        await feed.until(changes=1)
+        assert await say("BALANCE") != not_linked
+        assert links.cached("bob@example.org")
+        assert admin(config, "unlink-jid", "bob@example.org").returncode == 0
+        await feed.until(changes=2)
+        assert await say("BALANCE") == not_linked
+    finally:
+        stop()
+        links.stop()
+        await store.disconnect()

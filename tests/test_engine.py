@@ -1236,3 +1236,47 @@ def test_a_change_told_while_the_account_is_read_is_not_cached():
     assert not world.manager.book.cached("alice")
     world.manager.start_callback("alice", SOURCE, DESTINATION)
     assert waiting, "the account was read again"
+
+
+def test_account_answers_from_the_book_while_the_feed_is_live():
+    """account() reads the store once; the account is kept for it and the next call."""
+    world = World()
+    reads = counting_reads(world)
+    assert result(world.manager.account("alice")).username == "alice"
+    assert result(world.manager.account("alice")).username == "alice"
+    assert reads == ["get_account"]
+    assert world.manager.book.cached("alice")
+    a_whole_call(world)  # the callback reads only the balance (the ledger)
+    assert reads == ["get_account", "get_balance"]
+    assert result(world.manager.account("nobody")) is None
+
+
+def test_account_sees_a_change_told_by_the_feed():
+    """An update from anywhere (LANG in chat, the admin CLI) is seen by the next account()."""
+    world = World()
+    result(world.manager.account("alice"))
+    result(world.store.update_account("alice", language="es"))
+    assert result(world.manager.account("alice")).language == "es"
+
+
+def test_account_reads_every_time_without_the_feed():
+    """Feed down: nothing is kept."""
+    world = World()
+    world.manager.book.change_feed_state(False)
+    reads = counting_reads(world)
+    result(world.manager.account("alice"))
+    result(world.manager.account("alice"))
+    assert reads == ["get_account"] * 2
+
+
+def test_account_changed_forgets_before_the_feed_tells():
+    """The caller's own change is seen by its next request even if the feed is slow."""
+    world = World()
+    result(world.manager.account("alice"))
+    slow_feed = world.manager.book._stop_watching
+    assert slow_feed is not None
+    slow_feed()  # the feed's message is still on its way: the book hears nothing
+    result(world.store.update_account("alice", language="fr"))
+    assert result(world.manager.account("alice")).language == "en"
+    world.manager.account_changed("alice")
+    assert result(world.manager.account("alice")).language == "fr"

@@ -170,14 +170,15 @@ class AccountBook:
         """Take before reading the account: :meth:`keep` checks nothing moved since."""
         return self._generation.get(username, 0), self._epoch
 
-    def keep(self, account: Account, ledger: Ledger, read: ReadMark) -> None:
-        """Keep an account and its ledger read at ``read``, if nothing changed since."""
+    def keep(self, account: Account, ledger: Ledger | None, read: ReadMark) -> None:
+        """Keep an account (and its ledger, if given) read at ``read``, if nothing changed since."""
         username = account.username
         if self._change_feed_live and read == self.read_mark(username):
             self._accounts[username] = account
             if len(self._accounts) > _CACHED_ACCOUNTS:
                 self._forget(next(iter(self._accounts)))
-            self._ledgers.setdefault(username, ledger)
+            if ledger is not None:
+                self._ledgers.setdefault(username, ledger)
 
     def _forget(self, username: str) -> None:
         """Drop the cached account, and its ledger unless sessions still use it."""
@@ -187,8 +188,11 @@ class AccountBook:
 
     def _account_changed(self, username: str, origin: str) -> None:
         """The change feed: someone changed the account (record, balance, CDRs)."""
-        if origin == self.origin:
-            return
+        if origin != self.origin:
+            self.changed(username)
+
+    def changed(self, username: str) -> None:
+        """The account changed in the store: read it again, whatever the feed says."""
         self._generation[username] = self._generation.get(username, 0) + 1
         self._forget(username)
         if self.sessions.ids_of(username):

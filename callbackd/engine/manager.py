@@ -45,7 +45,7 @@ from twisted.python.failure import Failure
 from callbackd.config import Config, GatewaysConfig
 from callbackd.core import session as machine
 from callbackd.core.credit import DAILY_CAP, LegCharge
-from callbackd.core.model import AccountStatus
+from callbackd.core.model import Account, AccountStatus
 from callbackd.core.rating import Deck
 from callbackd.core.routing import Attempt
 from callbackd.engine.accounts import AccountBook
@@ -364,6 +364,32 @@ class SessionManager:
         else:
             self._exclusively(self._execute, session_id, effects)
         return session_id
+
+    def account(self, username: str) -> defer.Deferred[Account | None]:
+        """The account as the engine knows it (None: no such account).
+
+        From the account book while it keeps the account (the store's change feed is
+        live and told of no change since it was read), else read from the store and
+        kept for the next calls as :meth:`start_callback` keeps it.
+        """
+        account = self.book.account(username)
+        if account is not None:
+            return defer.succeed(account)
+        return defer.ensureDeferred(self._read_account(username))
+
+    async def _read_account(self, username: str) -> Account | None:
+        read = self.book.read_mark(username)
+        account = await self.store.get_account(username)
+        if account is not None:
+            self.book.keep(account, None, read)
+        return account
+
+    def account_changed(self, username: str) -> None:
+        """The caller changed the account in the store: the next call reads it again.
+
+        The change feed tells it too, but maybe only after the caller's next request.
+        """
+        self.book.changed(username)
 
     def add_leg(
         self, session_id: str, address: str, provider: str | None = None

@@ -9,9 +9,12 @@ implementations satisfy it: :mod:`callbackd.store.memory` (unit tests) and
 
 from __future__ import annotations
 
+from typing import Final
+
 from zope.interface import Interface
 
 __all__ = [
+    "LINK_ORIGIN",
     "AccountExists",
     "IStore",
     "InsufficientFunds",
@@ -22,6 +25,10 @@ __all__ = [
     "StoreUnavailable",
     "VoucherUsed",
 ]
+
+
+#: the origin of the change feed's word of a chat link made or undone (see IStore.watch)
+LINK_ORIGIN: Final = "store:link"
 
 
 class StoreError(Exception):
@@ -132,7 +139,11 @@ class IStore(Interface):
         """
 
     def unlink_jid(jid):
-        """Forget the JID's link; fire with True if there was one."""
+        """Forget the JID's link; fire with True if there was one.
+
+        Like :meth:`link_jid`, told on the change feed (:meth:`watch`) under the
+        username the JID was linked to: every chat front caching links forgets it.
+        """
 
     def account_for_jid(jid):
         """Fire with the username the bare JID of ``jid`` is linked to, or None."""
@@ -196,11 +207,14 @@ class IStore(Interface):
     def watch(on_change, on_state):
         """Hear of every change to an account, by any writer in any process.
 
-        ``on_change(username, origin)`` is called after the account's record, balance
-        or CDRs changed (``origin``: what the writer passed to :meth:`charge` or
-        :meth:`end_session`, "" for every other write). ``on_state(True)`` once the feed
-        is live, ``on_state(False)`` when it is lost: changes meanwhile are not told, so
-        a watcher caching account data drops it then. Return a function that stops.
+        ``on_change(username, origin)`` is called after the account's record, balance,
+        CDRs or chat links changed. ``origin``: what the writer passed to :meth:`charge`
+        or :meth:`end_session`; :data:`LINK_ORIGIN` for a JID linked or unlinked (told
+        under the account it was linked to and the one it is linked to now, so a chat
+        front caching links hears only those); "" for every other write.
+        ``on_state(True)`` once the feed is live, ``on_state(False)`` when it is lost:
+        changes meanwhile are not told, so a watcher caching account data drops it then.
+        Return a function that stops.
         """
 
     def list_sessions():

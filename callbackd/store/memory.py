@@ -23,6 +23,7 @@ from callbackd.core.model import CDR, Account, CallerID, PhonebookEntry, Voucher
 from callbackd.store import records
 from callbackd.store.hashing import BcryptHasher, PasswordHasher
 from callbackd.store.interface import (
+    LINK_ORIGIN,
     AccountExists,
     InsufficientFunds,
     InvalidArgument,
@@ -342,7 +343,10 @@ class MemoryStore:
         def link() -> None:
             bare = records.bare_jid(jid)
             self._account(username)
-            self._jids[bare] = username
+            was, self._jids[bare] = self._jids.get(bare), username
+            self._changed(username, LINK_ORIGIN)
+            if was is not None and was != username:
+                self._changed(was, LINK_ORIGIN)
 
         return _fired(link)
 
@@ -352,7 +356,10 @@ class MemoryStore:
         def unlink() -> bool:
             bare = records.bare_jid(jid)
             self._up()
-            return self._jids.pop(bare, None) is not None
+            was = self._jids.pop(bare, None)
+            if was is not None:
+                self._changed(was, LINK_ORIGIN)
+            return was is not None
 
         return _fired(unlink)
 

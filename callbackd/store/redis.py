@@ -175,9 +175,22 @@ return 1
 """)
 
 _LINK_JID = _Script("""
--- KEYS: account, jid; ARGV: username
+-- KEYS: account, jid; ARGV: username. Both accounts the JID moves between are told,
+-- with the origin LINK_ORIGIN.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local was = redis.call('GET', KEYS[2])
 redis.call('SET', KEYS[2], ARGV[1])
+redis.call('PUBLISH', 'cb:changes', ARGV[1] .. ' store:link')
+if was and was ~= ARGV[1] then redis.call('PUBLISH', 'cb:changes', was .. ' store:link') end
+return 1
+""")
+
+_UNLINK_JID = _Script("""
+-- KEYS: jid. The account it was linked to is told.
+local was = redis.call('GET', KEYS[1])
+if not was then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', 'cb:changes', was .. ' store:link')
 return 1
 """)
 
@@ -704,7 +717,7 @@ class RedisStore:
 
     async def _unlink_jid(self, jid: str) -> bool:
         bare = records.bare_jid(jid)
-        return bool(await self._call("DEL", f"cb:jid:{bare}"))
+        return bool(await self._eval(_UNLINK_JID, [f"cb:jid:{bare}"], []))
 
     def account_for_jid(self, jid: str) -> defer.Deferred[str | None]:
         """Fire with the username the bare JID is linked to, or None."""
@@ -940,7 +953,7 @@ class RedisStore:
     ) -> Callable[[], None]:
         """Hear of account changes by any writer (see IStore.watch); return a stop function.
 
-        Every script that changes an account's record, balance or CDRs PUBLISHes
+        Every script that changes an account's record, balance, CDRs or chat links PUBLISHes
         ``"{username} {origin}"`` on ``cb:changes`` in the same atomic step, so a
         watcher hears every change in the order Redis applied them. The watchers of
         a store share one subscribing connection, opened with the first watcher.

@@ -7,6 +7,12 @@ address not linked to an account) through ``send(jid, text)``. It knows nothing 
 XMPP stanzas: the component hands it the bodies of ``chat``/``normal`` messages from
 others and sends what it is given; the SMS front could drive it as well.
 
+Latency: a command waits for its JID's link (``links``: the service's
+:class:`~callbackd.xmpp.links.LinkCache`) and its account
+(:meth:`SessionManager.account <callbackd.engine.manager.SessionManager.account>`), both
+kept in memory while the store's change feed is live, so a ``CALLBACK`` of a user heard
+from before reaches the engine without a store round trip.
+
 Commands act on the JID's *live session*: the account's newest session in flight,
 wherever it was started (chat, web, SMS, the manhole). ``DEL <index>`` drops the
 index-th leg ``LIST`` lists (the connected legs, in their order).
@@ -260,7 +266,7 @@ class ChatFront:
 
     async def _handle(self, jid: str, body: str) -> None:
         username = await self.links.account_for(jid)
-        account = None if username is None else await self.store.get_account(username)
+        account = None if username is None else await self.engine.account(username)
         if account is None:
             self._languages.pop(jid, None)
             t = translator(DEFAULT_LANGUAGE)
@@ -425,6 +431,7 @@ class ChatFront:
 
     async def _language(self, asker: _Asker, command: chat.Language) -> str:
         await self.store.update_account(asker.username, language=command.code)
+        self.engine.account_changed(asker.username)  # the next reply speaks it
         self._languages[asker.jid] = command.code
         t = translator(command.code)
         return t.text("chat.language_set", language=t.language_name(command.code))

@@ -4,7 +4,9 @@ Chat messages reach :meth:`ChatFront.handle <callbackd.xmpp.chat.ChatFront.handl
 through the :class:`~callbackd.xmpp.handlers.MessageHandler`; the front's replies and
 progress messages leave through :meth:`ChatService.say` as ``chat`` messages from the
 service's domain, or are dropped while the component is not connected (a progress
-message queued for minutes would arrive about a call long over).
+message queued for minutes would arrive about a call long over). The links of JIDs to
+accounts are read through a :class:`~callbackd.xmpp.links.LinkCache`, watching the
+store's change feed while the service runs.
 """
 
 from __future__ import annotations
@@ -13,10 +15,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from twisted.internet import defer
-from twisted.python.failure import Failure
 
 from callbackd.config import BillingConfig, XMPPConfig
-from callbackd.store.interface import InvalidArgument
 from callbackd.xmpp.chat import ChatFront
 from callbackd.xmpp.component import XMPPComponent, XMPPMetrics
 from callbackd.xmpp.handlers import (
@@ -25,34 +25,9 @@ from callbackd.xmpp.handlers import (
     ServiceHandler,
     chat_message,
 )
+from callbackd.xmpp.links import LinkCache
 
-__all__ = ["ChatService", "StoreLinks", "make_chat_service"]
-
-
-class StoreLinks:
-    """The chat front's :class:`~callbackd.xmpp.chat.Links`, kept in the store."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    def account_for(self, jid: str) -> defer.Deferred[str | None]:
-        """The linked username; None for a JID the store would not take either."""
-        d = defer.maybeDeferred(self.store.account_for_jid, jid)
-        d.addErrback(_not_a_user)
-        return d
-
-    def link(self, jid: str, username: str) -> defer.Deferred[None]:
-        return defer.maybeDeferred(self.store.link_jid, jid, username)
-
-    def unlink(self, jid: str) -> defer.Deferred[None]:
-        d = defer.maybeDeferred(self.store.unlink_jid, jid)
-        d.addCallback(lambda _: None)
-        return d
-
-
-def _not_a_user(failure: Failure) -> None:
-    failure.trap(InvalidArgument)
-    return None
+__all__ = ["ChatService", "make_chat_service"]
 
 
 class ChatService(XMPPComponent):
@@ -60,6 +35,7 @@ class ChatService(XMPPComponent):
 
     presence: PresenceHandler
     front: ChatFront
+    links: LinkCache
 
     def invite(self, jid: str) -> None:
         """Send ``jid`` a subscription request from the service (queued while disconnected)."""
@@ -71,11 +47,13 @@ class ChatService(XMPPComponent):
             self.send(chat_message(self.domain, jid, text))
 
     def startService(self) -> None:
+        self.links.start()
         self.front.start()
         super().startService()
 
     def stopService(self) -> defer.Deferred[None]:
         self.front.stop()
+        self.links.stop()
         return super().stopService()
 
 
@@ -102,10 +80,11 @@ def make_chat_service(
         metrics=XMPPMetrics(registry) if registry is not None else None,
         **component_options,
     )
+    chat.links = LinkCache(store)
     chat.front = ChatFront(
         engine,
         store,
-        StoreLinks(store),
+        chat.links,
         reactor,
         chat.say,
         decimals=billing.decimals,

@@ -8,7 +8,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from callbackd.core.model import CDR, Account
-from callbackd.store.interface import InvalidArgument, NoSuchAccount
+from callbackd.store.interface import LINK_ORIGIN, InvalidArgument, NoSuchAccount
 from callbackd.store.memory import MemoryStore
 
 IMPLEMENTATIONS = ["memory", "redis"]
@@ -165,6 +165,39 @@ async def test_watchers_hear_every_change_with_its_origin(stores):
         ("alice", "engine:cb1"),
         ("alice", "engine:cb1"),
         ("alice", ""),  # updated
+    ]
+    stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_links_are_told_under_the_accounts_they_move_between(stores):
+    """link_jid tells the new account and the one the JID left; unlink_jid the one it left.
+
+    Their origin is LINK_ORIGIN, which nothing else uses: a front caching links hears them
+    among the engine's charges. A chat front caching JID -> username forgets a JID when
+    its account is told: an unlink (or a move) by any process must reach every front
+    whose feed is live.
+    """
+    store, watcher = stores
+    await store.create_account(Account("alice"), "pw")
+    await store.create_account(Account("bob"), "pw")
+    feed = Feed()
+    stop = watcher.watch(feed.on_change, feed.on_state)
+    await feed.until(states=1)
+    await store.link_jid("me@example.test/phone", "alice")
+    await store.link_jid("me@example.test", "alice")  # again: alice only
+    await store.link_jid("Me@example.test", "bob")  # moved: both
+    assert await store.unlink_jid("me@example.test") is True
+    assert await store.unlink_jid("me@example.test") is False  # nothing to tell
+    await store.update_account("alice", max_sessions=3)  # a marker: nothing came between
+    await feed.until(changes=6)
+    link = LINK_ORIGIN
+    assert sorted(feed.changes[2:4]) == [("alice", link), ("bob", link)]
+    assert feed.changes[:2] + feed.changes[4:] == [
+        ("alice", link),
+        ("alice", link),
+        ("bob", link),  # unlinked
+        ("alice", ""),  # the marker
     ]
     stop()
 

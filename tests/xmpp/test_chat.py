@@ -482,3 +482,26 @@ def test_text_for_a_jid_is_in_the_language_last_seen_for_it():
     chat.say("BALANCE")
     assert chat.front.text_for(ALICE, "chat.presence_status") == ES.text("chat.presence_status")
     assert chat.front.text_for(STRANGER, "chat.invite") == EN.text("chat.invite")
+
+
+# -- latency: the asker's account from the engine's cache -------------------------------
+
+
+def test_commands_read_the_account_from_the_engines_cache():
+    """The second command of a JID reads no account from the store (the feed is live)."""
+    chat = Chat(linked=[ALICE])
+    reads = []
+    original = chat.world.store.get_account
+    chat.world.store.get_account = lambda username: reads.append(username) or original(username)
+    chat.say("STATUS")
+    chat.say("STATUS")
+    assert reads == ["alice"]
+
+
+def test_lang_is_spoken_by_the_next_reply_even_before_the_feed_tells():
+    """LANG goes through the store; the engine forgets the account at once."""
+    chat = Chat(linked=[ALICE])
+    chat.say("STATUS")
+    chat.world.manager.book._stop_watching()  # the feed's word is still on its way
+    assert chat.say("LANG es") == [ES.text("chat.language_set", language="español")]
+    assert chat.say("STATUS") == [ES.text("chat.status_none")]

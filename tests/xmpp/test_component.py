@@ -14,6 +14,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from callbackd.config import BillingConfig, Secret, XMPPConfig
 from callbackd.core.model import Account
 from callbackd.i18n import translator
+from callbackd.store.memory import MemoryStore
 from callbackd.xmpp.handlers import NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION
 from callbackd.xmpp.service import make_chat_service
 from tests.store.test_contract import redis_store
@@ -34,10 +35,16 @@ EN = translator("en")
 
 
 class NoEngine:
-    """The engine as far as linking needs it: session events, of which there are none."""
+    """The engine as far as linking needs it: session events (none), accounts (the store's)."""
+
+    def __init__(self, store):
+        self.store = store
 
     def subscribe(self, callback):
         return lambda: None
+
+    def account(self, username):
+        return self.store.get_account(username)
 
 
 def chat_service(prosody, store, secret=None, registry=None):
@@ -50,7 +57,7 @@ def chat_service(prosody, store, secret=None, registry=None):
         reconnect_max_delay=1.0,
     )
     return make_chat_service(
-        config, BillingConfig(), store, NoEngine(), reactor, registry or CollectorRegistry()
+        config, BillingConfig(), store, NoEngine(store), reactor, registry or CollectorRegistry()
     )
 
 
@@ -151,7 +158,7 @@ async def test_a_refused_secret_is_reported_and_retried(prosody):
         logged.append(formatEvent(event) + repr(event))
 
     globalLogPublisher.addObserver(observe)
-    chat = chat_service(prosody, None, secret="not-the-secret")
+    chat = chat_service(prosody, MemoryStore(task.Clock()), secret="not-the-secret")
     chat.startService()
     try:
         await until(lambda: chat.failures >= 2, what="two refused attempts")
@@ -171,7 +178,7 @@ async def test_a_refused_secret_is_reported_and_retried(prosody):
 async def test_no_server_is_not_connected_and_stops_cleanly(prosody):
     """Nothing listening: 'not connected' with the attempt count, and a clean stop."""
     await threads.deferToThread(prosody.stop)
-    chat = chat_service(prosody, None)
+    chat = chat_service(prosody, MemoryStore(task.Clock()))
     chat.startService()
     try:
         await until(lambda: chat.failures >= 2, what="two failed attempts")
@@ -193,7 +200,7 @@ async def test_the_shipped_prosody_snippet_takes_the_component(start_prosody):
         .replace("callback.example.org", "{component}")
         .replace("CHANGE-ME", "{secret}"),
     )
-    chat = chat_service(prosody, None)
+    chat = chat_service(prosody, MemoryStore(task.Clock()))
     chat.startService()
     try:
         await until(lambda: chat.connected, what="component connected")
