@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("unlink-jid", "unlink an XMPP address (as UNLINK does in chat)")
     p.add_argument("jid")
+
+    p = command("invite", "have the running daemons' chat service ask an XMPP address to add it")
+    p.add_argument("jid")
     return parser
 
 
@@ -288,6 +291,17 @@ def _prepare(args: argparse.Namespace, config: Config) -> Job:
             print(f"{args.jid} unlinked" if was else f"{args.jid} was not linked")
 
         return unlink
+    if cmd == "invite":
+
+        async def invite(store: Any) -> None:
+            from callbackd.store.interface import StoreError
+
+            heard = await store.request_invite(args.jid)
+            if not heard:
+                raise StoreError("no daemon is running on this store: nobody to send it")
+            print(f"invitation to {args.jid} handed to {heard} daemon(s) listening")
+
+        return invite
     assert cmd == "list-accounts", cmd
 
     async def accounts(store: Any) -> None:

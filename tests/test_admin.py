@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import defer, reactor, threads
+from twisted.internet.task import deferLater
 
 from callbackd.core.model import CDR
 from callbackd.store.embedded import EmbeddedRedisService, redis_command, socket_path
 from callbackd.store.hashing import BcryptHasher
+from callbackd.store.interface import INVITE_ORIGIN
 from tests.store.test_contract import redis_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,6 +194,35 @@ async def test_link_and_unlink_a_jid(config, alice, clean_redis):
         result = admin(config, "unlink-jid", "bob@example.org")
         assert result.stdout.strip() == "bob@example.org was not linked"
     finally:
+        await store.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_invite_is_handed_to_the_daemons_listening(config, clean_redis):
+    """invite tells the watchers of the store's change feed (every running daemon); with
+    none listening it says so and exits 1."""
+    alone = admin(config, "invite", "carol@example.test")
+    assert (alone.returncode, alone.stderr.strip()) == (
+        1,
+        "callbackd-admin: no daemon is running on this store: nobody to send it",
+    )
+    store = await redis_store(clean_redis.port).connect(timeout=5)
+    heard, live = [], defer.Deferred()
+    stop = store.watch(lambda key, origin: heard.append((key, origin)), live.callback)
+    try:
+        await live
+        result = await threads.deferToThread(admin, config, "invite", "Carol@Example.test/pc")
+        assert (result.returncode, result.stdout.strip()) == (
+            0,
+            "invitation to Carol@Example.test/pc handed to 1 daemon(s) listening",
+        )
+        for _ in range(100):
+            if heard:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        assert heard == [("carol@example.test", INVITE_ORIGIN)]
+    finally:
+        stop()
         await store.disconnect()
 
 

@@ -14,6 +14,7 @@ from typing import Final
 from zope.interface import Interface
 
 __all__ = [
+    "INVITE_ORIGIN",
     "LINK_ORIGIN",
     "AccountExists",
     "IStore",
@@ -29,6 +30,9 @@ __all__ = [
 
 #: the origin of the change feed's word of a chat link made or undone (see IStore.watch)
 LINK_ORIGIN: Final = "store:link"
+#: the origin of an operator's request that the chat fronts invite a JID: the feed's
+#: word is then the bare JID, not a username (see IStore.request_invite)
+INVITE_ORIGIN: Final = "store:invite"
 
 
 class StoreError(Exception):
@@ -147,6 +151,15 @@ class IStore(Interface):
 
     def account_for_jid(jid):
         """Fire with the username the bare JID of ``jid`` is linked to, or None."""
+
+    def request_invite(jid):
+        """Ask every daemon's chat front to send the bare JID a subscription request.
+
+        Told on the change feed (:meth:`watch`) as ``(bare JID, INVITE_ORIGIN)``, so an
+        operator's tool reaches the daemons through the store; fire with how many
+        watchers heard it (every daemon watches; those with the chat front send the
+        request). InvalidArgument for a bad JID.
+        """
 
     # -- phonebook -------------------------------------------------------------
     def set_phonebook_entry(username, entry):

@@ -23,6 +23,7 @@ from callbackd.core.model import CDR, Account, CallerID, PhonebookEntry, Voucher
 from callbackd.store import records
 from callbackd.store.hashing import BcryptHasher, PasswordHasher
 from callbackd.store.interface import (
+    INVITE_ORIGIN,
     LINK_ORIGIN,
     AccountExists,
     InsufficientFunds,
@@ -349,6 +350,17 @@ class MemoryStore:
                 self._changed(was, LINK_ORIGIN)
 
         return _fired(link)
+
+    def request_invite(self, jid: str) -> defer.Deferred[int]:
+        """Tell the watchers to invite the bare JID; fire with how many there are."""
+
+        def invite() -> int:
+            bare = records.bare_jid(jid)
+            self._up()
+            self._changed(bare, INVITE_ORIGIN)
+            return len(self._watchers)
+
+        return _fired(invite)
 
     def unlink_jid(self, jid: str) -> defer.Deferred[bool]:
         """Forget the JID's link; fire with True if there was one."""

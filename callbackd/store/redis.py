@@ -68,6 +68,7 @@ from callbackd.store import records
 from callbackd.store.embedded import socket_path
 from callbackd.store.hashing import BcryptHasher, PasswordHasher
 from callbackd.store.interface import (
+    INVITE_ORIGIN,
     AccountExists,
     InsufficientFunds,
     InvalidArgument,
@@ -727,6 +728,15 @@ class RedisStore:
         bare = records.bare_jid(jid)
         owner = await self._call("GET", f"cb:jid:{bare}")
         return None if owner is None else str(owner)
+
+    def request_invite(self, jid: str) -> defer.Deferred[int]:
+        """Tell the daemons on the change feed to invite the bare JID; fire with how many heard."""
+        try:
+            bare = records.bare_jid(jid)
+        except InvalidArgument as e:
+            return defer.fail(e)
+        d = self._call("PUBLISH", CHANGES_CHANNEL, f"{bare} {INVITE_ORIGIN}")
+        return d.addCallback(int)
 
     # -- phonebook -----------------------------------------------------------------
     def _book_keys(self, username: str) -> list[str]:

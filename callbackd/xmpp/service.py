@@ -11,12 +11,14 @@ store's change feed while the service runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from twisted.internet import defer
 
 from callbackd.config import BillingConfig, XMPPConfig
+from callbackd.store.interface import INVITE_ORIGIN
 from callbackd.xmpp.chat import ChatFront
 from callbackd.xmpp.component import XMPPComponent, XMPPMetrics
 from callbackd.xmpp.handlers import (
@@ -36,6 +38,9 @@ class ChatService(XMPPComponent):
     presence: PresenceHandler
     front: ChatFront
     links: LinkCache
+    store: Any
+    #: stops hearing operators' invitations (set while the service runs)
+    _stop_invites: Callable[[], None] | None = None
 
     def invite(self, jid: str) -> None:
         """Send ``jid`` a subscription request from the service (queued while disconnected)."""
@@ -49,12 +54,22 @@ class ChatService(XMPPComponent):
     def startService(self) -> None:
         self.links.start()
         self.front.start()
+        # an operator's invitation from elsewhere (callbackd-admin invite) comes on the
+        # store's change feed
+        self._stop_invites = self.store.watch(self._feed_word, lambda live: None)
         super().startService()
 
     def stopService(self) -> defer.Deferred[None]:
+        if self._stop_invites is not None:
+            self._stop_invites()
+            self._stop_invites = None
         self.front.stop()
         self.links.stop()
         return super().stopService()
+
+    def _feed_word(self, key: str, origin: str) -> None:
+        if origin == INVITE_ORIGIN:
+            self.invite(key)
 
 
 def make_chat_service(
@@ -80,6 +95,7 @@ def make_chat_service(
         metrics=XMPPMetrics(registry) if registry is not None else None,
         **component_options,
     )
+    chat.store = store
     chat.links = LinkCache(store)
     chat.front = ChatFront(
         engine,

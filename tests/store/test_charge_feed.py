@@ -8,7 +8,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from callbackd.core.model import CDR, Account
-from callbackd.store.interface import LINK_ORIGIN, InvalidArgument, NoSuchAccount
+from callbackd.store.interface import INVITE_ORIGIN, LINK_ORIGIN, InvalidArgument, NoSuchAccount
 from callbackd.store.memory import MemoryStore
 
 IMPLEMENTATIONS = ["memory", "redis"]
@@ -263,3 +263,20 @@ async def test_writes_apply_in_the_order_they_were_issued(stores):
     await defer.gatherResults(issued)
     assert await store.list_sessions() == ["s2"]
     assert await store.get_balance("alice") == 760
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_invitation_request_is_told_to_every_watcher(stores):
+    """request_invite tells the watchers (bare JID, INVITE_ORIGIN) and counts them; a bad
+    JID is refused and tells nothing."""
+    store, watcher = stores
+    feed = Feed()
+    stop = watcher.watch(feed.on_change, feed.on_state)
+    await feed.until(states=1)
+    assert await store.request_invite("Carol@Example.test/laptop") >= 1
+    with pytest.raises(InvalidArgument):
+        await store.request_invite("not a jid")
+    await store.create_account(Account("alice"), "pw")  # a marker: nothing came between
+    await feed.until(changes=2)
+    assert feed.changes == [("carol@example.test", INVITE_ORIGIN), ("alice", "")]
+    stop()
