@@ -152,6 +152,9 @@ class IStore(Interface):
     def account_for_jid(jid):
         """Fire with the username the bare JID of ``jid`` is linked to, or None."""
 
+    def linked_jids():
+        """Fire with every linked bare JID, sorted (the chat service greets them)."""
+
     def request_invite(jid):
         """Ask every daemon's chat front to send the bare JID a subscription request.
 

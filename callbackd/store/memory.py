@@ -375,6 +375,10 @@ class MemoryStore:
 
         return _fired(unlink)
 
+    def linked_jids(self) -> defer.Deferred[list[str]]:
+        """Fire with every linked bare JID, sorted."""
+        return _fired(lambda: self._up() and sorted(self._jids))
+
     def account_for_jid(self, jid: str) -> defer.Deferred[str | None]:
         """Fire with the username the bare JID is linked to, or None."""
 

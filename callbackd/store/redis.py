@@ -93,6 +93,8 @@ log = Logger(namespace="callbackd.store.redis")
 
 #: where every account change is PUBLISHed (see RedisStore.watch)
 CHANGES_CHANNEL = "cb:changes"
+#: the set of every linked bare JID (the chat service greets them when it connects)
+_LINKED_JIDS = "cb:jids"
 
 _UNAVAILABLE_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "NOAUTH", "TRYAGAIN", "READONLY")
 _MGET_CHUNK = 500
@@ -176,21 +178,23 @@ return 1
 """)
 
 _LINK_JID = _Script("""
--- KEYS: account, jid; ARGV: username. Both accounts the JID moves between are told,
--- with the origin LINK_ORIGIN.
+-- KEYS: account, jid, the set of linked JIDs; ARGV: username, bare JID. Both accounts
+-- the JID moves between are told, with the origin LINK_ORIGIN.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local was = redis.call('GET', KEYS[2])
 redis.call('SET', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('PUBLISH', 'cb:changes', ARGV[1] .. ' store:link')
 if was and was ~= ARGV[1] then redis.call('PUBLISH', 'cb:changes', was .. ' store:link') end
 return 1
 """)
 
 _UNLINK_JID = _Script("""
--- KEYS: jid. The account it was linked to is told.
+-- KEYS: jid, the set of linked JIDs; ARGV: bare JID. The account it was linked to is told.
 local was = redis.call('GET', KEYS[1])
 if not was then return 0 end
 redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('PUBLISH', 'cb:changes', was .. ' store:link')
 return 1
 """)
@@ -709,7 +713,8 @@ class RedisStore:
     async def _link_jid(self, jid: str, username: str) -> None:
         bare = records.bare_jid(jid)
         records.check_username(username)
-        if not await self._eval(_LINK_JID, [_acct(username), f"cb:jid:{bare}"], [username]):
+        keys = [_acct(username), f"cb:jid:{bare}", _LINKED_JIDS]
+        if not await self._eval(_LINK_JID, keys, [username, bare]):
             raise NoSuchAccount(f"no account {username!r}")
 
     def unlink_jid(self, jid: str) -> defer.Deferred[bool]:
@@ -718,7 +723,12 @@ class RedisStore:
 
     async def _unlink_jid(self, jid: str) -> bool:
         bare = records.bare_jid(jid)
-        return bool(await self._eval(_UNLINK_JID, [f"cb:jid:{bare}"], []))
+        return bool(await self._eval(_UNLINK_JID, [f"cb:jid:{bare}", _LINKED_JIDS], [bare]))
+
+    def linked_jids(self) -> defer.Deferred[list[str]]:
+        """Fire with every linked bare JID, sorted."""
+        d = self._call("SMEMBERS", _LINKED_JIDS)
+        return d.addCallback(lambda members: sorted(str(m) for m in members))
 
     def account_for_jid(self, jid: str) -> defer.Deferred[str | None]:
         """Fire with the username the bare JID is linked to, or None."""

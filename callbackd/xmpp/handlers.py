@@ -174,16 +174,36 @@ class PresenceHandler(XMPPHandler):  # type: ignore[misc]
 
     ``status(bare_jid)`` is the status text shown with the available presence and
     ``invitation(bare_jid)`` the text sent with an invitation (both from the catalogue).
+    ``linked()`` fires with the JIDs linked to accounts: each connection (the first,
+    and every one after the server restarted) tells them the service is available,
+    since their clients do not ask again.
     """
 
-    def __init__(self, domain: str, status: TextFor, invitation: TextFor) -> None:
+    def __init__(
+        self,
+        domain: str,
+        status: TextFor,
+        invitation: TextFor,
+        linked: Callable[[], defer.Deferred[list[str]]] | None = None,
+    ) -> None:
         super().__init__()
         self.domain = domain
         self.status = status
         self.invitation = invitation
+        self.linked = linked
 
     def connectionInitialized(self) -> None:
         self.xmlstream.addObserver("/presence", self._presence)
+        if self.linked is not None:
+            d = self.linked()
+            d.addCallbacks(self._greet, self._not_greeted)
+
+    def _greet(self, jids: list[str]) -> None:
+        for jid in jids:
+            self._send_available(JID(jid))
+
+    def _not_greeted(self, failure: Failure) -> None:
+        log.failure("cannot greet the linked addresses", failure)
 
     def invite(self, jid: str) -> None:
         """Ask ``jid`` to let the service see its presence (it shows in the user's client).

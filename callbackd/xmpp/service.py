@@ -110,6 +110,7 @@ def make_chat_service(
         config.domain,
         status=lambda jid: chat.front.text_for(jid, "chat.presence_status"),
         invitation=lambda jid: chat.front.text_for(jid, "chat.invite"),
+        linked=store.linked_jids,
     )
     ServiceHandler(config.domain).setHandlerParent(chat)
     chat.presence.setHandlerParent(chat)

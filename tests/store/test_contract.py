@@ -440,6 +440,22 @@ async def test_jid_relink_moves_it(store):
     assert await store.account_for_jid("work@example.test") == "alice"
 
 
+@pytest_twisted.ensureDeferred
+async def test_linked_jids_lists_every_link_once(store):
+    """linked_jids: every linked bare JID once, sorted; an unlinked one is gone, a moved one
+    stays, a refused link adds nothing."""
+    await make_account(store, "alice")
+    await make_account(store, "bob")
+    assert await store.linked_jids() == []
+    await store.link_jid("Me@Example.test/phone", "alice")
+    await store.link_jid("work@example.test", "alice")
+    await store.link_jid("me@example.test", "bob")
+    await fails(store.link_jid("ghost@example.test", "nobody"), NoSuchAccount)
+    assert await store.linked_jids() == ["me@example.test", "work@example.test"]
+    await store.unlink_jid("work@example.test")
+    assert await store.linked_jids() == ["me@example.test"]
+
+
 @pytest.mark.parametrize(
     "jid", ["", "example.test", "@example.test", "a@", "a b@example.test", "a@b@c", "a\x00@b", 7]
 )

@@ -6,10 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer
+from twisted.logger import globalLogPublisher
 from twisted.words.xish import domish
 
 import callbackd
 from callbackd.core.chat import CommandError, parse_command
+from callbackd.store.interface import StoreUnavailable
 from callbackd.xmpp.handlers import (
     MAX_BODY,
     NS_DISCO_INFO,
@@ -157,6 +159,45 @@ def test_probe_and_available_are_answered_available():
         (None, "user@example.test", "status for user@example.test"),
         (None, USER, "status for user@example.test"),
     ]
+
+
+def test_every_connection_greets_the_linked_addresses():
+    """Connected (first, or again after a server restart), the service tells every
+    linked JID it is available: their clients do not probe again by themselves."""
+    linked = ["bob@example.test", "carol@example.test"]
+    handler = PresenceHandler(
+        DOMAIN,
+        lambda jid: f"status for {jid}",
+        lambda jid: f"invite {jid}",
+        linked=lambda: defer.succeed(linked),
+    )
+    stub = connect(handler)
+    assert sent(stub) == [
+        (None, "bob@example.test", "status for bob@example.test"),
+        (None, "carol@example.test", "status for carol@example.test"),
+    ]
+
+
+def test_a_store_that_cannot_list_the_links_greets_nobody():
+    handler = PresenceHandler(
+        DOMAIN,
+        lambda jid: f"status for {jid}",
+        lambda jid: f"invite {jid}",
+        linked=lambda: defer.fail(StoreUnavailable("redis down")),
+    )
+    failures = []
+
+    def observe(event):
+        if "log_failure" in event:
+            failures.append(event["log_failure"].value)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        stub = connect(handler)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert stub.output == []
+    assert [type(f) for f in failures] == [StoreUnavailable]
 
 
 def test_unsubscribe_is_acknowledged():
