@@ -158,10 +158,19 @@ def normalise_number(value: str, field: str) -> str:
     return number
 
 
+def _unicode(value: str, field: str) -> str:
+    """``value`` if it is valid Unicode (JSON and UTF-7 can carry lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InboundError("bad_encoding", field=field) from None
+    return value
+
+
 def _text(value: str, field: str) -> str:
     if len(value) > MAX_TEXT:
         raise InboundError("too_long", field=field)
-    return value
+    return _unicode(value, field)
 
 
 def _message_id(value: str | None, field: str) -> str | None:
@@ -169,7 +178,7 @@ def _message_id(value: str | None, field: str) -> str | None:
         return None
     if len(value) > MAX_ID:
         raise InboundError("too_long", field=field)
-    return value.strip()
+    return _unicode(value.strip(), field)
 
 
 def _time(value: str | float | None, field: str, scale: float = 1.0) -> float | None:
@@ -428,8 +437,10 @@ def dedupe_key(sms: InboundSms, window_s: float) -> str:
     caller that must catch those also checks the previous bucket's key,
     ``dedupe_key`` of the message with ``received_at - window_s``); copies further apart
     than ``window_s`` never match. Without ``received_at`` the bucket is ``-`` (all
-    copies of the text match). ``window_s`` must be positive.
+    copies of the text match). ``window_s`` must be positive (``ValueError`` otherwise).
     """
+    if not window_s > 0:
+        raise ValueError(f"the dedupe window must be positive, not {window_s!r}")
     if sms.message_id is not None:
         return f"id:{sms.gateway}:{sms.message_id}"
     if sms.received_at is None:
