@@ -70,6 +70,7 @@ __all__ = [
     "parse_json",
     "parse_kannel",
     "parse_kannel_post",
+    "text_keys",
 ]
 
 #: the longest text accepted, in characters: ten concatenated 160-character parts
@@ -82,8 +83,17 @@ MAX_ID: Final = 200
 _SEPARATORS: Final = re.compile(r"[\s\-.()/]")
 _NUMBER: Final = re.compile(r"\+?[0-9]{1,20}")
 _CHARSET: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,40}")
-#: charset names Kannel may use that Python does not know
-_CHARSET_ALIASES: Final = {"ucs-2": "utf-16-be", "ucs2": "utf-16-be", "ucs-2be": "utf-16-be"}
+#: charset names Kannel may use that Python does not know. Kannel's user guide gives
+#: ``%C`` as ``GSM`` for a 7-bit message and ``binary`` for an 8-bit one; smsbox holds
+#: the text of a 7-bit message in UTF-8 by then, and 8-bit data is read as UTF-8 too
+#: (anything else in it is ``bad_encoding``: it is no command)
+_CHARSET_ALIASES: Final = {
+    "ucs-2": "utf-16-be",
+    "ucs2": "utf-16-be",
+    "ucs-2be": "utf-16-be",
+    "gsm": "utf-8",
+    "binary": "utf-8",
+}
 #: the Kannel coding of UCS-2 messages
 _UCS2: Final = 2
 
@@ -207,6 +217,11 @@ def _decode(raw: bytes, charset: str, field: str) -> str:
         return raw.decode(name)
     except (LookupError, UnicodeError, ValueError):
         raise InboundError("bad_encoding", field=field) from None
+
+
+def text_keys(args: Mapping[bytes, list[bytes]]) -> dict[str, list[bytes]]:
+    """Twisted's ``request.args`` with the field names decoded (Latin-1: any bytes do)."""
+    return {name.decode("latin-1"): values for name, values in args.items()}
 
 
 # -- Kannel ------------------------------------------------------------------------------

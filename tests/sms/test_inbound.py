@@ -23,6 +23,7 @@ from callbackd.sms.inbound import (
     parse_json,
     parse_kannel,
     parse_kannel_post,
+    text_keys,
 )
 
 UUID = "5a6b3c1e-0f2d-4e5a-9b8c-7d6e5f4a3b2c"
@@ -57,6 +58,8 @@ def test_kannel_get_url():
         ("0", "ISO-8859-1", "señor".encode("latin-1"), "señor"),
         ("0", "WINDOWS-1252", "€5".encode("cp1252"), "€5"),
         ("", "", b"I", "I"),
+        ("0", "GSM", "Dürst I".encode(), "Dürst I"),
+        ("1", "binary", b"I", "I"),
     ],
 )
 def test_kannel_charsets(coding, charset, raw, text):
@@ -114,6 +117,13 @@ def test_kannel_errors(fields, code, params):
     with pytest.raises(InboundError) as caught:
         parse_kannel(kannel(**fields))
     assert (caught.value.code, caught.value.params) == (code, params)
+
+
+def test_text_keys():
+    """Twisted's request.args (bytes names) becomes the mapping the parsers take."""
+    args = {b"from": [b"4915"], b"to": [b"1"], b"text": [b"I"], b"\xff": [b"x"]}
+    assert text_keys(args) == {"from": [b"4915"], "to": [b"1"], "text": [b"I"], "\xff": [b"x"]}
+    assert parse_kannel(text_keys(args)).text == "I"
 
 
 def test_kannel_numbers_normalised():
