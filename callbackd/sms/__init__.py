@@ -1,0 +1,1 @@
+"""Callback from SMS: gateways in and out, commands, durable replies."""
