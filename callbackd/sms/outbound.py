@@ -248,12 +248,10 @@ class SmsSender(service.Service):
         super().startService()
         self.kick()
 
-    def stopService(self) -> defer.Deferred[None] | None:  # type: ignore[override]
-        """Stop the timer; wait for the batch in flight to be sent and recorded."""
+    def stopService(self) -> defer.Deferred[None]:  # type: ignore[override]
+        """Stop the timer; fire once the batch in flight is sent and recorded."""
         super().stopService()
         self._cancel_timer()
-        if self._draining is None:
-            return None
         return defer.Deferred.fromCoroutine(self._await_drain())
 
     async def _await_drain(self) -> None:

@@ -40,6 +40,7 @@ class Recorder(resource.Resource):
                 "args": {k.decode(): [v.decode() for v in vs] for k, vs in request.args.items()},
                 "headers": dict(request.requestHeaders.getAllRawHeaders()),
                 "body": request.content.read(),
+                "answered": self.code,
             }
         )
         request.setResponseCode(self.code)
