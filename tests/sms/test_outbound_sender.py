@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from callbackd.config import Secret
 from callbackd.core.model import OutboundSms
 from callbackd.sms.outbound import (
     IOutboundGateway,
+    KannelSendSms,
     PermanentSmsError,
     SmsSender,
     TransientSmsError,
@@ -162,3 +165,37 @@ def test_stop_cancels_the_timer():
     assert not clock.getDelayedCalls()
     sender.send("m2", "+1", "Hi", "gw")
     assert len(gw.tries) == 1
+
+
+class StatusHttp:
+    """A treq stand-in answering every request with one status."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.urls: list[str] = []
+
+    def get(self, url: str, **kwargs) -> defer.Deferred:
+        self.urls.append(url)
+        return defer.succeed(self)
+
+    def content(self) -> defer.Deferred[bytes]:
+        return defer.succeed(b"")
+
+
+def test_secrets_never_logged():
+    """Retries and dead letters log the gateway's status, never the sendsms password."""
+    http = StatusHttp(503)
+    clock = Clock()
+    store = MemoryStore(clock)
+    gateway = KannelSendSms("http://kannel:13013", "user", Secret("hunter2pw"), http)
+    sender = SmsSender(store, {"kannel": gateway}, clock, max_attempts=3, backoff=lambda n: 1.0)
+    with capturedLogs() as events:
+        sender.startService()
+        sender.send("m1", "+1", "Hi", "kannel")
+        clock.pump([1.0] * 5)
+    assert "password=hunter2pw" in http.urls[0]
+    assert len(http.urls) == 3
+    logged = " ".join(formatEvent(e) + repr(e) for e in events)
+    assert "HTTP 503" in logged
+    assert "hunter2pw" not in logged
+    assert "hunter2pw" not in store.dead_sms().result[0].last_error
