@@ -76,12 +76,6 @@ class IOutboundGateway(Interface):
         """
 
 
-class _Response(Protocol):
-    code: int
-
-    def content(self) -> defer.Deferred[bytes]: ...
-
-
 class HttpClient(Protocol):
     """What the gateways need of treq (the module, or a ``treq.client.HTTPClient``)."""
 
