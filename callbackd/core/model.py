@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-__all__ = ["CDR", "Account", "AccountStatus", "CallerID", "PhonebookEntry", "Voucher"]
+__all__ = [
+    "CDR",
+    "Account",
+    "AccountStatus",
+    "CallerID",
+    "OutboundSms",
+    "PhonebookEntry",
+    "Voucher",
+]
 
 
 class AccountStatus(str, Enum):
@@ -84,3 +92,21 @@ class CDR:
     cost: int = 0
     cause: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutboundSms:
+    """An SMS waiting in the durable outbound queue (see IStore.enqueue_sms)."""
+
+    #: the caller's idempotency key: one message id is sent at most once
+    id: str
+    to: str
+    text: str
+    #: the name of the configured outbound gateway that sends it
+    gateway: str
+    #: failed sending attempts so far
+    attempts: int = 0
+    #: epoch seconds before which it is not sent (next retry, or the end of a claim)
+    not_before: float = 0.0
+    created_at: float = 0.0
+    last_error: str = ""

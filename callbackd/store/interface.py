@@ -16,6 +16,8 @@ from zope.interface import Interface
 __all__ = [
     "INVITE_ORIGIN",
     "LINK_ORIGIN",
+    "SMS_LEASE",
+    "SMS_SENT_TTL",
     "AccountExists",
     "IStore",
     "InsufficientFunds",
@@ -33,6 +35,10 @@ LINK_ORIGIN: Final = "store:link"
 #: the origin of an operator's request that the chat fronts invite a JID: the feed's
 #: word is then the bare JID, not a username (see IStore.request_invite)
 INVITE_ORIGIN: Final = "store:invite"
+#: seconds a claimed outbound SMS stays out of other claimers' reach (IStore.due_sms)
+SMS_LEASE: Final = 60.0
+#: seconds the id of a sent SMS is remembered, so a second enqueue is a no-op
+SMS_SENT_TTL: Final = 7 * 86400
 
 
 class StoreError(Exception):
@@ -242,3 +248,41 @@ class IStore(Interface):
 
     def provider_attempts(provider, since):
         """Fire with the attempts since ``since`` as dicts (at, answered, pdd, duration, cause)."""
+
+    # -- outbound SMS queue ------------------------------------------------------------
+    def enqueue_sms(message_id, to, text, gateway, not_before):
+        """Queue an SMS to send at or after ``not_before``; fire with True.
+
+        Idempotent by ``message_id``: when that id is queued, dead-lettered or was sent
+        within :data:`SMS_SENT_TTL` seconds, nothing changes and it fires with False.
+        """
+
+    def due_sms(now, limit, lease=SMS_LEASE):
+        """Claim at most ``limit`` SMS due at ``now``; fire with OutboundSms, oldest due first.
+
+        Atomic: each claimed message's ``not_before`` moves to ``now + lease`` (as
+        returned), so no other claimer gets it before then; a claimer that dies without
+        calling :meth:`sms_sent`, :meth:`sms_retry` or :meth:`sms_failed` lets it come
+        due again when the lease ends.
+        """
+
+    def next_sms_due():
+        """Fire with the earliest ``not_before`` in the queue, or None when it is empty."""
+
+    def sms_sent(message_id):
+        """Forget the queued SMS, remembering its id (for :meth:`enqueue_sms`) a while."""
+
+    def sms_retry(message_id, not_before, attempts, last_error):
+        """Put a claimed SMS back with its failed ``attempts`` count, due at ``not_before``.
+
+        Fire with False (changing nothing) when the id is not queued.
+        """
+
+    def sms_failed(message_id, error):
+        """Give up on the SMS: out of the queue into the dead letters, with ``error``.
+
+        Fire with False (changing nothing) when the id is not queued.
+        """
+
+    def dead_sms():
+        """Fire with the dead-lettered OutboundSms, oldest first (for operators)."""

@@ -19,12 +19,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from callbackd.core.model import CDR, Account, CallerID, PhonebookEntry, Voucher
+from callbackd.core.model import CDR, Account, CallerID, OutboundSms, PhonebookEntry, Voucher
 from callbackd.store import records
 from callbackd.store.hashing import BcryptHasher, PasswordHasher
 from callbackd.store.interface import (
     INVITE_ORIGIN,
     LINK_ORIGIN,
+    SMS_LEASE,
+    SMS_SENT_TTL,
     AccountExists,
     InsufficientFunds,
     InvalidArgument,
@@ -72,6 +74,12 @@ class MemoryStore:
         self._sessions: dict[str, str] = {}
         self._attempts: dict[str, list[tuple[float, int, str]]] = {}
         self._seq = 0
+        #: outbound SMS by id: queued (in ``_sms_due``) or dead-lettered
+        self._sms: dict[str, OutboundSms] = {}
+        self._sms_due: set[str] = set()
+        self._sms_dead: list[str] = []
+        #: ids of sent SMS -> when they are forgotten
+        self._sms_sent: dict[str, float] = {}
 
     @property
     def connected(self) -> bool:
@@ -610,6 +618,104 @@ class MemoryStore:
             return [json.loads(text) for _, _, text in found]
 
         return _fired(list_)
+
+    # -- outbound SMS queue ------------------------------------------------------------
+    def enqueue_sms(
+        self, message_id: str, to: str, text: str, gateway: str, not_before: float
+    ) -> defer.Deferred[bool]:
+        """Queue the SMS unless its id is known (see IStore.enqueue_sms)."""
+
+        def enqueue() -> bool:
+            records.check_sms(message_id, to, text, gateway)
+            self._up()
+            sent_until = self._sms_sent.get(message_id)
+            if message_id in self._sms or (sent_until and sent_until > self.clock.seconds()):
+                return False
+            self._sms[message_id] = OutboundSms(
+                message_id, to, text, gateway, 0, float(not_before), self.clock.seconds()
+            )
+            self._sms_due.add(message_id)
+            return True
+
+        return _fired(enqueue)
+
+    def _queued(self) -> list[OutboundSms]:
+        return sorted((self._sms[i] for i in self._sms_due), key=lambda m: (m.not_before, m.id))
+
+    def due_sms(
+        self, now: float, limit: int, lease: float = SMS_LEASE
+    ) -> defer.Deferred[list[OutboundSms]]:
+        """Claim the due SMS for ``lease`` seconds (see IStore.due_sms)."""
+
+        def claim() -> list[OutboundSms]:
+            self._up()
+            due = [m for m in self._queued() if m.not_before <= now][: max(0, limit)]
+            claimed = [dataclasses.replace(m, not_before=now + lease) for m in due]
+            self._sms.update((m.id, m) for m in claimed)
+            return claimed
+
+        return _fired(claim)
+
+    def next_sms_due(self) -> defer.Deferred[float | None]:
+        """Fire with the earliest ``not_before`` queued, or None."""
+
+        def next_() -> float | None:
+            self._up()
+            queued = self._queued()
+            return queued[0].not_before if queued else None
+
+        return _fired(next_)
+
+    def sms_sent(self, message_id: str) -> defer.Deferred[None]:
+        """Forget the SMS and remember its id for SMS_SENT_TTL seconds."""
+
+        def sent() -> None:
+            records.check_key(message_id, "message id")
+            self._up()
+            self._sms_due.discard(message_id)
+            self._sms.pop(message_id, None)
+            self._sms_sent[message_id] = self.clock.seconds() + SMS_SENT_TTL
+
+        return _fired(sent)
+
+    def sms_retry(
+        self, message_id: str, not_before: float, attempts: int, last_error: str
+    ) -> defer.Deferred[bool]:
+        """Requeue the SMS for ``not_before`` with its attempts and error."""
+
+        def retry() -> bool:
+            records.check_key(message_id, "message id")
+            self._up()
+            if message_id not in self._sms_due:
+                return False
+            self._sms[message_id] = dataclasses.replace(
+                self._sms[message_id],
+                not_before=float(not_before),
+                attempts=int(attempts),
+                last_error=last_error,
+            )
+            return True
+
+        return _fired(retry)
+
+    def sms_failed(self, message_id: str, error: str) -> defer.Deferred[bool]:
+        """Move the SMS from the queue to the dead letters."""
+
+        def failed() -> bool:
+            records.check_key(message_id, "message id")
+            self._up()
+            if message_id not in self._sms_due:
+                return False
+            self._sms_due.discard(message_id)
+            self._sms[message_id] = dataclasses.replace(self._sms[message_id], last_error=error)
+            self._sms_dead.append(message_id)
+            return True
+
+        return _fired(failed)
+
+    def dead_sms(self) -> defer.Deferred[list[OutboundSms]]:
+        """Fire with the dead letters, oldest first."""
+        return _fired(lambda: self._up() and [self._sms[i] for i in self._sms_dead])
 
 
 def _code(voucher: Voucher) -> str:

@@ -14,7 +14,15 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from callbackd.core.model import CDR, Account, AccountStatus, CallerID, PhonebookEntry, Voucher
+from callbackd.core.model import (
+    CDR,
+    Account,
+    AccountStatus,
+    CallerID,
+    OutboundSms,
+    PhonebookEntry,
+    Voucher,
+)
 from callbackd.store.interface import InvalidArgument
 
 __all__ = [
@@ -38,6 +46,8 @@ __all__ = [
     "check_key",
     "check_number",
     "check_password",
+    "check_sms",
+    "sms_from_fields",
     "check_pin",
     "check_provider",
     "check_session",
@@ -349,3 +359,30 @@ def check_count(count: object) -> int:
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100_000:
         raise InvalidArgument(f"count must be an integer from 1 to 100000, got {count!r}")
     return count
+
+
+#: the most characters of an outbound SMS's text (ten concatenated parts and then some)
+MAX_SMS_TEXT = 2000
+
+
+def check_sms(message_id: object, to: object, text: object, gateway: object) -> None:
+    """An outbound SMS's id, number, text and gateway name (IStore.enqueue_sms)."""
+    check_key(message_id, "message id")
+    check_key(to, "recipient")
+    check_key(gateway, "gateway")
+    if not isinstance(text, str) or not text or len(text) > MAX_SMS_TEXT:
+        raise InvalidArgument(f"an SMS text must be 1 to {MAX_SMS_TEXT} characters")
+
+
+def sms_from_fields(fields: Mapping[str, str]) -> OutboundSms:
+    """An OutboundSms from the string fields both stores keep it in."""
+    return OutboundSms(
+        id=fields["id"],
+        to=fields["to"],
+        text=fields["text"],
+        gateway=fields["gateway"],
+        attempts=int(fields.get("attempts", 0)),
+        not_before=float(fields.get("not_before", 0.0)),
+        created_at=float(fields.get("created_at", 0.0)),
+        last_error=fields.get("last_error", ""),
+    )

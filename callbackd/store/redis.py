@@ -63,12 +63,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from callbackd.config import Config, Secret
-from callbackd.core.model import CDR, Account, CallerID, PhonebookEntry, Voucher
+from callbackd.core.model import CDR, Account, CallerID, OutboundSms, PhonebookEntry, Voucher
 from callbackd.store import records
 from callbackd.store.embedded import socket_path
 from callbackd.store.hashing import BcryptHasher, PasswordHasher
 from callbackd.store.interface import (
     INVITE_ORIGIN,
+    SMS_LEASE,
+    SMS_SENT_TTL,
     AccountExists,
     InsufficientFunds,
     InvalidArgument,
@@ -310,6 +312,65 @@ redis.call('ZADD', KEYS[1], ARGV[1], string.format('%020d', n) .. '|' .. ARGV[3]
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+""")
+
+#: the outbound SMS queue: ids scored by not_before; each message a hash cb:sms:msg:ID
+_SMS_DUE = "cb:sms:due"
+#: the dead-lettered SMS ids, oldest first (their hashes stay)
+_SMS_DEAD = "cb:sms:dead"
+_SMS_MSG = "cb:sms:msg:"
+
+_ENQUEUE_SMS = _Script("""
+-- KEYS: msg, sent marker, due; ARGV: id, to, text, gateway, not_before, created_at
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'to', ARGV[2], 'text', ARGV[3],
+  'gateway', ARGV[4], 'attempts', 0, 'not_before', ARGV[5], 'created_at', ARGV[6],
+  'last_error', '')
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+return 1
+""")
+
+_CLAIM_SMS = _Script("""
+-- KEYS: due; ARGV: now, limit, lease end, message key prefix
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local out = {}
+for _, id in ipairs(ids) do
+  local key = ARGV[4] .. id
+  redis.call('ZADD', KEYS[1], ARGV[3], id)
+  redis.call('HSET', key, 'not_before', ARGV[3])
+  out[#out + 1] = redis.call('HGETALL', key)
+end
+return out
+""")
+
+_SMS_SENT = _Script("""
+-- KEYS: msg, sent marker, due; ARGV: id, ttl
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('SET', KEYS[2], 1, 'EX', ARGV[2])
+return 1
+""")
+
+_SMS_RETRY = _Script("""
+-- KEYS: msg, due; ARGV: id, not_before, attempts, last_error
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'not_before', ARGV[2], 'attempts', ARGV[3], 'last_error', ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 1
+""")
+
+_SMS_FAILED = _Script("""
+-- KEYS: msg, due, dead; ARGV: id, error
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'last_error', ARGV[2])
+redis.call('RPUSH', KEYS[3], ARGV[1])
 return 1
 """)
 
@@ -966,6 +1027,83 @@ class RedisStore:
             "ZRANGEBYSCORE", f"cb:provider:{provider}:attempts", _score(since), "+inf"
         )
         return [json.loads(m.partition("|")[2]) for m in members]
+
+    # -- outbound SMS queue ------------------------------------------------------------------
+    def enqueue_sms(
+        self, message_id: str, to: str, text: str, gateway: str, not_before: float
+    ) -> defer.Deferred[bool]:
+        """Queue the SMS unless its id is known (see IStore.enqueue_sms), in one script."""
+        return defer.ensureDeferred(self._enqueue_sms(message_id, to, text, gateway, not_before))
+
+    async def _enqueue_sms(
+        self, message_id: str, to: str, text: str, gateway: str, not_before: float
+    ) -> bool:
+        records.check_sms(message_id, to, text, gateway)
+        keys = [_SMS_MSG + message_id, f"cb:sms:sent:{message_id}", _SMS_DUE]
+        args = [message_id, to, text, gateway, _score(not_before), _score(self.clock.seconds())]
+        return bool(await self._eval(_ENQUEUE_SMS, keys, args))
+
+    def due_sms(
+        self, now: float, limit: int, lease: float = SMS_LEASE
+    ) -> defer.Deferred[list[OutboundSms]]:
+        """Claim the due SMS for ``lease`` seconds, in one script (see IStore.due_sms)."""
+        return defer.ensureDeferred(self._due_sms(now, limit, lease))
+
+    async def _due_sms(self, now: float, limit: int, lease: float) -> list[OutboundSms]:
+        if limit <= 0:
+            return []
+        args = [_score(now), int(limit), _score(now + lease), _SMS_MSG]
+        found = await self._eval(_CLAIM_SMS, [_SMS_DUE], args)
+        return [records.sms_from_fields(_pairs(flat)) for flat in found]
+
+    def next_sms_due(self) -> defer.Deferred[float | None]:
+        """Fire with the earliest ``not_before`` queued, or None."""
+        d = self._call("ZRANGE", _SMS_DUE, 0, 0, "WITHSCORES")
+        return d.addCallback(lambda reply: float(reply[1]) if reply else None)
+
+    def sms_sent(self, message_id: str) -> defer.Deferred[None]:
+        """Forget the SMS and remember its id for SMS_SENT_TTL seconds."""
+        return defer.ensureDeferred(self._sms_sent(message_id))
+
+    async def _sms_sent(self, message_id: str) -> None:
+        records.check_key(message_id, "message id")
+        keys = [_SMS_MSG + message_id, f"cb:sms:sent:{message_id}", _SMS_DUE]
+        await self._eval(_SMS_SENT, keys, [message_id, SMS_SENT_TTL])
+
+    def sms_retry(
+        self, message_id: str, not_before: float, attempts: int, last_error: str
+    ) -> defer.Deferred[bool]:
+        """Requeue the SMS for ``not_before`` with its attempts and error."""
+        return defer.ensureDeferred(self._sms_retry(message_id, not_before, attempts, last_error))
+
+    async def _sms_retry(
+        self, message_id: str, not_before: float, attempts: int, last_error: str
+    ) -> bool:
+        records.check_key(message_id, "message id")
+        keys = [_SMS_MSG + message_id, _SMS_DUE]
+        args = [message_id, _score(not_before), int(attempts), last_error]
+        return bool(await self._eval(_SMS_RETRY, keys, args))
+
+    def sms_failed(self, message_id: str, error: str) -> defer.Deferred[bool]:
+        """Move the SMS from the queue to the dead letters."""
+        return defer.ensureDeferred(self._sms_failed(message_id, error))
+
+    async def _sms_failed(self, message_id: str, error: str) -> bool:
+        records.check_key(message_id, "message id")
+        keys = [_SMS_MSG + message_id, _SMS_DUE, _SMS_DEAD]
+        return bool(await self._eval(_SMS_FAILED, keys, [message_id, error]))
+
+    def dead_sms(self) -> defer.Deferred[list[OutboundSms]]:
+        """Fire with the dead letters, oldest first."""
+        return defer.ensureDeferred(self._dead_sms())
+
+    async def _dead_sms(self) -> list[OutboundSms]:
+        found = []
+        for message_id in await self._call("LRANGE", _SMS_DEAD, 0, -1):
+            fields = await self._call("HGETALL", _SMS_MSG + message_id)
+            if fields:
+                found.append(records.sms_from_fields(_pairs(fields)))
+        return found
 
     # -- change feed -------------------------------------------------------------------------
     def watch(
