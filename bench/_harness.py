@@ -70,6 +70,11 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def ms(seconds: float) -> float:
+    """Seconds as milliseconds, to the microsecond (how the benches report times)."""
+    return round(seconds * 1000, 3)
+
+
 def percentile(values: list[float], fraction: float) -> float:
     """The ``fraction`` quantile of ``values`` (nearest rank)."""
     ordered = sorted(values)

@@ -305,6 +305,8 @@ async def commands_loop(
     bench: Any, server: ComponentServer, users: list[str], times: tuple[float, float]
 ) -> dict[str, Any]:
     """STATUS and BALANCE in turn per user, each after the previous reply; the figures."""
+    from bench._harness import ms, percentile
+
     expected = {
         "STATUS": _prefix("chat.status_none"),
         "BALANCE": _prefix("chat.balance", balance=""),
@@ -345,8 +347,8 @@ async def commands_loop(
         "commands": count,
         "cpu_commands_per_s": round(count / window.cpu, 1) if window.cpu else None,
         "daemon_cpu_share": round(window.cpu / window.length, 2),
-        "round_trip_p50_ms": _ms(_percentile(round_trips, 0.5)),
-        "round_trip_p99_ms": _ms(_percentile(round_trips, 0.99)),
+        "round_trip_p50_ms": ms(percentile(round_trips, 0.5)),
+        "round_trip_p99_ms": ms(percentile(round_trips, 0.99)),
     }
 
 
@@ -354,7 +356,7 @@ async def callbacks_loop(
     bench: Any, server: ComponentServer, users: list[str], times: tuple[float, float]
 ) -> list[dict[str, Any]]:
     """CALLBACK, talking, HANGUP, charged, again, per user; CALLBACK-to-Originate figures."""
-    from bench._harness import DESTINATION, SOURCE
+    from bench._harness import DESTINATION, SOURCE, ms, percentile
 
     started = _prefix("chat.session_started", session="")
     talking = _prefix("progress.talking", cost="")
@@ -407,7 +409,7 @@ async def callbacks_loop(
     return [
         {
             "bench": "chat_callback_originate_p50",
-            "value": _ms(_percentile(latencies, 0.5)),
+            "value": ms(percentile(latencies, 0.5)),
             "unit": "ms",
             **common,
             "callbacks_per_s": round(len(inside) / window.length, 1),
@@ -415,29 +417,29 @@ async def callbacks_loop(
         },
         {
             "bench": "chat_callback_originate_p99",
-            "value": _ms(_percentile(latencies, 0.99)),
+            "value": ms(percentile(latencies, 0.99)),
             "unit": "ms",
             **common,
-            "mean_ms": _ms(statistics.fmean(latencies)),
+            "mean_ms": ms(statistics.fmean(latencies)),
             # where the time goes: stanza written -> the engine's start_callback called
             # (stream, parse, the front's reads), and from there -> the Originate written
-            "to_engine_p50_ms": _ms(_percentile(to_engine, 0.5)),
-            "to_engine_p99_ms": _ms(_percentile(to_engine, 0.99)),
-            "engine_p50_ms": _ms(_percentile(in_engine, 0.5)),
-            "engine_p99_ms": _ms(_percentile(in_engine, 0.99)),
+            "to_engine_p50_ms": ms(percentile(to_engine, 0.5)),
+            "to_engine_p99_ms": ms(percentile(to_engine, 0.99)),
+            "engine_p50_ms": ms(percentile(in_engine, 0.5)),
+            "engine_p99_ms": ms(percentile(in_engine, 0.99)),
         },
         {
             "bench": "chat_arrival_originate_p50",
-            "value": _ms(_percentile(from_arrival, 0.5)),
+            "value": ms(percentile(from_arrival, 0.5)),
             "unit": "ms",
             **common,
         },
         {
             "bench": "chat_arrival_originate_p99",
-            "value": _ms(_percentile(from_arrival, 0.99)),
+            "value": ms(percentile(from_arrival, 0.99)),
             "unit": "ms",
             **common,
-            "mean_ms": _ms(statistics.fmean(from_arrival)),
+            "mean_ms": ms(statistics.fmean(from_arrival)),
         },
     ]
 
@@ -483,16 +485,6 @@ def _stamp_start_callback(engine: Any) -> dict[str, float]:
 
     engine.start_callback = timed
     return called_at
-
-
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 3)
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    from bench._harness import percentile
-
-    return percentile(values, fraction)
 
 
 def lift_rate_limit(daemon: Any) -> None:

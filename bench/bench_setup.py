@@ -64,13 +64,9 @@ def run(quick: bool) -> Iterator[dict[str, Any]]:
     yield from run_child("bench.bench_setup", args, timeout=120 if quick else 900)
 
 
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 3)
-
-
 def _load_lines(load: Any) -> list[dict[str, Any]]:
     """The closed loop's figures."""
-    from bench._harness import percentile
+    from bench._harness import ms, percentile
 
     latencies, setups = load.originate_latencies, load.setup_times
     common = {"concurrency": load.concurrency, "window_s": round(load.window, 2)}
@@ -84,30 +80,30 @@ def _load_lines(load: Any) -> list[dict[str, Any]]:
             "cpu_setups_per_s": round(load.setups / load.cpu, 1) if load.cpu else None,
             "daemon_cpu_share": round(load.cpu / load.window, 2),
             "simulator_cpu_share": round(load.simulator_cpu / load.window, 2),
-            "setup_p50_ms": _ms(percentile(setups, 0.5)),
-            "setup_p99_ms": _ms(percentile(setups, 0.99)),
+            "setup_p50_ms": ms(percentile(setups, 0.5)),
+            "setup_p99_ms": ms(percentile(setups, 0.99)),
         },
         {
             "bench": "originate_latency_p50",
-            "value": _ms(percentile(latencies, 0.5)),
+            "value": ms(percentile(latencies, 0.5)),
             "unit": "ms",
             **common,
             "triggers": len(latencies),
         },
         {
             "bench": "originate_latency_p99",
-            "value": _ms(percentile(latencies, 0.99)),
+            "value": ms(percentile(latencies, 0.99)),
             "unit": "ms",
             **common,
             "triggers": len(latencies),
-            "mean_ms": _ms(statistics.fmean(latencies)),
+            "mean_ms": ms(statistics.fmean(latencies)),
         },
     ]
 
 
 async def _burst_lines(bench: Any, concurrency: int, rounds: int) -> list[dict[str, Any]]:
     """Burst rounds of ``concurrency`` triggers in one reactor turn; their figures."""
-    from bench._harness import percentile
+    from bench._harness import ms, percentile
 
     elapsed = cpu = simulator_cpu = 0.0
     latencies: list[float] = []
@@ -131,21 +127,21 @@ async def _burst_lines(bench: Any, concurrency: int, rounds: int) -> list[dict[s
             "cpu_setups_per_s": round(sessions / cpu, 1) if cpu else None,
             "daemon_cpu_share": round(cpu / elapsed, 2),
             "simulator_cpu_share": round(simulator_cpu / elapsed, 2),
-            "setup_p50_ms": _ms(percentile(setups, 0.5)),
-            "setup_p99_ms": _ms(percentile(setups, 0.99)),
+            "setup_p50_ms": ms(percentile(setups, 0.5)),
+            "setup_p99_ms": ms(percentile(setups, 0.99)),
         },
         {
             "bench": "setup_burst_originate_p50",
-            "value": _ms(percentile(latencies, 0.5)),
+            "value": ms(percentile(latencies, 0.5)),
             "unit": "ms",
             **common,
         },
         {
             "bench": "setup_burst_originate_p99",
-            "value": _ms(percentile(latencies, 0.99)),
+            "value": ms(percentile(latencies, 0.99)),
             "unit": "ms",
             **common,
-            "mean_ms": _ms(statistics.fmean(latencies)),
+            "mean_ms": ms(statistics.fmean(latencies)),
         },
     ]
 
