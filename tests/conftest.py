@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import pytest_twisted
+from twisted.internet.task import Clock
 
+from callbackd.store.memory import MemoryStore
 from tests.procs import RedisServer
+from tests.stores import redis_store
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +24,16 @@ def clean_redis(redis_server):
     """The session's redis-server, emptied before the test."""
     redis_server.flush()
     return redis_server
+
+
+@pytest_twisted.async_yield_fixture(params=["memory", "redis"])
+async def store(request):
+    """Each test asking for it runs once per IStore implementation (the contract's way)."""
+    if request.param == "memory":
+        yield MemoryStore(Clock())
+        return
+    server = request.getfixturevalue("clean_redis")
+    s = redis_store(server.port)
+    await s.connect(timeout=5)
+    yield s
+    await s.disconnect()

@@ -20,7 +20,7 @@ from callbackd.core.model import CDR
 from callbackd.store.embedded import EmbeddedRedisService, redis_command, socket_path
 from callbackd.store.hashing import BcryptHasher
 from callbackd.store.interface import INVITE_ORIGIN
-from tests.store.test_contract import redis_store
+from tests.stores import redis_store
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ from twisted.web import server
 from callbackd.config import Secret
 from callbackd.sms.outbound import KannelSendSms, SmsSender
 from tests.sms.test_outbound_gateways import Recorder
-from tests.store.test_contract import redis_store
+from tests.stores import redis_store
 
 
 async def wait_for(predicate, timeout=5.0):

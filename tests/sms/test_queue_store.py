@@ -1,29 +1,15 @@
-"""The outbound SMS queue of the IStore contract, against MemoryStore and RedisStore."""
+"""The outbound SMS queue of the IStore contract, against MemoryStore and RedisStore
+(the suite's ``store`` fixture)."""
 
 from __future__ import annotations
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer
-from twisted.internet.task import Clock
 
 from callbackd.core.model import OutboundSms
 from callbackd.store.interface import SMS_LEASE, InvalidArgument
-from callbackd.store.memory import MemoryStore
-from tests.store.test_contract import redis_store
-
-
-@pytest_twisted.async_yield_fixture(params=["memory", "redis"])
-async def store(request):
-    """Each test runs once per implementation."""
-    if request.param == "memory":
-        yield MemoryStore(Clock())
-        return
-    server = request.getfixturevalue("clean_redis")
-    s = redis_store(server.port)
-    await s.connect(timeout=5)
-    yield s
-    await s.disconnect()
+from tests.stores import redis_store
 
 
 @pytest_twisted.ensureDeferred

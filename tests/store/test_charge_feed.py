@@ -48,7 +48,7 @@ class Feed:
 
 
 async def _redis_pair(request):
-    from tests.store.test_contract import redis_store
+    from tests.stores import redis_store
 
     server = request.getfixturevalue("clean_redis")
     writer, watcher = redis_store(server.port), redis_store(server.port)
@@ -221,7 +221,7 @@ async def test_a_repeated_charge_is_not_told(stores):
 async def test_the_feed_is_told_lost_and_back_across_a_redis_restart(tmp_path):
     """on_state(False) when Redis goes, on_state(True) once resubscribed; changes flow again."""
     from tests.procs import RedisServer
-    from tests.store.test_contract import redis_store
+    from tests.stores import redis_store
 
     server = RedisServer.start(tmp_path / "redis")
     store = redis_store(server.port, max_reconnect_delay=0.2)

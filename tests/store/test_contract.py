@@ -7,12 +7,10 @@ import dataclasses
 import pytest
 import pytest_twisted
 from twisted.internet import defer
-from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from callbackd.core.model import CDR, Account, AccountStatus, CallerID, PhonebookEntry
-from callbackd.store.hashing import BcryptHasher
 from callbackd.store.interface import (
     AccountExists,
     InsufficientFunds,
@@ -23,34 +21,6 @@ from callbackd.store.interface import (
     VoucherUsed,
 )
 from callbackd.store.memory import MemoryStore
-from callbackd.store.redis import RedisStore
-
-
-def redis_store(port: int, **kwargs) -> RedisStore:
-    """A RedisStore on the loopback redis-server at ``port``, with cheap bcrypt."""
-    from twisted.internet import reactor
-
-    kwargs.setdefault("timeout", 2.0)
-    kwargs.setdefault("clock", reactor)
-    return RedisStore(
-        TCP4ClientEndpoint(reactor, "127.0.0.1", port),
-        password_hasher=BcryptHasher(reactor, rounds=4),
-        address=f"127.0.0.1:{port}",
-        **kwargs,
-    )
-
-
-@pytest_twisted.async_yield_fixture(params=["memory", "redis"])
-async def store(request):
-    """Each contract test runs once per implementation."""
-    if request.param == "memory":
-        yield MemoryStore(Clock())
-        return
-    server = request.getfixturevalue("clean_redis")
-    s = redis_store(server.port)
-    await s.connect(timeout=5)
-    yield s
-    await s.disconnect()
 
 
 async def make_account(store, username="alice", password="secret pw", pin="1234", **fields):

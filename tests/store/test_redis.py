@@ -10,7 +10,7 @@ from twisted.internet import defer, reactor, task
 from callbackd.core.model import Account
 from callbackd.store.interface import InsufficientFunds, StoreUnavailable, VoucherUsed
 from tests.procs import RedisServer
-from tests.store.test_contract import redis_store
+from tests.stores import redis_store
 
 
 async def connected_stores(port: int, n: int):

@@ -17,7 +17,7 @@ from callbackd.i18n import translator
 from callbackd.store.memory import MemoryStore
 from callbackd.xmpp.handlers import NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION
 from callbackd.xmpp.service import make_chat_service
-from tests.store.test_contract import redis_store
+from tests.stores import redis_store
 from tests.xmpp.userproc import ROOT, UserProcess
 
 
