@@ -1259,6 +1259,18 @@ def test_account_sees_a_change_told_by_the_feed():
     assert result(world.manager.account("alice")).language == "es"
 
 
+def test_chat_links_and_invitations_on_the_feed_keep_the_account():
+    """A JID linked to the account, or an invitation, changes nothing the book keeps."""
+    world = World()
+    reads = counting_reads(world)
+    result(world.manager.account("alice"))
+    result(world.store.link_jid("alice@example.test", "alice"))
+    result(world.store.request_invite("carol@example.test"))
+    assert world.manager.book.cached("alice")
+    result(world.manager.account("alice"))
+    assert reads == ["get_account"]
+
+
 def test_account_reads_every_time_without_the_feed():
     """Feed down: nothing is kept."""
     world = World()

@@ -37,7 +37,7 @@ from callbackd.core.credit import (
 )
 from callbackd.core.model import Account
 from callbackd.engine.sessions import SessionTable
-from callbackd.store.interface import IStore
+from callbackd.store.interface import NOT_ACCOUNT_CHANGES, IStore
 
 __all__ = ["DAY", "AccountBook", "Ledger"]
 
@@ -187,8 +187,12 @@ class AccountBook:
             self._ledgers.pop(username, None)
 
     def _account_changed(self, username: str, origin: str) -> None:
-        """The change feed: someone changed the account (record, balance, CDRs)."""
-        if origin != self.origin:
+        """The change feed: someone changed the account (record, balance, CDRs).
+
+        Not the engine's own charges, nor chat links and invitations (the word of an
+        invitation is a JID, not a username): none changes what is kept here.
+        """
+        if origin != self.origin and origin not in NOT_ACCOUNT_CHANGES:
             self.changed(username)
 
     def changed(self, username: str) -> None:

@@ -16,6 +16,7 @@ from zope.interface import Interface
 __all__ = [
     "INVITE_ORIGIN",
     "LINK_ORIGIN",
+    "NOT_ACCOUNT_CHANGES",
     "SMS_LEASE",
     "SMS_SENT_TTL",
     "AccountExists",
@@ -35,6 +36,9 @@ LINK_ORIGIN: Final = "store:link"
 #: the origin of an operator's request that the chat fronts invite a JID: the feed's
 #: word is then the bare JID, not a username (see IStore.request_invite)
 INVITE_ORIGIN: Final = "store:invite"
+#: the origins of the feed's words that change no account's record, balance or CDRs:
+#: what caches accounts has nothing to forget for them
+NOT_ACCOUNT_CHANGES: Final = frozenset({LINK_ORIGIN, INVITE_ORIGIN})
 #: seconds a claimed outbound SMS stays out of other claimers' reach (IStore.due_sms)
 SMS_LEASE: Final = 60.0
 #: seconds the id of a sent SMS is remembered, so a second enqueue is a no-op
