@@ -14,6 +14,15 @@ command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v prosody >/dev/null 2>&1 || missing="$missing prosody"
 command -v ssh >/dev/null 2>&1 || missing="$missing openssh-client"
 command -v ssh-keygen >/dev/null 2>&1 || missing="$missing openssh-client"
+# the SMS gateway of the SMS tests (bearerbox, smsbox; fakesmsc is in kannel-extras)
+command -v bearerbox >/dev/null 2>&1 || missing="$missing kannel"
+[ -x /usr/lib/kannel/test/fakesmsc ] || missing="$missing kannel-extras"
+# the portal's browser test
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v chromedriver >/dev/null 2>&1 || missing="$missing chromium-driver"
+# the IVR's prompts (callbackd-admin make-sounds)
+command -v espeak-ng >/dev/null 2>&1 || missing="$missing espeak-ng"
+command -v sox >/dev/null 2>&1 || missing="$missing sox"
 if [ ! -x .venv/bin/python ] && ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
     missing="$missing python3-venv"
 fi
@@ -29,7 +38,7 @@ if [ -n "$missing" ]; then
     apt-get install -y -qq --no-install-recommends $missing >/dev/null
     # Debian starts the packaged redis-server and prosody as system services; the tests
     # start private ones (tests/procs.py, tests/xmpp/prosody.py), so stop and disable those.
-    for unit in redis-server prosody; do
+    for unit in redis-server prosody kannel; do
         if command -v systemctl >/dev/null 2>&1; then systemctl disable --now "$unit" >/dev/null 2>&1 || true; fi
         service "$unit" stop >/dev/null 2>&1 || true
     done
