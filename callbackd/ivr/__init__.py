@@ -1,0 +1,1 @@
+"""The phone IVR: what callers hear and key, in five languages."""
