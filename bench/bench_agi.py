@@ -14,7 +14,9 @@ each runs one script until the bench hangs it up:
   number of sessions open through the window; the **round trip** of a command is
   timed in the script, from the call to the reply, for the commands that play nothing
   (``SET``/``GET VARIABLE``): p50 and p99 over the window (the target: under 5 ms
-  p99 at 500 sessions). ``cpu`` is the process's CPU share over the window.
+  p99 at 500 sessions). ``cpu`` is the process's CPU share over the window,
+  ``preempted`` the times the kernel took the core away meanwhile (other processes
+  on a shared machine: they make the tail).
 * **Flood** (``agi_round_trips``): every session sends ``SET VARIABLE`` and ``GET
   VARIABLE`` back to back; round trips per second over the window (both sides'
   work: the figure per core of the server alone is higher).
@@ -26,6 +28,7 @@ The garbage collector is tuned as the daemon tunes it once running
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from collections.abc import Iterator
@@ -123,11 +126,13 @@ async def _load(reactor: Any, sessions: int, warmup: float, window: float, mode:
         await deferLater(reactor, spacing, lambda: None)
     await deferLater(reactor, 0.5, lambda: None)
     open_at_start = len(service.factory.active)
+    switches = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
     cpu = time.process_time()
     timings.start = time.perf_counter()
     timings.end = timings.start + window
     await deferLater(reactor, window, lambda: None)
     cpu = time.process_time() - cpu
+    switches = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - switches
     held = min(open_at_start, len(service.factory.active))
     for call in calls:
         switch.hangup(call.channel, 16)
@@ -144,6 +149,7 @@ async def _load(reactor: Any, sessions: int, warmup: float, window: float, mode:
         "p50_ms": ms(percentile(trips, 0.5)) if trips else None,
         "p99_ms": ms(percentile(trips, 0.99)) if trips else None,
         "cpu": round(cpu / window, 2),
+        "preempted": switches,
     }
 
 
@@ -170,6 +176,7 @@ def child(quick: bool) -> None:
                         "command_p99_ms": ivr["p99_ms"],
                         "timed_commands": ivr["round_trips"],
                         "cpu": ivr["cpu"],
+                        "preempted": ivr["preempted"],
                         "concurrency": sessions,
                         "window_s": window,
                     }
@@ -186,6 +193,7 @@ def child(quick: bool) -> None:
                         "p50_ms": flood["p50_ms"],
                         "p99_ms": flood["p99_ms"],
                         "cpu": flood["cpu"],
+                        "preempted": flood["preempted"],
                         "concurrency": sessions,
                         "window_s": window,
                     }
