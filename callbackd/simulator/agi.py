@@ -323,8 +323,12 @@ class AGICall:
     def caller_hangs_up(self) -> None:
         """The caller hung up: the channel goes (cause 16)."""
         ch = self.channel
-        if ch.alive:
-            self.switch.hangup_far_end(ch, 16) if ch.peer is not None else self.switch.hangup(ch)
+        if not ch.alive:
+            return
+        if ch.peer is not None:
+            self.switch.hangup_far_end(ch, 16)
+        else:
+            self.switch.hangup(ch, 16)
 
     def _channel_hung_up(self) -> None:
         self._dead = True
@@ -664,12 +668,13 @@ class SimulatedFastAGI:
         *,
         sounds: SoundLibrary | None = None,
         address: Callable[[str, int], tuple[str, int]] | None = None,
+        callers: dict[str, ScriptedCaller] | None = None,
     ) -> None:
         self.switch = switch
         self.reactor = reactor
         self.sounds = sounds or SoundLibrary()
         self.address = address
-        self.callers: dict[str, ScriptedCaller] = {}
+        self.callers: dict[str, ScriptedCaller] = {} if callers is None else callers
         self.calls: list[AGICall] = []
         self._threads = itertools.count(_THREAD_ID)
 
