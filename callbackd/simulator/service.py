@@ -96,6 +96,7 @@ class SimulatorService(Service):
             address=self._agi_address,
             callers=self.callers,
         )
+        self.factory.agi = self.agi
         for (context, exten, url), options in self._agi_extensions:
             self.agi.add_extension(context, exten, url, **options)
         super().startService()
