@@ -366,6 +366,17 @@ def test_connection_loss_fails_waiting_commands():
     assert [e.check(AGIConnectionLost) for e in errors] == [AGIConnectionLost] * 2
 
 
+def test_unanswered_command_after_hangup_still_times_out():
+    """A command failed by HANGUP whose reply never comes still closes the session in time."""
+    factory, clock, channels, _ = setup(timeout=5.0)
+    conn = Connection(factory)
+    conn.receive(ENV)
+    channels[0].answer().addErrback(lambda f: None)
+    conn.receive(b"HANGUP\n")
+    clock.advance(5.1)
+    assert conn.closed
+
+
 def test_cancelled_command_in_flight_still_holds_the_line():
     """A cancelled command's reply is still awaited before the next command goes out."""
     factory, _, channels, _ = setup()
