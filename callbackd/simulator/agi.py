@@ -323,12 +323,8 @@ class AGICall:
     def caller_hangs_up(self) -> None:
         """The caller hung up: the channel goes (cause 16)."""
         ch = self.channel
-        if not ch.alive:
-            return
-        if ch.peer is not None:
-            self.switch.hangup_far_end(ch, 16)
-        else:
-            self.switch.hangup(ch, 16)
+        if ch.alive:
+            self.switch.hangup_far_end(ch, 16) if ch.peer is not None else self.switch.hangup(ch)
 
     def _channel_hung_up(self) -> None:
         self._dead = True
