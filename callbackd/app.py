@@ -59,6 +59,10 @@ class Daemon:
         self.health: Any = None
         self.web_root: Any = None
         self.xmpp: Any = None
+        #: FastAGI: script name -> ``async handler(channel)``; the IVR registers its
+        #: scripts here (``daemon.agi_router["ivr"] = ...``), read at each connection
+        self.agi_router: dict[str, Any] = {}
+        self.agi: Any = None
 
     def add(self, name: str, child: service.IService) -> service.IService:
         child.setName(name)
@@ -86,6 +90,7 @@ def create_daemon(config: Config, reactor: Any, decks: Decks | None = None) -> S
     _make_store(daemon, health, metrics)
     _make_switch(daemon, health, metrics)
     _make_engine(daemon, metrics, decks)
+    _make_agi(daemon, health)
     if config.xmpp.enabled:
         _make_xmpp(daemon, health)
     else:
@@ -230,6 +235,25 @@ def _make_engine(daemon: Daemon, metrics: Any, decks: Decks | None) -> None:
     daemon.engine.subscribe(_session_metrics(metrics, config.billing.currency))
 
 
+def _make_agi(daemon: Daemon, health: Any) -> None:
+    """The FastAGI server (``[agi]``), routing scripts through ``daemon.agi_router``."""
+    config = daemon.config.agi
+    if not config.enabled:
+        health.register("agi", lambda: (True, "off ([agi] enabled = no)"))
+        return
+    from callbackd.agi.server import FastAGIService
+
+    agi = FastAGIService(
+        config.listen,
+        daemon.agi_router,
+        reactor=daemon.reactor,
+        command_timeout=config.command_timeout,
+        max_connections=config.max_connections,
+    )
+    daemon.agi = daemon.add("agi", agi)
+    health.register("agi", agi.health)
+
+
 def _make_xmpp(daemon: Daemon, health: Any) -> None:
     from callbackd.xmpp.service import make_chat_service
 
@@ -280,6 +304,7 @@ def namespace(daemon: Daemon) -> dict[str, Any]:
         "simulator": daemon.simulator,
         "reactor": daemon.reactor,
         "xmpp": daemon.xmpp,
+        "agi": daemon.agi,
     }
     if daemon.xmpp is not None:
         ns["invite"] = daemon.xmpp.invite

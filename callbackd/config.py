@@ -392,6 +392,32 @@ class XMPPConfig:
     )
 
 
+# --- FastAGI (the IVR) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AGIConfig:
+    """[agi]: the FastAGI server Asterisk hands IVR calls to (``AGI(agi://host:4573/ivr)``)."""
+
+    enabled: bool = field(default=False, metadata=_meta("run the FastAGI server"))
+    listen: str = field(
+        default="tcp:4573:interface=127.0.0.1",
+        metadata=_meta("strports endpoint; FastAGI has no authentication: keep it on loopback"),
+    )
+    max_connections: int = field(
+        default=1000,
+        metadata=_meta("FastAGI connections open at once; more are closed at once", min=1),
+    )
+    command_timeout: float = field(
+        default=30.0,
+        metadata=_meta(
+            "seconds Asterisk may take to answer a command, beyond the command's own"
+            " waiting time (a timed-out session is closed)",
+            min=0.1,
+        ),
+    )
+
+
 # -- [ivr]: the phone callback (FastAGI IVR) ----------------------------------------------
 
 _IVR_LANGUAGE = "(?:en|es|fr|vi|zh)"
@@ -504,6 +530,7 @@ class Config:
     routing: RoutingConfig
     gateways: GatewaysConfig
     xmpp: XMPPConfig
+    agi: AGIConfig
     ivr: IvrConfig
     providers: tuple[ProviderConfig, ...]
 
@@ -529,6 +556,7 @@ SECTIONS: dict[str, type] = {
     "routing": RoutingConfig,
     "gateways": GatewaysConfig,
     "xmpp": XMPPConfig,
+    "agi": AGIConfig,
     "ivr": IvrConfig,
 }
 PATTERN_SECTIONS: dict[str, type] = {"provider": ProviderConfig}
@@ -664,7 +692,12 @@ class _NotListening:
 
 
 #: the keys holding a strports server endpoint description
-_SERVER_ENDPOINTS = (("web", "listen"), ("manhole", "listen"), ("simulator", "listen"))
+_SERVER_ENDPOINTS = (
+    ("web", "listen"),
+    ("manhole", "listen"),
+    ("simulator", "listen"),
+    ("agi", "listen"),
+)
 
 
 def _check_endpoint(where: str, description: str, problems: list[str]) -> None:

@@ -31,14 +31,16 @@ def _documented_children() -> list[str]:
 def test_demo_config_builds_every_child_in_order(tmp_path):
     """The demo config's tree has the children docs/architecture.rst draws, in that order.
 
-    The chat front (``xmpp``) is drawn too; it is off in the demo config.
+    The chat front (``xmpp``) and the FastAGI server (``agi``) are drawn too; they are
+    off in the demo config.
     """
     path = ROOT / "etc" / "callbackd.ini"
     root = create_daemon(load_config(path), _Reactor())
     names = [child.name for child in root]
-    assert names == [name for name in _documented_children() if name != "xmpp"]
+    assert names == [name for name in _documented_children() if name not in ("xmpp", "agi")]
     with_chat = path.read_text() + (
         "\n[xmpp]\nenabled = yes\ndomain = callback.example.test\nsecret_env = S\n"
+        "\n[agi]\nenabled = yes\nlisten = tcp:0:interface=127.0.0.1\n"
     )
     root = create_daemon(parse_config(with_chat, path, {"S": "x"}), _Reactor())
     assert [child.name for child in root] == _documented_children()
@@ -160,6 +162,20 @@ def test_healthz_says_the_chat_front_is_off():
     assert not config.xmpp.enabled
     root = create_daemon(config, _Reactor())
     assert _ami_health(root, "xmpp") == (True, "off ([xmpp] enabled = no)")
+
+
+def test_healthz_says_the_agi_server_is_off_and_routes_through_the_daemon():
+    """With [agi] off /healthz says so; on, the service routes through daemon.agi_router."""
+    config = load_config(ROOT / "etc" / "callbackd.ini")
+    assert not config.agi.enabled
+    root = create_daemon(config, _Reactor())
+    assert _ami_health(root, "agi") == (True, "off ([agi] enabled = no)")
+    text = (ROOT / "etc" / "callbackd.ini").read_text() + "\n[agi]\nenabled = yes\n"
+    root = create_daemon(parse_config(text, ROOT / "etc" / "callbackd.ini"), _Reactor())
+    agi = root.getServiceNamed("agi")
+    assert agi.factory.router is root.daemon.agi_router
+    assert agi.listen == "tcp:4573:interface=127.0.0.1"
+    assert _ami_health(root, "agi") == (False, "not listening")
 
 
 def test_healthz_says_the_switch_restarts_until_it_is_fully_booted():
