@@ -8,6 +8,7 @@ them in order and stops them in reverse.
 from __future__ import annotations
 
 import gc
+import importlib
 import secrets
 from typing import Any
 
@@ -63,6 +64,7 @@ class Daemon:
         #: scripts here (``daemon.agi_router["ivr"] = ...``), read at each connection
         self.agi_router: dict[str, Any] = {}
         self.agi: Any = None
+        self.ivr: Any = None
 
     def add(self, name: str, child: service.IService) -> service.IService:
         child.setName(name)
@@ -91,6 +93,7 @@ def create_daemon(config: Config, reactor: Any, decks: Decks | None = None) -> S
     _make_switch(daemon, health, metrics)
     _make_engine(daemon, metrics, decks)
     _make_agi(daemon, health)
+    _make_ivr(daemon)
     if config.xmpp.enabled:
         _make_xmpp(daemon, health)
     else:
@@ -252,6 +255,37 @@ def _make_agi(daemon: Daemon, health: Any) -> None:
     )
     daemon.agi = daemon.add("agi", agi)
     health.register("agi", agi.health)
+
+
+def _make_ivr(daemon: Daemon) -> None:
+    """The phone callback's IVR (``[ivr]``): its scripts on the FastAGI server's router."""
+    config = daemon.config
+    if not config.ivr.enabled:
+        return
+    from callbackd.ivr.service import PhoneCallback
+
+    speak_money = speak_duration = None
+    try:
+        speech: Any = importlib.import_module("callbackd.ivr.speech")
+    except ImportError:  # pragma: no cover - the say engine's speech is not merged yet
+        pass
+    else:
+        billing = config.billing
+        speak_money = lambda amount, language: speech.money_prompts(  # noqa: E731
+            amount, language, billing.decimals, billing.currency
+        )
+        speak_duration = speech.duration_prompts
+    ivr = PhoneCallback(
+        config.ivr,
+        daemon.engine,
+        daemon.store,
+        daemon.reactor,
+        decimals=config.billing.decimals,
+        speak_money=speak_money,
+        speak_duration=speak_duration,
+    )
+    daemon.ivr = ivr
+    daemon.agi_router.update(ivr.router)
 
 
 def _make_xmpp(daemon: Daemon, health: Any) -> None:

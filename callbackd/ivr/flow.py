@@ -29,6 +29,7 @@ from typing import Final
 __all__ = [
     "INPUTS",
     "LANGUAGES",
+    "PROMPTS",
     "Announce",
     "Answered",
     "Balance",
@@ -72,6 +73,29 @@ __all__ = [
 LANGUAGES: Final = ("en", "es", "fr", "vi", "zh")
 #: every key a caller can press
 KEYS: Final = "0123456789*#"
+#: our prompts: sound ``callbackd/<name>``, text ``ivr.<name>`` in the message catalogue
+PROMPTS: Final = frozenset(
+    {
+        "call_ended",
+        "call_failed",
+        "connecting",
+        "destination_busy",
+        "destination_no_answer",
+        "enter_another_number",
+        "enter_number",
+        "enter_pin",
+        "goodbye",
+        "invalid_number",
+        "language_option",
+        "max_duration_is",
+        "no_credit",
+        "number_blocked",
+        "pin_accepted",
+        "pin_locked",
+        "wrong_pin",
+        "your_balance_is",
+    }
+)
 
 
 # -- rules ------------------------------------------------------------------------------

@@ -115,6 +115,7 @@ class PhoneCallback:
         store: Any,
         clock: IReactorTime,
         *,
+        decimals: int = 2,
         speak_money: Callable[[int, str], list[Any]] | None = None,
         speak_duration: Callable[[int, str], list[Any]] | None = None,
     ) -> None:
@@ -123,6 +124,7 @@ class PhoneCallback:
         self.engine = engine
         self.store = store
         self.clock = clock
+        self.decimals = decimals
         self.speak_money = speak_money
         self.speak_duration = speak_duration
         #: session id -> its call
@@ -330,7 +332,7 @@ class PhoneCallback:
     def _money(self, amount: int, language: str) -> list[Any]:
         if self.speak_money is not None:
             return self.speak_money(amount, language)
-        return [("number", amount)]
+        return [("number", amount // 10**self.decimals)]  # whole units only
 
     def _duration(self, seconds: int, language: str) -> list[Any]:
         if self.speak_duration is not None:

@@ -73,6 +73,7 @@ DIALPLAN: dict[str, dict[str, tuple[str, ...]]] = {
         "wait-a": ("Set", "GotoIf", "Playtones", "Wait", "Hangup"),
         "leg-a": ("Set", "GotoIf", "StopPlaytones", "ConfBridge", "Hangup"),
         "leg-b": ("Set", "GotoIf", "ConfBridge", "Hangup"),
+        "ivr-a": ("Set", "GotoIf", "StopPlaytones", "AGI", "Wait", "Hangup"),
         "bad": ("Hangup",),
     },
     "cb-dtmf": {"endb": ("UserEvent",)},

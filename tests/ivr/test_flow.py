@@ -311,6 +311,7 @@ def test_arbitrary_events_never_crash_and_the_flow_always_ends_or_waits(
     for event in events:
         before = flow
         flow, more = f.step(flow, event)
+        assert set(plays(more)) <= f.PROMPTS
         if more:
             effects = more
         else:
@@ -340,3 +341,17 @@ def test_arbitrary_key_sequences_never_crash(keys: list[str]) -> None:
             break
         # whatever was keyed, the flow waits for an input
         assert isinstance(effects[-1], INPUTS)
+
+
+def test_every_prompt_is_in_the_catalogue_in_every_language() -> None:
+    """make-sounds speaks each ``ivr.<name>`` to ``callbackd/<name>``: every prompt the
+    flow plays has its text in the template and a translation in each language."""
+    from callbackd.i18n import translator
+
+    for language in f.LANGUAGES:
+        t = translator(language)
+        for name in f.PROMPTS:
+            text = t.text(f"ivr.{name}")
+            assert text and text != f"ivr.{name}"
+    english = translator("en")
+    assert english.text("ivr.language_option") != translator("zh").text("ivr.language_option")
