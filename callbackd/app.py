@@ -8,7 +8,6 @@ them in order and stops them in reverse.
 from __future__ import annotations
 
 import gc
-import importlib
 import secrets
 from typing import Any
 
@@ -264,25 +263,13 @@ def _make_ivr(daemon: Daemon) -> None:
         return
     from callbackd.ivr.service import PhoneCallback
 
-    speak_money = speak_duration = None
-    try:
-        speech: Any = importlib.import_module("callbackd.ivr.speech")
-    except ImportError:  # pragma: no cover - the say engine's speech is not merged yet
-        pass
-    else:
-        billing = config.billing
-        speak_money = lambda amount, language: speech.money_prompts(  # noqa: E731
-            amount, language, billing.decimals, billing.currency
-        )
-        speak_duration = speech.duration_prompts
     ivr = PhoneCallback(
         config.ivr,
         daemon.engine,
         daemon.store,
         daemon.reactor,
         decimals=config.billing.decimals,
-        speak_money=speak_money,
-        speak_duration=speak_duration,
+        currency=config.billing.currency,
     )
     daemon.ivr = ivr
     daemon.agi_router.update(ivr.router)

@@ -36,6 +36,7 @@ from callbackd.config import IvrConfig
 from callbackd.core.session import ADDITIONAL, SessionEvent
 from callbackd.engine.errors import CallbackRefused
 from callbackd.ivr import flow as f
+from callbackd.ivr import speech
 from callbackd.store.interface import StoreError
 
 __all__ = ["CALLBACK_SCRIPT", "INBOUND_SCRIPT", "PhoneCallback", "caller_number", "rules_of"]
@@ -116,8 +117,7 @@ class PhoneCallback:
         clock: IReactorTime,
         *,
         decimals: int = 2,
-        speak_money: Callable[[int, str], list[Any]] | None = None,
-        speak_duration: Callable[[int, str], list[Any]] | None = None,
+        currency: str = "EUR",
     ) -> None:
         self.config = config
         self.rules = rules_of(config)
@@ -125,8 +125,7 @@ class PhoneCallback:
         self.store = store
         self.clock = clock
         self.decimals = decimals
-        self.speak_money = speak_money
-        self.speak_duration = speak_duration
+        self.currency = currency
         #: session id -> its call
         self.calls: dict[str, _Call] = {}
         self._effects: dict[type, Callable[[AGIChannel, str, _Call, Any], Awaitable[Any]]] = {
@@ -318,44 +317,21 @@ class PhoneCallback:
                 finally:
                     await channel.set_language(call.language or f.LANGUAGES[0])
             return await channel.stream_file(f"callbackd/{step.name}", escape)
-        language = call.language or f.LANGUAGES[0]
-        if isinstance(step, f.SayMoney):
-            parts = self._money(step.amount, language)
-        else:
-            parts = self._duration(step.seconds, language)
-        for part in parts:
-            key = await self._say_part(channel, part, escape)
+        for part in self.spoken(step, call.language or f.LANGUAGES[0]):
+            key = await _say_part(channel, part, escape)
             if key:
                 return key
         return ""
 
-    def _money(self, amount: int, language: str) -> list[Any]:
-        if self.speak_money is not None:
-            return self.speak_money(amount, language)
-        return [("number", amount // 10**self.decimals)]  # whole units only
-
-    def _duration(self, seconds: int, language: str) -> list[Any]:
-        if self.speak_duration is not None:
-            return self.speak_duration(seconds, language)
-        return [("number", seconds)]
-
-    async def _say_part(self, channel: AGIChannel, part: Any, escape: str) -> str:
-        """One step of speech from :mod:`callbackd.ivr.speech` (a file, a number or
-        digits), or a ``(kind, value)`` pair."""
-        if isinstance(part, tuple):
-            kind, value = part
-        else:
-            kind = type(part).__name__.lower()
-            value = next(
-                getattr(part, name)
-                for name in ("name", "number", "value", "digits")
-                if hasattr(part, name)
-            )
-        if kind == "number":
-            return await channel.say_number(int(value), escape)
-        if kind == "digits":
-            return await channel.say_digits(str(value), escape)
-        return await channel.stream_file(str(value), escape)
+    def spoken(self, step: f.SayMoney | f.SayDuration, language: str) -> list[speech.Say]:
+        """An amount or a duration as the steps :mod:`callbackd.ivr.speech` says it in."""
+        try:
+            if isinstance(step, f.SayMoney):
+                return speech.money_prompts(step.amount, self.decimals, self.currency, language)
+            return speech.duration_prompts(step.seconds, language)
+        except ValueError as e:  # beyond what the say engine can say
+            self.log.warn("IVR: cannot say {step}: {e}", step=step, e=e)
+            return []
 
     async def _announce(self, channel: AGIChannel, sid: str, call: _Call, effect: Any) -> None:
         for step in effect.steps:
@@ -477,3 +453,19 @@ class PhoneCallback:
             await channel.hangup()
         except AGIError:
             pass
+
+
+async def _say_part(channel: AGIChannel, part: speech.Say, escape: str) -> str:
+    """One step of :mod:`callbackd.ivr.speech`: a file, a number (with the say engine's
+    gender) or digits; the key that interrupted it ("" when none)."""
+    if isinstance(part, speech.Play):
+        return await channel.stream_file(part.file, escape)
+    if isinstance(part, speech.Digits):
+        return await channel.say_digits(part.digits, escape)
+    if not part.gender:
+        return await channel.say_number(part.n, escape)
+    reply = await channel.command("SAY NUMBER", part.n, escape, part.gender)
+    code = reply.result_int() or 0
+    if reply.code != 200 or code < 0:
+        raise AGIHangup(f"SAY NUMBER {part.n}: {reply.text}")
+    return chr(code) if 0 < code < 128 else ""
