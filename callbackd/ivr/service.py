@@ -283,7 +283,7 @@ class PhoneCallback:
                 for effect in effects:
                     event = await self._effects[type(effect)](channel, sid, call, effect)
             except AGIHangup:
-                event = self._gone(sid, flow)
+                event = _gone(call)
             if event is None or flow.ended:
                 return
             flow, effects = f.step(flow, event)
@@ -293,13 +293,6 @@ class PhoneCallback:
                     if isinstance(effect, f.DropDestination):
                         await self._drop_destination(channel, sid, call, effect)
                 return
-
-    def _gone(self, sid: str, flow: f.Flow) -> f.Event:
-        """The AGI conversation ended under the flow: the leg moved to the room (its
-        destination answered, the engine's ``JoinRoom``), or the user hung up."""
-        if flow.phase == f.Phase.CALLING and sid in self.calls:
-            return f.Answered()
-        return f.HungUp()
 
     # -- effects --------------------------------------------------------------------------
 
@@ -453,6 +446,15 @@ class PhoneCallback:
             await channel.hangup()
         except AGIError:
             pass
+
+
+def _gone(call: _Call) -> f.Event:
+    """The AGI conversation ended under the flow: the leg was moved to the room (the
+    destination answered: the engine publishes that before its ``JoinRoom`` Redirect can
+    end the AGI), or the user hung up."""
+    if any(isinstance(event, f.Answered) for event in call.news.pending):
+        return f.Answered()
+    return f.HungUp()
 
 
 async def _say_part(channel: AGIChannel, part: speech.Say, escape: str) -> str:
