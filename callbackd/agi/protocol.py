@@ -273,4 +273,7 @@ def format_command(command: str, *args: str | int) -> bytes:
             words.append(str.__str__(arg))
         else:
             words.append(quote(arg))
-    return (" ".join(words) + "\n").encode("utf-8")
+    try:
+        return (" ".join(words) + "\n").encode("utf-8")
+    except UnicodeEncodeError as error:  # a lone surrogate
+        raise AGIArgumentError(f"an AGI argument is not UTF-8: {error.reason}") from None

@@ -62,7 +62,7 @@ __all__ = [
 Handler = Callable[["AGIChannel"], Awaitable[None]]
 
 _LANGUAGE = re.compile(r"[a-z]{2,3}(?:_[A-Za-z]{2,4})?")
-_DIGITS = re.compile(r"[0-9*#]+")
+_DIGITS = re.compile(r"[0-9][0-9*#]*")
 _ESCAPE = re.compile(r"[0-9*#A-D]*")
 
 
@@ -328,7 +328,8 @@ class AGIChannel:
         return self._digit("SAY NUMBER", n, escape_digits)
 
     def say_digits(self, digits: str, escape_digits: str = "") -> Deferred[str]:
-        """Speak ``digits`` one by one; the escape digit keyed, or ``""``."""
+        """Speak ``digits`` one by one (the first a 0-9, as Asterisk wants); the escape
+        digit keyed, or ``""``."""
         if not _DIGITS.fullmatch(digits) or not _ESCAPE.fullmatch(escape_digits):
             return fail(AGIArgumentError(f"SAY DIGITS {digits!r} {escape_digits!r}"))
         return self._digit("SAY DIGITS", Bare(digits), escape_digits)

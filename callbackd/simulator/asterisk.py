@@ -180,6 +180,14 @@ class Channel:
     dtmf: str = ""
     #: digits the callee keys once this channel joins a room (a ``dtmf`` rule)
     keys: str = ""
+    #: ``CHANNEL(language)``
+    language: str = "en"
+    #: the number dialled to reach this channel (an Originate's target, an inbound DID)
+    dialled: str = ""
+    #: ``agi_dnid``: the number the caller dialled, on an inbound channel
+    dnid: str = "unknown"
+    #: called once when the channel hangs up (a running ``AGI()`` learns it so)
+    hangup_hooks: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def is_local_two(self) -> bool:
@@ -196,7 +204,7 @@ class Channel:
             (prefix + "CallerIDName", self.caller_name),
             (prefix + "ConnectedLineNum", self.caller_num),
             (prefix + "ConnectedLineName", self.caller_name),
-            (prefix + "Language", "en"),
+            (prefix + "Language", self.language),
             (prefix + "AccountCode", self.account),
             (prefix + "Context", self.context),
             (prefix + "Exten", self.exten),
@@ -316,6 +324,10 @@ class SimulatedAsterisk:
         self.shutting_down = False
         #: called after the ``Shutdown`` event of a restart (the AMI server closes)
         self.on_shutdown: list[Callable[[], None]] = []
+        #: (context, exten) -> what an answered channel sent there runs (``AGI()``,
+        #: callbackd.simulator.agi), beyond the built-in :data:`DIALPLAN`
+        self.dialplan_hooks: dict[tuple[str, str], Callable[[Channel], None]] = {}
+        self._inbound_seq = 0
 
     # -- listeners and inspection -------------------------------------------------
 
@@ -449,7 +461,8 @@ class SimulatedAsterisk:
             if blacklisted or any(word in req.data for word in _BLACKLISTED_DATA):
                 raise OriginateError("Originate Access Forbidden: app or data blacklisted")
         elif req.exten and req.context:
-            if req.exten not in DIALPLAN.get(req.context, ()):
+            known = req.exten in DIALPLAN.get(req.context, ())
+            if not known and (req.context, req.exten) not in self.dialplan_hooks:
                 raise OriginateError("Extension does not exist.")
         if len(req.channel_id) > 149 or len(req.other_channel_id) > 149:
             raise OriginateError("Uniqueid length exceeds maximum of 149")
@@ -544,6 +557,7 @@ class SimulatedAsterisk:
             chans = [one]
         for ch in chans:
             ch.caller_num, ch.caller_name, ch.account = num, name, req.account
+            ch.dialled = target.number
             ch.variables.update(req.variables)
         one.keys = behaviour.dtmf
         dial.outbound, dial.callee = one, two
@@ -710,6 +724,10 @@ class SimulatedAsterisk:
             self._cb_dtmf(ch, ch.variables.get("ROOM", room))
             self.hangup(ch, 16)
             return
+        hook = self.dialplan_hooks.get((context, exten))
+        if hook is not None:
+            hook(ch)
+            return
         # Anything else: no such extension, autofallthrough hangs up.
         self.hangup(ch, 16)
 
@@ -853,6 +871,9 @@ class SimulatedAsterisk:
             self._leave(ch, "HANGUP")
         ch.alive = False
         self._cancel_timers(ch)
+        hooks, ch.hangup_hooks = ch.hangup_hooks, []
+        for hook in hooks:
+            hook()
         self.emit(
             "Hangup",
             ch.block() + [("Cause", str(cause)), ("Cause-txt", cause_text(cause))],
@@ -978,6 +999,17 @@ class SimulatedAsterisk:
         if variable.upper() == "UNIQUEID":
             return ch.uniqueid
         return ch.variables.get(variable, "")
+
+    def inbound_channel(self, caller_id: str, dialled: str, context: str) -> Channel:
+        """A call from a trunk (``PJSIP/inbound-...``, ringing) to ``dialled``."""
+        self._inbound_seq += 1
+        uid = self._new_uniqueid()
+        ch = self._channel(f"PJSIP/inbound-{self._inbound_seq:08x}", uid, uid, context, dialled)
+        ch.caller_num, ch.caller_name = parse_caller_id(caller_id)
+        ch.dialled = ch.dnid = dialled
+        ch.state = 4
+        self.emit("Newchannel", ch.block())
+        return ch
 
     def setvar(self, variable: str, value: str, ch: Channel | None) -> None:
         """Set a channel variable (or a global without a channel)."""

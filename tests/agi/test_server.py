@@ -22,7 +22,12 @@ from callbackd.agi.server import (
     FastAGIService,
     script_of,
 )
-from tests.agi.transcript import asterisk_bytes, script_bytes
+from tests.agi.transcript import (
+    DIALOGUE_RESULTS,
+    asterisk_bytes,
+    script_bytes,
+    transcript_dialogue,
+)
 
 ADDR = IPv4Address("TCP", "127.0.0.1", 40000)
 ENV = (
@@ -413,20 +418,7 @@ async def test_transcript_dialogue_over_real_tcp():
     results: list = []
 
     async def ivr(channel: AGIChannel) -> None:
-        await channel.answer()
-        await channel.set_language("en")
-        results.append(await channel.stream_file("callbackd/welcome", "0123456789*#"))
-        results.append(await channel.get_data("callbackd/enter-pin", 5000, 8))
-        with pytest.raises(AGICommandFailed):
-            await channel.say_number(1234)
-        results.append(await channel.say_digits("15551234"))
-        results.append(await channel.get_data("callbackd/enter-destination", 6000, 20))
-        results.append(await channel.wait_for_digit(3000))
-        results.append(await channel.get_variable("CALLERID(num)"))
-        with pytest.raises(AGICommandFailed):
-            await channel.command("NOSUCHCOMMAND", "foo")
-        results.append(await channel.exec_("Wait", "1"))
-        await channel.set_variable("CB_RESULT", "ok")
+        results.extend(await transcript_dialogue(channel))
 
     service = FastAGIService(
         "tcp:0:interface=127.0.0.1", {"ivr": ivr}, reactor=reactor, command_timeout=5.0
@@ -440,7 +432,7 @@ async def test_transcript_dialogue_over_real_tcp():
         sent = await asterisk.done
     finally:
         await service.stopService()
-    assert results == ["", "1234", "", "15551234567", "5", "15551230000", 0]
+    assert results == DIALOGUE_RESULTS
     script = script_bytes()
     # ours quote the EXEC data and the unknown command's argument
     expected = script.replace(b"EXEC Wait 1\n", b'EXEC Wait "1"\n').replace(

@@ -9,10 +9,19 @@ from __future__ import annotations
 import ast
 import re
 from functools import cache
+from typing import Any
 
 from tests.ami.fixtures import fixture_path
 
-__all__ = ["ASTERISK", "SCRIPT", "asterisk_bytes", "lines", "script_bytes"]
+__all__ = [
+    "ASTERISK",
+    "DIALOGUE_RESULTS",
+    "SCRIPT",
+    "asterisk_bytes",
+    "lines",
+    "script_bytes",
+    "transcript_dialogue",
+]
 
 ASTERISK = "a<"
 SCRIPT = "a>"
@@ -41,3 +50,47 @@ def asterisk_bytes() -> bytes:
 def script_bytes() -> bytes:
     """Every byte the script sent, in order."""
     return b"".join(data for _, direction, data in lines() if direction == SCRIPT)
+
+
+async def transcript_dialogue(channel: Any) -> list[Any]:
+    """The script side of the recorded session, through the AGIChannel API.
+
+    Returns what each command gave (the failed ``SAY NUMBER`` and the unknown command
+    as the code of their AGICommandFailed).
+    """
+    from callbackd.agi.server import AGICommandFailed
+
+    results: list[Any] = []
+    await channel.answer()
+    await channel.set_language("en")
+    results.append(await channel.stream_file("callbackd/welcome", "0123456789*#"))
+    results.append(await channel.get_data("callbackd/enter-pin", 5000, 8))
+    try:
+        await channel.say_number(1234)
+    except AGICommandFailed as failure:
+        results.append(failure.reply.text)
+    results.append(await channel.say_digits("15551234"))
+    results.append(await channel.get_data("callbackd/enter-destination", 6000, 20))
+    results.append(await channel.wait_for_digit(3000))
+    results.append(await channel.get_variable("CALLERID(num)"))
+    try:
+        await channel.command("NOSUCHCOMMAND", "foo")
+    except AGICommandFailed as failure:
+        results.append(failure.reply.text)
+    results.append(await channel.exec_("Wait", "1"))
+    await channel.set_variable("CB_RESULT", "ok")
+    return results
+
+
+#: what :func:`transcript_dialogue` returns against the recorded replies
+DIALOGUE_RESULTS = [
+    "",
+    "1234",
+    "200 result=-1",
+    "",
+    "15551234567",
+    "5",
+    "15551230000",
+    "510 Invalid or unknown command",
+    0,
+]
