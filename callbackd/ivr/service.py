@@ -31,7 +31,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from callbackd.agi.server import AGIChannel, AGIError, AGIHangup
+from callbackd.agi.server import AGIChannel, AGICommandFailed, AGIError, AGIHangup
 from callbackd.config import IvrConfig
 from callbackd.core.session import ADDITIONAL, SessionEvent
 from callbackd.engine.errors import CallbackRefused
@@ -169,8 +169,8 @@ class PhoneCallback:
         try:
             await channel.exec_("Ringing")
             await deferLater(self.clock, self.config.ring_delay, lambda: None)
-            await channel.exec_("Busy", "1")
-        except AGIHangup:
+            await channel.exec_("Busy", "1")  # -1: Busy hangs the channel up
+        except AGIError:
             pass  # the caller hung up while it rang: call back all the same
         if plan.username:
             self.clock.callLater(self.config.callback_delay, self._call_back, plan)
@@ -282,7 +282,12 @@ class PhoneCallback:
             try:
                 for effect in effects:
                     event = await self._effects[type(effect)](channel, sid, call, effect)
-            except AGIHangup:
+            except AGIError as e:
+                # a hangup, or the Redirect into the room (the command under way
+                # answers -1 before the HANGUP line); any other refusal ends the
+                # conversation too: the dialplan then hangs the leg up
+                if not isinstance(e, AGIHangup | AGICommandFailed):
+                    self.log.warn("IVR session {sid}: AGI ended: {e}", sid=sid, e=e)
                 event = _gone(call)
             if event is None or flow.ended:
                 return
@@ -301,7 +306,19 @@ class PhoneCallback:
         await channel.set_language(effect.language)
 
     async def _say(self, channel: AGIChannel, call: _Call, step: f.Speech, escape: str) -> str:
-        """Say one step; the key that interrupted it ("" when none)."""
+        """Say one step; the key that interrupted it ("" when none).
+
+        A sound file Asterisk cannot play (``result=-1`` on a live channel: not
+        installed) is logged and skipped: the caller still hears the rest."""
+        try:
+            return await self._say_step(channel, call, step, escape)
+        except AGICommandFailed as e:
+            if channel.hung_up:
+                raise AGIHangup(str(e)) from None
+            self.log.warn("IVR: {step} not said: {e}", step=step, e=e)
+            return ""
+
+    async def _say_step(self, channel: AGIChannel, call: _Call, step: f.Speech, escape: str) -> str:
         if isinstance(step, f.Play):
             if step.language and step.language != call.language:
                 await channel.set_language(step.language)
@@ -419,8 +436,9 @@ class PhoneCallback:
             if key:
                 return f.Keys(key)
         call.ringing = False
-        await channel.exec_("StopPlaytones")
         event: f.Event = await call.news.get()
+        if not isinstance(event, f.Answered):  # the room stops them otherwise
+            await channel.exec_("StopPlaytones")
         return event
 
     async def _drop_destination(
