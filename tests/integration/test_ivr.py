@@ -35,9 +35,11 @@ pytestmark = pytest.mark.integration
 ALICE = "+15550011111"  # the demo account's predefined number, a verified caller ID
 FRIEND = "15550012222"  # answers after 1 s
 OTHER = "15550013333"  # answers after 1 s
-BUSY = "15550014444"
+BUSY = "15550015555"
 ACCESS = "4930555000"
 ACCESS_FR = "4930555001"
+#: an access number per language
+ACCESS_IN = {lang: f"49305550{10 + i}" for i, lang in enumerate(speech.LANGUAGES)}
 DID = "4930555099"
 RULES = [f"{FRIEND}=answer:1", f"{OTHER}=answer:1", f"{BUSY}=busy", "*=answer:1"]
 #: the demo tariff's price of 1555... per minute (0.014 EUR), in minor units (5 decimals)
@@ -87,7 +89,9 @@ class Rig:
         )
         settings = {
             "enabled": "yes",
-            "access_numbers": f"{ACCESS}, {ACCESS_FR}:fr",
+            "access_numbers": ", ".join(
+                [ACCESS, f"{ACCESS_FR}:fr", *(f"{n}:{lang}" for lang, n in ACCESS_IN.items())]
+            ),
             "dids": f"{DID}:bob",
             "ring_delay": "0.3",
             "callback_delay": "0.3",
@@ -264,20 +268,39 @@ async def test_did_callback_calls_the_predefined_number_in_the_accounts_language
     assert source.dialled == bob
 
 
-@pytest.mark.parametrize(
-    "dialled,expected",
-    [(ACCESS_FR, "fr")],
-)
 @pytest_twisted.ensureDeferred
-async def test_the_access_numbers_language(rig, dialled, expected):
+async def test_each_language_by_each_rule_says_the_balance_in_its_words(rig):
+    """The access number's language, else the account's, else the caller's choice from
+    the menu: for each of the five, the files played for the balance are the say
+    engine's for that language."""
     await rig.start()
     await rig.store.add_caller_id("alice", ALICE, verified=True)
-    caller = ScriptedCaller().hang_up(prompt="callbackd/enter_number")
-    rig.answers(ALICE[1:], caller)
-    before = await rig.balance("alice")
-    rig.call(ALICE, dialled=dialled)
-    await until(lambda: caller.hung_up, what="the caller's script")
-    call = rig.ivr_calls()[0]
-    money = speech.files_played(speech.money_prompts(before, 5, "EUR", expected), expected)
-    assert call.played[1 : 1 + len(money)] == money
-    assert call.channel.language == expected
+    for rule in ("access number", "account", "menu"):
+        for index, language in enumerate(speech.LANGUAGES, 1):
+            dialled, account_language = ACCESS_IN[language], "de"
+            caller = ScriptedCaller()
+            if rule == "account":
+                dialled, account_language = ACCESS, language
+            elif rule == "menu":
+                dialled = ACCESS
+                caller.press(str(index), prompt="callbackd/language_option")
+            await rig.store.update_account("alice", language=account_language)
+            await deferLater(reactor, 0.3, lambda: None)  # the change feed reaches the daemon
+            caller.hang_up(prompt="callbackd/enter_number")
+            rig.answers(ALICE[1:], caller)
+            before = await rig.balance("alice")
+            calls = len(rig.ivr_calls())
+            rig.call(ALICE, dialled=dialled)
+            await until(lambda: caller.hung_up, what=f"{rule} {language}")
+            call = rig.ivr_calls()[calls]
+            money = speech.files_played(
+                speech.money_prompts(before, 5, "EUR", language), language
+            )
+            start = call.played.index("callbackd/your_balance_is") + 1
+            assert call.played[start : start + len(money)] == money, (rule, language)
+            assert call.channel.language == language
+            if rule == "menu":
+                assert call.played[0] == "callbackd/language_option"
+            await until(lambda: rig.leg("a1") is None, what="the end of the call")
+            while await rig.store.list_sessions():
+                await deferLater(reactor, 0.1, lambda: None)
