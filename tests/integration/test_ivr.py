@@ -36,12 +36,19 @@ ALICE = "+15550011111"  # the demo account's predefined number, a verified calle
 FRIEND = "15550012222"  # answers after 1 s
 OTHER = "15550013333"  # answers after 1 s
 BUSY = "15550015555"
+RINGS = "15550016666"  # never answers
 ACCESS = "4930555000"
 ACCESS_FR = "4930555001"
 #: an access number per language
 ACCESS_IN = {lang: f"49305550{10 + i}" for i, lang in enumerate(speech.LANGUAGES)}
 DID = "4930555099"
-RULES = [f"{FRIEND}=answer:1", f"{OTHER}=answer:1", f"{BUSY}=busy", "*=answer:1"]
+RULES = [
+    f"{FRIEND}=answer:1",
+    f"{OTHER}=answer:1",
+    f"{BUSY}=busy",
+    f"{RINGS}=ring",
+    "*=answer:1",
+]
 #: the demo tariff's price of 1555... per minute (0.014 EUR), in minor units (5 decimals)
 PRICE_1555 = 1400
 TIME_SCALE = 0.2
@@ -293,9 +300,7 @@ async def test_each_language_by_each_rule_says_the_balance_in_its_words(rig):
             rig.call(ALICE, dialled=dialled)
             await until(lambda: caller.hung_up, what=f"{rule} {language}")
             call = rig.ivr_calls()[calls]
-            money = speech.files_played(
-                speech.money_prompts(before, 5, "EUR", language), language
-            )
+            money = speech.files_played(speech.money_prompts(before, 5, "EUR", language), language)
             start = call.played.index("callbackd/your_balance_is") + 1
             assert call.played[start : start + len(money)] == money, (rule, language)
             assert call.channel.language == language
@@ -304,3 +309,53 @@ async def test_each_language_by_each_rule_says_the_balance_in_its_words(rig):
             await until(lambda: rig.leg("a1") is None, what="the end of the call")
             while await rig.store.list_sessions():
                 await deferLater(reactor, 0.1, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_caller_hanging_up_at_every_prompt(rig):
+    """Wherever the caller hangs up, the session ends, nothing stays up, and the
+    balance went down by exactly what the CDRs say."""
+    await rig.start()
+    await rig.store.set_pin("alice", "2468")
+    await rig.store.add_caller_id("alice", ALICE)  # not verified: the PIN is asked
+    await rig.store.update_account("alice", language="de")  # the menu is offered
+    scripts = {
+        "the language menu": ScriptedCaller().hang_up(prompt="callbackd/language_option"),
+        "the PIN": ScriptedCaller().press("1").hang_up(prompt="callbackd/enter_pin"),
+        "the number": ScriptedCaller()
+        .press("1")
+        .press("2468#", prompt="callbackd/enter_pin")
+        .hang_up(prompt="callbackd/enter_number"),
+        # the right PIN above registered the caller ID: no PIN now
+        "the maximum duration": ScriptedCaller()
+        .press("1")
+        .press(BUSY[:-1] + "9#", prompt="callbackd/enter_number")
+        .hang_up(prompt="callbackd/max_duration_is"),
+        # WAIT FOR DIGIT under the ringback: the destination still rings
+        "the ringback": ScriptedCaller()
+        .press("1")
+        .press(RINGS + "#", prompt="callbackd/enter_number")
+        .press("", prompt="callbackd/connecting", delay=0.0)
+        .hang_up(delay=1.0),
+    }
+    for where, caller in scripts.items():
+        rig.answers(ALICE[1:], caller)
+        before = await rig.balance("alice")
+        rig.call(ALICE)
+        await until(lambda: caller.hung_up, what=where)
+        await until(lambda: not rig.switch.channels(), what=f"no channel after {where}")
+        sessions = await rig.store.list_sessions()
+        while sessions:
+            await deferLater(reactor, 0.1, lambda: None)
+            sessions = await rig.store.list_sessions()
+        cdrs = await rig.store.list_cdrs("alice")
+        spent = sum(c.cost for c in cdrs if c.kind == "leg" and c.ended_at >= 0 and c.cost)
+        assert await rig.balance("alice") == 1_000_000 - spent, where
+        legs = [c for c in cdrs if c.kind == "leg"]
+        for cdr in legs:
+            if cdr.answered_at:
+                check_billed(cdr)
+        assert before >= await rig.balance("alice")
+        if where == "the ringback":
+            (ringing,) = [c for c in legs if c.address == f"phone:+{RINGS}"]
+            assert not ringing.answered_at and ringing.cost == 0
