@@ -17,6 +17,7 @@ Examples::
     callbackd-admin -c etc/callbackd.ini topup alice 10.50
     callbackd-admin -c etc/callbackd.ini voucher-batch spring 100 5.00 -o spring.csv
     callbackd-admin -c etc/callbackd.ini list-cdrs alice --since 2025-01-01 > alice.csv
+    callbackd-admin make-sounds --out sounds --lang es fr
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 from callbackd.config import Config, ConfigError, load_config
 from callbackd.core.model import CDR, Account
 from callbackd.core.money import format_amount, parse_amount
+from callbackd.ivr.speech import LANGUAGES
 
 __all__ = ["build_parser", "main"]
 
@@ -150,7 +153,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("invite", "have the running daemons' chat service ask an XMPP address to add it")
     p.add_argument("jid")
+
+    # IVR sounds: needs no config and no store
+    p = command("make-sounds", "make the IVR's sound files from the catalogue (espeak-ng, sox)")
+    p.add_argument("--out", default="sounds", metavar="DIR", help="write DIR/<lang>/... (sounds)")
+    p.add_argument(
+        "--lang", nargs="+", choices=LANGUAGES, default=list(LANGUAGES), help="default: all"
+    )
     return parser
+
+
+def _make_sounds(args: argparse.Namespace) -> int:
+    """``make-sounds``: write the sound files; the exit status."""
+    from callbackd.ivr.sounds import SoundError, make_sounds
+
+    try:
+        made = make_sounds(Path(args.out), args.lang)
+    except (SoundError, OSError) as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
+    for skipped in made.skipped:
+        print(
+            f"{PROG}: not recorded (a placeholder or not a file name): {skipped}", file=sys.stderr
+        )
+    print(f"{len(made.written)} sound files in {args.out}")
+    return 0
 
 
 def _read_secret(args: argparse.Namespace, what: str) -> str | None:
@@ -393,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.command == "make-sounds":
+            return _make_sounds(args)
         try:
             config = load_config(args.config)
         except ConfigError as e:

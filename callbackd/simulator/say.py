@@ -33,6 +33,10 @@ A model of ``main/say.c`` of Asterisk 22, read from its source, not guessed:
   refuses (``520``) a string that does not start with a number (``sscanf("%30d")``), so
   ``*12`` cannot be said there although ``12*`` can.
 
+Enumerations (``ast_say_enumeration``) are not modelled: no AGI command says one.
+The English lists are the ones ``${SAYFILES(n,number)}`` returns on Asterisk 22 (its
+test's 747, 1042 and 2001000001 are in ours).
+
 The gender/option argument matters only where say.c reads it (``es``: ``f``/``m``,
 ``fr``: ``f``, by its first letter); ``en``, ``vi`` and ``zh`` ignore it. Numbers are C
 ``int``s: a number say.c calls "too big for me" (its language's :data:`LIMITS`) raises
