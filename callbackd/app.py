@@ -254,6 +254,9 @@ def _make_agi(daemon: Daemon, health: Any) -> None:
     )
     daemon.agi = daemon.add("agi", agi)
     health.register("agi", agi.health)
+    if daemon.simulator is not None:
+        # the simulated switch's agi:// URLs reach this server, wherever it listens
+        daemon.simulator.agi_address = lambda host, port: ("127.0.0.1", agi.port or port)
 
 
 def _make_ivr(daemon: Daemon) -> None:

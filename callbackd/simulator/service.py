@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from twisted.application.service import Service
@@ -11,7 +11,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from callbackd.simulator.asterisk import SimulatedAsterisk
+from callbackd.simulator.agi import AGICall, SimulatedFastAGI, SoundLibrary
+from callbackd.simulator.asterisk import Channel, SimulatedAsterisk
+from callbackd.simulator.caller import ScriptedCaller
 from callbackd.simulator.protocol import AMIServerFactory
 from callbackd.simulator.rules import DEFAULT_BEHAVIOUR, Behaviour, Rule, RuleSet, parse_rules
 
@@ -46,6 +48,8 @@ class SimulatorService(Service):
         time_scale: float = 1.0,
         timestamps: bool = True,
         event_filter: Collection[str] | None = None,
+        sounds: SoundLibrary | None = None,
+        agi_address: Callable[[str, int], tuple[str, int]] | None = None,
     ) -> None:
         if isinstance(rules, str):
             parsed = parse_rules(rules)
@@ -65,6 +69,10 @@ class SimulatorService(Service):
         self.port: int | None = None
         self._listening: Any = None
         self.ready: Deferred[int] = Deferred()
+        self.sounds = sounds
+        self.agi_address = agi_address
+        self.agi: SimulatedFastAGI | None = None
+        self._agi_extensions: list[tuple[tuple[str, str, str], dict[str, Any]]] = []
 
     def startService(self) -> None:
         reactor = self.reactor
@@ -79,6 +87,11 @@ class SimulatorService(Service):
         self.factory = AMIServerFactory(
             self.switch, self.username, self.secret, event_filter=self.event_filter
         )
+        self.agi = SimulatedFastAGI(
+            self.switch, reactor, sounds=self.sounds, address=self._agi_address
+        )
+        for (context, exten, url), options in self._agi_extensions:
+            self.agi.add_extension(context, exten, url, **options)
         super().startService()
         d = serverFromString(reactor, self.listen).listen(self.factory)
 
@@ -103,6 +116,41 @@ class SimulatorService(Service):
         if self.switch is not None:
             self.switch.shutdown()
         return DeferredList(waits) if waits else succeed(None)
+
+    def _agi_address(self, host: str, port: int) -> tuple[str, int]:
+        return self.agi_address(host, port) if self.agi_address is not None else (host, port)
+
+    def add_agi_extension(
+        self,
+        context: str,
+        exten: str,
+        url: str,
+        *,
+        args: Collection[str] = (),
+        then: Callable[[Channel], None] | None = None,
+    ) -> None:
+        """A channel answered into ``context,exten`` runs ``AGI(url)``, now or once started
+        (:meth:`SimulatedFastAGI.add_extension`)."""
+        options: dict[str, Any] = {"args": args, "then": then}
+        self._agi_extensions.append(((context, exten, url), options))
+        if self.agi is not None:
+            self.agi.add_extension(context, exten, url, **options)
+
+    def inbound_call(
+        self,
+        caller_id: str,
+        dialled_number: str,
+        script_url: str,
+        *,
+        caller: ScriptedCaller | None = None,
+        **options: Any,
+    ) -> AGICall:
+        """A call to an access number that runs ``AGI(script_url)`` (the switch must run)."""
+        if self.agi is None:
+            raise RuntimeError("the simulator is not running")
+        return self.agi.inbound_call(
+            caller_id, dialled_number, script_url, caller=caller, **options
+        )
 
     def restart(self, down: float = 0.0) -> None:
         """``core restart now`` (:meth:`SimulatedAsterisk.restart`): the legs' Hangups,

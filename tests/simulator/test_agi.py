@@ -355,3 +355,45 @@ async def _first_call(agi: SimulatedFastAGI, reactor) -> AGICall:
             return agi.calls[0]
         await deferLater(reactor, 0.01, lambda: None)
     raise AssertionError("no AGI call started")
+
+
+@pytest_twisted.ensureDeferred
+async def test_simulator_service_redirects_agi_urls_and_keeps_extensions():
+    """SimulatorService: extensions added before start apply; agi_address redirects URLs."""
+    from twisted.internet import reactor
+
+    from callbackd.simulator import SimulatorService
+
+    scripts: list = []
+
+    async def ivr(channel: AGIChannel) -> None:
+        scripts.append(channel.script)
+        await channel.hangup()
+
+    service = FastAGIService("tcp:0:interface=127.0.0.1", {"ivr": ivr}, reactor=reactor)
+    service.startService()
+    port = await service.ready
+    simulator = SimulatorService(
+        "tcp:0:interface=127.0.0.1",
+        "callbackd",
+        "secret",
+        reactor=reactor,
+        agi_address=lambda host, _port: ("127.0.0.1", port),
+    )
+    simulator.add_agi_extension("cb-ivr", "s", "agi://127.0.0.1:4573/ivr")
+    with pytest.raises(RuntimeError):
+        simulator.inbound_call("15551230000", "8000", "agi://127.0.0.1:4573/ivr")
+    simulator.startService()
+    await simulator.ready
+    try:
+        assert simulator.switch is not None and ("cb-ivr", "s") in simulator.switch.dialplan_hooks
+        call = simulator.inbound_call("15551230000", "8000", "agi://127.0.0.1:4573/ivr")
+        assert await call.done == "HANGUP"
+    finally:
+        await simulator.stopService()
+        await service.stopService()
+    assert scripts == ["ivr"]
+    assert [data for _, d, data in call.transcript if d == ASTERISK][-2:] == [
+        b"200 result=1\n",
+        b"HANGUP\n",
+    ]
