@@ -276,6 +276,11 @@ def _make_ivr(daemon: Daemon) -> None:
     )
     daemon.ivr = ivr
     daemon.agi_router.update(ivr.router)
+    if daemon.simulator is not None:
+        # the simulated switch runs the callback leg's IVR as the dialplan's ivr-a does
+        from callbackd.ivr.service import CALLBACK_URL
+
+        daemon.simulator.add_agi_extension("cb-conf", "ivr-a", CALLBACK_URL)
 
 
 def _make_xmpp(daemon: Daemon, health: Any) -> None:

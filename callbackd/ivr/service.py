@@ -39,12 +39,22 @@ from callbackd.ivr import flow as f
 from callbackd.ivr import speech
 from callbackd.store.interface import StoreError
 
-__all__ = ["CALLBACK_SCRIPT", "INBOUND_SCRIPT", "PhoneCallback", "caller_number", "rules_of"]
+__all__ = [
+    "CALLBACK_SCRIPT",
+    "CALLBACK_URL",
+    "INBOUND_SCRIPT",
+    "PhoneCallback",
+    "caller_number",
+    "rules_of",
+]
 
 #: the FastAGI script of calls to the access numbers and DIDs
 INBOUND_SCRIPT = "ivr"
 #: the FastAGI script of the callback leg once answered
 CALLBACK_SCRIPT = "ivr-callback"
+#: the ``AGI()`` URL of ``cb-conf,ivr-a`` (etc/asterisk/extensions.conf), for the
+#: simulated Asterisk
+CALLBACK_URL = f"agi://127.0.0.1:4573/{CALLBACK_SCRIPT}?session=${{CB_ROOM}}"
 #: every key: each interrupts a prompt of a Collect
 ESCAPE = "0123456789*#"
 #: the ringback while a destination is called: polls for keys this often (ms)

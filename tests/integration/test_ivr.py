@@ -23,7 +23,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from callbackd.ivr import speech
-from callbackd.simulator.agi import SimulatedFastAGI
+from callbackd.ivr.service import CALLBACK_URL
 from callbackd.simulator.caller import ScriptedCaller
 from callbackd.simulator.service import SimulatorService
 from tests.integration.daemon import Daemon
@@ -81,19 +81,18 @@ class Rig:
             clock=reactor,
             rules=RULES,
             time_scale=TIME_SCALE,
+            agi_address=lambda host, port: ("127.0.0.1", self.agi_port),
         )
+        # the callback leg's ivr-a runs the IVR (etc/asterisk/extensions.conf)
+        self.simulator.add_agi_extension("cb-conf", "ivr-a", CALLBACK_URL)
         self.store = redis_store(redis_port)
 
     async def start(self, **ivr: str) -> Rig:
         self.simulator.startService()
         port = await self.simulator.ready
         self.switch = self.simulator.switch
-        self.agi = SimulatedFastAGI(
-            self.switch, reactor, address=lambda host, _port: ("127.0.0.1", self.agi_port)
-        )
-        self.agi.add_extension(
-            "cb-conf", "ivr-a", "agi://127.0.0.1:4573/ivr-callback?session=${CB_ROOM}"
-        )
+        assert self.simulator.agi is not None
+        self.agi = self.simulator.agi
         settings = {
             "enabled": "yes",
             "access_numbers": ", ".join(
@@ -298,7 +297,7 @@ async def test_each_language_by_each_rule_says_the_balance_in_its_words(rig):
             before = await rig.balance("alice")
             calls = len(rig.ivr_calls())
             rig.call(ALICE, dialled=dialled)
-            await until(lambda: caller.hung_up, what=f"{rule} {language}")
+            await until(lambda c=caller: c.hung_up, what=f"{rule} {language}")
             call = rig.ivr_calls()[calls]
             money = speech.files_played(speech.money_prompts(before, 5, "EUR", language), language)
             start = call.played.index("callbackd/your_balance_is") + 1
@@ -342,7 +341,7 @@ async def test_the_caller_hanging_up_at_every_prompt(rig):
         rig.answers(ALICE[1:], caller)
         before = await rig.balance("alice")
         rig.call(ALICE)
-        await until(lambda: caller.hung_up, what=where)
+        await until(lambda c=caller: c.hung_up, what=where)
         await until(lambda: not rig.switch.channels(), what=f"no channel after {where}")
         sessions = await rig.store.list_sessions()
         while sessions:
