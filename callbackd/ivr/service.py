@@ -57,8 +57,11 @@ CALLBACK_SCRIPT = "ivr-callback"
 CALLBACK_URL = f"agi://127.0.0.1:4573/{CALLBACK_SCRIPT}?session=${{CB_ROOM}}"
 #: every key: each interrupts a prompt of a Collect
 ESCAPE = "0123456789*#"
-#: the ringback while a destination is called: polls for keys this often (ms)
-KEY_POLL_MS = 300
+#: the ringback while a destination is called: polls for keys this often (ms). A key
+#: keyed between two polls is lost (Asterisk reads and drops DTMF between AGI
+#: commands): long polls leave fewer gaps; the engine's news waits for the poll's end
+#: (but an answer, whose Redirect ends the poll at once)
+KEY_POLL_MS = 1000
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_]{1,40}$")
 _DIALLED = re.compile(r"^[0-9]{3,15}$")
 
@@ -214,6 +217,13 @@ class PhoneCallback:
         )
 
     def _call_back(self, plan: f.InboundPlan) -> defer.Deferred[None]:
+        if any(call.number == plan.number for call in self.calls.values()):
+            # one phone callback per number at a time: a second call to the access
+            # number (or a caller ID spoofed to bomb a user) calls no one again
+            self.log.info(
+                "IVR callback to {number} already in progress: not again", number=plan.number
+            )
+            return defer.succeed(None)
         d = self.engine.start_ivr_callback(plan.username, plan.number, origin=f"ivr-{plan.kind}")
 
         def started(session_id: str) -> None:

@@ -358,3 +358,36 @@ async def test_the_caller_hanging_up_at_every_prompt(rig):
         if where == "the ringback":
             (ringing,) = [c for c in legs if c.address == f"phone:+{RINGS}"]
             assert not ringing.answered_at and ringing.cost == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_busy_destination_and_the_end_code_while_ringing_lead_back_to_the_number(rig):
+    """Busy: said, and the user dials again; #11 under the ringback drops the call that
+    rings; the user's leg stays up throughout and only the answered legs cost money."""
+    await rig.start()
+    await rig.store.add_caller_id("alice", ALICE, verified=True)
+    before = await rig.balance("alice")
+    caller = (
+        ScriptedCaller()
+        .press(BUSY + "#", prompt="callbackd/enter_number")
+        .press(RINGS + "#", prompt="callbackd/enter_another_number")
+        .press("", prompt="callbackd/connecting", delay=0.0)
+        # under the ringback, within one WAIT FOR DIGIT (a key between two is lost,
+        # as on Asterisk)
+        .press("#11", delay=0.5)
+        .hang_up(prompt="callbackd/enter_another_number")
+    )
+    rig.answers(ALICE[1:], caller)
+    rig.call(ALICE)
+    source = await until(lambda: rig.leg("a1"), what="the callback")
+    sid = source.uniqueid.rsplit("-", 1)[0]
+    await until(lambda: caller.hung_up, what="the caller's script")
+    played = rig.ivr_calls()[0].played
+    assert "callbackd/destination_busy" in played
+    assert played.count("callbackd/call_ended") == 1
+    await until(lambda: not rig.switch.channels(), what="every channel gone")
+    cdrs = await rig.session_cdrs(sid)
+    assert cdrs["additional-1"].cause == "busy" and cdrs["additional-1"].cost == 0
+    assert cdrs["additional-2"].answered_at == 0 and cdrs["additional-2"].cost == 0
+    check_billed(cdrs["source"])
+    assert await rig.balance("alice") == before - cdrs["source"].cost

@@ -17,10 +17,12 @@ from callbackd.agi.protocol import Reply
 from callbackd.agi.server import AGIHangup
 from callbackd.config import IvrConfig
 from callbackd.core.model import PhonebookEntry
-from callbackd.ivr.service import PhoneCallback, caller_number
+from callbackd.ivr.service import KEY_POLL_MS, PhoneCallback, caller_number
 from tests.test_engine import DESTINATION, EXTRA, SOURCE, World, result
 
 ACCESS = "4930555000"
+#: one poll for keys under the ringback: the news of the destination waits for its end
+POLL = KEY_POLL_MS / 1000
 CONFIG = IvrConfig(
     enabled=True,
     access_numbers=f"{ACCESS}, 4930555001:fr",
@@ -170,6 +172,18 @@ def test_the_access_call_rings_is_rejected_unanswered_and_called_back():
     assert originate.role == "ivr" and "4930123456@" in originate.channel
 
 
+def test_one_callback_per_number_at_a_time():
+    phone = Phone()
+    verified(phone)
+    phone.call()
+    phone.call()
+    assert len(phone.switch.originated) == 1
+    sid = phone.sid()
+    phone.switch.fail(f"{sid}-a1", "noanswer", phone.clock.seconds())
+    phone.call()
+    assert len(phone.switch.originated) == 2
+
+
 def test_an_unknown_caller_id_gets_no_callback():
     phone = Phone()
     caller = phone.call()
@@ -205,7 +219,7 @@ def test_ani_callback_balance_destination_end_and_a_second_destination():
     phone.advance(2)
     phone.answer(f"{sid}-c1")
     assert phone.switch.joined == [(f"{sid}-a1", sid)]
-    phone.advance(0.5)
+    phone.advance(POLL)
     assert d.called and not caller.hung_up  # it left the IVR for the room
     phone.advance(30)
     # the destination hangs up: the user goes back to the IVR, and dials again
@@ -216,7 +230,7 @@ def test_ani_callback_balance_destination_end_and_a_second_destination():
     assert phone.switch.originated[-1].channel_id == f"{sid}-d1"
     phone.advance(1)
     phone.answer(f"{sid}-d1")
-    phone.advance(0.5)
+    phone.advance(POLL)
     phone.advance(20)
     # the user hangs up: the session ends, every leg is billed per second
     phone.switch.hang_up(f"{sid}-a1", phone.clock.seconds())
@@ -224,7 +238,7 @@ def test_ani_callback_balance_destination_end_and_a_second_destination():
     cdrs = phone.world.cdrs()
     assert cdrs["additional-1"].billed_seconds == 31
     assert cdrs["additional-2"].billed_seconds == 21
-    assert cdrs["source"].billed_seconds == 54
+    assert cdrs["source"].billed_seconds == 55
     cost = sum(c.cost for name, c in cdrs.items() if name != "session")
     assert cdrs["session"].cost == cost
     assert phone.world.balance() == 10_000_000 - cost
@@ -252,7 +266,7 @@ def test_111_says_the_balance_and_a_failed_destination_is_announced():
     caller, d = phone.leg(sid, entries=["111", DESTINATION[1:], None])
     assert caller.prompts().count("your_balance_is") == 2
     phone.switch.fail(f"{sid}-c1", "busy", phone.clock.seconds())
-    phone.advance(0.5)
+    phone.advance(POLL)
     assert "destination_busy" in caller.prompts()
     assert caller.prompts()[-1] == "enter_another_number"
     assert result(d) is None  # the caller hung up at the prompt
@@ -353,7 +367,7 @@ def test_hanging_up_at_every_prompt_closes_the_session_and_its_billing():
         caller, d = phone.leg(sid, entries=entries)
         if at == 3:  # hangs up while the destination rings: it is dropped
             caller.hung_up = True
-            phone.advance(0.5)
+            phone.advance(POLL)
             assert (f"{sid}-c1", 16) in phone.switch.hung_up
         assert result(d) is None
         phone.advance(5)
