@@ -44,3 +44,31 @@ def test_the_quote_is_the_longest_call_with_the_legs_up():
     with pytest.raises(CallbackRefused) as e:
         result(world.manager.quote_leg(sid, "12"))
     assert e.value.code == "refusal.bad_address"
+
+
+def test_an_ivr_session_survives_a_restart_of_the_daemon():
+    """After a crash the recovered IVR session knows its source is in the room: the
+    destination's end sends it back to the IVR, and each leg is billed once."""
+    from callbackd.switch import ChannelInfo
+    from tests.test_engine import restart
+
+    world = World()
+    sid = result(world.manager.start_ivr_callback("alice", SOURCE))
+    world.switch.answer(f"{sid}-a1", world.now())
+    result(world.manager.add_leg(sid, DESTINATION))
+    world.switch.answer(f"{sid}-c1", world.now())
+    assert world.switch.joined == [(f"{sid}-a1", sid)]
+    world.clock.advance(20)
+    after = restart(
+        world,
+        [ChannelInfo(f"{sid}-a1", "PJSIP/a", "up"), ChannelInfo(f"{sid}-c1", "PJSIP/c", "up")],
+    )
+    assert after.manager.sessions_of("alice") == [sid]
+    after.clock.advance(10)
+    after.switch.hang_up(f"{sid}-c1", after.now())
+    assert after.switch.returned == [(f"{sid}-a1", sid)]
+    after.clock.advance(5)
+    after.switch.hang_up(f"{sid}-a1", after.now())
+    cdrs = after.cdrs()
+    assert (cdrs["source"].billed_seconds, cdrs["additional-1"].billed_seconds) == (35, 30)
+    assert after.balance() == 10_000_000 - cdrs["session"].cost
