@@ -181,8 +181,7 @@ class AGIChannel:
         self.hung_up = True
         command = self._in_flight
         if command is not None and not command.deferred.called:
-            # its reply still comes and is dropped then (it answers nothing)
-            _cancel(command.timer)
+            # its reply still comes and is dropped then; its timer still guards it
             command.deferred.errback(AGIHangup("the channel hung up"))
         self._fail_queue(AGIHangup("the channel hung up"))
 
@@ -232,10 +231,8 @@ class AGIChannel:
             if entry.deferred is deferred:
                 self._queue.remove(entry)
                 return
-        command = self._in_flight
-        if command is not None and command.deferred is deferred:
-            _cancel(command.timer)
-            # the command stays in flight: its reply still comes, and is dropped then
+        # a command in flight stays so: its reply still comes and is dropped then, and
+        # its timer still closes the session if it never does
 
     def _send_next(self) -> None:
         if self._in_flight is not None or self.closed:

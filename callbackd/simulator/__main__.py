@@ -16,6 +16,7 @@ from twisted.internet.task import react
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from callbackd.amievents import parse_event_filter
+from callbackd.simulator.agi import SoundLibrary
 from callbackd.simulator.rules import parse_rule
 from callbackd.simulator.service import SimulatorService
 
@@ -59,12 +60,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="send only these events (comma list, repeatable), like manager.conf's"
         " eventfilter(name(X)) lines; default: every event",
     )
+    p.add_argument(
+        "--agi-address",
+        metavar="HOST:PORT",
+        help="connect every agi:// URL here instead (the FastAGI server under test)",
+    )
+    for flag, parse, metavar, text in (
+        ("--agi-extension", _agi_extension, "CONTEXT,EXTEN,URL", "channels answered into"
+         " CONTEXT,EXTEN run AGI(URL)"),
+        ("--sound", _sound, "NAME=SECONDS", "a sound file and how long it plays (others"
+         " play 1 s, digits/ 0.5 s)"),
+        ("--missing-sounds", str, "PREFIX", "sound files starting with PREFIX are not"
+         " installed"),
+    ):  # fmt: skip
+        p.add_argument(flag, action="append", default=[], type=parse, metavar=metavar, help=text)
     return p
+
+
+def _agi_extension(text: str) -> tuple[str, str, str]:
+    context, exten, url = (text.split(",", 2) + ["", ""])[:3]
+    if not (context and exten and url.startswith("agi://")):
+        raise argparse.ArgumentTypeError(f"not CONTEXT,EXTEN,agi://...: {text!r}")
+    return context, exten, url
+
+
+def _sound(text: str) -> tuple[str, float]:
+    name, _, seconds = text.partition("=")
+    try:
+        return name, float(seconds)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not NAME=SECONDS: {text!r}") from None
+
+
+def _address(text: str | None) -> Callable[[str, int], tuple[str, int]] | None:
+    if not text:
+        return None
+    host, _, port = text.rpartition(":")
+    return lambda _host, _port: (host or "127.0.0.1", int(port))
 
 
 def build_service(args: argparse.Namespace, reactor: Any) -> SimulatorService:
     """The service the parsed options describe (not started: no I/O)."""
-    return SimulatorService(
+    service = SimulatorService(
         f"tcp:{args.port}:interface={args.interface}",
         args.username,
         args.secret,
@@ -73,7 +110,12 @@ def build_service(args: argparse.Namespace, reactor: Any) -> SimulatorService:
         rules=args.rule,
         time_scale=args.time_scale,
         event_filter=parse_event_filter(args.event_filter),
+        sounds=SoundLibrary(dict(args.sound), missing=tuple(args.missing_sounds)),
+        agi_address=_address(args.agi_address),
     )
+    for context, exten, url in args.agi_extension:
+        service.add_agi_extension(context, exten, url)
+    return service
 
 
 def main(reactor: Any, argv: Sequence[str]) -> Deferred[None]:

@@ -678,12 +678,13 @@ class SimulatedFastAGI:
         *,
         sounds: SoundLibrary | None = None,
         address: Callable[[str, int], tuple[str, int]] | None = None,
+        callers: dict[str, ScriptedCaller] | None = None,
     ) -> None:
         self.switch = switch
         self.reactor = reactor
         self.sounds = sounds or SoundLibrary()
         self.address = address
-        self.callers: dict[str, ScriptedCaller] = {}
+        self.callers: dict[str, ScriptedCaller] = {} if callers is None else callers
         self.calls: list[AGICall] = []
         self._threads = itertools.count(_THREAD_ID)
 

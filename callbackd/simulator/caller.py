@@ -10,6 +10,7 @@ caller what it plays and takes its digits and its hangup.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
@@ -23,6 +24,7 @@ INPUT: Final = None
 #: a person's pause after a prompt starts before the first key, and between keys
 HUMAN_DELAY: Final = 0.4
 HUMAN_INTERVAL: Final = 0.25
+_KEYS = re.compile(r"[0-9*#A-D]*")
 
 
 class CallerSink(Protocol):
@@ -88,6 +90,36 @@ class ScriptedCaller:
         """Add a step: hang up ``delay`` s after the cue."""
         self.steps.append(CallerStep("", True, prompt, delay))
         return self
+
+    @classmethod
+    def parse(cls, text: str) -> ScriptedCaller:
+        """A caller from its one-line script (for the simulator's command line and AMI).
+
+        Steps separated by ``;``, each ``[prompt]=keys[!][@delay[/interval]]``: the cue
+        (empty: the next command that reads digits), the digits to key, ``!`` to hang up
+        after them, the pause and the pace in seconds. ``callbackd/enter-pin=1234#;
+        =5;callbackd/goodbye=!@0.1``. ValueError on anything else.
+        """
+        caller = cls()
+        for raw in filter(None, (part.strip() for part in text.split(";"))):
+            prompt, sep, action = raw.rpartition("=")
+            if not sep:
+                raise ValueError(f"caller step {raw!r}: no '='")
+            action, _, timing = action.partition("@")
+            delay_text, _, interval_text = timing.partition("/")
+            hang_up = action.endswith("!")
+            keys = action.removesuffix("!")
+            if not _KEYS.fullmatch(keys) or (not keys and not hang_up):
+                raise ValueError(f"caller step {raw!r}: keys are 0-9, *, #, A-D, then '!'")
+            try:
+                delay = float(delay_text) if delay_text else HUMAN_DELAY
+                interval = float(interval_text) if interval_text else HUMAN_INTERVAL
+            except ValueError:
+                raise ValueError(f"caller step {raw!r}: bad timing {timing!r}") from None
+            if delay < 0 or interval < 0:
+                raise ValueError(f"caller step {raw!r}: negative timing")
+            caller.steps.append(CallerStep(keys, hang_up, prompt or INPUT, delay, interval))
+        return caller
 
     # --- on the call ----------------------------------------------------------------
 

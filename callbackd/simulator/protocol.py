@@ -36,6 +36,7 @@ from callbackd.simulator.asterisk import (
     SimulatedAsterisk,
     split_variables,
 )
+from callbackd.simulator.control import control_handlers
 
 __all__ = ["BANNER", "AMIServerFactory", "AMIServerProtocol", "parse_event_mask"]
 
@@ -123,6 +124,8 @@ class AMIServerProtocol(Protocol):
             "status": self._status,
             "playdtmf": self._play_dtmf,
             "userevent": self._user_event_action,
+            # the simulator's own actions, driving its FastAGI side
+            **control_handlers(self),
         }
 
     # -- connection -------------------------------------------------------------
@@ -650,6 +653,8 @@ class AMIServerFactory(Factory):
         self.event_filter = None if event_filter is None else frozenset(event_filter)
         self.allow_multiple_login = allow_multiple_login
         self.sessions: set[AMIServerProtocol] = set()
+        #: the switch's FastAGI side (callbackd.simulator.agi), for the Sim* actions
+        self.agi: Any = None
         switch.add_listener(self._event, self.event_filter)
         switch.on_shutdown.append(self._shutdown)
 

@@ -72,6 +72,8 @@ class SimulatorService(Service):
         self.sounds = sounds
         self.agi_address = agi_address
         self.agi: SimulatedFastAGI | None = None
+        #: dialled number -> the person who answers a leg originated to it (its AGI's caller)
+        self.callers: dict[str, ScriptedCaller] = {}
         self._agi_extensions: list[tuple[tuple[str, str, str], dict[str, Any]]] = []
 
     def startService(self) -> None:
@@ -88,8 +90,13 @@ class SimulatorService(Service):
             self.switch, self.username, self.secret, event_filter=self.event_filter
         )
         self.agi = SimulatedFastAGI(
-            self.switch, reactor, sounds=self.sounds, address=self._agi_address
+            self.switch,
+            reactor,
+            sounds=self.sounds,
+            address=self._agi_address,
+            callers=self.callers,
         )
+        self.factory.agi = self.agi
         for (context, exten, url), options in self._agi_extensions:
             self.agi.add_extension(context, exten, url, **options)
         super().startService()

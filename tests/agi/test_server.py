@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
@@ -364,6 +366,17 @@ def test_connection_loss_fails_waiting_commands():
     assert [e.check(AGIConnectionLost) for e in errors] == [AGIConnectionLost] * 2
 
 
+def test_unanswered_command_after_hangup_still_times_out():
+    """A command failed by HANGUP whose reply never comes still closes the session in time."""
+    factory, clock, channels, _ = setup(timeout=5.0)
+    conn = Connection(factory)
+    conn.receive(ENV)
+    channels[0].answer().addErrback(lambda f: None)
+    conn.receive(b"HANGUP\n")
+    clock.advance(5.1)
+    assert conn.closed
+
+
 def test_cancelled_command_in_flight_still_holds_the_line():
     """A cancelled command's reply is still awaited before the next command goes out."""
     factory, _, channels, _ = setup()
@@ -439,3 +452,21 @@ async def test_transcript_dialogue_over_real_tcp():
         b"NOSUCHCOMMAND foo", b'NOSUCHCOMMAND "foo"'
     )
     assert sent == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=200), max_size=8), st.booleans())
+def test_arbitrary_bytes_never_break_the_protocol(chunks, env_first):
+    """Any bytes from "Asterisk", before or after an environment, raise nothing out of
+    dataReceived: garbage closes the connection, a waiting command gets an answer or an error."""
+    factory, _, channels, _ = setup()
+    conn = Connection(factory)
+    outcomes: list = []
+    if env_first:
+        conn.receive(ENV)
+        channels[0].answer().addBoth(outcomes.append)
+    for chunk in chunks:
+        conn.receive(chunk)
+    conn.protocol.connectionLost()
+    if env_first:
+        assert len(outcomes) == 1

@@ -313,6 +313,8 @@ class Simulator:
     rules: tuple[str, ...] = ()
     time_scale: float = 0.2
     python_path: str = str(ROOT)
+    #: more command line options (``--agi-address``, ``--sound`` ...)
+    extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -337,7 +339,7 @@ class Simulator:
         ]
         for rule in self.rules:
             args += ["--rule", rule]
-        return args
+        return args + list(self.extra_args)
 
     def start(self, timeout: float = 20.0) -> Simulator:
         """Start it and wait until it listens (it logs ``listening on``)."""

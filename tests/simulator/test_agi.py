@@ -381,12 +381,15 @@ async def test_simulator_service_redirects_agi_urls_and_keeps_extensions():
         agi_address=lambda host, _port: ("127.0.0.1", port),
     )
     simulator.add_agi_extension("cb-ivr", "s", "agi://127.0.0.1:4573/ivr")
+    caller = ScriptedCaller()
+    simulator.callers["15550011234"] = caller
     with pytest.raises(RuntimeError):
         simulator.inbound_call("15551230000", "8000", "agi://127.0.0.1:4573/ivr")
     simulator.startService()
     await simulator.ready
     try:
         assert simulator.switch is not None and ("cb-ivr", "s") in simulator.switch.dialplan_hooks
+        assert simulator.agi is not None and simulator.agi.callers["15550011234"] is caller
         call = simulator.inbound_call("15551230000", "8000", "agi://127.0.0.1:4573/ivr")
         assert await call.done == "HANGUP"
     finally:
