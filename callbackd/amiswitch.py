@@ -80,7 +80,7 @@ from callbackd.switch import (
 __all__ = ["AMISwitch", "failure_outcome"]
 
 #: where each role's leg starts in the ``cb-conf`` context
-EXTENSIONS = {"wait": "wait-a", "join": "leg-b"}
+EXTENSIONS = {"wait": "wait-a", "join": "leg-b", "ivr": "ivr-a"}
 #: where ``join_room`` sends a waiting leg
 JOIN_EXTEN = "leg-a"
 
@@ -342,6 +342,14 @@ class AMISwitch:
 
     def join_room(self, channel_id: str, room: str) -> Deferred[None]:
         """Move a waiting leg into ``room`` (Redirect to ``leg-a``)."""
+        return self._redirect(channel_id, room, JOIN_EXTEN, "move leg {} to its room")
+
+    def return_to_ivr(self, channel_id: str, room: str) -> Deferred[None]:
+        """Move an IVR session's source back from ``room`` to the IVR (Redirect to
+        ``ivr-a``)."""
+        return self._redirect(channel_id, room, EXTENSIONS["ivr"], "return leg {} to the IVR")
+
+    def _redirect(self, channel_id: str, room: str, exten: str, what: str) -> Deferred[None]:
         try:
             check_channel_id(channel_id)
             check_room(room)
@@ -353,7 +361,7 @@ class AMISwitch:
         def redirect(_: object) -> Deferred[Message]:
             if leg is not None:
                 leg.room = room
-            return protocol.redirect(channel_id, self.context, JOIN_EXTEN, "1")
+            return protocol.redirect(channel_id, self.context, exten, "1")
 
         if leg is not None and leg.room == room:
             d = redirect(None)
@@ -361,7 +369,7 @@ class AMISwitch:
             # the leg was originated for another room, or before a restart: say where to go
             d = protocol.setvar("CB_ROOM", room, channel=channel_id).addCallback(redirect)
         return d.addCallbacks(
-            self._carried_out, lambda f: self._refused(f"move leg {channel_id} to its room", f)
+            self._carried_out, lambda f: self._refused(what.format(channel_id), f)
         )
 
     def set_absolute_timeout(self, channel_id: str, seconds: int) -> Deferred[None]:

@@ -63,6 +63,7 @@ class Daemon:
         #: scripts here (``daemon.agi_router["ivr"] = ...``), read at each connection
         self.agi_router: dict[str, Any] = {}
         self.agi: Any = None
+        self.ivr: Any = None
 
     def add(self, name: str, child: service.IService) -> service.IService:
         child.setName(name)
@@ -91,6 +92,7 @@ def create_daemon(config: Config, reactor: Any, decks: Decks | None = None) -> S
     _make_switch(daemon, health, metrics)
     _make_engine(daemon, metrics, decks)
     _make_agi(daemon, health)
+    _make_ivr(daemon)
     if config.xmpp.enabled:
         _make_xmpp(daemon, health)
     else:
@@ -255,6 +257,30 @@ def _make_agi(daemon: Daemon, health: Any) -> None:
     if daemon.simulator is not None:
         # the simulated switch's agi:// URLs reach this server, wherever it listens
         daemon.simulator.agi_address = lambda host, port: ("127.0.0.1", agi.port or port)
+
+
+def _make_ivr(daemon: Daemon) -> None:
+    """The phone callback's IVR (``[ivr]``): its scripts on the FastAGI server's router."""
+    config = daemon.config
+    if not config.ivr.enabled:
+        return
+    from callbackd.ivr.service import PhoneCallback
+
+    ivr = PhoneCallback(
+        config.ivr,
+        daemon.engine,
+        daemon.store,
+        daemon.reactor,
+        decimals=config.billing.decimals,
+        currency=config.billing.currency,
+    )
+    daemon.ivr = ivr
+    daemon.agi_router.update(ivr.router)
+    if daemon.simulator is not None:
+        # the simulated switch runs the callback leg's IVR as the dialplan's ivr-a does
+        from callbackd.ivr.service import CALLBACK_URL
+
+        daemon.simulator.add_agi_extension("cb-conf", "ivr-a", CALLBACK_URL)
 
 
 def _make_xmpp(daemon: Daemon, health: Any) -> None:

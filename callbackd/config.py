@@ -29,6 +29,7 @@ __all__ = [
     "ConfigError",
     "DaemonConfig",
     "GatewaysConfig",
+    "IvrConfig",
     "ManholeConfig",
     "ProviderConfig",
     "RedisConfig",
@@ -417,6 +418,103 @@ class AGIConfig:
     )
 
 
+# -- [ivr]: the phone callback (FastAGI IVR) ----------------------------------------------
+
+_IVR_LANGUAGE = "(?:en|es|fr|vi|zh)"
+_ACCESS_NUMBERS = re.compile(
+    rf"^\s*$|^\s*[0-9]{{3,15}}(?::{_IVR_LANGUAGE})?\s*(?:,\s*[0-9]{{3,15}}(?::{_IVR_LANGUAGE})?\s*)*$"
+)
+_DIDS = re.compile(
+    r"^\s*$|^\s*[0-9]{3,15}:[A-Za-z0-9_.-]{1,64}\s*(?:,\s*[0-9]{3,15}:[A-Za-z0-9_.-]{1,64}\s*)*$"
+)
+_KEY_CODE = re.compile(r"^[0-9*#]{1,4}$")
+
+
+@dataclass(frozen=True)
+class IvrConfig:
+    """[ivr]: the phone callback: access numbers and DIDs answered by the FastAGI IVR."""
+
+    enabled: bool = field(
+        default=False,
+        metadata=_meta("answer the access numbers and DIDs (needs the FastAGI server, [agi])"),
+    )
+    access_numbers: str = field(
+        default="",
+        metadata=_meta(
+            "comma-separated access numbers as the dialplan passes them (digits), each with"
+            " an optional language, e.g. 4930555000, 4930555001:fr",
+            pattern=_ACCESS_NUMBERS,
+        ),
+    )
+    dids: str = field(
+        default="",
+        metadata=_meta(
+            "comma-separated DID:username pairs: a call to a user's own DID calls back the"
+            " account's predefined number, e.g. 4930555099:alice",
+            pattern=_DIDS,
+        ),
+    )
+    ring_delay: float = field(
+        default=4.0,
+        metadata=_meta(
+            "seconds a call to an access number rings (one or two rings) before it is"
+            " rejected unanswered, so that the caller pays nothing",
+            min=0.0,
+            max=30.0,
+        ),
+    )
+    callback_delay: float = field(
+        default=3.0,
+        metadata=_meta("seconds after the rejection before the caller is called back", min=0.0),
+    )
+    end_code: str = field(
+        default="#11",
+        metadata=_meta("keys that end the destination and return to the IVR", pattern=_KEY_CODE),
+    )
+    balance_code: str = field(
+        default="111",
+        metadata=_meta("keys that announce the balance at any prompt", pattern=_KEY_CODE),
+    )
+    announce_balance: bool = field(
+        default=True, metadata=_meta("announce the balance when the callback is answered")
+    )
+    language_menu: bool = field(
+        default=True,
+        metadata=_meta(
+            "let the caller choose the language when neither the access number nor the"
+            " account names one (else English)"
+        ),
+    )
+    pin_attempts: int = field(
+        default=3,
+        metadata=_meta(
+            "wrong PINs (per account and per caller ID) that lock PIN entry", min=1, max=20
+        ),
+    )
+    pin_lockout: float = field(
+        default=900.0,
+        metadata=_meta("seconds PIN entry stays locked after too many wrong PINs", min=1.0),
+    )
+
+    @property
+    def access(self) -> dict[str, str]:
+        """Access number -> its language ("" for none)."""
+        found = {}
+        for item in filter(None, (p.strip() for p in self.access_numbers.split(","))):
+            number, _, language = item.partition(":")
+            found[number] = language
+        return found
+
+    @property
+    def did_accounts(self) -> dict[str, str]:
+        """DID -> the username of the account it belongs to."""
+        found = {}
+        for item in filter(None, (p.strip() for p in self.dids.split(","))):
+            number, _, username = item.partition(":")
+            found[number] = username
+        return found
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration."""
@@ -433,6 +531,7 @@ class Config:
     gateways: GatewaysConfig
     xmpp: XMPPConfig
     agi: AGIConfig
+    ivr: IvrConfig
     providers: tuple[ProviderConfig, ...]
 
     def resolve(self, name: str | Path) -> Path:
@@ -458,6 +557,7 @@ SECTIONS: dict[str, type] = {
     "gateways": GatewaysConfig,
     "xmpp": XMPPConfig,
     "agi": AGIConfig,
+    "ivr": IvrConfig,
 }
 PATTERN_SECTIONS: dict[str, type] = {"provider": ProviderConfig}
 

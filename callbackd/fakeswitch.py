@@ -64,6 +64,7 @@ class FakeSwitch:
         self.originated: list[OriginateRequest] = []
         self.hung_up: list[tuple[str, int]] = []
         self.joined: list[tuple[str, str]] = []
+        self.returned: list[tuple[str, str]] = []
         self.timeouts: list[tuple[str, int]] = []
         self.emitted: list[SwitchEvent] = []
         self.channels: list[ChannelInfo] = []
@@ -107,6 +108,17 @@ class FakeSwitch:
         except SwitchError:
             return fail()
         self.joined.append((channel_id, room))
+        return succeed(None)
+
+    def return_to_ivr(self, channel_id: str, room: str) -> Deferred[None]:
+        """Record the move of an IVR session's source back to the IVR."""
+        try:
+            self._check_connected()
+            check_channel_id(channel_id)
+            check_room(room)
+        except SwitchError:
+            return fail()
+        self.returned.append((channel_id, room))
         return succeed(None)
 
     def set_absolute_timeout(self, channel_id: str, seconds: int) -> Deferred[None]:

@@ -67,7 +67,7 @@ class SwitchError(Exception):
 CHANNEL_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 #: ConfBridge room names = session ids (the dialplan FILTER()s everything else away)
 ROOM = re.compile(r"^[A-Za-z0-9_]{1,40}$")
-ROLES = ("wait", "join")
+ROLES = ("wait", "join", "ivr")
 _DIAL_STRING = re.compile(r"^[A-Za-z][A-Za-z0-9_]*/[^\s,&\x00-\x1f\x7f]+$")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\([A-Za-z0-9_]*\))?$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -96,7 +96,7 @@ def check_request(request: OriginateRequest) -> None:
     check_channel_id(request.channel_id)
     check_room(request.room)
     if request.role not in ROLES:
-        raise SwitchError(f"invalid leg role {request.role!r} (wait or join)")
+        raise SwitchError(f"invalid leg role {request.role!r} (wait, join or ivr)")
     if not _DIAL_STRING.match(request.channel):
         raise SwitchError(f"invalid dial string {request.channel!r}")
     if not 0 < request.timeout <= 3600:
@@ -138,6 +138,10 @@ class ISwitch(Interface):
 
     def join_room(channel_id: str, room: str):
         """Move a waiting source leg into its session's room (``Redirect`` to leg-a)."""
+
+    def return_to_ivr(channel_id: str, room: str):
+        """Move an IVR session's source leg from its room back to the IVR (``Redirect`` to
+        ivr-a)."""
 
     def set_absolute_timeout(channel_id: str, seconds: int):
         """Have the switch itself hang the leg up after ``seconds`` (credit control)."""

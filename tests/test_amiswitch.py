@@ -1094,3 +1094,20 @@ def test_any_switch_event_is_translated_safely(name, pairs):
         assert isinstance(e, RoomCommand | SwitchShutdown)
         if isinstance(e, RoomCommand):
             assert (e.room, e.command, e.channel_id) == ("sK", "endb", "sK-a1")
+
+
+# -- phone callback (IVR) ----------------------------------------------------------------
+
+
+def test_an_ivr_source_is_originated_into_ivr_a_and_returned_there_by_redirect():
+    """role ivr starts the leg at cb-conf,ivr-a; return_to_ivr Redirects it back there."""
+    wire = Wire()
+    wire.originate("s1-a", role="ivr", room="s1")
+    originate = next(a for a in wire.actions() if a.name == "Originate")
+    assert (originate["Context"], originate["Exten"]) == ("cb-conf", "ivr-a")
+    results = []
+    wire.switch.return_to_ivr("s1-a", "s1").addBoth(results.append)
+    redirect = wire.actions()[-1]
+    assert (redirect.name, redirect["Channel"], redirect["Exten"]) == ("Redirect", "s1-a", "ivr-a")
+    wire.reply(("Response", "Success"), ("Message", "Redirect successful"))
+    assert results == [None]

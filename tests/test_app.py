@@ -193,3 +193,20 @@ def test_healthz_says_the_switch_restarts_until_it_is_fully_booted():
     assert _ami_health(root) == (False, "switch restarting")
     ami.events.dispatch(Message([("Event", "FullyBooted"), ("Uptime", "0")]))
     assert _ami_health(root) == (False, "not connected")
+
+
+def test_the_ivr_registers_its_scripts_on_the_agi_router():
+    """[ivr] on: the access numbers' and the callback leg's scripts are routed, and the
+    simulated switch runs the callback leg's IVR at cb-conf,ivr-a."""
+    path = ROOT / "etc" / "callbackd.ini"
+    root = create_daemon(load_config(path), _Reactor())
+    assert root.daemon.ivr is None and root.daemon.agi_router == {}
+    text = path.read_text() + "\n[agi]\nenabled = yes\n\n[ivr]\nenabled = yes\n"
+    root = create_daemon(parse_config(text, path), _Reactor())
+    ivr = root.daemon.ivr
+    assert set(root.daemon.agi_router) == {"ivr", "ivr-callback"}
+    assert root.daemon.agi_router["ivr-callback"] == ivr.callback
+    assert ivr.engine is root.daemon.engine and ivr.store is root.daemon.store
+    assert [url for (_, exten, url), _ in root.daemon.simulator._agi_extensions] == [
+        "agi://127.0.0.1:4573/ivr-callback?session=${CB_ROOM}"
+    ]

@@ -85,3 +85,45 @@ def test_timestamps_are_on():
     """Billing needs event Timestamps: timestampevents = yes in [general]."""
     text = MANAGER_CONF.read_text()
     assert re.search(r"^timestampevents\s*=\s*yes\b", text, re.MULTILINE)
+
+
+# -- extensions.conf: the phone callback (IVR) --------------------------------------------
+
+EXTENSIONS_CONF = MANAGER_CONF.with_name("extensions.conf")
+
+
+def _context(name: str) -> list[str]:
+    """The dialplan lines of ``[name]`` (comments and blank lines left out)."""
+    lines, inside = [], False
+    for raw in EXTENSIONS_CONF.read_text().splitlines():
+        line = raw.split(";", 1)[0].strip()
+        if line.startswith("["):
+            inside = line == f"[{name}]"
+        elif inside and line:
+            lines.append(line)
+    return lines
+
+
+def test_access_numbers_and_dids_are_never_answered():
+    """A call to an access number or a DID goes to the IVR's script unanswered (the
+    caller pays nothing), with the dialled number filtered to digits."""
+    for context in ("cb-access", "cb-did"):
+        lines = _context(context)
+        assert lines, context
+        assert not any("Answer(" in line for line in lines), context
+        agi = [line for line in lines if "AGI(" in line]
+        assert agi == ["same => n,AGI(agi://127.0.0.1:4573/ivr,${FILTER(0-9,${EXTEN})})"]
+
+
+def test_the_callback_leg_runs_the_ivr_for_its_filtered_room():
+    """ivr-a, where the engine originates an IVR session's source (AMISwitch role ivr)
+    and Redirects it back to, runs the ivr-callback script for the FILTER()ed room."""
+    from callbackd.amiswitch import EXTENSIONS
+    from callbackd.ivr.service import CALLBACK_SCRIPT
+
+    assert EXTENSIONS["ivr"] == "ivr-a"
+    lines = [line for line in _context("cb-conf") if "ivr-a" in line or "same" in line]
+    start = lines.index("exten => ivr-a,1,Set(ROOM=${FILTER(A-Za-z0-9_,${CB_ROOM})})")
+    block = lines[start : start + 6]
+    assert block[1] == 'same => n,GotoIf($["${ROOM}" = ""]?bad,1)'
+    assert f"same => n,AGI(agi://127.0.0.1:4573/{CALLBACK_SCRIPT}?session=${{ROOM}})" in block

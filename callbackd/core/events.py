@@ -37,14 +37,15 @@ class OriginateRequest:
     """Call one leg and, once answered, put it where the session needs it.
 
     ``role`` is ``"wait"`` for the source leg before the destination answers
-    (it hears ringback, ``cb-conf,wait-a``) and ``"join"`` for a leg that goes
-    straight into the session's room (``cb-conf,leg-b``).
+    (it hears ringback, ``cb-conf,wait-a``), ``"join"`` for a leg that goes
+    straight into the session's room (``cb-conf,leg-b``) and ``"ivr"`` for the source
+    of a phone callback, answered by the IVR (``cb-conf,ivr-a``; docs/ivr.rst).
     """
 
     channel_id: str
     channel: str  # the validated dial string, e.g. PJSIP/4930123456@proxicom
     room: str  # the session id; the ConfBridge room name
-    role: str  # "wait" or "join"
+    role: str  # "wait", "join" or "ivr"
     timeout: int  # seconds the leg may ring
     caller_id: str = ""
     variables: tuple[tuple[str, str], ...] = ()

@@ -141,6 +141,7 @@ __all__ = [
     "Reason",
     "Reconcile",
     "RecordAttempt",
+    "ReturnToIvr",
     "Route",
     "Seen",
     "SessionError",
@@ -190,6 +191,8 @@ NORMAL_CLEARING: Final = causes.NORMAL_CLEARING
 SOURCE: Final = "source"
 DESTINATION: Final = "destination"
 ADDITIONAL: Final = "additional"
+#: the session kind of a phone callback steered by the IVR (docs/ivr.rst)
+IVR: Final = "ivr"
 
 
 class SessionError(Exception):
@@ -440,6 +443,14 @@ class JoinRoom:
 
 
 @dataclass(frozen=True)
+class ReturnToIvr:
+    """Move the source back from the room to the IVR (an IVR session's destination ended)."""
+
+    channel_id: str
+    room: str
+
+
+@dataclass(frozen=True)
 class SetAbsoluteTimeout:
     """Have the switch hang up the channel ``seconds`` from now (0 disables)."""
 
@@ -507,6 +518,7 @@ Effect = (
     Originate
     | Hangup
     | JoinRoom
+    | ReturnToIvr
     | SetAbsoluteTimeout
     | ArmTimer
     | CancelTimer
@@ -689,6 +701,11 @@ class SessionState:
     #: the ``node_id`` of the daemon running the session ("" in states saved before
     #: owners were recorded): another daemon sharing the store leaves it alone
     owner: str = ""
+    #: "" for a callback with a destination; :data:`IVR` for a phone callback whose
+    #: source is answered by the IVR, which adds every destination as an additional leg
+    kind: str = ""
+    #: an IVR session's source is in the room (not in the IVR)
+    in_room: bool = False
 
     def leg(self, name: str) -> Leg:
         """The leg called ``name``; KeyError if none."""
@@ -825,7 +842,9 @@ class _Step:
             self.notify("leg_calling", leg)
 
     def role_of(self, leg: Leg) -> str:
-        return "wait" if leg.role == SOURCE else "join"
+        if leg.role != SOURCE:
+            return "join"
+        return IVR if self.state.kind == IVR else "wait"
 
     # -- leg events ---------------------------------------------------------------
 
@@ -851,7 +870,12 @@ class _Step:
         self.emit(CancelTimer(f"ring-{leg.letter}"))
         if leg.release_cause:
             return
-        if leg.role == SOURCE and state.phase is Phase.SOURCE:
+        if leg.role == SOURCE and state.phase is Phase.SOURCE and state.kind == IVR:
+            # the IVR answers the source; it adds the destinations itself
+            state.phase = Phase.TALKING
+            state.talking_at = at
+            self.notify("leg_answered", leg)
+        elif leg.role == SOURCE and state.phase is Phase.SOURCE:
             state.phase = Phase.DESTINATION
             self.notify("leg_answered", leg)
             self.dial(state.leg(DESTINATION), "join")
@@ -863,6 +887,10 @@ class _Step:
             self.notify("talking", leg)
         elif leg.role == ADDITIONAL:
             self.notify("party_answered", leg)
+            if state.kind == IVR and not state.in_room:
+                # the IVR's destination answered: the source leaves the IVR for the room
+                state.in_room = True
+                self.emit(JoinRoom(state.leg(SOURCE).channel_id, state.session_id))
         self.recompute()
 
     def failed(self, leg: Leg, at: float, outcome: str, cause: int) -> None:
@@ -1007,8 +1035,19 @@ class _Step:
                 reason = prefix + _REASON_SUFFIX.get(leg.cause, "Failed")
             self.end_session(reason, HUNG_UP)
         elif not state.reason:
+            self.back_to_ivr()
             self.recompute()
         self.maybe_finish()
+
+    def back_to_ivr(self) -> None:
+        """An IVR session's source alone in the room goes back to the IVR."""
+        state = self.state
+        if state.kind != IVR or not state.in_room:
+            return
+        if any(leg.role == ADDITIONAL and leg.live and not leg.release_cause for leg in state.legs):
+            return
+        state.in_room = False
+        self.emit(ReturnToIvr(state.leg(SOURCE).channel_id, state.session_id))
 
     def release(self, leg: Leg, cause: str) -> None:
         """Ask the switch to hang the leg up; its end comes as an event (or by timer)."""
@@ -1057,7 +1096,6 @@ class _Step:
             cost=cost,
             balance=state.balance,
         )
-        destination = state.leg(DESTINATION)
         self.emit(
             Finished(
                 CDR(
@@ -1066,7 +1104,7 @@ class _Step:
                     session_id=state.session_id,
                     kind="session",
                     leg="",
-                    address=destination.address,
+                    address=_called_address(state),
                     started_at=state.created_at,
                     answered_at=state.talking_at,
                     ended_at=state.ended_at,
@@ -1288,7 +1326,7 @@ class _Step:
             # the source still hears ringback outside the room: put it in the room
             state.phase = Phase.TALKING
             self.emit(JoinRoom(state.leg(SOURCE).channel_id, state.session_id))
-        dropped = DESTINATION if state.leg(DESTINATION) in others else ADDITIONAL
+        dropped = ADDITIONAL if all(leg.role == ADDITIONAL for leg in others) else DESTINATION
         self.notify("destination_dropped", role=dropped)
         self.recompute()
 
@@ -1405,6 +1443,12 @@ class _Step:
             self.end(leg, end, LOST)
 
 
+def _called_address(state: SessionState) -> str:
+    """The address the session called: its destination's, or an IVR session's last."""
+    called = [leg.address for leg in state.legs if leg.role != SOURCE]
+    return called[0] if state.kind != IVR and called else (called[-1] if called else "")
+
+
 def _whole(instant: float) -> int:
     """The whole second an instant falls in (float noise aside)."""
     return math.floor(instant + 1e-6)
@@ -1419,7 +1463,7 @@ def start(
     session_id: str,
     username: str,
     source: LegSpec,
-    destination: LegSpec,
+    destination: LegSpec | None,
     *,
     balance: int,
     now: float,
@@ -1429,21 +1473,22 @@ def start(
     origin: str = "",
     owner: str = "",
 ) -> tuple[SessionState, list[Effect]]:
-    """A new session: the source leg is dialled first."""
-    if not source.routes:
-        raise SessionError(
-            f"No route to {source.address}.", "refusal.no_route", address=source.address
-        )
-    if not destination.routes:
-        raise SessionError(
-            f"No route to {destination.address}.", "refusal.no_route", address=destination.address
-        )
-    state = SessionState(
-        session_id=session_id,
-        username=username,
-        phase=Phase.SOURCE,
-        legs=[
-            Leg(SOURCE, SOURCE, "a", source.address, source.routes, source.rate),
+    """A new session: the source leg is dialled first.
+
+    With no ``destination`` the session is an IVR session (:data:`IVR`): the source
+    is answered by the IVR, which calls every destination in as an additional leg
+    (``AddLeg``). Its source joins the room when such a leg answers and goes back to
+    the IVR (:class:`ReturnToIvr`) when the last one ends; the session ends with
+    the source.
+    """
+    for spec in (source, destination):
+        if spec is not None and not spec.routes:
+            raise SessionError(
+                f"No route to {spec.address}.", "refusal.no_route", address=spec.address
+            )
+    legs = [Leg(SOURCE, SOURCE, "a", source.address, source.routes, source.rate)]
+    if destination is not None:
+        legs.append(
             Leg(
                 DESTINATION,
                 DESTINATION,
@@ -1451,8 +1496,13 @@ def start(
                 destination.address,
                 destination.routes,
                 destination.rate,
-            ),
-        ],
+            )
+        )
+    state = SessionState(
+        session_id=session_id,
+        username=username,
+        phase=Phase.SOURCE,
+        legs=legs,
         balance=balance,
         credit_limit=credit_limit,
         ring_timeout=ring_timeout,
@@ -1461,10 +1511,11 @@ def start(
         origin=origin,
         owner=owner,
         seen_at=now,
+        kind="" if destination is not None else IVR,
     )
     run = _Step(state, now)
     run.notify("session_started")
-    run.dial(state.legs[0], "wait")
+    run.dial(state.legs[0], run.role_of(state.legs[0]))
     run.recompute()
     run.emit(Persist())
     return state, run.effects

@@ -172,6 +172,7 @@ class SessionManager:
             machine.Originate: self._originate,
             machine.Hangup: self._hangup,
             machine.JoinRoom: self._join_room,
+            machine.ReturnToIvr: self._return_to_ivr,
             machine.SetAbsoluteTimeout: self._set_absolute_timeout,
             machine.ArmTimer: lambda sid, effect: self.timers.arm(sid, effect.name, effect.seconds),
             machine.CancelTimer: lambda sid, effect: self.timers.cancel(sid, effect.name),
@@ -286,8 +287,43 @@ class SessionManager:
             self._start_callback(username, source, destination, tuple(via), origin or "")
         )
 
+    def start_ivr_callback(
+        self, username: str, source: str, origin: str | None = None
+    ) -> defer.Deferred[str]:
+        """Start a phone callback steered by the IVR: call ``source`` back and have the
+        IVR answer it (docs/ivr.rst); fire with the session id or errback
+        CallbackRefused. The IVR calls every destination in with :meth:`add_leg`."""
+        return defer.ensureDeferred(
+            self._start_callback(username, source, None, (), origin or "ivr")
+        )
+
+    def quote_leg(self, session_id: str, address: str) -> defer.Deferred[tuple[str, int | None]]:
+        """The address and the longest call (whole seconds; None: unlimited) the session's
+        account could make to ``address`` now, with its legs up; CallbackRefused when
+        the address is malformed, blocked or has no rate."""
+        return defer.ensureDeferred(self._quote_leg(session_id, address))
+
+    async def _quote_leg(self, session_id: str, address: str) -> tuple[str, int | None]:
+        state = self._state(session_id)
+        leg_address = self.legs.address(address)
+        spec = await self.legs.leg_spec(leg_address, None)
+        if spec.rate is None or spec.rate.is_free:
+            return str(leg_address), None
+        account = await self.account(state.username)
+        if account is None:
+            raise CallbackRefused.of("refusal.unknown_account")
+        book = self.book
+        ledger = book.ledger(account) or await book.load_ledger(account)
+        seconds = book.allowance(state.username, ledger, [LegCharge(spec.rate)]).seconds
+        return str(leg_address), None if seconds is None else int(seconds)
+
     async def _start_callback(
-        self, username: str, source: str, destination: str, via: tuple[str, ...], origin: str
+        self,
+        username: str,
+        source: str,
+        destination: str | None,
+        via: tuple[str, ...],
+        origin: str,
     ) -> str:
         book = self.book
         account = book.account(username)
@@ -301,8 +337,10 @@ class SessionManager:
             raise CallbackRefused.of("refusal.account_blocked")
         if len(via) > 2:
             raise CallbackRefused.of("refusal.too_many_providers")
-        addresses = [self.legs.address(source), self.legs.address(destination)]
-        if addresses[0] == addresses[1]:
+        addresses = [self.legs.address(source)]
+        if destination is not None:
+            addresses.append(self.legs.address(destination))
+        if addresses[0] == addresses[-1] and destination is not None:
             what = "number" if addresses[0].kind == "phone" else "address"
             raise CallbackRefused.of(f"refusal.same_{what}")
         forced = [self.legs.provider_name(name) for name in via] + [None, None]
@@ -339,7 +377,7 @@ class SessionManager:
                 session_id,
                 username,
                 specs[0],
-                specs[1],
+                specs[1] if destination is not None else None,
                 balance=ledger.balance,
                 now=self.clock.seconds(),
                 credit_limit=account.credit_limit,
@@ -357,7 +395,7 @@ class SessionManager:
             session_id=session_id,
             username=username,
             source=str(addresses[0]),
-            destination=str(addresses[1]),
+            destination=str(addresses[-1]) if destination is not None else "the IVR",
         )
         if self._busy:
             self._execute(session_id, effects)
@@ -607,6 +645,11 @@ class SessionManager:
 
     def _join_room(self, sid: str, effect: machine.JoinRoom) -> None:
         self._switch_call(sid, "join_room", self.switch.join_room, effect.channel_id, effect.room)
+
+    def _return_to_ivr(self, sid: str, effect: machine.ReturnToIvr) -> None:
+        self._switch_call(
+            sid, "return_to_ivr", self.switch.return_to_ivr, effect.channel_id, effect.room
+        )
 
     def _set_absolute_timeout(self, sid: str, effect: machine.SetAbsoluteTimeout) -> None:
         # the steps of one input (a switch event, the account's credit recompute) may

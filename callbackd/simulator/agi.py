@@ -202,7 +202,10 @@ class AGICall:
         self._running: _Running | None = None
         self._dead = not channel.alive
         self._hangup_sent = False
+        #: the channel was Redirected away (AMI): AGI() ends, the dialplan goes on there
+        self._moved = False
         channel.hangup_hooks.append(self._channel_hung_up)
+        channel.redirect_hooks.append(self._redirected)
 
     def __repr__(self) -> str:
         return f"<AGICall {self.channel.name} {self.url}>"
@@ -282,8 +285,10 @@ class AGICall:
     def _end(self, status: str) -> None:
         self.status = status
         ch = self.channel
+        if self._redirected in ch.redirect_hooks:
+            ch.redirect_hooks.remove(self._redirected)
         ch.variables["AGISTATUS"] = status
-        if ch.alive:
+        if ch.alive and not self._moved:
             if self.then is not None:
                 self.then(ch)
             else:
@@ -325,6 +330,15 @@ class AGICall:
         ch = self.channel
         if ch.alive:
             self.switch.hangup_far_end(ch, 16) if ch.peer is not None else self.switch.hangup(ch)
+
+    def _redirected(self) -> None:
+        """An AMI Redirect of the channel (an async goto): res_agi sees a soft hangup,
+        writes ``HANGUP`` and goes dead; the channel runs the new place once AGI()
+        returns (here at once)."""
+        self._moved = True
+        if self._channel_hung_up in self.channel.hangup_hooks:
+            self.channel.hangup_hooks.remove(self._channel_hung_up)
+        self._channel_hung_up()
 
     def _channel_hung_up(self) -> None:
         self._dead = True
@@ -592,7 +606,7 @@ class AGICall:
                 "",
                 lambda r, _s: self._reply(f"200 result={min(r, 0)}"),
             )
-        elif app in ("answer", "ringing", "progress", "noop", "set"):
+        elif app in ("answer", "ringing", "progress", "noop", "set", "playtones", "stopplaytones"):
             if app == "answer":
                 self._cmd_answer()
                 return

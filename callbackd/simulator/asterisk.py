@@ -73,6 +73,7 @@ DIALPLAN: dict[str, dict[str, tuple[str, ...]]] = {
         "wait-a": ("Set", "GotoIf", "Playtones", "Wait", "Hangup"),
         "leg-a": ("Set", "GotoIf", "StopPlaytones", "ConfBridge", "Hangup"),
         "leg-b": ("Set", "GotoIf", "ConfBridge", "Hangup"),
+        "ivr-a": ("Set", "GotoIf", "StopPlaytones", "AGI", "Wait", "Hangup"),
         "bad": ("Hangup",),
     },
     "cb-dtmf": {"endb": ("UserEvent",)},
@@ -187,6 +188,8 @@ class Channel:
     dnid: str = "unknown"
     #: called once when the channel hangs up (a running ``AGI()`` learns it so)
     hangup_hooks: list[Callable[[], None]] = field(default_factory=list)
+    #: called once when an AMI Redirect moves the channel (a running ``AGI()`` ends)
+    redirect_hooks: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def is_local_two(self) -> bool:
@@ -925,6 +928,9 @@ class SimulatedAsterisk:
     def redirect(self, ch: Channel, context: str, exten: str, priority: str = "1") -> None:
         """Move ``ch`` to ``context,exten``: it leaves its room and runs the dialplan there."""
         self._cancel(ch, "dialplan")
+        hooks, ch.redirect_hooks = ch.redirect_hooks, []
+        for hook in hooks:
+            hook()
         if ch.room is not None:
             self._leave(ch, "")
         self._goto(ch, context, exten)

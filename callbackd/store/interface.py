@@ -290,3 +290,20 @@ class IStore(Interface):
 
     def dead_sms():
         """Fire with the dead-lettered OutboundSms, oldest first (for operators)."""
+
+    # -- IVR PIN lockout (phone callback) ------------------------------------------------
+    def pin_failed(username, number, now, attempts, period):
+        """Count a wrong PIN keyed for the account from the caller ID ``number``.
+
+        Failures are counted per account and per caller ID, each in a window of
+        ``period`` seconds from its first failure; the ``attempts``-th failure of either
+        locks PIN entry for both until ``now + period``. Fire with the end of the
+        lockout in force after this failure (0.0: not locked).
+        """
+
+    def pin_locked_until(username, number, now):
+        """Fire with the end of a PIN lockout of the account or the caller ID in force at
+        ``now`` (0.0: none)."""
+
+    def pin_succeeded(username, number):
+        """A right PIN: forget the failures of the account and of the caller ID."""

@@ -78,6 +78,8 @@ class MemoryStore:
         self._sms: dict[str, OutboundSms] = {}
         self._sms_due: set[str] = set()
         self._sms_dead: list[str] = []
+        #: IVR PIN failures: counter key -> (failures, first failure, locked until)
+        self._pin_failures: dict[str, tuple[int, float, float]] = {}
         #: ids of sent SMS -> when they are forgotten
         self._sms_sent: dict[str, float] = {}
 
@@ -716,6 +718,58 @@ class MemoryStore:
     def dead_sms(self) -> defer.Deferred[list[OutboundSms]]:
         """Fire with the dead letters, oldest first."""
         return _fired(lambda: self._up() and [self._sms[i] for i in self._sms_dead])
+
+    # -- IVR PIN lockout (phone callback) ------------------------------------------------
+    def pin_failed(
+        self, username: str, number: str, now: float, attempts: int, period: float
+    ) -> defer.Deferred[float]:
+        """Count a wrong PIN for the account and the caller ID (see IStore)."""
+
+        def fail() -> float:
+            self._up()
+            until = 0.0
+            for key in _pin_keys(username, number):
+                count, first, locked = self._pin_failures.get(key, (0, 0.0, 0.0))
+                if not count or now - first > period:
+                    count, first = 0, now
+                count += 1
+                if count >= attempts:
+                    count, locked = 0, now + period
+                self._pin_failures[key] = (count, first, locked)
+                until = max(until, locked if locked > now else 0.0)
+            return until
+
+        return _fired(fail)
+
+    def pin_locked_until(self, username: str, number: str, now: float) -> defer.Deferred[float]:
+        """The end of a PIN lockout in force (see IStore)."""
+
+        def locked() -> float:
+            self._up()
+            ends = [
+                self._pin_failures.get(key, (0, 0.0, 0.0))[2] for key in _pin_keys(username, number)
+            ]
+            return max([end for end in ends if end > now], default=0.0)
+
+        return _fired(locked)
+
+    def pin_succeeded(self, username: str, number: str) -> defer.Deferred[None]:
+        """Forget the PIN failures of the account and the caller ID (see IStore)."""
+
+        def forget() -> None:
+            self._up()
+            for key in _pin_keys(username, number):
+                count, first, locked = self._pin_failures.pop(key, (0, 0.0, 0.0))
+                if locked:
+                    self._pin_failures[key] = (0, 0.0, locked)
+
+        return _fired(forget)
+
+
+def _pin_keys(username: str, number: str) -> tuple[str, str]:
+    """The PIN failure counters of an account and of a caller ID."""
+    records.check_username(username)
+    return f"account:{username}", f"number:{number}"
 
 
 def _code(voucher: Voucher) -> str:

@@ -388,6 +388,33 @@ def _translate(failure: Failure) -> Failure:
     return failure
 
 
+# -- IVR PIN lockout (phone callback) ----------------------------------------------------
+_PIN_FAILED = _Script("""
+-- KEYS: the account's and the caller ID's PIN failure hashes (count, first, until);
+-- ARGV: now, attempts, period. Each counts in a window of period seconds from its first
+-- failure; the attempts-th locks until now + period. Returns the lockout's end or 0.
+local now, attempts, period = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local result = 0
+for _, key in ipairs(KEYS) do
+  local count = tonumber(redis.call('HGET', key, 'count') or '0')
+  local first = tonumber(redis.call('HGET', key, 'first') or '0')
+  local locked = tonumber(redis.call('HGET', key, 'until') or '0')
+  if count == 0 or now - first > period then count, first = 0, now end
+  count = count + 1
+  if count >= attempts then count, locked = 0, now + period end
+  redis.call('HSET', key, 'count', count, 'first', tostring(first), 'until', tostring(locked))
+  redis.call('EXPIRE', key, math.ceil(period) * 2 + 60)
+  if locked > now and locked > result then result = locked end
+end
+return tostring(result)
+""")
+
+
+def _pin_keys(username: str, number: str) -> list[str]:
+    records.check_username(username)
+    return [_acct(username, "pinfail"), f"cb:pinfail:{number}"]
+
+
 def _acct(username: str, *parts: str) -> str:
     return ":".join(("cb:acct", username, *parts))
 
@@ -1104,6 +1131,38 @@ class RedisStore:
             if fields:
                 found.append(records.sms_from_fields(_pairs(fields)))
         return found
+
+    # -- IVR PIN lockout (phone callback) ------------------------------------------------
+    def pin_failed(
+        self, username: str, number: str, now: float, attempts: int, period: float
+    ) -> defer.Deferred[float]:
+        """Count a wrong PIN for the account and the caller ID (see IStore)."""
+        return defer.ensureDeferred(self._pin_failed(username, number, now, attempts, period))
+
+    async def _pin_failed(
+        self, username: str, number: str, now: float, attempts: int, period: float
+    ) -> float:
+        keys = _pin_keys(username, number)
+        return float(await self._eval(_PIN_FAILED, keys, [repr(now), attempts, repr(period)]))
+
+    def pin_locked_until(self, username: str, number: str, now: float) -> defer.Deferred[float]:
+        """The end of a PIN lockout in force (see IStore)."""
+        return defer.ensureDeferred(self._pin_locked_until(username, number, now))
+
+    async def _pin_locked_until(self, username: str, number: str, now: float) -> float:
+        ends = [
+            float(await self._call("HGET", key, "until") or 0)
+            for key in _pin_keys(username, number)
+        ]
+        return max([end for end in ends if end > now], default=0.0)
+
+    def pin_succeeded(self, username: str, number: str) -> defer.Deferred[None]:
+        """Forget the PIN failures of the account and the caller ID (see IStore)."""
+        return defer.ensureDeferred(self._pin_succeeded(username, number))
+
+    async def _pin_succeeded(self, username: str, number: str) -> None:
+        for key in _pin_keys(username, number):
+            await self._call("HSET", key, "count", 0, "first", 0)
 
     # -- change feed -------------------------------------------------------------------------
     def watch(

@@ -720,3 +720,33 @@ def test_account_dataclass_round_trips_through_fields():
     account = Account("a.b", "de", "gold", AccountStatus.BLOCKED, 5, 3, "+4930", 7, 1.25)
     assert records.account_from_fields(records.account_to_fields(account)) == account
     assert dataclasses.asdict(account)["status"] is AccountStatus.BLOCKED
+
+
+# -- IVR PIN lockout (phone callback) -------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_pin_failures_lock_the_account_and_the_caller_id(store):
+    """The third wrong PIN in the window locks PIN entry for the period, for the account
+    (from any caller ID) and for the caller ID (for any account)."""
+    assert await store.pin_locked_until("alice", "+4930123456", 1000.0) == 0.0
+    assert await store.pin_failed("alice", "+4930123456", 1000.0, 3, 600) == 0.0
+    assert await store.pin_failed("alice", "+4930123456", 1010.0, 3, 600) == 0.0
+    assert await store.pin_failed("alice", "+4930123456", 1020.0, 3, 600) == 1620.0
+    assert await store.pin_locked_until("alice", "+4930999999", 1100.0) == 1620.0
+    assert await store.pin_locked_until("bob", "+4930123456", 1100.0) == 1620.0
+    assert await store.pin_locked_until("bob", "+4930999999", 1100.0) == 0.0
+    assert await store.pin_locked_until("alice", "+4930123456", 1620.5) == 0.0
+
+
+@pytest_twisted.ensureDeferred
+async def test_pin_failures_count_in_a_window_and_a_success_forgets_them(store):
+    await store.pin_failed("alice", "+4930123456", 1000.0, 3, 600)
+    await store.pin_failed("alice", "+4930123456", 1010.0, 3, 600)
+    # the window of the first failure is over: counting starts again
+    assert await store.pin_failed("alice", "+4930123456", 1700.0, 3, 600) == 0.0
+    assert await store.pin_failed("alice", "+4930123456", 1710.0, 3, 600) == 0.0
+    await store.pin_succeeded("alice", "+4930123456")
+    assert await store.pin_failed("alice", "+4930123456", 1720.0, 3, 600) == 0.0
+    assert await store.pin_failed("alice", "+4930123456", 1730.0, 3, 600) == 0.0
+    assert await store.pin_locked_until("alice", "+4930123456", 1730.0) == 0.0
