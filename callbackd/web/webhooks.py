@@ -184,6 +184,9 @@ class WebhookSender(QueueSender):
             username = self._owners[session_id] = state.username
         if event.kind == "session_ended":
             del self._owners[session_id]
+        cached = self._hooks.get(username)
+        if cached is not None and cached[1] is None and cached[0] > self.clock.seconds():
+            return  # no webhook (the common case): nothing to queue
         d = defer.ensureDeferred(self._queue(username, event))
         d.addErrback(self._not_queued, event)
 

@@ -208,7 +208,7 @@ def test_the_buffer_is_bounded_and_an_ended_session_expires():
     sid = world.callback()
     for seq in range(10, 20):
         hub.publish(SessionEvent("leg_ringing", sid, seq, 0.0))
-    assert [s for s, _ in hub._buffers[sid].frames] == [17, 18, 19]
+    assert [entry[0] for entry in hub._buffers[sid].events] == [17, 18, 19]
     assert world.manager.hangup(sid).called
     world.clock.advance(120)  # the release timers give up waiting for the switch
     assert hub._buffers[sid].ended

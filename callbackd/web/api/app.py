@@ -147,8 +147,10 @@ def _secure(request: server.Request) -> None:
 def _answer(request: server.Request, status: int, body: bytes, media: bytes = _JSON) -> bytes:
     request.setResponseCode(status)
     _secure(request)
-    if body or status != 204:
+    if status != 204:
         request.setHeader(b"content-type", media)
+        # the length up front: no chunked encoding of a body that is whole already
+        request.setHeader(b"content-length", b"%d" % len(body))
     return body
 
 
