@@ -24,7 +24,7 @@ the HTTP status only.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
@@ -214,26 +214,11 @@ class SmsSender(QueueSender):
     methods = QueueMethods("due_sms", "next_sms_due", "sms_sent", "sms_retry", "sms_failed")
 
     def __init__(
-        self,
-        store: Any,
-        gateways: Mapping[str, Any],
-        clock: IReactorTime,
-        *,
-        batch: int = 20,
-        lease: float = 60.0,
-        backoff: Callable[[int], float] | None = None,
-        max_attempts: int = 20,
-        store_retry: float = 5.0,
+        self, store: Any, gateways: Mapping[str, Any], clock: IReactorTime, **options: Any
     ) -> None:
-        super().__init__(
-            store,
-            clock,
-            batch=batch,
-            lease=lease,
-            backoff=backoff,
-            max_attempts=max_attempts,
-            store_retry=store_retry,
-        )
+        """``options``: :class:`~callbackd.queue.QueueSender`'s (batch, lease, backoff,
+        max_attempts, store_retry)."""
+        super().__init__(store, clock, **options)
         self.gateways = dict(gateways)
 
     def send(self, message_id: str, to: str, text: str, gateway: str) -> defer.Deferred[bool]:
