@@ -122,7 +122,7 @@ def test_signature_header_parser(header):
         assert timestamp >= 0 and signatures
 
 
-@given(st.binary(max_size=200), st.integers(min_value=0, max_value=2**40), st.text(min_size=1))
+@given(st.binary(max_size=200), st.integers(min_value=0, max_value=10**12 - 1), st.text(min_size=1))
 def test_signatures_verify_and_tampering_fails(body, timestamp, secret):
     header = sign(secret, timestamp, body)
     assert verify_signature(secret, header, body, now=timestamp)
