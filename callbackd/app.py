@@ -64,6 +64,7 @@ class Daemon:
         self.agi_router: dict[str, Any] = {}
         self.agi: Any = None
         self.ivr: Any = None
+        self.api: Any = None
 
     def add(self, name: str, child: service.IService) -> service.IService:
         child.setName(name)
@@ -100,6 +101,8 @@ def create_daemon(config: Config, reactor: Any, decks: Decks | None = None) -> S
         health.register("xmpp", lambda: (True, "off ([xmpp] enabled = no)"))
     web_root = make_web_root(health, metrics)
     daemon.web_root = web_root
+    if config.api.enabled:
+        _make_api(daemon, web_root)
     daemon.add("web", make_web_service(config.web, web_root, reactor=reactor))
     if config.manhole.enabled:
         from callbackd.manhole import make_manhole_service
@@ -297,6 +300,17 @@ def _make_xmpp(daemon: Daemon, health: Any) -> None:
     daemon.xmpp = daemon.add("xmpp", chat)
     # connected to the XMPP server as its component (and why not: refused secret ...)
     health.register("xmpp", chat.health)
+
+
+def _make_api(daemon: Daemon, web_root: Any) -> None:
+    """The REST API at /api, and its ``api`` child (event hub, webhook sender)."""
+    import treq
+
+    from callbackd.web.api.service import make_api
+
+    running, api = make_api(daemon.config, daemon.store, daemon.engine, daemon.reactor, treq)
+    daemon.api = daemon.add("api", running)
+    web_root.add_child("api", api.resource())
 
 
 def _session_metrics(metrics: Any, currency: str) -> Any:
