@@ -770,13 +770,15 @@ class MemoryStore:
             until = self.clock.seconds() + ttl
             self._cid_codes[number] = (username, records.code_hash(number, code), until, attempts)
 
-        def issue() -> defer.Deferred[None]:
+        def check() -> None:
             records.check_code(code)
             records.check_period(ttl, "ttl")
             records.check_attempts(attempts)
-            return self.add_caller_id(username, number).addCallback(keep)
 
-        return _fired(issue)
+        def add(_: None) -> defer.Deferred[CallerID]:
+            return self.add_caller_id(username, number)
+
+        return _fired(check).addCallback(add).addCallback(keep)
 
     def confirm_caller_id_code(self, number: str, code: str) -> defer.Deferred[str | None]:
         """Fire with the username when ``code`` is the number's live code, else None."""
