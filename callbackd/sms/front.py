@@ -91,8 +91,8 @@ def reply_id(key: str, n: int) -> str:
 
 
 class _Reply(Exception):
-    """Ends the handling with catalogue text ``msgid``; ``limited``: to a sender not
-    authorised, so at most one such reply per period."""
+    """Ends the handling with catalogue text ``msgid``; ``limited``: when the sender is
+    not authorised (no account known for it), at most one such reply per period."""
 
     def __init__(self, msgid: str, *, limited: bool = False, **params: Any) -> None:
         super().__init__(msgid)
@@ -240,11 +240,13 @@ class SmsFront:
         try:
             text = await self._answer(sender)
         except SmsError as e:
-            await self._limited(sender, _error_text(sender.t, e))
-            return
+            text = _error_text(sender.t, e)
+            if sender.account is None:
+                await self._limited(sender, text)
+                return
         except _Reply as e:
             text = sender.t.text(e.msgid, **e.params)
-            if e.limited:
+            if e.limited and sender.account is None:
                 await self._limited(sender, text)
                 return
         except CallbackRefused as e:

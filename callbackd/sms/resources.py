@@ -34,7 +34,7 @@ from typing import Any, Final
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web import resource, server
+from twisted.web import pages, resource, server
 
 from callbackd.config import SmsConfig, SmsGatewayConfig
 from callbackd.i18n import translator
@@ -258,4 +258,4 @@ class SmsRootResource(resource.Resource):
     """``/sms``: a child per gateway; nothing of its own."""
 
     def getChild(self, path: bytes, request: server.Request) -> resource.IResource:
-        return resource.NoResource("No such SMS gateway.")
+        return pages.notFound("No such SMS gateway", "No gateway is configured at this path.")

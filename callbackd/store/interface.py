@@ -260,6 +260,9 @@ class IStore(Interface):
     def enqueue_sms(message_id, to, text, gateway, not_before):
         """Queue an SMS to send at or after ``not_before``; fire with True.
 
+        ``gateway`` names an ``[sms-gateway:NAME]`` that sends; ``""`` is the ``[sms]``
+        default gateway (for parts of the daemon that do not know the gateways).
+
         Idempotent by ``message_id``: when that id is queued, dead-lettered or was sent
         within :data:`SMS_SENT_TTL` seconds, nothing changes and it fires with False.
         """

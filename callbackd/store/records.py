@@ -381,7 +381,8 @@ def check_sms(message_id: object, to: object, text: object, gateway: object) -> 
     """An outbound SMS's id, number, text and gateway name (IStore.enqueue_sms)."""
     check_key(message_id, "message id")
     check_key(to, "recipient")
-    check_key(gateway, "gateway")
+    if gateway != "":  # "": the [sms] default gateway
+        check_key(gateway, "gateway")
     if not isinstance(text, str) or not text or len(text) > MAX_SMS_TEXT:
         raise InvalidArgument(f"an SMS text must be 1 to {MAX_SMS_TEXT} characters")
 
