@@ -60,6 +60,8 @@ TIMES = {True: (1.0, 3.0), False: (2.0, 10.0)}
 UNKNOWN = "+4915100{:06d}"
 KNOWN = "+4915200{:06d}"
 DESTINATION = "+13105550{:03d}"
+#: seconds between one sender's messages in the paced loop (100 senders: 100 per second)
+PACE = 1.0
 
 
 def run(quick: bool) -> Any:
@@ -248,9 +250,16 @@ async def accepted_loop(
 
 
 async def callbacks_loop(
-    bench: Any, sink: Sink, port: int, count: int, times: tuple[float, float]
+    bench: Any,
+    sink: Sink,
+    port: int,
+    count: int,
+    times: tuple[float, float],
+    pace: float = 0.0,
+    name: str = "sms_callback_originate",
 ) -> list[dict[str, Any]]:
-    """``D.<destination>`` from each account's caller ID, hung up once talking, again."""
+    """``D.<destination>`` from each account's caller ID, hung up once talking, again:
+    at once (closed loop), or ``pace`` seconds after the sender's previous message."""
     from twisted.internet import defer
 
     from bench._harness import ms, percentile
@@ -296,7 +305,7 @@ async def callbacks_loop(
             sink.token,
             KNOWN.format(i),
             f"D.{DESTINATION.format(i % 1000)}",
-            f"c{i}-{sent[i]}",
+            f"{name}-{i}-{sent[i]}",
         )
         senders[i].post(request)
         sent_at[i] = senders[i].sent_at
@@ -316,6 +325,8 @@ async def callbacks_loop(
                 done.add(i)
                 if len(done) == count and not all_done.called:
                     all_done.callback(None)
+            elif pace:
+                reactor.callLater(max(0.0, sent_at[i] + pace - time.perf_counter()), begin, i)
             else:
                 begin(i)
 
@@ -324,7 +335,7 @@ async def callbacks_loop(
     simulator = bench.processes.simulator.pid
     try:
         for i in range(count):
-            reactor.callLater(i * warmup / 2 / count, begin, i)
+            reactor.callLater(i * (pace or warmup / 2) / count, begin, i)
         reactor.callLater(warmup, window.open, simulator)
         reactor.callLater(warmup + length, window.close, simulator)
         all_done.addTimeout(warmup + length + 60, reactor)
@@ -341,10 +352,15 @@ async def callbacks_loop(
     if not inside or missing:
         raise RuntimeError(f"{len(inside)} callbacks in the window, {len(missing)} not dialled")
     latencies = [bench.originate_at[sid] - at for _, at, sid in inside]
-    common = {"senders": count, "window_s": round(window.length, 2), "callbacks": len(inside)}
+    common = {
+        "senders": count,
+        "window_s": round(window.length, 2),
+        "callbacks": len(inside),
+        "pace_s": pace or None,
+    }
     return [
         {
-            "bench": "sms_callback_originate_p50",
+            "bench": f"{name}_p50",
             "value": ms(percentile(latencies, 0.5)),
             "unit": "ms",
             **common,
@@ -352,7 +368,7 @@ async def callbacks_loop(
             "daemon_cpu_share": round(window.cpu / window.length, 2),
         },
         {
-            "bench": "sms_callback_originate_p99",
+            "bench": f"{name}_p99",
             "value": ms(percentile(latencies, 0.99)),
             "unit": "ms",
             **common,
@@ -370,6 +386,9 @@ async def measure(reactor: Any, bench: Any, sink: Sink, quick: bool, count: int 
     times = TIMES[quick]
     print(json.dumps(await accepted_loop(bench, sink, port, count, times)), flush=True)
     for line in await callbacks_loop(bench, sink, port, count, times):
+        print(json.dumps(line), flush=True)
+    paced = await callbacks_loop(bench, sink, port, count, times, PACE, "sms_paced_originate")
+    for line in paced:
         print(json.dumps(line), flush=True)
     await bench.check_billing()
 

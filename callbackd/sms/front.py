@@ -272,8 +272,9 @@ class SmsFront:
             sender.account = await self.engine.account(owner)
         if hits > self.config.sender_limit:
             if hits == self.config.sender_limit + 1:
+                # said once per window (not every message: a flood would flood the log)
+                log.info("SMS from {sender}: rate limited", sender=sms.sender)
                 await self._say(sender, sender.t.text("sms.rate_limited"))
-            log.info("SMS from {sender}: rate limited", sender=sms.sender)
             return
         try:
             text = await self._answer(sender)
@@ -383,11 +384,7 @@ class SmsFront:
             )
             for event in self._newborn.pop(session_id, ()):
                 self._event(event)
-        log.info(
-            "SMS callback {session} for {username}",
-            session=session_id,
-            username=sender.account.username,
-        )
+        # (the engine's progress log tells of the session: no line of our own per call)
         return sender.t.text(
             "sms.callback_started", session=session_id, source=source, destination=destination
         )
@@ -450,8 +447,6 @@ class SmsFront:
         key = f"sms:replied:{sender.sms.sender}"
         if await self.store.count_hit(key, self.config.unknown_reply_period) == 1:
             await self._say(sender, text)
-        else:
-            log.info("SMS from {sender}: no more replies this period", sender=sender.sms.sender)
 
     # -- progress -----------------------------------------------------------------------
 
