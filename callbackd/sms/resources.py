@@ -17,11 +17,12 @@ Each request goes through, in order (the first that fails answers):
    window's bucket and, for a retry that straddles a bucket's edge, the previous one);
    the store down: 503;
 6. the answer, 200, the same for a new message and a retry of one: an empty body for
-   Kannel (smsbox sends a non-empty reply body back to the phone as an SMS unless the
-   service has ``max-messages = 0``; an empty one it never sends), ``accepted`` for a
-   form, ``{"accepted": true}`` for JSON. A new message is handled after the answer is
-   written (:meth:`SmsFront.handle <callbackd.sms.front.SmsFront.handle>`), in a later
-   reactor turn, so the gateway never waits for the engine.
+   Kannel (smsbox sends the answer's body back to the phone as an SMS unless the
+   service has ``max-messages = 0``; replies go through ``sendsms``, durably),
+   ``accepted`` for a form, ``{"accepted": true}`` for JSON. A new message is handled
+   once the answer is written (:meth:`SmsFront.handle
+   <callbackd.sms.front.SmsFront.handle>`), in the same reactor turn: the gateway never
+   waits for the engine.
 """
 
 from __future__ import annotations
