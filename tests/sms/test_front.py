@@ -10,6 +10,8 @@ from twisted.internet import defer
 from twisted.logger import globalLogPublisher
 
 from callbackd.config import SmsConfig
+from callbackd.core.sms import ERROR_CODES
+from callbackd.i18n import LANGUAGES, translator
 from callbackd.core.model import CDR, Account, PhonebookEntry
 from callbackd.core.smstext import count_segments
 from callbackd.sms.front import SmsFront, reply_id
@@ -316,3 +318,15 @@ def test_any_text_gets_at_most_one_reply_and_no_failure(text):
         globalLogPublisher.removeObserver(observe)
     assert len(replies) <= 1
     assert logged == []
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_refusal_has_a_text_in_every_language(language):
+    """Each SmsError code, InboundError code and auth code has its own catalogue text."""
+    t = translator(language)
+    for code in ERROR_CODES:
+        assert t.has(f"sms.error.{code}") or t.has(f"error.{code}"), code
+    for code in ("missing_field", "bad_json", "bad_encoding", "bad_number", "bad_time", "too_long"):
+        assert t.has(f"sms.inbound.{code}"), code
+    for code in ("bad_token", "missing_signature", "bad_signature", "forbidden_address"):
+        assert t.has(f"sms.auth.{code}"), code
