@@ -10,10 +10,10 @@ from twisted.internet import defer
 from twisted.logger import globalLogPublisher
 
 from callbackd.config import SmsConfig
-from callbackd.core.sms import ERROR_CODES
-from callbackd.i18n import LANGUAGES, translator
 from callbackd.core.model import CDR, Account, PhonebookEntry
+from callbackd.core.sms import ERROR_CODES
 from callbackd.core.smstext import count_segments
+from callbackd.i18n import LANGUAGES, translator
 from callbackd.sms.front import SmsFront, reply_id
 from callbackd.sms.inbound import InboundSms
 from tests.test_engine import DESTINATION, SOURCE, World, result
