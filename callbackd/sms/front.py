@@ -187,10 +187,11 @@ class SmsFront:
         self.region = region
         #: whether a gateway sends replies itself (else the default gateway does)
         self.sends = sends
+        #: the chat front's handlers answer the chat commands SMS takes (BALANCE ...);
+        #: it sends nothing itself and hears no events (never started)
         self.chat = ChatFront(
-            engine, store, _NoLinks(), clock, lambda jid, text: None, decimals=decimals,
-            currency=currency,
-        )  # fmt: skip
+            engine, store, _NoLinks(), clock, _no_send, decimals=decimals, currency=currency
+        )
         self._watchers: dict[str, _Watcher] = {}
         self._newborn: dict[str, list[SessionEvent]] = {}
         self._newborn_call: IDelayedCall | None = None
@@ -498,6 +499,10 @@ class SmsFront:
                 d.addErrback(lambda f: log.failure("cannot queue SMS progress", f))
             if watcher.ended:
                 del self._watchers[session_id]
+
+
+def _no_send(address: str, text: str) -> None:
+    """The chat front's ``send``: the SMS front queues its replies itself."""
 
 
 def _is_outcome(event: SessionEvent) -> bool:
