@@ -375,6 +375,12 @@ class SmsFront:
         source = source or sender.number
         if not source:
             raise _Reply("sms.no_source")
+        # at most one callback per message: its record goes before the call is placed
+        # (sent down the store's connection ahead of the engine's writes, not awaited),
+        # so a daemon dying from here on leaves nothing that a restart would call again
+        self.store.inbound_sms_handled(sender.key).addErrback(
+            lambda failure: log.warn("SMS {key} still pending", key=sender.key)
+        )
         session_id = await self.engine.start_callback(
             sender.account.username, source, destination, via, origin=ORIGIN
         )

@@ -330,3 +330,20 @@ def test_every_refusal_has_a_text_in_every_language(language):
         assert t.has(f"sms.inbound.{code}"), code
     for code in ("bad_token", "missing_signature", "bad_signature", "forbidden_address"):
         assert t.has(f"sms.auth.{code}"), code
+
+
+def test_a_callbacks_record_is_forgotten_before_the_call_is_placed():
+    """A restart after the call was placed must not place it again."""
+    sms = Sms()
+    key = "id:kannel:once"
+    result(sms.store.record_inbound_sms([key], {"x": 1}, 0.0, 600.0))
+    pending_at_call = []
+    start_callback = sms.world.manager.start_callback
+
+    def spy(*args, **kwargs):
+        pending_at_call.append([k for k, _, _ in result(sms.store.pending_inbound_sms())])
+        return start_callback(*args, **kwargs)
+
+    sms.world.manager.start_callback = spy
+    sms.send(f"D.{DESTINATION}", key=key)
+    assert pending_at_call == [[]]
