@@ -248,10 +248,17 @@ class SmsFront:
         gateway = sms.gateway if self.sends(sms.gateway) else ""
         sender = _Sender(sms, key, gateway, lookups.number)
         d = defer.ensureDeferred(self._handle(sender, lookups))
-        d.addCallback(lambda _: self.store.inbound_sms_handled(key))
-        d.addErrback(self._failed, sender)
+        d.addCallbacks(self._handled, self._failed, (key,), errbackArgs=(sender,))
         d.addBoth(self._done, key)
         return d
+
+    def _handled(self, result: object, key: str) -> defer.Deferred[None]:
+        """Forget the handled message's record (its replies are queued by now)."""
+
+        def not_forgotten(failure: Failure) -> None:
+            log.warn("SMS {key} handled, still pending: {error}", key=key, error=str(failure.value))
+
+        return self.store.inbound_sms_handled(key).addErrback(not_forgotten)
 
     def _done(self, result: object, key: str) -> None:
         self.handling.discard(key)

@@ -16,6 +16,7 @@ from callbackd.core.smstext import count_segments
 from callbackd.i18n import LANGUAGES, translator
 from callbackd.sms.front import SmsFront, reply_id
 from callbackd.sms.inbound import InboundSms
+from callbackd.store.interface import StoreUnavailable
 from tests.test_engine import DESTINATION, SOURCE, World, result
 
 ALICE_PHONE = "+4930123456"  # alice's verified caller ID (and the engine tests' SOURCE)
@@ -347,3 +348,14 @@ def test_a_callbacks_record_is_forgotten_before_the_call_is_placed():
     sms.world.manager.start_callback = spy
     sms.send(f"D.{DESTINATION}", key=key)
     assert pending_at_call == [[]]
+
+
+def test_a_failed_handling_says_sorry_and_stays_pending(failures):
+    """The store fails mid-way: the sender hears "sorry", the record waits for a restart."""
+    sms = Sms()
+    key = "id:kannel:fails"
+    result(sms.store.record_inbound_sms([key], {"x": 1}, 0.0, 600.0))
+    sms.store.get_phonebook = lambda username: defer.fail(StoreUnavailable("redis down"))
+    assert sms.send("B.office", key=key) == ["Sorry, something went wrong. Please try again later."]
+    assert [k for k, _, _ in result(sms.store.pending_inbound_sms())] == [key]
+    assert len(failures) == 1
