@@ -130,6 +130,10 @@ class GatewayResource(resource.Resource):
 
     def render(self, request: server.Request) -> Any:
         _no_delay(request)
+        # the query holds the token and the text (a password, a code): the access log,
+        # which writes request.uri when the answer is finished, gets the path alone
+        request.query_args = _query_args(request)  # type: ignore[attr-defined]
+        request.uri = request.path
         if request.method != self._method:
             request.setHeader(b"allow", self._method)
             self._written(request, 405, f"use {self._method.decode()}\n")
@@ -197,7 +201,7 @@ class GatewayResource(resource.Resource):
             if fmt == "kannel":
                 return parse_kannel(text_keys(request.args or {}), gateway=name)
             if fmt == "kannel-post":
-                query = text_keys(_query_args(request))
+                query = text_keys(request.query_args)  # type: ignore[attr-defined]
                 headers = {
                     name.decode("latin-1"): values[0]
                     for name, values in request.requestHeaders.getAllRawHeaders()

@@ -15,6 +15,7 @@ import treq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, reactor, task
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web import resource, server
 
 from callbackd.config import parse_config
@@ -459,3 +460,25 @@ async def test_store_down_is_503_and_nothing_handled(sms):
     # the gateway's retry, once the store is back, is the message's first acceptance
     assert (await answer(await sms.form(f"D.{DESTINATION}", id="down-1")))[0] == 200
     assert "Callback" in await sms.reply()
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_token_or_text_in_the_log(sms):
+    """Kannel's get-url carries the token and the text (a password) in its query: the
+    access log and the front's log lines show neither."""
+    logged: list[str] = []
+
+    def observe(event):
+        logged.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        fields = {"from": STRANGER, "to": "4930999", "text": "U.alice P.hunter2 D.1", "id": "l-1"}
+        assert (await answer(await sms.kannel(fields)))[0] == 200
+        await sms.reply(to=STRANGER)
+        await sms.settle()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    text = "\n".join(logged)
+    assert "/sms/kannel" in text  # the access log line is there, without its query
+    assert TOKEN not in text and "hunter2" not in text
