@@ -482,3 +482,18 @@ async def test_no_token_or_text_in_the_log(sms):
     text = "\n".join(logged)
     assert "/sms/kannel" in text  # the access log line is there, without its query
     assert TOKEN not in text and "hunter2" not in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_kannel_post_url_ucs2_body(sms):
+    """post-url without mo-recode: the body is raw UTF-16BE, the charset in Content-Type."""
+    headers = {
+        "Content-Type": 'text/plain; charset="UTF-16BE"',
+        "X-Kannel-From": ALICE_PHONE,
+        "X-Kannel-To": "4930999",
+        "X-Kannel-Coding": "2",
+    }
+    body = "B.office".encode("utf-16-be")
+    assert await answer(await sms.post("kpost", body, headers, query="id=p-2")) == (200, "")
+    assert f"then {DESTINATION}" in await sms.reply()
+    assert len(originated(sms)) == 1
