@@ -9,6 +9,7 @@ from twisted.internet import reactor, task
 
 from callbackd.core.model import Account
 from callbackd.store.interface import InvalidArgument, NoSuchAccount
+from callbackd.store import records
 from callbackd.store.memory import MemoryStore
 
 
@@ -171,3 +172,25 @@ async def test_counter_cleared(store):
         await store.count_hit("", 60.0)
     with pytest.raises(InvalidArgument):
         await store.count_hit("sms:x", 0)
+
+
+# -- Account.sms_progress ---------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_sms_progress_is_kept_and_checked(store):
+    await store.create_account(Account("alice", sms_progress="all"), "secret")
+    assert (await store.get_account("alice")).sms_progress == "all"
+    updated = await store.update_account("alice", sms_progress="none")
+    assert updated.sms_progress == "none"
+    assert (await store.get_account("alice")).sms_progress == "none"
+    with pytest.raises(InvalidArgument):
+        await store.update_account("alice", sms_progress="loud")
+    with pytest.raises(InvalidArgument):
+        await store.create_account(Account("bob", sms_progress="loud"), "secret")
+
+
+def test_an_account_stored_before_sms_progress_reads_as_the_default():
+    fields = records.account_to_fields(Account("alice"))
+    del fields["sms_progress"]
+    assert records.account_from_fields(fields).sms_progress == ""
