@@ -8,8 +8,8 @@ import pytest_twisted
 from twisted.internet import reactor, task
 
 from callbackd.core.model import Account
-from callbackd.store.interface import InvalidArgument, NoSuchAccount
 from callbackd.store import records
+from callbackd.store.interface import InvalidArgument, NoSuchAccount
 from callbackd.store.memory import MemoryStore
 
 
