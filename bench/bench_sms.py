@@ -385,12 +385,29 @@ async def measure(reactor: Any, bench: Any, sink: Sink, quick: bool, count: int 
     port = int(bench.daemon.config.web.listen.split(":")[1])
     times = TIMES[quick]
     print(json.dumps(await accepted_loop(bench, sink, port, count, times)), flush=True)
+    await outbound_sent(bench)
     for line in await callbacks_loop(bench, sink, port, count, times):
         print(json.dumps(line), flush=True)
+    await outbound_sent(bench)
     paced = await callbacks_loop(bench, sink, port, count, times, PACE, "sms_paced_originate")
     for line in paced:
         print(json.dumps(line), flush=True)
+    await outbound_sent(bench)
     await bench.check_billing()
+
+
+async def outbound_sent(bench: Any, timeout: float = 120.0) -> None:
+    """Wait until the outbound queue is empty: a loop's replies and progress, still being
+    sent to the sink, would take the next loop's CPU."""
+    from twisted.internet import task
+
+    deadline = time.monotonic() + timeout
+    while await bench.daemon.store.next_sms_due() is not None:
+        if time.monotonic() > deadline:
+            raise RuntimeError("outbound SMS still queued")
+        await task.deferLater(bench.reactor, 0.2, lambda: None)
+    if await bench.daemon.store.dead_sms():
+        raise RuntimeError("outbound SMS dead-lettered")
 
 
 def main(argv: list[str]) -> None:
