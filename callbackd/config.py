@@ -628,6 +628,10 @@ def _check_sms(
                 problems.append(f"{where}: {url!r} is not an http:// or https:// URL")
         if g.format in ("form", "json") and not (g.field_from and g.field_text):
             problems.append(f"{where}: field_from and field_text must not be empty")
+        if g.recipient and not re.fullmatch(
+            r"\+?[0-9]{1,20}", re.sub(r"[\s\-.()/]", "", g.recipient)
+        ):
+            problems.append(f"{where} recipient: {g.recipient!r} is not a phone number")
     if sms is None or not sms.enabled:
         return
     if sms.default_gateway and sms.default_gateway not in names:
