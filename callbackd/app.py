@@ -65,6 +65,7 @@ class Daemon:
         self.agi: Any = None
         self.ivr: Any = None
         self.api: Any = None
+        self.sms: Any = None
 
     def add(self, name: str, child: service.IService) -> service.IService:
         child.setName(name)
@@ -103,6 +104,10 @@ def create_daemon(config: Config, reactor: Any, decks: Decks | None = None) -> S
     daemon.web_root = web_root
     if config.api.enabled:
         _make_api(daemon, web_root)
+    if config.sms.enabled:
+        _make_sms(daemon, health)
+    else:
+        health.register("sms", lambda: (True, "off ([sms] enabled = no)"))
     daemon.add("web", make_web_service(config.web, web_root, reactor=reactor))
     if config.manhole.enabled:
         from callbackd.manhole import make_manhole_service
@@ -313,6 +318,16 @@ def _make_api(daemon: Daemon, web_root: Any) -> None:
     web_root.add_child("api", api.resource())
 
 
+def _make_sms(daemon: Daemon, health: Any) -> None:
+    from callbackd.sms.service import SmsService
+
+    sms = SmsService(daemon.config, daemon.store, daemon.engine, daemon.reactor)
+    daemon.sms = daemon.add("sms", sms)
+    daemon.web_root.add_child("sms", sms.resource)
+    # running, with the webhooks it serves
+    health.register("sms", sms.health)
+
+
 def _session_metrics(metrics: Any, currency: str) -> Any:
     """A session subscriber that keeps the session and leg metrics."""
 
@@ -348,6 +363,7 @@ def namespace(daemon: Daemon) -> dict[str, Any]:
         "reactor": daemon.reactor,
         "xmpp": daemon.xmpp,
         "agi": daemon.agi,
+        "sms": daemon.sms,
     }
     if daemon.xmpp is not None:
         ns["invite"] = daemon.xmpp.invite

@@ -245,9 +245,11 @@ def _schema_keys() -> set[tuple[str, str]]:
         for f in dataclasses.fields(cls):
             name = f.name + ("_file" if f.type in ("Secret", cfg.Secret) else "")
             keys.add((section, name))
-    for f in dataclasses.fields(cfg.ProviderConfig):
-        if not f.metadata.get("internal"):
-            keys.add(("provider:NAME", f.name))
+    for kind, cls in cfg.PATTERN_SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            if not f.metadata.get("internal"):
+                name = f.name + ("_file" if f.type in ("Secret", cfg.Secret) else "")
+                keys.add((f"{kind}:NAME", name))
     return keys
 
 
@@ -257,7 +259,7 @@ def test_example_documents_every_key():
     section = None
     seen: set[tuple[str, str]] = set()
     for line in text.splitlines():
-        m = re.match(r"^\[(\w+)(:\w+)?\]", line)
+        m = re.match(r"^\[([\w-]+)(:\w+)?\]", line)
         if m:
             section = m.group(1) + (":NAME" if m.group(2) else "")
             continue
@@ -280,3 +282,43 @@ def test_describe_lists_every_section():
     for section in cfg.SECTIONS:
         assert f"[{section}]" in text
     assert "[provider:NAME]" in text
+
+
+def test_sms_gateways_are_checked(tmp_path):
+    """An [sms-gateway:NAME] open to anyone, a signed GET, a bad network or recipient,
+    a sending gateway without its URL, and [sms] without a gateway that sends: each named."""
+    text = """
+[sms]
+enabled = yes
+[sms-gateway:open]
+format = form
+[sms-gateway:k]
+format = kannel
+signature_secret_env = S
+allow = 10.0.0.x
+[sms-gateway:fw]
+format = forwarder
+allow = 127.0.0.1
+recipient = our phone
+send = kannel
+"""
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.parse_config(text, tmp_path / "c.ini", {"S": "x"})
+    problems = "\\n".join(e.value.problems)
+    assert "[sms-gateway:open]: needs token, signature_secret or allow" in problems
+    assert "[sms-gateway:k] signature_secret: a get-url request has no body" in problems
+    assert "[sms-gateway:k] allow: not an address or network: '10.0.0.x'" in problems
+    assert "[sms-gateway:fw] recipient: 'our phone' is not a phone number" in problems
+    assert "[sms-gateway:fw]: send = kannel needs sendsms_url and sendsms_username" in problems
+
+
+def test_sms_default_gateway_must_send(tmp_path):
+    base = "[sms]\nenabled = yes\n{default}\n[sms-gateway:in]\nformat = form\nallow = ::1\n"
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.parse_config(base.format(default=""), tmp_path / "c.ini", {})
+    assert "no [sms-gateway:NAME] sends replies" in str(e.value)
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.parse_config(base.format(default="default_gateway = in"), tmp_path / "c.ini", {})
+    assert "[sms] default_gateway: [sms-gateway:in] sends none" in str(e.value)
+    config = cfg.parse_config(base.format(default="") + "send = log\n", tmp_path / "c.ini", {})
+    assert [g.name for g in config.sms_gateways] == ["in"] and config.sms.enabled
