@@ -83,7 +83,10 @@ def available() -> bool:
 
 
 def parse_groups(text: str) -> list[tuple[str, dict[str, str]]]:
-    """A Kannel config's groups in order: each group's name and its settings (raw values)."""
+    """A Kannel config's groups in order: each group's name and its settings (raw values).
+
+    ``include`` lines are left out (they belong to no group).
+    """
     groups: list[tuple[str, dict[str, str]]] = []
     for line in text.splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
@@ -95,7 +98,7 @@ def parse_groups(text: str) -> list[tuple[str, dict[str, str]]]:
         setting = _SETTING.match(line)
         if setting is None:
             raise ValueError(f"not a Kannel setting: {line!r}")
-        if groups:
+        if groups and setting.group(2) != "include":  # an include is no group's
             groups[-1][1][setting.group(2)] = setting.group(4)
     return groups
 
