@@ -128,7 +128,9 @@ class SmsService(service.MultiService):
         self.resource = SmsRootResource()
         self.gateways: dict[str, GatewayResource] = {}
         for g in config.sms_gateways:
-            child = GatewayResource(g, config.sms, store, reactor, self.front.handle)
+            child = GatewayResource(
+                g, config.sms, store, reactor, self.front.handle, self.front.prepare
+            )
             self.gateways[g.name] = child
             self.resource.putChild(g.name.encode("utf-8"), child)
         self._recovery: IDelayedCall | None = None
