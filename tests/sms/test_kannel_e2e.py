@@ -29,10 +29,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from callbackd.i18n import Translator, translator
+from callbackd.i18n import translator
 from tests.integration.daemon import Daemon, ManholeClient, redis_command
 from tests.sms import kannel as kannel_module
 from tests.sms.kannel import Kannel, query_of
+from tests.xmpp.test_conversation import ANY, like
 
 pytestmark = pytest.mark.integration
 
@@ -42,16 +43,10 @@ SOURCE, DESTINATION, OTHER = "+15550011111", "+15550012222", "+15550013333"
 PASSWORD_ENV = "CALLBACKD_TEST_SMS_PASSWORD"
 PASSWORD = "alices-sms-password"
 EN, ES = translator("en"), translator("es")
-#: stands for any text in :func:`like`
-ANY = "\x00"
 #: seconds allowed for one step on a loaded machine
 STEP = 30.0
-
-
-def like(t: Translator, msgid: str, **params: str) -> re.Pattern[str]:
-    """The catalogue text ``msgid`` as a regex; a parameter given as ``ANY`` matches any text."""
-    text = t.text(msgid, **params)
-    return re.compile(".+?".join(re.escape(part) for part in text.split(ANY)))
+#: the engine's log line of a callback placed for alice
+PLACED = re.compile(r"session \S+ of alice: phone:")
 
 
 class Relay:
@@ -234,7 +229,7 @@ def test_a_wrong_password_gets_a_reply_and_no_callback(stack):
     mark = stack.daemon.log_mark()
     phone.send(f"u.alice p.wrong-{PASSWORD} d.{DESTINATION}")
     phone.expect(like(EN, "sms.auth_failed"))
-    assert "SMS callback" not in stack.daemon.log()[mark:]
+    assert not PLACED.search(stack.daemon.log()[mark:])
 
 
 def test_registration_with_its_code_then_a_callback_by_caller_id_alone(stack):
@@ -315,7 +310,7 @@ def test_a_message_kannel_retries_places_one_callback(stack):
     [statuses] = [s for s in stack.relay.seen.values() if len(s) >= 2]
     assert statuses[:2] == [200, 200]
     time.sleep(2.0)  # a second callback, had there been one, would have replied by now
-    assert len(re.findall(r"SMS callback \S+ for alice", stack.daemon.log()[mark:])) == 1
+    assert len(PLACED.findall(stack.daemon.log()[mark:])) == 1
     started = like(EN, "sms.callback_started", session=ANY, source=SOURCE, destination=DESTINATION)
     replies = [r for r in phone.replies() if any(started.fullmatch(x) for x in r.splitlines())]
     assert len(replies) == 1, phone.replies()
