@@ -187,10 +187,11 @@ class SmsFront:
         self.region = region
         #: whether a gateway sends replies itself (else the default gateway does)
         self.sends = sends
+        #: the chat front's handlers answer the chat commands SMS takes (BALANCE ...);
+        #: it sends nothing itself and hears no events (never started)
         self.chat = ChatFront(
-            engine, store, _NoLinks(), clock, lambda jid, text: None, decimals=decimals,
-            currency=currency,
-        )  # fmt: skip
+            engine, store, _NoLinks(), clock, _no_send, decimals=decimals, currency=currency
+        )
         self._watchers: dict[str, _Watcher] = {}
         self._newborn: dict[str, list[SessionEvent]] = {}
         self._newborn_call: IDelayedCall | None = None
@@ -374,6 +375,12 @@ class SmsFront:
         source = source or sender.number
         if not source:
             raise _Reply("sms.no_source")
+        # at most one callback per message: its record goes before the call is placed
+        # (sent down the store's connection ahead of the engine's writes, not awaited),
+        # so a daemon dying from here on leaves nothing that a restart would call again
+        self.store.inbound_sms_handled(sender.key).addErrback(
+            lambda failure: log.warn("SMS {key} still pending", key=sender.key)
+        )
         session_id = await self.engine.start_callback(
             sender.account.username, source, destination, via, origin=ORIGIN
         )
@@ -498,6 +505,10 @@ class SmsFront:
                 d.addErrback(lambda f: log.failure("cannot queue SMS progress", f))
             if watcher.ended:
                 del self._watchers[session_id]
+
+
+def _no_send(address: str, text: str) -> None:
+    """The chat front's ``send``: the SMS front queues its replies itself."""
 
 
 def _is_outcome(event: SessionEvent) -> bool:
