@@ -23,6 +23,7 @@ keys of different accounts never collide)::
     cb:sessions                       SET     the ids of sessions in flight
     cb:provider:{name}:attempts       ZSET    "{seq:020}|{json}" scored by the attempt's time
     cb:provider:{name}:seq            STRING  counter making attempt members unique
+    cb:web:{sha256(token)}            STRING  JSON of a portal login (username, role), expiring
 
 Everything that must be all-or-nothing or checked-then-written is one Lua script
 (EVALSHA, falling back to EVAL after NOSCRIPT, e.g. when Redis restarted):
@@ -320,6 +321,8 @@ _SMS_DUE = "cb:sms:due"
 #: the dead-lettered SMS ids, oldest first (their hashes stay)
 _SMS_DEAD = "cb:sms:dead"
 _SMS_MSG = "cb:sms:msg:"
+#: a portal login, by the SHA-256 of its token
+_WEB = "cb:web:"
 
 _ENQUEUE_SMS = _Script("""
 -- KEYS: msg, sent marker, due; ARGV: id, to, text, gateway, not_before, created_at
@@ -1166,6 +1169,33 @@ class RedisStore:
                 on_state(live)
             except Exception:
                 log.failure("change feed watcher {watcher!r} failed", watcher=on_state)
+
+    # -- web portal sessions -----------------------------------------------------------------
+    def create_web_session(self, username: str, role: str, ttl: int) -> defer.Deferred[str]:
+        """Open a portal login (``cb:web:{sha256(token)}``, expiring); fire with its token."""
+        return defer.ensureDeferred(self._create_web_session(username, role, ttl))
+
+    async def _create_web_session(self, username: str, role: str, ttl: int) -> str:
+        token, digest = records.new_web_session(username, role, ttl)
+        record = {"username": username, "role": role, "created_at": self.clock.seconds()}
+        await self._call("SET", _WEB + digest, json.dumps(record), "EX", ttl)
+        return token
+
+    def get_web_session(self, token: str) -> defer.Deferred[dict[str, Any] | None]:
+        """Fire with the login's record, or None."""
+        digest = records.web_token_digest(token)
+        if digest is None:
+            return defer.succeed(None)
+        return self._call("GET", _WEB + digest).addCallback(
+            lambda text: json.loads(text) if text else None
+        )
+
+    def delete_web_session(self, token: str) -> defer.Deferred[bool]:
+        """End the login; fire with True if there was one."""
+        digest = records.web_token_digest(token)
+        if digest is None:
+            return defer.succeed(False)
+        return self._call("DEL", _WEB + digest).addCallback(bool)
 
 
 def store_endpoint(config: Config, reactor: Any) -> tuple[IStreamClientEndpoint, str]:
