@@ -93,6 +93,8 @@ def create_daemon(config: Config, reactor: Any, decks: Decks | None = None) -> S
         health.register("xmpp", lambda: (True, "off ([xmpp] enabled = no)"))
     web_root = make_web_root(health, metrics)
     daemon.web_root = web_root
+    if config.portal.enabled:
+        _make_portal(daemon)
     daemon.add("web", make_web_service(config.web, web_root, reactor=reactor))
     if config.manhole.enabled:
         from callbackd.manhole import make_manhole_service
@@ -244,6 +246,15 @@ def _make_xmpp(daemon: Daemon, health: Any) -> None:
     daemon.xmpp = daemon.add("xmpp", chat)
     # connected to the XMPP server as its component (and why not: refused secret ...)
     health.register("xmpp", chat.health)
+
+
+def _make_portal(daemon: Daemon) -> None:
+    """The web portal at ``/portal`` (``/`` redirects there): users' and operators' pages."""
+    from callbackd.web.portal import PREFIX, make_portal
+
+    portal = make_portal(daemon.store, daemon.engine, daemon.config, daemon.reactor)
+    daemon.web_root.add_child(PREFIX.strip("/"), portal)
+    daemon.web_root.set_home(PREFIX + "/")
 
 
 def _session_metrics(metrics: Any, currency: str) -> Any:

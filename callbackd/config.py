@@ -30,6 +30,7 @@ __all__ = [
     "DaemonConfig",
     "GatewaysConfig",
     "ManholeConfig",
+    "PortalConfig",
     "ProviderConfig",
     "RedisConfig",
     "RoutingConfig",
@@ -392,6 +393,51 @@ class XMPPConfig:
 
 
 @dataclass(frozen=True)
+class PortalConfig:
+    """[portal]: the web portal at /portal (users' and operators' pages)."""
+
+    enabled: bool = field(default=True, metadata=_meta("serve the portal at /portal"))
+    operators: str = field(
+        default="",
+        metadata=_meta(
+            "usernames (comma separated) who log in to the operators' pages",
+            pattern=re.compile(r"^[A-Za-z0-9._@+,\s-]*$"),
+        ),
+    )
+    session_ttl: int = field(
+        default=28800,
+        metadata=_meta("seconds a portal login lasts", min=60, max=86400),
+    )
+    login_attempts: int = field(
+        default=5,
+        metadata=_meta(
+            "failed logins per username, and per client address, within login_window"
+            " before further logins are refused until the window passes",
+            min=1,
+        ),
+    )
+    login_window: float = field(
+        default=300.0, metadata=_meta("seconds the failed logins are counted over", min=1.0)
+    )
+    secure_cookies: bool = field(
+        default=False,
+        metadata=_meta(
+            "mark cookies Secure also over plain HTTP (behind a TLS proxy);"
+            " over an ssl: endpoint they always are"
+        ),
+    )
+    code_ttl: int = field(
+        default=900,
+        metadata=_meta("seconds a caller ID's verification code stays valid", min=60),
+    )
+
+    @property
+    def operator_names(self) -> frozenset[str]:
+        """The operators' usernames."""
+        return frozenset(n.strip() for n in self.operators.split(",") if n.strip())
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -407,6 +453,7 @@ class Config:
     gateways: GatewaysConfig
     xmpp: XMPPConfig
     providers: tuple[ProviderConfig, ...]
+    portal: PortalConfig = field(default_factory=PortalConfig)
 
     def resolve(self, name: str | Path) -> Path:
         """A path from the config, relative to the config file's directory."""
@@ -430,6 +477,7 @@ SECTIONS: dict[str, type] = {
     "routing": RoutingConfig,
     "gateways": GatewaysConfig,
     "xmpp": XMPPConfig,
+    "portal": PortalConfig,
 }
 PATTERN_SECTIONS: dict[str, type] = {"provider": ProviderConfig}
 

@@ -306,4 +306,3 @@ class IStore(Interface):
 
     def delete_web_session(token):
         """End the login (log out); fire with True if there was one."""
-
