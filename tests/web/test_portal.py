@@ -55,11 +55,11 @@ def make_user(operator, base):
         )
         assert r.status_code == 303, r.text
         page = operator.get("/ops/accounts").text
-        nonce = re.search(
-            r'name="username" value="%s">\s*<input type="hidden" name="nonce" value="([^"]+)"'
-            % re.escape(name),
-            page,
-        ).group(1)
+        pattern = (
+            f'name="username" value="{re.escape(name)}">'
+            r'\s*<input type="hidden" name="nonce" value="([^"]+)"'
+        )
+        nonce = re.search(pattern, page).group(1)
         r = operator.post(
             "/ops/accounts/topup", {"username": name, "amount": credit, "nonce": nonce}
         )

@@ -22,9 +22,9 @@ from twisted.web.server import Request
 
 from callbackd.config import Config
 from callbackd.core.model import AccountStatus
-from callbackd.i18n import DEFAULT_LANGUAGE, LANGUAGES, Translator, translator
+from callbackd.i18n import DEFAULT_LANGUAGE, LANGUAGES, Translator, progress, translator
 from callbackd.web.portal import forms
-from callbackd.web.portal.live import address_text
+from callbackd.web.portal.live import address_text, leg_text
 from callbackd.web.portal.security import (
     ANON_COOKIE,
     SESSION_COOKIE,
@@ -45,7 +45,11 @@ LANG_COOKIE: Final = b"callbackd_lang"
 TEMPLATES: Final = Path(__file__).parent / "templates"
 STATIC: Final = Path(__file__).parent / "static"
 #: the static files served, with their content types
-STATIC_TYPES: Final = {"portal.css": b"text/css; charset=utf-8", "portal.js": b"text/javascript"}
+STATIC_TYPES: Final = {
+    "portal.css": b"text/css; charset=utf-8",
+    "portal.js": b"text/javascript",
+    "favicon.svg": b"image/svg+xml",
+}
 
 #: the routes of every portal page (users' and operators'), bound to a Portal per instance
 app = Klein()
@@ -168,6 +172,9 @@ class PortalBase:
         body = self.templates.get_template(template).render(
             page=page,
             t=t.text,
+            leg_name=lambda leg: leg_text(t, leg),
+            cause=lambda text: progress.cause_text(t, text) if text else "",
+            reason=lambda text: progress.reason_text(t, text) if text else "",
             money=lambda minor: t.money(minor, self.decimals, self.currency),
             base=PREFIX,
             languages=[(code, translator(code).language_name(code)) for code in LANGUAGES],

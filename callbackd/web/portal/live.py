@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from callbackd.i18n import Translator, progress
 
-__all__ = ["LEG_STATUSES", "address_text", "leg_status", "running_cost", "session_view"]
+__all__ = ["LEG_STATUSES", "address_text", "leg_status", "leg_text", "running_cost", "session_view"]
 
 #: the statuses a leg is shown in, in the order a leg goes through them
 LEG_STATUSES: Final = ("calling", "ringing", "connected", "busy", "no_answer", "failed", "ended")
@@ -23,6 +23,13 @@ LEG_STATUSES: Final = ("calling", "ringing", "connected", "busy", "no_answer", "
 def address_text(address: str) -> str:
     """A leg's address as people write it: ``+4930123456`` for a phone, ``sip:u@h`` else."""
     return address[len("phone:") :] if address.startswith("phone:") else address
+
+
+def leg_text(t: Translator, leg: str) -> str:
+    """A leg's name in words: ``Source``, ``Destination``, ``Additional party 2``."""
+    role, _, number = leg.partition("-")
+    words = progress.role_text(t, role, title=True)
+    return f"{words} {number}" if number else words
 
 
 def leg_status(leg: Mapping[str, Any]) -> str:
