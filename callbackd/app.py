@@ -59,6 +59,7 @@ class Daemon:
         self.health: Any = None
         self.web_root: Any = None
         self.xmpp: Any = None
+        self.sms: Any = None
 
     def add(self, name: str, child: service.IService) -> service.IService:
         child.setName(name)
@@ -93,6 +94,10 @@ def create_daemon(config: Config, reactor: Any, decks: Decks | None = None) -> S
         health.register("xmpp", lambda: (True, "off ([xmpp] enabled = no)"))
     web_root = make_web_root(health, metrics)
     daemon.web_root = web_root
+    if config.sms.enabled:
+        _make_sms(daemon, health)
+    else:
+        health.register("sms", lambda: (True, "off ([sms] enabled = no)"))
     if config.portal.enabled:
         _make_portal(daemon)
     daemon.add("web", make_web_service(config.web, web_root, reactor=reactor))
@@ -248,6 +253,16 @@ def _make_xmpp(daemon: Daemon, health: Any) -> None:
     health.register("xmpp", chat.health)
 
 
+def _make_sms(daemon: Daemon, health: Any) -> None:
+    from callbackd.sms.service import SmsService
+
+    sms = SmsService(daemon.config, daemon.store, daemon.engine, daemon.reactor)
+    daemon.sms = daemon.add("sms", sms)
+    daemon.web_root.add_child("sms", sms.resource)
+    # running, with the webhooks it serves
+    health.register("sms", sms.health)
+
+
 def _make_portal(daemon: Daemon) -> None:
     """The web portal at ``/portal`` (``/`` redirects there): users' and operators' pages."""
     from callbackd.web.portal import PREFIX, make_portal
@@ -291,6 +306,7 @@ def namespace(daemon: Daemon) -> dict[str, Any]:
         "simulator": daemon.simulator,
         "reactor": daemon.reactor,
         "xmpp": daemon.xmpp,
+        "sms": daemon.sms,
     }
     if daemon.xmpp is not None:
         ns["invite"] = daemon.xmpp.invite

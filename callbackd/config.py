@@ -36,6 +36,8 @@ __all__ = [
     "RoutingConfig",
     "Secret",
     "SimulatorConfig",
+    "SmsConfig",
+    "SmsGatewayConfig",
     "WebConfig",
     "XMPPConfig",
     "load_config",
@@ -392,6 +394,253 @@ class XMPPConfig:
     )
 
 
+# -- SMS ------------------------------------------------------------------------------------
+
+_FIELD_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]{0,64}$")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class SmsConfig:
+    """[sms]: the SMS front: commands by SMS through the ``[sms-gateway:NAME]`` sections."""
+
+    enabled: bool = field(
+        default=False, metadata=_meta("serve the SMS gateways' webhooks at /sms/NAME and reply")
+    )
+    default_gateway: str = field(
+        default="",
+        metadata=_meta(
+            "the [sms-gateway:NAME] that sends replies when the gateway a message came in"
+            " through sends none (and verification codes queued by other parts); empty: the"
+            " only gateway that sends",
+            pattern=re.compile(r"^$|" + _PROVIDER_NAME.pattern),
+        ),
+    )
+    progress: str = field(
+        default="outcome",
+        metadata=_meta(
+            "progress replies of an account that chose none: all (every event), outcome"
+            " (answered, failed, ended with its charge) or none",
+            **_choice("all", "outcome", "none"),
+        ),
+    )
+    max_segments: int = field(
+        default=3,
+        metadata=_meta("the most SMS parts a reply takes; a longer one is trimmed", min=1, max=10),
+    )
+    sender_limit: int = field(
+        default=10, metadata=_meta("messages handled per sender per sender_period", min=1)
+    )
+    sender_period: float = field(
+        default=600.0, metadata=_meta("seconds of the per-sender rate limit's window", min=1.0)
+    )
+    gateway_limit: int = field(
+        default=500,
+        metadata=_meta(
+            "messages accepted per gateway per gateway_period; more are answered 503 (the"
+            " gateway retries later)",
+            min=1,
+        ),
+    )
+    gateway_period: float = field(
+        default=1.0, metadata=_meta("seconds of the per-gateway rate limit's window", min=0.01)
+    )
+    lockout_failures: int = field(
+        default=5,
+        metadata=_meta(
+            "wrong passwords per account and per sender within lockout_period before"
+            " passwords are not even checked",
+            min=1,
+        ),
+    )
+    lockout_period: float = field(
+        default=900.0, metadata=_meta("seconds a wrong password is counted", min=1.0)
+    )
+    unknown_reply_period: float = field(
+        default=86400.0,
+        metadata=_meta(
+            "a sender not authorised (no verified caller ID, no right password) gets at most"
+            " one reply per this many seconds",
+            min=1.0,
+        ),
+    )
+    dedupe_window: float = field(
+        default=600.0,
+        metadata=_meta(
+            "seconds within which a gateway's retry (same message id, or same sender and"
+            " text) is answered again and not handled again",
+            min=1.0,
+        ),
+    )
+    code_ttl: float = field(
+        default=900.0, metadata=_meta("seconds a caller-ID verification code is good", min=10.0)
+    )
+    code_attempts: int = field(
+        default=5, metadata=_meta("wrong guesses before a verification code is void", min=1)
+    )
+    recover_max_age: float = field(
+        default=900.0,
+        metadata=_meta(
+            "at start, accepted messages not yet handled are handled if younger than this"
+            " (in seconds); older ones are only logged",
+            min=0.0,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class SmsGatewayConfig:
+    """[sms-gateway:NAME]: one SMS gateway; its webhook is /sms/NAME on the [web] port."""
+
+    name: str = field(default="", metadata=_meta("(from the section name)", internal=True))
+    format: str = field(
+        default="",
+        metadata=_meta(
+            "what the gateway posts: kannel (smsbox get-url), kannel-post (post-url), form,"
+            " json, forwarder (the SMS forwarder app)",
+            required=True,
+            **_choice("kannel", "kannel-post", "form", "json", "forwarder"),
+        ),
+    )
+    token: Secret = field(
+        default=Secret(""),
+        metadata=_meta(
+            "shared token the gateway sends in token_header or the token_field query field",
+            secret=True,
+        ),
+    )
+    token_header: str = field(
+        default="X-Callbackd-Token",
+        metadata=_meta(
+            "header carrying the token (also read: Authorization: Bearer TOKEN)",
+            pattern=_HEADER_NAME,
+        ),
+    )
+    token_field: str = field(
+        default="token",
+        metadata=_meta("query field carrying the token (Kannel's get-url)", pattern=_FIELD_NAME),
+    )
+    signature_secret: Secret = field(
+        default=Secret(""),
+        metadata=_meta(
+            "HMAC-SHA256 key: the request body's signature must come in signature_header"
+            " (hex or base64, optionally sha256=...); not for format = kannel (no body)",
+            secret=True,
+        ),
+    )
+    signature_header: str = field(
+        default="X-Signature", metadata=_meta("header carrying the signature", pattern=_HEADER_NAME)
+    )
+    allow: str = field(
+        default="",
+        metadata=_meta(
+            "comma-separated addresses or networks the gateway's requests may come from,"
+            " e.g. 127.0.0.1, 10.0.0.0/8, ::1 (empty: any)"
+        ),
+    )
+    field_from: str = field(
+        default="from", metadata=_meta("form/json: the sender's field", pattern=_FIELD_NAME)
+    )
+    field_to: str = field(
+        default="to",
+        metadata=_meta("form/json: the recipient's field (empty: not sent)", pattern=_FIELD_NAME),
+    )
+    field_text: str = field(
+        default="text", metadata=_meta("form/json: the text's field", pattern=_FIELD_NAME)
+    )
+    field_id: str = field(
+        default="id",
+        metadata=_meta("form/json: the message id's field (empty: not sent)", pattern=_FIELD_NAME),
+    )
+    field_timestamp: str = field(
+        default="timestamp",
+        metadata=_meta(
+            "form/json: the field of the time received, epoch seconds (empty: not sent)",
+            pattern=_FIELD_NAME,
+        ),
+    )
+    recipient: str = field(
+        default="",
+        metadata=_meta("forwarder: the phone's number (the app does not send it)"),
+    )
+    send: str = field(
+        default="none",
+        metadata=_meta(
+            "how replies go out through this gateway: kannel (smsbox sendsms), http-post"
+            " (JSON POST), none",
+            **_choice("kannel", "http-post", "none"),
+        ),
+    )
+    sendsms_url: str = field(
+        default="",
+        metadata=_meta("send = kannel: smsbox's sendsms base URL, e.g. http://127.0.0.1:13013"),
+    )
+    sendsms_username: str = field(
+        default="", metadata=_meta("send = kannel: the sendsms-user's username")
+    )
+    sendsms_password: Secret = field(
+        default=Secret(""), metadata=_meta("send = kannel: its password", secret=True)
+    )
+    sendsms_from: str = field(
+        default="", metadata=_meta("send = kannel: the sender number of replies (from=)")
+    )
+    post_url: str = field(
+        default="",
+        metadata=_meta('send = http-post: the URL posted {"id", "to", "text"} as JSON'),
+    )
+    post_token: Secret = field(
+        default=Secret(""),
+        metadata=_meta("send = http-post: sent as Authorization: Bearer TOKEN", secret=True),
+    )
+    timeout: float = field(
+        default=10.0, metadata=_meta("seconds an outbound request may take", min=0.1)
+    )
+
+    @property
+    def allowed(self) -> tuple[str, ...]:
+        """The allow-list's entries."""
+        return tuple(entry.strip() for entry in self.allow.split(",") if entry.strip())
+
+
+def _check_sms(
+    sms: SmsConfig | None, gateways: list[SmsGatewayConfig], problems: list[str]
+) -> None:
+    """What no single [sms] or [sms-gateway:NAME] key can check alone."""
+    from callbackd.sms.auth import AddressAllowList
+
+    names = [g.name for g in gateways]
+    senders = [g.name for g in gateways if g.send != "none"]
+    for g in gateways:
+        where = f"[sms-gateway:{g.name}]"
+        if not (g.token or g.signature_secret or g.allowed):
+            problems.append(f"{where}: needs token, signature_secret or allow (none is open)")
+        if g.signature_secret and g.format == "kannel":
+            problems.append(f"{where} signature_secret: a get-url request has no body to sign")
+        try:
+            AddressAllowList.parse(g.allowed)
+        except ValueError as e:
+            problems.append(f"{where} allow: {e}")
+        if g.send == "kannel" and not (g.sendsms_url and g.sendsms_username):
+            problems.append(f"{where}: send = kannel needs sendsms_url and sendsms_username")
+        if g.send == "http-post" and not g.post_url:
+            problems.append(f"{where}: send = http-post needs post_url")
+        for url in (g.sendsms_url, g.post_url):
+            if url and not re.match(r"^https?://", url):
+                problems.append(f"{where}: {url!r} is not an http:// or https:// URL")
+        if g.format in ("form", "json") and not (g.field_from and g.field_text):
+            problems.append(f"{where}: field_from and field_text must not be empty")
+    if sms is None or not sms.enabled:
+        return
+    if sms.default_gateway and sms.default_gateway not in names:
+        problems.append(f"[sms] default_gateway: no [sms-gateway:{sms.default_gateway}]")
+    elif sms.default_gateway and sms.default_gateway not in senders:
+        problems.append(f"[sms] default_gateway: [sms-gateway:{sms.default_gateway}] sends none")
+    elif not sms.default_gateway and len(senders) > 1:
+        problems.append("[sms] default_gateway: required when several gateways send")
+    if not senders:
+        problems.append("[sms]: enabled, but no [sms-gateway:NAME] sends replies (send = ...)")
+
+
 @dataclass(frozen=True)
 class PortalConfig:
     """[portal]: the web portal at /portal (users' and operators' pages)."""
@@ -426,10 +675,6 @@ class PortalConfig:
             " over an ssl: endpoint they always are"
         ),
     )
-    code_ttl: int = field(
-        default=900,
-        metadata=_meta("seconds a caller ID's verification code stays valid", min=60),
-    )
 
     @property
     def operator_names(self) -> frozenset[str]:
@@ -453,6 +698,8 @@ class Config:
     gateways: GatewaysConfig
     xmpp: XMPPConfig
     providers: tuple[ProviderConfig, ...]
+    sms: SmsConfig = SmsConfig()
+    sms_gateways: tuple[SmsGatewayConfig, ...] = ()
     portal: PortalConfig = field(default_factory=PortalConfig)
 
     def resolve(self, name: str | Path) -> Path:
@@ -477,9 +724,10 @@ SECTIONS: dict[str, type] = {
     "routing": RoutingConfig,
     "gateways": GatewaysConfig,
     "xmpp": XMPPConfig,
+    "sms": SmsConfig,
     "portal": PortalConfig,
 }
-PATTERN_SECTIONS: dict[str, type] = {"provider": ProviderConfig}
+PATTERN_SECTIONS: dict[str, type] = {"provider": ProviderConfig, "sms-gateway": SmsGatewayConfig}
 
 _TRUE = {"yes", "true", "on", "1"}
 _FALSE = {"no", "false", "off", "0"}
@@ -637,6 +885,7 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
     base = path.parent
     built: dict[str, Any] = {}
     providers: list[ProviderConfig] = []
+    sms_gateways: list[SmsGatewayConfig] = []
     for section in parser.sections():
         items = dict(parser.items(section))
         if section in SECTIONS:
@@ -649,17 +898,10 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
             if not _PROVIDER_NAME.match(name):
                 problems.append(f"[{section}]: name must match {_PROVIDER_NAME.pattern}")
                 continue
-            providers.append(
-                _build_section(
-                    section,
-                    PATTERN_SECTIONS[kind],
-                    items,
-                    base,
-                    environ,
-                    problems,
-                    extra={"name": name},
-                )
+            built_section = _build_section(
+                section, PATTERN_SECTIONS[kind], items, base, environ, problems, {"name": name}
             )
+            (sms_gateways if kind == "sms-gateway" else providers).append(built_section)
             continue
         problems.append(f"[{section}]: unknown section")
     ami = built.get("ami")
@@ -679,6 +921,7 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
             _check_readable(f"[provider:{p.name}] rates", p.rates, base, problems)
         if p.dial and "{number}" not in p.dial and "{e164}" not in p.dial:
             problems.append(f"[provider:{p.name}] dial: must contain {{number}} or {{e164}}")
+    _check_sms(built.get("sms"), sms_gateways, problems)
     for section, key in _SERVER_ENDPOINTS:
         parsed = built.get(section) or SECTIONS[section]()
         _check_endpoint(f"[{section}] {key}", getattr(parsed, key), problems)
@@ -687,6 +930,7 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
     return Config(
         path=path,
         providers=tuple(providers),
+        sms_gateways=tuple(sms_gateways),
         **{name: built.get(name) or cls() for name, cls in SECTIONS.items()},
     )
 

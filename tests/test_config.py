@@ -245,9 +245,11 @@ def _schema_keys() -> set[tuple[str, str]]:
         for f in dataclasses.fields(cls):
             name = f.name + ("_file" if f.type in ("Secret", cfg.Secret) else "")
             keys.add((section, name))
-    for f in dataclasses.fields(cfg.ProviderConfig):
-        if not f.metadata.get("internal"):
-            keys.add(("provider:NAME", f.name))
+    for kind, cls in cfg.PATTERN_SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            if not f.metadata.get("internal"):
+                name = f.name + ("_file" if f.type in ("Secret", cfg.Secret) else "")
+                keys.add((f"{kind}:NAME", name))
     return keys
 
 
@@ -257,7 +259,7 @@ def test_example_documents_every_key():
     section = None
     seen: set[tuple[str, str]] = set()
     for line in text.splitlines():
-        m = re.match(r"^\[(\w+)(:\w+)?\]", line)
+        m = re.match(r"^\[([\w-]+)(:\w+)?\]", line)
         if m:
             section = m.group(1) + (":NAME" if m.group(2) else "")
             continue

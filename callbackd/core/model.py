@@ -39,6 +39,9 @@ class Account:
     #: spend cap per day in minor units (0 = none)
     daily_spend_cap: int = 0
     created_at: float = 0.0
+    #: the SMS progress replies: "all" (every event), "outcome" (answered, failed, ended
+    #: with its charge), "none", or "" for the ``[sms] progress`` default
+    sms_progress: str = ""
 
 
 @dataclass(frozen=True)

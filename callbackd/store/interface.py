@@ -17,6 +17,7 @@ __all__ = [
     "INVITE_ORIGIN",
     "LINK_ORIGIN",
     "NOT_ACCOUNT_CHANGES",
+    "SMS_CODE_ATTEMPTS",
     "SMS_LEASE",
     "SMS_SENT_TTL",
     "AccountExists",
@@ -43,6 +44,8 @@ NOT_ACCOUNT_CHANGES: Final = frozenset({LINK_ORIGIN, INVITE_ORIGIN})
 SMS_LEASE: Final = 60.0
 #: seconds the id of a sent SMS is remembered, so a second enqueue is a no-op
 SMS_SENT_TTL: Final = 7 * 86400
+#: wrong guesses a caller-ID code takes before it is forgotten (IStore.issue_caller_id_code)
+SMS_CODE_ATTEMPTS: Final = 5
 
 
 class StoreError(Exception):
@@ -257,6 +260,9 @@ class IStore(Interface):
     def enqueue_sms(message_id, to, text, gateway, not_before):
         """Queue an SMS to send at or after ``not_before``; fire with True.
 
+        ``gateway`` names an ``[sms-gateway:NAME]`` that sends; ``""`` is the ``[sms]``
+        default gateway (for parts of the daemon that do not know the gateways).
+
         Idempotent by ``message_id``: when that id is queued, dead-lettered or was sent
         within :data:`SMS_SENT_TTL` seconds, nothing changes and it fires with False.
         """
@@ -290,6 +296,48 @@ class IStore(Interface):
 
     def dead_sms():
         """Fire with the dead-lettered OutboundSms, oldest first (for operators)."""
+
+    # -- SMS front: inbound messages, caller-ID codes, counters -----------------------
+    def record_inbound_sms(keys, record, now, ttl):
+        """Record an accepted inbound SMS unless one of its dedupe ``keys`` was seen.
+
+        ``keys``: the message's dedupe keys (:func:`callbackd.sms.inbound.dedupe_key`;
+        the first is its own, the others those a retry of it may carry). When none was
+        recorded within ``ttl`` seconds, marks the first seen until ``now + ttl``, keeps
+        ``record`` (a JSON-able dict) pending under it and fires with True; otherwise
+        changes nothing and fires with False (a gateway's retry). Atomic.
+        """
+
+    def inbound_sms_handled(key):
+        """The pending inbound SMS recorded under ``key`` was handled: forget its record."""
+
+    def pending_inbound_sms():
+        """Fire with ``(key, record, recorded_at)`` of every pending inbound SMS, oldest first."""
+
+    def issue_caller_id_code(username, number, code, ttl, attempts=SMS_CODE_ATTEMPTS):
+        """Add ``number`` as an unverified caller ID of the account and keep ``code``'s hash.
+
+        The code (replacing any earlier one for the number) is good for ``ttl`` seconds
+        and ``attempts`` wrong guesses. NoSuchAccount, or InvalidArgument when the number
+        belongs to another account or is no E.164 number.
+        """
+
+    def confirm_caller_id_code(number, code):
+        """Fire with the username when ``code`` is the number's live code, else None.
+
+        A match marks the caller ID verified and forgets the code; a wrong code counts
+        an attempt, and the code is forgotten when its attempts are used up.
+        """
+
+    def count_hit(key, period):
+        """Count a hit of ``key``; fire with the hits in its window (the first hit opens
+        a window of ``period`` seconds; the count starts over after it)."""
+
+    def hit_count(key):
+        """Fire with the hits of ``key`` in its open window (0 when none is open)."""
+
+    def clear_hits(key):
+        """Close ``key``'s window (forget its hits)."""
 
     # -- web portal sessions ------------------------------------------------------------
     def create_web_session(username, role, ttl):

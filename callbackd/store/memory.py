@@ -25,6 +25,7 @@ from callbackd.store.hashing import BcryptHasher, PasswordHasher
 from callbackd.store.interface import (
     INVITE_ORIGIN,
     LINK_ORIGIN,
+    SMS_CODE_ATTEMPTS,
     SMS_LEASE,
     SMS_SENT_TTL,
     AccountExists,
@@ -80,6 +81,12 @@ class MemoryStore:
         self._sms_dead: list[str] = []
         #: ids of sent SMS -> when they are forgotten
         self._sms_sent: dict[str, float] = {}
+        #: the SMS front's: dedupe keys -> until when seen; pending inbound records;
+        #: caller-ID codes (username, hash, until, attempts left); counters (hits, until)
+        self._sms_seen: dict[str, float] = {}
+        self._sms_inbound: dict[str, tuple[str, float]] = {}
+        self._cid_codes: dict[str, tuple[str, str, float, int]] = {}
+        self._hits: dict[str, list[Any]] = {}
         #: portal logins: token digest -> (expires at, record)
         self._web_sessions: dict[str, tuple[float, dict[str, Any]]] = {}
 
@@ -718,6 +725,124 @@ class MemoryStore:
     def dead_sms(self) -> defer.Deferred[list[OutboundSms]]:
         """Fire with the dead letters, oldest first."""
         return _fired(lambda: self._up() and [self._sms[i] for i in self._sms_dead])
+
+    # -- SMS front: inbound messages, caller-ID codes, counters ------------------------
+    def record_inbound_sms(
+        self, keys: list[str], record: dict[str, Any], now: float, ttl: float
+    ) -> defer.Deferred[bool]:
+        """Record the SMS unless one of its keys was seen (see IStore.record_inbound_sms)."""
+
+        def record_() -> bool:
+            text = records.check_inbound(keys, record, ttl)
+            self._up()
+            if any(self._sms_seen.get(key, 0.0) > self.clock.seconds() for key in keys):
+                return False
+            self._sms_seen[keys[0]] = self.clock.seconds() + ttl
+            self._sms_inbound[keys[0]] = (text, float(now))
+            return True
+
+        return _fired(record_)
+
+    def inbound_sms_handled(self, key: str) -> defer.Deferred[None]:
+        """Forget the pending record of ``key``."""
+
+        def handled() -> None:
+            records.check_key(key, "dedupe key")
+            self._up()
+            self._sms_inbound.pop(key, None)
+
+        return _fired(handled)
+
+    def pending_inbound_sms(self) -> defer.Deferred[list[tuple[str, dict[str, Any], float]]]:
+        """Fire with the pending records, oldest first."""
+
+        def pending() -> list[tuple[str, dict[str, Any], float]]:
+            self._up()
+            found = [(key, json.loads(text), at) for key, (text, at) in self._sms_inbound.items()]
+            return sorted(found, key=lambda item: (item[2], item[0]))
+
+        return _fired(pending)
+
+    def issue_caller_id_code(
+        self, username: str, number: str, code: str, ttl: float, attempts: int = SMS_CODE_ATTEMPTS
+    ) -> defer.Deferred[None]:
+        """Add the number unverified and keep the code's hash (see the interface)."""
+
+        def keep(cid: CallerID) -> None:
+            until = self.clock.seconds() + ttl
+            self._cid_codes[number] = (username, records.code_hash(number, code), until, attempts)
+
+        def check() -> None:
+            records.check_code(code)
+            records.check_period(ttl, "ttl")
+            records.check_attempts(attempts)
+
+        def add(_: None) -> defer.Deferred[CallerID]:
+            return self.add_caller_id(username, number)
+
+        return _fired(check).addCallback(add).addCallback(keep)
+
+    def confirm_caller_id_code(self, number: str, code: str) -> defer.Deferred[str | None]:
+        """Fire with the username when ``code`` is the number's live code, else None."""
+
+        def confirm() -> str | None:
+            records.check_number(number)
+            self._up()
+            entry = self._cid_codes.get(number)
+            if entry is None or entry[2] <= self.clock.seconds():
+                self._cid_codes.pop(number, None)
+                return None
+            username, hashed, until, left = entry
+            if not isinstance(code, str) or records.code_hash(number, code) != hashed:
+                if left <= 1:
+                    del self._cid_codes[number]
+                else:
+                    self._cid_codes[number] = (username, hashed, until, left - 1)
+                return None
+            del self._cid_codes[number]
+            if self._cid_owner.get(number) != username:
+                return None  # the number was removed meanwhile
+            mine = self._caller_ids[username]
+            mine[number] = dataclasses.replace(mine[number], verified=True)
+            return username
+
+        return _fired(confirm)
+
+    def _window(self, key: str) -> list[float]:
+        records.check_key(key, "counter")
+        self._up()
+        window = self._hits.get(key)
+        if window is not None and window[1] <= self.clock.seconds():
+            del self._hits[key]
+            window = None
+        return window or [0, 0.0]
+
+    def count_hit(self, key: str, period: float) -> defer.Deferred[int]:
+        """Count a hit of ``key`` in its window of ``period`` seconds; fire with the count."""
+
+        def hit() -> int:
+            records.check_period(period)
+            window = self._window(key)
+            if not window[0]:
+                window = [0, self.clock.seconds() + period]
+            window[0] += 1
+            self._hits[key] = window
+            return int(window[0])
+
+        return _fired(hit)
+
+    def hit_count(self, key: str) -> defer.Deferred[int]:
+        """Fire with the hits of ``key`` in its open window."""
+        return _fired(lambda: int(self._window(key)[0]))
+
+    def clear_hits(self, key: str) -> defer.Deferred[None]:
+        """Forget the hits of ``key``."""
+
+        def clear() -> None:
+            self._window(key)
+            self._hits.pop(key, None)
+
+        return _fired(clear)
 
     # -- web portal sessions ------------------------------------------------------------
     def create_web_session(self, username: str, role: str, ttl: int) -> defer.Deferred[str]:

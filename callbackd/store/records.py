@@ -30,6 +30,12 @@ __all__ = [
     "ACCOUNT_FIELDS",
     "IDEMPOTENCY_TTL",
     "MAX_AMOUNT",
+    "SMS_PROGRESS",
+    "check_attempts",
+    "check_code",
+    "check_inbound",
+    "check_period",
+    "code_hash",
     "account_from_fields",
     "account_to_fields",
     "attempt_record",
@@ -76,6 +82,8 @@ _MAX_KEY = 200
 _ORIGIN = re.compile(r"[A-Za-z0-9.:_-]{0,64}")
 
 ACCOUNT_FIELDS = tuple(f.name for f in dataclasses.fields(Account))
+#: the values of ``Account.sms_progress`` ("": the ``[sms] progress`` default)
+SMS_PROGRESS = ("", "all", "outcome", "none")
 
 
 def check_username(username: object) -> str:
@@ -201,6 +209,8 @@ def check_account(account: object) -> Account:
         check_number(account.default_number)
     if isinstance(account.created_at, bool) or not isinstance(account.created_at, int | float):
         raise InvalidArgument("created_at must be a number")
+    if account.sms_progress not in SMS_PROGRESS:
+        raise InvalidArgument(f"bad sms_progress {account.sms_progress!r}")
     return account
 
 
@@ -250,6 +260,7 @@ def account_from_fields(fields: Mapping[str, str]) -> Account:
         default_number=fields["default_number"],
         daily_spend_cap=int(fields["daily_spend_cap"]),
         created_at=float(fields["created_at"]),
+        sms_progress=fields.get("sms_progress", ""),
     )
 
 
@@ -370,7 +381,8 @@ def check_sms(message_id: object, to: object, text: object, gateway: object) -> 
     """An outbound SMS's id, number, text and gateway name (IStore.enqueue_sms)."""
     check_key(message_id, "message id")
     check_key(to, "recipient")
-    check_key(gateway, "gateway")
+    if gateway != "":  # "": the [sms] default gateway
+        check_key(gateway, "gateway")
     if not isinstance(text, str) or not text or len(text) > MAX_SMS_TEXT:
         raise InvalidArgument(f"an SMS text must be 1 to {MAX_SMS_TEXT} characters")
 
@@ -387,6 +399,58 @@ def sms_from_fields(fields: Mapping[str, str]) -> OutboundSms:
         created_at=float(fields.get("created_at", 0.0)),
         last_error=fields.get("last_error", ""),
     )
+
+
+# -- SMS front ----------------------------------------------------------------------------
+
+_CODE = re.compile(r"[0-9A-Za-z]{4,16}")
+
+
+def check_code(code: object) -> str:
+    """A caller-ID verification code: 4 to 16 letters or digits."""
+    if not isinstance(code, str) or not _CODE.fullmatch(code):
+        raise InvalidArgument("a code must be 4 to 16 letters or digits")
+    return code
+
+
+def code_hash(number: str, code: str) -> str:
+    """What the store keeps of a caller-ID code: its SHA-256, bound to the number.
+
+    The code lives minutes and takes a few guesses; the hash keeps it out of a dump of
+    the database, and binding it to the number makes one hash useless for another.
+    """
+    data = f"callbackd caller-id code\0{number}\0{code.upper()}".encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_inbound(keys: object, record: object, ttl: object) -> str:
+    """The arguments of ``record_inbound_sms``; the record's JSON text."""
+    if not isinstance(keys, list | tuple) or not keys:
+        raise InvalidArgument("an inbound SMS needs at least one dedupe key")
+    for key in keys:
+        check_key(key, "dedupe key")
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
+        raise InvalidArgument(f"ttl must be a positive number, got {ttl!r}")
+    if not isinstance(record, dict):
+        raise InvalidArgument("an inbound SMS record must be a dict")
+    try:
+        return json.dumps(record, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgument(f"inbound SMS record is not JSON-able: {e}") from None
+
+
+def check_period(period: object, what: str = "period") -> float:
+    """A positive number of seconds."""
+    if isinstance(period, bool) or not isinstance(period, int | float) or not period > 0:
+        raise InvalidArgument(f"{what} must be a positive number of seconds, got {period!r}")
+    return float(period)
+
+
+def check_attempts(attempts: object) -> int:
+    """A positive number of attempts."""
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise InvalidArgument(f"attempts must be a positive integer, got {attempts!r}")
+    return attempts
 
 
 # -- web portal sessions -----------------------------------------------------------------

@@ -23,6 +23,12 @@ keys of different accounts never collide)::
     cb:sessions                       SET     the ids of sessions in flight
     cb:provider:{name}:attempts       ZSET    "{seq:020}|{json}" scored by the attempt's time
     cb:provider:{name}:seq            STRING  counter making attempt members unique
+    cb:sms:in:seen:{dedupe key}       STRING  an inbound SMS was recorded (TTL: the dedupe window)
+    cb:sms:in:data                    HASH    dedupe key -> JSON of an inbound SMS not yet handled
+    cb:sms:in:pending                 ZSET    those dedupe keys scored by the time recorded
+    cb:cidcode:{number}               HASH    a caller ID's verification code: username, hash,
+                                              until, left (TTL: the code's life)
+    cb:hits:{key}                     STRING  a rate/lockout counter (TTL: its window)
     cb:web:{sha256(token)}            STRING  JSON of a portal login (username, role), expiring
 
 Everything that must be all-or-nothing or checked-then-written is one Lua script
@@ -70,6 +76,7 @@ from callbackd.store.embedded import socket_path
 from callbackd.store.hashing import BcryptHasher, PasswordHasher
 from callbackd.store.interface import (
     INVITE_ORIGIN,
+    SMS_CODE_ATTEMPTS,
     SMS_LEASE,
     SMS_SENT_TTL,
     AccountExists,
@@ -378,6 +385,59 @@ return 1
 """)
 
 
+# -- SMS front: inbound messages, caller-ID codes, counters ------------------------------
+#: dedupe keys seen (STRING with a TTL), pending inbound records (HASH key -> JSON) and
+#: their order (ZSET key scored by the time recorded)
+_SMS_IN_SEEN = "cb:sms:in:seen:"
+_SMS_IN_DATA = "cb:sms:in:data"
+_SMS_IN_PENDING = "cb:sms:in:pending"
+#: a caller ID's live verification code: HASH username, hash, until, left (with a TTL)
+_CID_CODE = "cb:cidcode:"
+#: a counter's hits in its window (STRING with the window's TTL)
+_HITS = "cb:hits:"
+
+_RECORD_INBOUND = _Script("""
+-- KEYS: the seen markers..., data, pending; ARGV: ttl ms, key, JSON, recorded at
+for i = 1, #KEYS - 2 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end
+end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+redis.call('HSET', KEYS[#KEYS - 1], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[#KEYS], ARGV[4], ARGV[2])
+return 1
+""")
+
+_CONFIRM_CID_CODE = _Script("""
+-- KEYS: code; ARGV: the candidate's hash, now, number. The account's keys are named
+-- here, as the username is known only once the code is read.
+local f = redis.call('HMGET', KEYS[1], 'username', 'hash', 'until', 'left')
+if not f[1] then return false end
+if tonumber(f[3]) <= tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+if f[2] ~= ARGV[1] then
+  if tonumber(f[4]) <= 1 then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('HINCRBY', KEYS[1], 'left', -1)
+  end
+  return false
+end
+redis.call('DEL', KEYS[1])
+if redis.call('GET', 'cb:cid:' .. ARGV[3]) ~= f[1] then return false end
+redis.call('SADD', 'cb:acct:' .. f[1] .. ':cids:verified', ARGV[3])
+return f[1]
+""")
+
+_COUNT_HIT = _Script("""
+-- KEYS: counter; ARGV: period ms
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+""")
+
+
 def _translate(failure: Failure) -> Failure:
     """A failed command as the store's errors (StoreUnavailable, StoreError)."""
     e = failure.value
@@ -397,6 +457,11 @@ def _acct(username: str, *parts: str) -> str:
 
 def _score(value: float) -> str:
     return repr(float(value))
+
+
+def _ms(seconds: float) -> int:
+    """Seconds as the whole milliseconds of PX and PEXPIRE (at least 1)."""
+    return max(1, round(seconds * 1000))
 
 
 def _cdr_parts(cdr: CDR) -> tuple[list[str], list[Any]]:
@@ -1169,6 +1234,103 @@ class RedisStore:
                 on_state(live)
             except Exception:
                 log.failure("change feed watcher {watcher!r} failed", watcher=on_state)
+
+    # -- SMS front: inbound messages, caller-ID codes, counters ---------------------------
+    def record_inbound_sms(
+        self, keys: list[str], record: dict[str, Any], now: float, ttl: float
+    ) -> defer.Deferred[bool]:
+        """Record the SMS unless one of its keys was seen, in one script."""
+        return defer.ensureDeferred(self._record_inbound_sms(keys, record, now, ttl))
+
+    async def _record_inbound_sms(
+        self, keys: list[str], record: dict[str, Any], now: float, ttl: float
+    ) -> bool:
+        text = records.check_inbound(keys, record, ttl)
+        markers = [_SMS_IN_SEEN + key for key in keys]
+        args = [_ms(ttl), keys[0], text, _score(now)]
+        reply = await self._eval(_RECORD_INBOUND, [*markers, _SMS_IN_DATA, _SMS_IN_PENDING], args)
+        return bool(reply)
+
+    def inbound_sms_handled(self, key: str) -> defer.Deferred[None]:
+        """Forget the pending record of ``key``."""
+        try:
+            records.check_key(key, "dedupe key")
+        except InvalidArgument:
+            return defer.fail()
+        self._call("HDEL", _SMS_IN_DATA, key)
+        return self._call("ZREM", _SMS_IN_PENDING, key).addCallback(lambda _: None)
+
+    def pending_inbound_sms(self) -> defer.Deferred[list[tuple[str, dict[str, Any], float]]]:
+        """Fire with the pending records, oldest first."""
+        return defer.ensureDeferred(self._pending_inbound_sms())
+
+    async def _pending_inbound_sms(self) -> list[tuple[str, dict[str, Any], float]]:
+        ranked = _pairs(await self._call("ZRANGE", _SMS_IN_PENDING, 0, -1, "WITHSCORES"))
+        found = []
+        for key, at in ranked.items():
+            text = await self._call("HGET", _SMS_IN_DATA, key)
+            if text is not None:
+                found.append((str(key), json.loads(text), float(at)))
+        return found
+
+    def issue_caller_id_code(
+        self, username: str, number: str, code: str, ttl: float, attempts: int = SMS_CODE_ATTEMPTS
+    ) -> defer.Deferred[None]:
+        """Add the number unverified and keep the code's hash (see the interface)."""
+        return defer.ensureDeferred(
+            self._issue_caller_id_code(username, number, code, ttl, attempts)
+        )
+
+    async def _issue_caller_id_code(
+        self, username: str, number: str, code: str, ttl: float, attempts: int
+    ) -> None:
+        records.check_code(code)
+        records.check_period(ttl, "ttl")
+        records.check_attempts(attempts)
+        await self._add_caller_id(username, number, False)
+        key = _CID_CODE + number
+        until = _score(self.clock.seconds() + ttl)
+        hashed = records.code_hash(number, code)
+        self._call(
+            "HSET", key, "username", username, "hash", hashed, "until", until, "left", attempts
+        )
+        await self._call("PEXPIRE", key, _ms(ttl))
+
+    def confirm_caller_id_code(self, number: str, code: str) -> defer.Deferred[str | None]:
+        """Fire with the username when ``code`` is the number's live code, in one script."""
+        try:
+            records.check_number(number)
+        except InvalidArgument:
+            return defer.fail()
+        hashed = records.code_hash(number, code) if isinstance(code, str) else ""
+        args = [hashed, _score(self.clock.seconds()), number]
+        d = defer.ensureDeferred(self._eval(_CONFIRM_CID_CODE, [_CID_CODE + number], args))
+        return d.addCallback(lambda owner: None if owner is None else str(owner))
+
+    def count_hit(self, key: str, period: float) -> defer.Deferred[int]:
+        """Count a hit of ``key`` in its window of ``period`` seconds, in one script."""
+        try:
+            records.check_key(key, "counter")
+            records.check_period(period)
+        except InvalidArgument:
+            return defer.fail()
+        return defer.ensureDeferred(self._eval(_COUNT_HIT, [_HITS + key], [_ms(period)]))
+
+    def hit_count(self, key: str) -> defer.Deferred[int]:
+        """Fire with the hits of ``key`` in its open window."""
+        try:
+            records.check_key(key, "counter")
+        except InvalidArgument:
+            return defer.fail()
+        return self._call("GET", _HITS + key).addCallback(lambda n: int(n or 0))
+
+    def clear_hits(self, key: str) -> defer.Deferred[None]:
+        """Forget the hits of ``key``."""
+        try:
+            records.check_key(key, "counter")
+        except InvalidArgument:
+            return defer.fail()
+        return self._call("DEL", _HITS + key).addCallback(lambda _: None)
 
     # -- web portal sessions -----------------------------------------------------------------
     def create_web_session(self, username: str, role: str, ttl: int) -> defer.Deferred[str]:

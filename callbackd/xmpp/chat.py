@@ -276,18 +276,37 @@ class ChatFront:
         asker = _Asker(jid, account, t)
         try:
             command = chat.parse_command(body)
-            table = self._unlinked if account is None else self._linked
+        except chat.CommandError as e:
+            self._say(jid, t.text(f"error.{e.code}", **e.params))
+            return
+        self._say(jid, await self._answer(asker, command))
+
+    async def _answer(self, asker: _Asker, command: chat.ChatCommand) -> str:
+        """The reply to ``command`` of ``asker``, refusals included."""
+        t = asker.t
+        try:
+            table = self._unlinked if asker.account is None else self._linked
             handler = table.get(type(command))
             if handler is None:
                 raise _Reply("chat.not_linked")
-            text = await handler(asker, command)
+            return await handler(asker, command)
         except chat.CommandError as e:
-            text = t.text(f"error.{e.code}", **e.params)
+            return t.text(f"error.{e.code}", **e.params)
         except CallbackRefused as e:
-            text = t.text(e.code, **e.params) if e.code else str(e)
+            return t.text(e.code, **e.params) if e.code else str(e)
         except _Reply as e:
-            text = t.text(e.msgid, **e.params)
-        self._say(jid, text)
+            return t.text(e.msgid, **e.params)
+
+    def answer(
+        self, address: str, account: Account, command: chat.ChatCommand
+    ) -> defer.Deferred[str]:
+        """The reply to a parsed ``command`` of ``account``, asked from ``address``.
+
+        For another front (SMS) that authorised the account itself: the reply in the
+        account's language, no progress watched unless the command steers a session.
+        """
+        asker = _Asker(address, account, translator(account.language))
+        return defer.ensureDeferred(self._answer(asker, command))
 
     def _failed(self, failure: Failure, jid: str) -> None:
         """Something no input should cause (the store is down...): log it, say sorry."""

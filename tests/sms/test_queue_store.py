@@ -94,15 +94,23 @@ async def test_failed_goes_to_dead_letters(store):
 
 @pytest_twisted.ensureDeferred
 async def test_bad_arguments_are_refused(store):
-    """Empty ids, numbers, texts or gateways are InvalidArgument."""
+    """Empty ids, numbers or texts, too long gateway names are InvalidArgument."""
     for args in [
         ("", "+1", "x", "k"),
         ("m", "", "x", "k"),
         ("m", "+1", "", "k"),
-        ("m", "+1", "x", ""),
+        ("m", "+1", "x", "g" * 201),
     ]:
         with pytest.raises(InvalidArgument):
             await store.enqueue_sms(*args, 0.0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_empty_gateway_is_the_default_one(store):
+    """Gateway "" (the [sms] default gateway) is queued and claimed as it is."""
+    assert await store.enqueue_sms("m", "+1", "code 123456", "", 0.0) is True
+    [msg] = await store.due_sms(0.0, 10)
+    assert msg.gateway == ""
 
 
 @pytest_twisted.ensureDeferred

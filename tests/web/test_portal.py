@@ -21,8 +21,11 @@ PASSWORD = "demo-password"
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = portal_daemon(tmp_path_factory.mktemp("portal"), time_scale=0.05)
+def daemon(tmp_path_factory, redis_server):
+    redis_server.flush()
+    d = portal_daemon(
+        tmp_path_factory.mktemp("portal"), time_scale=0.05, redis_port=redis_server.port
+    )
     d.start()
     try:
         d.wait_healthy(timeout=30)
@@ -502,11 +505,32 @@ def test_providers_page_shows_quality_and_channels(base, operator, make_user):
     wait_for(lambda: user.get(path).status_code == 404, what="the call ended")
 
 
-def test_caller_id_verification_is_offered_or_says_why_not(base):
-    """Without the SMS helper's store methods the form says "not available" (no 500)."""
-    client = PortalClient(base).logged_in("bob", PASSWORD)
+def test_caller_id_verified_by_the_code_sent_by_sms(base, make_user, redis_server):
+    """The code goes out by the SMS queue; a wrong one is refused, the right one verifies."""
+    from tests.integration.daemon import redis_command
+
+    client = make_user("quinn")
+    client.get("/callerids")
+    r = client.post("/callerids", {"number": "+1 555 002 7777"})
+    assert r.headers["location"] == "/portal/callerids?done=code"
+    assert "+15550027777" in client.get("/callerids").text
+    queued = []
+    for key in redis_command(redis_server.port, "KEYS", "cb:sms:msg:cid-*"):
+        fields = redis_command(redis_server.port, "HGETALL", key.decode())
+        message = dict(zip(fields[::2], fields[1::2]))
+        if message[b"to"] == b"+15550027777":
+            queued.append(message[b"text"].decode())
+    assert len(queued) == 1
+    code = re.search(r"\b(\d{6})\b", queued[0]).group(1)
+    wrong = "000000" if code != "000000" else "111111"
+    r = client.post("/callerids/verify", {"number": "+15550027777", "code": wrong})
+    assert r.status_code == 400 and "That code is not right" in r.text
+    r = client.post("/callerids/verify", {"number": "+15550027777", "code": code})
+    assert r.headers["location"] == "/portal/callerids?done=verified"
     page = client.get("/callerids").text
-    r = client.post("/callerids", {"number": "+15550014444"})
-    assert r.status_code in (303, 400)
-    if r.status_code == 400:
-        assert "Not available right now." in r.text and "Not available" in page
+    assert re.search(r"\+15550027777</td><td>verified<", page)
+    # another account cannot take the number
+    other = make_user("rita")
+    other.get("/callerids")
+    r = other.post("/callerids", {"number": "+15550027777"})
+    assert r.status_code == 400 and "+15550027777" in r.text

@@ -24,6 +24,7 @@ from callbackd.core.model import PhonebookEntry
 from callbackd.core.session import SessionEvent
 from callbackd.engine.errors import CallbackRefused
 from callbackd.i18n import LANGUAGES, progress
+from callbackd.sms.front import CODE_DIGITS
 from callbackd.store.interface import (
     AccountExists,
     InvalidArgument,
@@ -448,7 +449,6 @@ class UserPages(PortalBase):
             error=error,
             done=self.done(request, page, DONE),
             numbers=await self.store.list_caller_ids(page.username),
-            verifying=hasattr(self.store, "issue_caller_id_code"),
         )
 
     def _number(self, fields: dict[str, str]) -> str:
@@ -463,14 +463,17 @@ class UserPages(PortalBase):
         fields = self.form(request, page)
         try:
             number = self._number(fields)
-            if not hasattr(self.store, "issue_caller_id_code"):
-                raise Refused(503, "web.error.unavailable")
-            await self.store.add_caller_id(page.username, number)
-            code = f"{secrets.randbelow(10**6):06d}"
-            await self.store.issue_caller_id_code(
-                page.username, number, code, self.config.portal.code_ttl
-            )
-            text = page.t.text("web.callerid.sms", code=code)
+            sms = self.config.sms
+            code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+            try:
+                # adds the number, unverified, with the code (the SMS front's way)
+                await self.store.issue_caller_id_code(
+                    page.username, number, code, sms.code_ttl, sms.code_attempts
+                )
+            except InvalidArgument:
+                raise Refused(400, "sms.number_taken", number=number) from None
+            t = page.t
+            text = t.text("sms.code_text", code=code, valid=t.duration(int(sms.code_ttl)))
             message_id = f"cid-{secrets.token_hex(8)}"
             await self.store.enqueue_sms(message_id, number, text, "", self.clock.seconds())
         except (*EXPECTED, Refused) as e:
@@ -491,7 +494,6 @@ class UserPages(PortalBase):
             if owner != page.username:
                 self.guesses.failed(page.username, address)
                 raise Refused(400, "web.error.wrong_code")
-            await self.store.verify_caller_id(page.username, number)
             self.engine.account_changed(page.username)
         except (*EXPECTED, Refused) as e:
             return await self._callerids(request, page, message(page, e), 400)

@@ -1,0 +1,492 @@
+"""The SMS front: one accepted inbound SMS in, its reply and progress SMS out.
+
+:class:`SmsFront` handles an :class:`~callbackd.sms.inbound.InboundSms` the gateway's
+webhook accepted and recorded (:mod:`callbackd.sms.resources`): it reads the text with
+:func:`callbackd.core.sms.parse_sms`, authorises the sender, carries the request out
+through the engine's public API and the store, and queues the reply in the store's
+durable outbound queue (``queue(message_id, to, text, gateway)``: the
+:class:`~callbackd.sms.outbound.SmsSender`'s ``send``), in the account's language
+(English for a sender of no account), fitted to ``[sms] max_segments`` parts.
+
+Authorisation: ``U.``/``P.`` when given (both, else ``sms.missing_username`` or
+``sms.auth_failed``); otherwise the sender's number (read as E.164 with the billing
+region) when it is a *verified* caller ID of an account.
+
+Commands: a callback (``D.``, ``B.name``, ``N<k>``, the chat grammar's ``CALLBACK``)
+calls ``O.`` (or the chat ``CALLBACK``'s source), by default the sender's own number as
+VoipSwitch does; ``I`` answers the balance and the last calls; ``R.<number>`` issues a
+one-time code (:meth:`IStore.issue_caller_id_code`) and sends it by SMS to
+``<number>``. The number is trusted once an SMS *from* it carries the code: the whole
+text is the code, or ``R`` and the code (``R 123456``); see
+:data:`CODE_REPLY`. ``BALANCE``, ``STATUS``, ``HISTORY``, ``RATE`` and ``LANG`` are
+answered by the chat front's own handlers
+(:meth:`~callbackd.xmpp.chat.ChatFront.answer`); ``HELP`` gets the SMS help.
+
+Limits (counters in the store, :meth:`IStore.count_hit`, so every daemon on one Redis
+shares them): ``sender_limit`` messages per sender per ``sender_period`` are handled,
+the next gets one ``sms.rate_limited`` reply and the ones after it none; wrong
+passwords are counted per account and per sender, and after ``lockout_failures``
+within ``lockout_period`` the password is not even checked (``sms.locked``); a sender
+that is not authorised gets at most one reply per ``unknown_reply_period`` (unknown
+sender, missing username, a wrong code, a lockout, an unreadable message): our replies
+cannot be used to pump SMS to numbers that never asked.
+
+Progress, per the account's ``sms_progress`` (``""``: ``[sms] progress``): ``all``
+sends the words of every session event (:func:`callbackd.i18n.progress.render`), the
+events of one reactor turn in one SMS; ``outcome`` only the answer
+(``talking``), the failure that ends the call and the end with its charge; ``none``
+nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from callbackd.config import SmsConfig
+from callbackd.core import chat
+from callbackd.core.model import Account
+from callbackd.core.session import DESTINATION, SOURCE, SessionEvent
+from callbackd.core.sms import SmsError, SmsRequest, parse_sms
+from callbackd.core.smstext import fit
+from callbackd.engine.errors import CallbackRefused
+from callbackd.engine.manager import SessionManager
+from callbackd.i18n import DEFAULT_LANGUAGE, Translator, translator
+from callbackd.i18n.progress import render
+from callbackd.numbers import read_phone
+from callbackd.sms.inbound import InboundSms
+from callbackd.store.interface import InvalidArgument, IStore, NoSuchAccount
+from callbackd.xmpp.chat import ChatFront
+
+__all__ = ["CODE_REPLY", "ORIGIN", "OUTCOME_EVENTS", "SmsFront", "reply_id"]
+
+log = Logger(namespace="callbackd.sms")
+
+#: the origin of the sessions SMS starts (the CDR's ``extra["origin"]``)
+ORIGIN: Final = "sms"
+#: an SMS bringing a caller-ID code back: the 6 digits alone, or after ``R``
+CODE_REPLY: Final = re.compile(r"\s*(?:[Rr][\s.:]\s*)?([0-9]{6})\s*")
+#: the digits of a caller-ID code
+CODE_DIGITS: Final = 6
+#: the progress events ``outcome`` tells
+OUTCOME_EVENTS: Final = frozenset({"talking", "leg_failed", "session_ended"})
+
+#: queues an SMS: (message id, to, text, gateway name; "" for the default gateway)
+Queue = Callable[[str, str, str, str], defer.Deferred[Any]]
+
+
+def reply_id(key: str, n: int) -> str:
+    """The outbound message id of the ``n``-th SMS an inbound message (``key``) causes:
+    the same when a restart handles the message again, so it is sent once."""
+    return f"sms-reply:{hashlib.sha256(key.encode()).hexdigest()[:32]}:{n}"
+
+
+class _Reply(Exception):
+    """Ends the handling with catalogue text ``msgid``; ``limited``: when the sender is
+    not authorised (no account known for it), at most one such reply per period."""
+
+    def __init__(self, msgid: str, *, limited: bool = False, **params: Any) -> None:
+        super().__init__(msgid)
+        self.msgid = msgid
+        self.limited = limited
+        self.params = params
+
+
+@dataclass
+class _Sender:
+    """Who sent the message being handled, and where its replies go."""
+
+    sms: InboundSms
+    key: str
+    gateway: str
+    #: the sender as E.164, if it reads as a phone number
+    number: str | None
+    account: Account | None = None
+    replies: int = 0
+
+    @property
+    def t(self) -> Translator:
+        return translator(self.account.language if self.account else DEFAULT_LANGUAGE)
+
+
+@dataclass
+class _Watcher:
+    """Where a session's progress goes, and how much of it."""
+
+    to: str
+    gateway: str
+    language: str
+    mode: str
+    texts: list[str] = field(default_factory=list)
+    first_seq: int = 0
+    ended: bool = False
+
+
+class _NoLinks:
+    """The chat front's links, for the SMS front's use of it: no JID is linked."""
+
+    def account_for(self, jid: str) -> defer.Deferred[str | None]:
+        return defer.succeed(None)
+
+    def link(self, jid: str, username: str) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    def unlink(self, jid: str) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+
+class SmsFront:
+    """SMS commands, replies and progress for one daemon (see the module's doc)."""
+
+    def __init__(
+        self,
+        engine: SessionManager,
+        store: IStore,
+        clock: IReactorTime,
+        queue: Queue,
+        config: SmsConfig,
+        *,
+        decimals: int,
+        currency: str = "",
+        region: str = "DE",
+        sends: Callable[[str], bool] = lambda gateway: False,
+    ) -> None:
+        self.engine = engine
+        self.store: Any = store
+        self.clock = clock
+        self.queue = queue
+        self.config = config
+        self.decimals = decimals
+        self.currency = currency
+        self.region = region
+        #: whether a gateway sends replies itself (else the default gateway does)
+        self.sends = sends
+        self.chat = ChatFront(
+            engine, store, _NoLinks(), clock, lambda jid, text: None, decimals=decimals,
+            currency=currency,
+        )  # fmt: skip
+        self._watchers: dict[str, _Watcher] = {}
+        self._newborn: dict[str, list[SessionEvent]] = {}
+        self._newborn_call: IDelayedCall | None = None
+        self._flush_call: IDelayedCall | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        #: dedupe keys being handled in this process
+        self.handling: set[str] = set()
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Hear the engine's session events (progress)."""
+        if self._unsubscribe is None:
+            self._unsubscribe = self.engine.subscribe(self._event)
+
+    def stop(self) -> None:
+        """Stop hearing them; the progress gathered goes to the queue now."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        for call in (self._flush_call, self._newborn_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._newborn_call = None
+        self._newborn.clear()
+        self._flush()
+
+    # -- handling -----------------------------------------------------------------------
+
+    def handle(self, sms: InboundSms, key: str) -> defer.Deferred[None]:
+        """Handle the message recorded under ``key``; forget its record once handled.
+
+        Never errbacks: a failure is logged, told to the sender (``sms.failed``) and
+        leaves the record pending, for the next start to handle again.
+        """
+        self.handling.add(key)
+        gateway = sms.gateway if self.sends(sms.gateway) else ""
+        sender = _Sender(sms, key, gateway, read_phone(sms.sender, self.region))
+        d = defer.ensureDeferred(self._handle(sender))
+        d.addCallback(lambda _: self.store.inbound_sms_handled(key))
+        d.addErrback(self._failed, sender)
+        d.addBoth(self._done, key)
+        return d
+
+    def _done(self, result: object, key: str) -> None:
+        self.handling.discard(key)
+
+    def _failed(self, failure: Failure, sender: _Sender) -> defer.Deferred[Any] | None:
+        log.failure(
+            "SMS {key} from {sender} failed", failure, key=sender.key, sender=sender.sms.sender
+        )
+        if sender.account is None:
+            return None
+        return self._say(sender, sender.t.text("sms.failed")).addErrback(lambda _: None)
+
+    async def _handle(self, sender: _Sender) -> None:
+        sms = sender.sms
+        hits = await self.store.count_hit(f"sms:sender:{sms.sender}", self.config.sender_period)
+        if hits > self.config.sender_limit:
+            if hits == self.config.sender_limit + 1:
+                await self._say(sender, sender.t.text("sms.rate_limited"))
+            log.info("SMS from {sender}: rate limited", sender=sms.sender)
+            return
+        try:
+            text = await self._answer(sender)
+        except SmsError as e:
+            text = _error_text(sender.t, e)
+            if sender.account is None:
+                await self._limited(sender, text)
+                return
+        except _Reply as e:
+            text = sender.t.text(e.msgid, **e.params)
+            if e.limited and sender.account is None:
+                await self._limited(sender, text)
+                return
+        except CallbackRefused as e:
+            text = sender.t.text(e.code, **e.params) if e.code else str(e)
+        await self._say(sender, text)
+
+    async def _answer(self, sender: _Sender) -> str:
+        """The reply to the message; raises SmsError and _Reply for the refusals."""
+        code = CODE_REPLY.fullmatch(sender.sms.text)
+        if code is not None and sender.number is not None:
+            return await self._confirm(sender, code.group(1))
+        if sender.number is not None:
+            # the language of an error to a registered phone is its account's
+            owner = await self.store.account_for_caller_id(sender.number)
+            sender.account = await self.engine.account(owner) if owner else None
+        request = parse_sms(sender.sms.text)
+        sender.account = await self._authorise(sender, request)
+        if request.command is not None:
+            return await self._command(sender, request.command)
+        if request.register is not None:
+            return await self._register(sender, request.register)
+        if request.info:
+            return await self._info(sender)
+        destination = request.destination or await self._book(sender, request)
+        return await self._callback(sender, request.source, destination, ())
+
+    async def _authorise(self, sender: _Sender, request: SmsRequest) -> Account:
+        """The account the message acts for: by U./P., else by the sender's caller ID."""
+        if request.username is None:
+            if request.password is not None:
+                raise _Reply("sms.missing_username", limited=True)
+            if sender.account is None:
+                raise _Reply("sms.unknown_sender", limited=True)
+            return sender.account
+        sender.account = None  # credentials given: no caller ID speaks for them
+        if request.password is None:
+            raise _Reply("sms.auth_failed", limited=True)
+        keys = (
+            f"sms:pwfail:acct:{request.username.lower()}",
+            f"sms:pwfail:from:{sender.sms.sender}",
+        )
+        for key in keys:
+            if await self.store.hit_count(key) >= self.config.lockout_failures:
+                raise _Reply("sms.locked", limited=True)
+        try:
+            right = await self.store.check_password(request.username, request.password)
+        except InvalidArgument:
+            right = False
+        account = await self.engine.account(request.username) if right else None
+        if account is None:
+            for key in keys:
+                await self.store.count_hit(key, self.config.lockout_period)
+            log.info("SMS from {sender}: wrong password for an account", sender=sender.sms.sender)
+            raise _Reply("sms.auth_failed")
+        await self.store.clear_hits(keys[1])
+        return account
+
+    async def _confirm(self, sender: _Sender, code: str) -> str:
+        assert sender.number is not None
+        username = await self.store.confirm_caller_id_code(sender.number, code)
+        account = await self.engine.account(username) if username else None
+        if account is None:
+            raise _Reply("sms.code_wrong", limited=True)
+        sender.account = account
+        log.info(
+            "caller ID {number} verified for {username}", number=sender.number, username=username
+        )
+        return sender.t.text("sms.code_confirmed", number=sender.number)
+
+    async def _book(self, sender: _Sender, request: SmsRequest) -> str:
+        """The address of the phonebook entry ``B.name`` or ``N<k>`` names."""
+        assert sender.account is not None
+        entries = await self.store.get_phonebook(sender.account.username)
+        if request.book_name is not None:
+            wanted = request.book_name.casefold()
+            found = [e for e in entries if e.name.casefold() == wanted]
+            shown = request.book_name
+        else:
+            found = [e for e in entries if e.index == request.book_index]
+            shown = f"N{request.book_index}"
+        if not found:
+            raise _Reply("sms.no_phonebook_entry", entry=shown)
+        return found[0].address
+
+    async def _callback(
+        self, sender: _Sender, source: str | None, destination: str, via: tuple[str, ...]
+    ) -> str:
+        assert sender.account is not None
+        source = source or sender.number
+        if not source:
+            raise _Reply("sms.no_source")
+        session_id = await self.engine.start_callback(
+            sender.account.username, source, destination, via, origin=ORIGIN
+        )
+        mode = sender.account.sms_progress or self.config.progress
+        if mode != "none":
+            self._watchers[session_id] = _Watcher(
+                sender.sms.sender, sender.gateway, sender.account.language, mode
+            )
+            for event in self._newborn.pop(session_id, ()):
+                self._event(event)
+        log.info(
+            "SMS callback {session} for {username}",
+            session=session_id,
+            username=sender.account.username,
+        )
+        return sender.t.text(
+            "sms.callback_started", session=session_id, source=source, destination=destination
+        )
+
+    async def _register(self, sender: _Sender, written: str) -> str:
+        assert sender.account is not None
+        number = _phone(written, self.region)
+        if number is None:
+            raise _Reply("sms.bad_number", number=written)
+        code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+        try:
+            await self.store.issue_caller_id_code(
+                sender.account.username,
+                number,
+                code,
+                self.config.code_ttl,
+                self.config.code_attempts,
+            )
+        except (InvalidArgument, NoSuchAccount):
+            raise _Reply("sms.number_taken", number=number) from None
+        t = sender.t
+        text = t.text("sms.code_text", code=code, valid=t.duration(int(self.config.code_ttl)))
+        sender.replies += 1
+        await self.queue(reply_id(sender.key, sender.replies), number, text, sender.gateway)
+        log.info(
+            "caller-ID code for {username} sent to {number}",
+            username=sender.account.username,
+            number=number,
+        )
+        return t.text("sms.code_sent", number=number)
+
+    async def _info(self, sender: _Sender) -> str:
+        assert sender.account is not None
+        address = f"sms:{sender.sms.sender}"
+        balance = await self.chat.answer(address, sender.account, chat.Balance())
+        history = await self.chat.answer(address, sender.account, chat.History())
+        return f"{balance}\n{history}"
+
+    async def _command(self, sender: _Sender, command: chat.ChatCommand) -> str:
+        assert sender.account is not None
+        if isinstance(command, chat.Callback):
+            return await self._callback(sender, command.source, command.destination, command.via)
+        if isinstance(command, chat.Help):
+            return sender.t.text("sms.help")
+        return await self.chat.answer(f"sms:{sender.sms.sender}", sender.account, command)
+
+    # -- replies ------------------------------------------------------------------------
+
+    def _fit(self, text: str) -> str:
+        return "".join(fit(text, self.config.max_segments))
+
+    def _say(self, sender: _Sender, text: str) -> defer.Deferred[Any]:
+        """Queue ``text`` to the sender, the message's next reply."""
+        sender.replies += 1
+        message_id = reply_id(sender.key, sender.replies)
+        return self.queue(message_id, sender.sms.sender, self._fit(text), sender.gateway)
+
+    async def _limited(self, sender: _Sender, text: str) -> None:
+        """A reply to a sender not authorised: the first of its period only."""
+        key = f"sms:replied:{sender.sms.sender}"
+        if await self.store.count_hit(key, self.config.unknown_reply_period) == 1:
+            await self._say(sender, text)
+        else:
+            log.info("SMS from {sender}: no more replies this period", sender=sender.sms.sender)
+
+    # -- progress -----------------------------------------------------------------------
+
+    def _event(self, event: SessionEvent) -> None:
+        session_id = event.session_id
+        watcher = self._watchers.get(session_id)
+        if watcher is None:
+            if event.kind == "session_started" or session_id in self._newborn:
+                # start_callback publishes before its caller learns the session id
+                self._newborn.setdefault(session_id, []).append(event)
+                if self._newborn_call is None:
+                    self._newborn_call = self.clock.callLater(0, self._forget_newborn)
+            return
+        text = self._words(event, watcher)
+        if text:
+            if not watcher.texts:
+                watcher.first_seq = event.seq
+            watcher.texts.append(text)
+            if self._flush_call is None:
+                self._flush_call = self.clock.callLater(0, self._flush)
+        if event.kind == "session_ended":
+            # flushed at the end of the turn, then forgotten
+            watcher.ended = True
+            if self._flush_call is None:
+                self._flush_call = self.clock.callLater(0, self._flush)
+
+    def _words(self, event: SessionEvent, watcher: _Watcher) -> str:
+        t = translator(watcher.language)
+        if watcher.mode == "outcome" and not _is_outcome(event):
+            return ""
+        text = render(event, t, self.decimals, self.currency)
+        if event.kind == "session_ended" and event.cost:
+            cost = t.money(event.cost, self.decimals, self.currency)
+            text = f"{text}\n{t.text('sms.charged', cost=cost)}"
+        return text
+
+    def _forget_newborn(self) -> None:
+        self._newborn_call = None
+        self._newborn.clear()
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        for session_id, watcher in list(self._watchers.items()):
+            if watcher.texts:
+                message_id = f"sms-progress:{session_id}:{watcher.first_seq}"
+                text = self._fit("\n".join(watcher.texts))
+                watcher.texts = []
+                d = self.queue(message_id, watcher.to, text, watcher.gateway)
+                d.addErrback(lambda f: log.failure("cannot queue SMS progress", f))
+            if watcher.ended:
+                del self._watchers[session_id]
+
+
+def _is_outcome(event: SessionEvent) -> bool:
+    """Whether ``outcome`` tells the event: the answer, the failure that ends, the end."""
+    if event.kind not in OUTCOME_EVENTS:
+        return False
+    if event.kind == "leg_failed":
+        return not event.next_provider and event.role in (SOURCE, DESTINATION)
+    return True
+
+
+def _error_text(t: Translator, error: SmsError) -> str:
+    """An SmsError's text: the SMS grammar's own, else the chat grammar's it shares."""
+    msgid = f"sms.error.{error.code}"
+    return t.text(msgid if t.has(msgid) else f"error.{error.code}", **error.params)
+
+
+def _phone(written: str, region: str) -> str | None:
+    digits = re.sub(r"[\s\-.()/]", "", written)
+    if not re.fullmatch(r"\+?[0-9]{3,20}", digits):
+        return None
+    return read_phone(digits, region)
