@@ -13,6 +13,10 @@ __all__ = [
     "OutboundSms",
     "PhonebookEntry",
     "Voucher",
+    # the REST API
+    "ApiKey",
+    "Webhook",
+    "WebhookDelivery",
 ]
 
 
@@ -110,6 +114,43 @@ class OutboundSms:
     #: failed sending attempts so far
     attempts: int = 0
     #: epoch seconds before which it is not sent (next retry, or the end of a claim)
+    not_before: float = 0.0
+    created_at: float = 0.0
+    last_error: str = ""
+
+
+# -- the REST API: keys, webhooks ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An account's REST API key as listed: its secret is shown once, then kept hashed."""
+
+    key_id: str
+    username: str
+    label: str
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """Where an account's session events are POSTed, and the key that signs them."""
+
+    url: str
+    #: the HMAC-SHA256 key of the ``X-Callbackd-Signature`` header (shared with the receiver)
+    secret: str
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One event POST waiting in the durable webhook queue (see IStore.enqueue_webhook)."""
+
+    #: unique per event: one delivery id is queued at most once
+    id: str
+    username: str
+    #: the JSON body to POST
+    body: str
+    attempts: int = 0
     not_before: float = 0.0
     created_at: float = 0.0
     last_error: str = ""

@@ -29,6 +29,9 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "VoucherUsed",
+    # the REST API
+    "WEBHOOK_LEASE",
+    "WEBHOOK_SENT_TTL",
 ]
 
 
@@ -44,6 +47,10 @@ NOT_ACCOUNT_CHANGES: Final = frozenset({LINK_ORIGIN, INVITE_ORIGIN})
 SMS_LEASE: Final = 60.0
 #: seconds the id of a sent SMS is remembered, so a second enqueue is a no-op
 SMS_SENT_TTL: Final = 7 * 86400
+#: seconds a claimed webhook delivery stays out of other claimers' reach (IStore.due_webhooks)
+WEBHOOK_LEASE: Final = 60.0
+#: seconds the id of a delivered webhook is remembered, so a second enqueue is a no-op
+WEBHOOK_SENT_TTL: Final = 86400
 #: wrong guesses a caller-ID code takes before it is forgotten (IStore.issue_caller_id_code)
 SMS_CODE_ATTEMPTS: Final = 5
 
@@ -296,6 +303,76 @@ class IStore(Interface):
 
     def dead_sms():
         """Fire with the dead-lettered OutboundSms, oldest first (for operators)."""
+
+    # -- the REST API: keys -------------------------------------------------------------
+    def create_api_key(username, label):
+        """Make a new API key for the account; fire with ``(key_id, secret)``.
+
+        The secret is returned this once: only its hash is kept. NoSuchAccount if there
+        is no such account; InvalidArgument for a bad label (records.check_key_label).
+        """
+
+    def list_api_keys(username):
+        """Fire with the account's ApiKeys (no secrets), oldest first."""
+
+    def revoke_api_key(username, key_id):
+        """Forget the account's key ``key_id``; fire with True if it had one.
+
+        The key opens nothing from then on, in every process.
+        """
+
+    def account_for_api_key(secret):
+        """Fire with the username the API key ``secret`` belongs to, or None."""
+
+    # -- the REST API: idempotency keys ----------------------------------------------------
+    def claim_idempotency_key(username, key, fingerprint, ttl):
+        """Claim the account's ``Idempotency-Key`` for a request with ``fingerprint``.
+
+        Atomic: fire with None when the key was free (it is now the caller's for ``ttl``
+        seconds), else with what is stored: ``{"fingerprint": ..., "response": str or
+        None}`` (None: the first request is still being answered).
+        """
+
+    def settle_idempotency_key(username, key, fingerprint, response, ttl):
+        """Store the response (a string) given to the key's request, for ``ttl`` seconds."""
+
+    def release_idempotency_key(username, key):
+        """Forget the key (the request failed in a way a retry may fix)."""
+
+    # -- the REST API: webhooks ------------------------------------------------------------
+    def set_webhook(username, url):
+        """Set the account's webhook URL ("" removes it); fire with the Webhook or None.
+
+        The signing secret is made with the first URL and kept when the URL changes.
+        NoSuchAccount if there is no such account; InvalidArgument for a bad URL.
+        """
+
+    def get_webhook(username):
+        """Fire with the account's Webhook, or None."""
+
+    def enqueue_webhook(delivery_id, username, body, not_before):
+        """Queue a webhook POST of ``body`` (JSON text) for the account; fire with True.
+
+        Idempotent by ``delivery_id``, as :meth:`enqueue_sms` is by message id.
+        """
+
+    def due_webhooks(now, limit, lease=WEBHOOK_LEASE):
+        """Claim at most ``limit`` due WebhookDeliveries, as :meth:`due_sms` claims SMS."""
+
+    def next_webhook_due():
+        """Fire with the earliest ``not_before`` in the webhook queue, or None."""
+
+    def webhook_sent(delivery_id):
+        """Forget the delivery, remembering its id :data:`WEBHOOK_SENT_TTL` seconds."""
+
+    def webhook_retry(delivery_id, not_before, attempts, last_error):
+        """Put a claimed delivery back, due at ``not_before``; False when not queued."""
+
+    def webhook_failed(delivery_id, error):
+        """Give up on the delivery: into the dead letters; False when not queued."""
+
+    def dead_webhooks():
+        """Fire with the dead-lettered WebhookDeliveries, oldest first."""
 
     # -- SMS front: inbound messages, caller-ID codes, counters -----------------------
     def record_inbound_sms(keys, record, now, ttl):

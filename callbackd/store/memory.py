@@ -12,14 +12,24 @@ import copy
 import dataclasses
 import json
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from callbackd.core.model import CDR, Account, CallerID, OutboundSms, PhonebookEntry, Voucher
+from callbackd.core.model import (
+    CDR,
+    Account,
+    ApiKey,
+    CallerID,
+    OutboundSms,
+    PhonebookEntry,
+    Voucher,
+    Webhook,
+    WebhookDelivery,
+)
 from callbackd.store import records
 from callbackd.store.hashing import BcryptHasher, PasswordHasher
 from callbackd.store.interface import (
@@ -28,6 +38,8 @@ from callbackd.store.interface import (
     SMS_CODE_ATTEMPTS,
     SMS_LEASE,
     SMS_SENT_TTL,
+    WEBHOOK_LEASE,
+    WEBHOOK_SENT_TTL,
     AccountExists,
     InsufficientFunds,
     InvalidArgument,
@@ -81,6 +93,14 @@ class MemoryStore:
         self._sms_dead: list[str] = []
         #: ids of sent SMS -> when they are forgotten
         self._sms_sent: dict[str, float] = {}
+        # the REST API
+        #: key hash -> ApiKey; username -> {key_id: hash}
+        self._api_keys: dict[str, ApiKey] = {}
+        self._api_key_ids: dict[str, dict[str, str]] = {}
+        #: (username, idempotency key) -> (expiry, record)
+        self._idempotency: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+        self._webhooks: dict[str, Webhook] = {}
+        self._hooks: _Queue[WebhookDelivery] = _Queue(self.clock, WEBHOOK_SENT_TTL)
         #: the SMS front's: dedupe keys -> until when seen; pending inbound records;
         #: caller-ID codes (username, hash, until, attempts left); counters (hits, until)
         self._sms_seen: dict[str, float] = {}
@@ -726,6 +746,196 @@ class MemoryStore:
         """Fire with the dead letters, oldest first."""
         return _fired(lambda: self._up() and [self._sms[i] for i in self._sms_dead])
 
+    # -- the REST API: keys ----------------------------------------------------------------
+    def create_api_key(self, username: str, label: str) -> defer.Deferred[tuple[str, str]]:
+        """Make a key; fire with ``(key_id, secret)`` (see IStore.create_api_key)."""
+
+        def create() -> tuple[str, str]:
+            records.check_key_label(label)
+            self._account(username)
+            key_id, secret = records.new_api_key()
+            digest = records.api_key_hash(secret)
+            assert digest is not None
+            self._api_keys[digest] = ApiKey(key_id, username, label, self.clock.seconds())
+            self._api_key_ids.setdefault(username, {})[key_id] = digest
+            return key_id, secret
+
+        return _fired(create)
+
+    def list_api_keys(self, username: str) -> defer.Deferred[list[ApiKey]]:
+        """Fire with the account's keys, oldest first."""
+
+        def list_() -> list[ApiKey]:
+            records.check_username(username)
+            self._up()
+            keys = [self._api_keys[h] for h in self._api_key_ids.get(username, {}).values()]
+            return sorted(keys, key=lambda k: (k.created_at, k.key_id))
+
+        return _fired(list_)
+
+    def revoke_api_key(self, username: str, key_id: str) -> defer.Deferred[bool]:
+        """Forget the key; fire with True if the account had it."""
+
+        def revoke() -> bool:
+            records.check_username(username)
+            records.check_key(key_id, "key id")
+            self._up()
+            digest = self._api_key_ids.get(username, {}).pop(key_id, None)
+            if digest is None:
+                return False
+            del self._api_keys[digest]
+            return True
+
+        return _fired(revoke)
+
+    def account_for_api_key(self, secret: str) -> defer.Deferred[str | None]:
+        """Fire with the key's username, or None."""
+
+        def find() -> str | None:
+            self._up()
+            key = self._api_keys.get(records.api_key_hash(secret) or "")
+            return key.username if key is not None else None
+
+        return _fired(find)
+
+    # -- the REST API: idempotency keys ----------------------------------------------------
+    def claim_idempotency_key(
+        self, username: str, key: str, fingerprint: str, ttl: float
+    ) -> defer.Deferred[dict[str, Any] | None]:
+        """Claim the key, or fire with what is stored (see IStore.claim_idempotency_key)."""
+
+        def claim() -> dict[str, Any] | None:
+            records.check_username(username)
+            records.check_idempotency_key(key)
+            records.check_fingerprint(fingerprint)
+            self._up()
+            now = self.clock.seconds()
+            held = self._idempotency.get((username, key))
+            if held is not None and held[0] > now:
+                return dict(held[1])
+            self._idempotency[(username, key)] = (
+                now + ttl,
+                {"fingerprint": fingerprint, "response": None},
+            )
+            return None
+
+        return _fired(claim)
+
+    def settle_idempotency_key(
+        self, username: str, key: str, fingerprint: str, response: str, ttl: float
+    ) -> defer.Deferred[None]:
+        """Store the key's response for ``ttl`` seconds."""
+
+        def settle() -> None:
+            records.check_username(username)
+            records.check_idempotency_key(key)
+            records.check_fingerprint(fingerprint)
+            self._up()
+            record = {"fingerprint": fingerprint, "response": str(response)}
+            self._idempotency[(username, key)] = (self.clock.seconds() + ttl, record)
+
+        return _fired(settle)
+
+    def release_idempotency_key(self, username: str, key: str) -> defer.Deferred[None]:
+        """Forget the key."""
+
+        def release() -> None:
+            records.check_username(username)
+            records.check_idempotency_key(key)
+            self._up()
+            self._idempotency.pop((username, key), None)
+
+        return _fired(release)
+
+    # -- the REST API: webhooks ------------------------------------------------------------
+    def set_webhook(self, username: str, url: str) -> defer.Deferred[Webhook | None]:
+        """Set (or with "" remove) the account's webhook; keep its secret."""
+
+        def set_() -> Webhook | None:
+            if url:
+                records.check_webhook_url(url)
+            self._account(username)
+            if not url:
+                self._webhooks.pop(username, None)
+                return None
+            old = self._webhooks.get(username)
+            secret = old.secret if old is not None else records.new_webhook_secret()
+            hook = self._webhooks[username] = Webhook(url, secret)
+            return hook
+
+        return _fired(set_)
+
+    def get_webhook(self, username: str) -> defer.Deferred[Webhook | None]:
+        """Fire with the account's Webhook, or None."""
+
+        def get() -> Webhook | None:
+            records.check_username(username)
+            self._up()
+            return self._webhooks.get(username)
+
+        return _fired(get)
+
+    def enqueue_webhook(
+        self, delivery_id: str, username: str, body: str, not_before: float
+    ) -> defer.Deferred[bool]:
+        """Queue the delivery unless its id is known."""
+
+        def enqueue() -> bool:
+            records.check_webhook(delivery_id, username, body)
+            self._up()
+            item = WebhookDelivery(
+                delivery_id, username, body, 0, float(not_before), self.clock.seconds()
+            )
+            return self._hooks.add(item)
+
+        return _fired(enqueue)
+
+    def due_webhooks(
+        self, now: float, limit: int, lease: float = WEBHOOK_LEASE
+    ) -> defer.Deferred[list[WebhookDelivery]]:
+        """Claim the due deliveries for ``lease`` seconds."""
+        return _fired(lambda: self._up() and self._hooks.claim(now, limit, lease))
+
+    def next_webhook_due(self) -> defer.Deferred[float | None]:
+        """Fire with the earliest ``not_before`` queued, or None."""
+        return _fired(lambda: self._up() and self._hooks.next_due())
+
+    def webhook_sent(self, delivery_id: str) -> defer.Deferred[None]:
+        """Forget the delivery and remember its id a while."""
+
+        def sent() -> None:
+            records.check_key(delivery_id, "delivery id")
+            self._up()
+            self._hooks.done(delivery_id)
+
+        return _fired(sent)
+
+    def webhook_retry(
+        self, delivery_id: str, not_before: float, attempts: int, last_error: str
+    ) -> defer.Deferred[bool]:
+        """Requeue the delivery for ``not_before``."""
+
+        def retry() -> bool:
+            records.check_key(delivery_id, "delivery id")
+            self._up()
+            return self._hooks.retry(delivery_id, not_before, attempts, last_error)
+
+        return _fired(retry)
+
+    def webhook_failed(self, delivery_id: str, error: str) -> defer.Deferred[bool]:
+        """Move the delivery to the dead letters."""
+
+        def failed() -> bool:
+            records.check_key(delivery_id, "delivery id")
+            self._up()
+            return self._hooks.fail(delivery_id, error)
+
+        return _fired(failed)
+
+    def dead_webhooks(self) -> defer.Deferred[list[WebhookDelivery]]:
+        """Fire with the dead letters, oldest first."""
+        return _fired(lambda: self._up() and self._hooks.dead())
+
     # -- SMS front: inbound messages, caller-ID codes, counters ------------------------
     def record_inbound_sms(
         self, keys: list[str], record: dict[str, Any], now: float, ttl: float
@@ -883,6 +1093,70 @@ class MemoryStore:
             return found is not None and found[0] > self.clock.seconds()
 
         return _fired(delete)
+
+
+Q = TypeVar("Q", WebhookDelivery, OutboundSms)
+
+
+class _Queue(Generic[Q]):
+    """A durable-queue's state in memory: items by id, the due ones, the dead letters."""
+
+    def __init__(self, clock: IReactorTime, sent_ttl: float) -> None:
+        self.clock = clock
+        self.sent_ttl = sent_ttl
+        self.items: dict[str, Q] = {}
+        self.due: set[str] = set()
+        self.dead_ids: list[str] = []
+        #: ids of sent items -> when they are forgotten
+        self.sent: dict[str, float] = {}
+
+    def add(self, item: Q) -> bool:
+        sent_until = self.sent.get(item.id)
+        if item.id in self.items or (sent_until and sent_until > self.clock.seconds()):
+            return False
+        self.items[item.id] = item
+        self.due.add(item.id)
+        return True
+
+    def queued(self) -> list[Q]:
+        return sorted((self.items[i] for i in self.due), key=lambda m: (m.not_before, m.id))
+
+    def claim(self, now: float, limit: int, lease: float) -> list[Q]:
+        due = [m for m in self.queued() if m.not_before <= now][: max(0, limit)]
+        claimed = [dataclasses.replace(m, not_before=now + lease) for m in due]
+        self.items.update((m.id, m) for m in claimed)
+        return claimed
+
+    def next_due(self) -> float | None:
+        queued = self.queued()
+        return queued[0].not_before if queued else None
+
+    def done(self, item_id: str) -> None:
+        self.due.discard(item_id)
+        self.items.pop(item_id, None)
+        self.sent[item_id] = self.clock.seconds() + self.sent_ttl
+
+    def retry(self, item_id: str, not_before: float, attempts: int, last_error: str) -> bool:
+        if item_id not in self.due:
+            return False
+        self.items[item_id] = dataclasses.replace(
+            self.items[item_id],
+            not_before=float(not_before),
+            attempts=int(attempts),
+            last_error=last_error,
+        )
+        return True
+
+    def fail(self, item_id: str, error: str) -> bool:
+        if item_id not in self.due:
+            return False
+        self.due.discard(item_id)
+        self.items[item_id] = dataclasses.replace(self.items[item_id], last_error=error)
+        self.dead_ids.append(item_id)
+        return True
+
+    def dead(self) -> list[Q]:
+        return [self.items[i] for i in self.dead_ids]
 
 
 def _code(voucher: Voucher) -> str:

@@ -23,6 +23,7 @@ from callbackd.core.model import (
     OutboundSms,
     PhonebookEntry,
     Voucher,
+    WebhookDelivery,
 )
 from callbackd.store.interface import InvalidArgument
 
@@ -65,6 +66,17 @@ __all__ = [
     "updated_account",
     "voucher_from_fields",
     "voucher_to_fields",
+    # the REST API
+    "API_KEY_PREFIX",
+    "api_key_hash",
+    "check_fingerprint",
+    "check_idempotency_key",
+    "check_key_label",
+    "check_webhook",
+    "check_webhook_url",
+    "new_api_key",
+    "new_webhook_secret",
+    "webhook_from_fields",
 ]
 
 #: amounts above this are refused: Redis Lua numbers are doubles, exact to 2**53
@@ -394,6 +406,96 @@ def sms_from_fields(fields: Mapping[str, str]) -> OutboundSms:
         to=fields["to"],
         text=fields["text"],
         gateway=fields["gateway"],
+        attempts=int(fields.get("attempts", 0)),
+        not_before=float(fields.get("not_before", 0.0)),
+        created_at=float(fields.get("created_at", 0.0)),
+        last_error=fields.get("last_error", ""),
+    )
+
+
+# -- the REST API: keys, idempotency keys, webhooks --------------------------------------
+
+#: every API key secret starts with it (so a leaked one is recognisable in a scan)
+API_KEY_PREFIX = "cbk_"
+_API_KEY = re.compile(r"cbk_([0-9a-f]{12})_[A-Za-z0-9_-]{40}")
+#: an idempotency key: 1-255 visible ASCII characters
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+_MAX_LABEL = 64
+_MAX_URL = 2048
+_URL = re.compile(r"https?://[^\s\x00-\x1f\x7f/?#]+(?:[/?#][^\s\x00-\x1f\x7f]*)?")
+#: the most characters of a webhook delivery's body
+MAX_WEBHOOK_BODY = 65536
+
+
+def new_api_key() -> tuple[str, str]:
+    """A fresh ``(key_id, secret)``: ``cbk_<key id>_<40 random URL-safe characters>``."""
+    key_id = secrets.token_hex(6)
+    return key_id, f"{API_KEY_PREFIX}{key_id}_{secrets.token_urlsafe(30)}"
+
+
+def api_key_hash(secret: object) -> str | None:
+    """The SHA-256 (hex) an API key is kept as; None when ``secret`` is not one.
+
+    The secrets are 240 random bits: a fast hash is enough (no dictionary to try), and
+    lets every API request be checked without a slow KDF.
+    """
+    if not isinstance(secret, str) or not _API_KEY.fullmatch(secret):
+        return None
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+def check_key_label(label: object) -> str:
+    """An API key's label: at most 64 characters, no control characters."""
+    if (
+        not isinstance(label, str)
+        or len(label) > _MAX_LABEL
+        or any(ord(c) < 32 or ord(c) == 127 for c in label)
+    ):
+        raise InvalidArgument(f"a key label is at most {_MAX_LABEL} printable characters")
+    return label
+
+
+def check_idempotency_key(key: object) -> str:
+    """An ``Idempotency-Key``: 1-255 visible ASCII characters."""
+    if not isinstance(key, str) or not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidArgument("an idempotency key is 1-255 visible ASCII characters")
+    return key
+
+
+def check_fingerprint(fingerprint: object) -> str:
+    """A request's fingerprint: a SHA-256 in hex."""
+    if not isinstance(fingerprint, str) or not _FINGERPRINT.fullmatch(fingerprint):
+        raise InvalidArgument("a request fingerprint is a SHA-256 in hex")
+    return fingerprint
+
+
+def check_webhook_url(url: object) -> str:
+    """An http(s) URL of at most 2048 characters, without spaces or control characters."""
+    if not isinstance(url, str) or len(url) > _MAX_URL or not _URL.fullmatch(url):
+        raise InvalidArgument(f"a webhook URL is http:// or https://, at most {_MAX_URL} chars")
+    return url
+
+
+def new_webhook_secret() -> str:
+    """A fresh signing key for an account's webhook."""
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def check_webhook(delivery_id: object, username: object, body: object) -> None:
+    """A webhook delivery's id, account and JSON body (IStore.enqueue_webhook)."""
+    check_key(delivery_id, "delivery id")
+    check_username(username)
+    if not isinstance(body, str) or not body or len(body) > MAX_WEBHOOK_BODY:
+        raise InvalidArgument(f"a webhook body is 1 to {MAX_WEBHOOK_BODY} characters")
+
+
+def webhook_from_fields(fields: Mapping[str, str]) -> WebhookDelivery:
+    """A WebhookDelivery from the string fields both stores keep it in."""
+    return WebhookDelivery(
+        id=fields["id"],
+        username=fields["username"],
+        body=fields["body"],
         attempts=int(fields.get("attempts", 0)),
         not_before=float(fields.get("not_before", 0.0)),
         created_at=float(fields.get("created_at", 0.0)),

@@ -23,6 +23,13 @@ keys of different accounts never collide)::
     cb:sessions                       SET     the ids of sessions in flight
     cb:provider:{name}:attempts       ZSET    "{seq:020}|{json}" scored by the attempt's time
     cb:provider:{name}:seq            STRING  counter making attempt members unique
+    cb:apikey:{sha256}                STRING  "{user} {key_id}" of an API key (hash of the secret)
+    cb:acct:{user}:apikeys            HASH    key_id -> {"label", "created_at", "hash"} JSON
+    cb:acct:{user}:idem:{sha256}      STRING  an Idempotency-Key's {"fingerprint", "response"}
+                                              JSON (TTL; the key itself hashed)
+    cb:acct:{user}:webhook            HASH    url, secret
+    cb:hook:due / cb:hook:dead        ZSET / LIST  the webhook queue, as the SMS queue's
+    cb:hook:msg:{id}, cb:hook:sent:{id}  HASH, STRING  a delivery; a delivered id (TTL)
     cb:sms:in:seen:{dedupe key}       STRING  an inbound SMS was recorded (TTL: the dedupe window)
     cb:sms:in:data                    HASH    dedupe key -> JSON of an inbound SMS not yet handled
     cb:sms:in:pending                 ZSET    those dedupe keys scored by the time recorded
@@ -70,7 +77,17 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from callbackd.config import Config, Secret
-from callbackd.core.model import CDR, Account, CallerID, OutboundSms, PhonebookEntry, Voucher
+from callbackd.core.model import (
+    CDR,
+    Account,
+    ApiKey,
+    CallerID,
+    OutboundSms,
+    PhonebookEntry,
+    Voucher,
+    Webhook,
+    WebhookDelivery,
+)
 from callbackd.store import records
 from callbackd.store.embedded import socket_path
 from callbackd.store.hashing import BcryptHasher, PasswordHasher
@@ -79,6 +96,8 @@ from callbackd.store.interface import (
     SMS_CODE_ATTEMPTS,
     SMS_LEASE,
     SMS_SENT_TTL,
+    WEBHOOK_LEASE,
+    WEBHOOK_SENT_TTL,
     AccountExists,
     InsufficientFunds,
     InvalidArgument,
@@ -384,6 +403,66 @@ redis.call('RPUSH', KEYS[3], ARGV[1])
 return 1
 """)
 
+# -- the REST API: keys, idempotency keys, webhooks (the webhook queue reuses the SMS
+# queue's claim, sent, retry and failed scripts on its own keys)
+_HOOK_DUE = "cb:hook:due"
+_HOOK_DEAD = "cb:hook:dead"
+_HOOK_MSG = "cb:hook:msg:"
+
+_CREATE_API_KEY = _Script("""
+-- KEYS: accounts, by hash, account's keys; ARGV: username, key_id, hash, record JSON
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
+return 1
+""")
+
+_REVOKE_API_KEY = _Script("""
+-- KEYS: account's keys; ARGV: key_id, by-hash key prefix
+local record = redis.call('HGET', KEYS[1], ARGV[1])
+if not record then
+  return 0
+end
+redis.call('DEL', ARGV[2] .. cjson.decode(record)['hash'])
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+""")
+
+_CLAIM_IDEMPOTENCY_KEY = _Script("""
+-- KEYS: the key's record; ARGV: fresh record JSON, ttl (ms)
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return false
+end
+return redis.call('GET', KEYS[1])
+""")
+
+_SET_WEBHOOK = _Script("""
+-- KEYS: accounts, webhook; ARGV: username, url, fresh secret
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
+  return 0
+end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+redis.call('HSET', KEYS[2], 'url', ARGV[2])
+redis.call('HSETNX', KEYS[2], 'secret', ARGV[3])
+return redis.call('HGET', KEYS[2], 'secret')
+""")
+
+_ENQUEUE_WEBHOOK = _Script("""
+-- KEYS: delivery, sent marker, due; ARGV: id, username, body, not_before, created_at
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'username', ARGV[2], 'body', ARGV[3],
+  'attempts', 0, 'not_before', ARGV[4], 'created_at', ARGV[5], 'last_error', '')
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+return 1
+""")
+
 
 # -- SMS front: inbound messages, caller-ID codes, counters ------------------------------
 #: dedupe keys seen (STRING with a TTL), pending inbound records (HASH key -> JSON) and
@@ -460,6 +539,8 @@ def _score(value: float) -> str:
 
 
 def _ms(seconds: float) -> int:
+    """A TTL in whole milliseconds (at least 1)."""
+    return max(1, int(seconds * 1000))
     """Seconds as the whole milliseconds of PX and PEXPIRE (at least 1)."""
     return max(1, round(seconds * 1000))
 
@@ -1171,6 +1252,179 @@ class RedisStore:
             fields = await self._call("HGETALL", _SMS_MSG + message_id)
             if fields:
                 found.append(records.sms_from_fields(_pairs(fields)))
+        return found
+
+    # -- the REST API: keys ----------------------------------------------------------------
+    def create_api_key(self, username: str, label: str) -> defer.Deferred[tuple[str, str]]:
+        """Make a key, in one script; fire with ``(key_id, secret)``."""
+        return defer.ensureDeferred(self._create_api_key(username, label))
+
+    async def _create_api_key(self, username: str, label: str) -> tuple[str, str]:
+        records.check_username(username)
+        records.check_key_label(label)
+        key_id, secret = records.new_api_key()
+        digest = records.api_key_hash(secret)
+        assert digest is not None
+        record = {"label": label, "created_at": self.clock.seconds(), "hash": digest}
+        keys = ["cb:accounts", f"cb:apikey:{digest}", _acct(username, "apikeys")]
+        args = [username, key_id, digest, json.dumps(record)]
+        if not await self._eval(_CREATE_API_KEY, keys, args):
+            raise NoSuchAccount(f"no account {username!r}")
+        return key_id, secret
+
+    def list_api_keys(self, username: str) -> defer.Deferred[list[ApiKey]]:
+        """Fire with the account's keys, oldest first."""
+        return defer.ensureDeferred(self._list_api_keys(username))
+
+    async def _list_api_keys(self, username: str) -> list[ApiKey]:
+        records.check_username(username)
+        fields = _pairs(await self._call("HGETALL", _acct(username, "apikeys")))
+        keys = []
+        for key_id, text in fields.items():
+            record = json.loads(text)
+            keys.append(ApiKey(key_id, username, record["label"], float(record["created_at"])))
+        return sorted(keys, key=lambda k: (k.created_at, k.key_id))
+
+    def revoke_api_key(self, username: str, key_id: str) -> defer.Deferred[bool]:
+        """Forget the key, in one script; fire with True if the account had it."""
+        return defer.ensureDeferred(self._revoke_api_key(username, key_id))
+
+    async def _revoke_api_key(self, username: str, key_id: str) -> bool:
+        records.check_username(username)
+        records.check_key(key_id, "key id")
+        keys = [_acct(username, "apikeys")]
+        return bool(await self._eval(_REVOKE_API_KEY, keys, [key_id, "cb:apikey:"]))
+
+    def account_for_api_key(self, secret: str) -> defer.Deferred[str | None]:
+        """Fire with the key's username, or None (one GET)."""
+        digest = records.api_key_hash(secret)
+        if digest is None:
+            return defer.succeed(None)
+        d = self._call("GET", f"cb:apikey:{digest}")
+        return d.addCallback(lambda found: found.partition(" ")[0] if found else None)
+
+    # -- the REST API: idempotency keys ----------------------------------------------------
+    def _idempotency_key(self, username: str, key: str) -> str:
+        records.check_username(username)
+        records.check_idempotency_key(key)
+        return _acct(username, "idem", hashlib.sha256(key.encode("ascii")).hexdigest())
+
+    def claim_idempotency_key(
+        self, username: str, key: str, fingerprint: str, ttl: float
+    ) -> defer.Deferred[dict[str, Any] | None]:
+        """Claim the key (SET NX with the TTL) or fire with what is stored, in one script."""
+        return defer.ensureDeferred(self._claim_idempotency_key(username, key, fingerprint, ttl))
+
+    async def _claim_idempotency_key(
+        self, username: str, key: str, fingerprint: str, ttl: float
+    ) -> dict[str, Any] | None:
+        redis_key = self._idempotency_key(username, key)
+        records.check_fingerprint(fingerprint)
+        fresh = json.dumps({"fingerprint": fingerprint, "response": None})
+        found = await self._eval(_CLAIM_IDEMPOTENCY_KEY, [redis_key], [fresh, _ms(ttl)])
+        return None if found is None else dict(json.loads(found))
+
+    def settle_idempotency_key(
+        self, username: str, key: str, fingerprint: str, response: str, ttl: float
+    ) -> defer.Deferred[None]:
+        """Store the key's response for ``ttl`` seconds."""
+        redis_key = self._idempotency_key(username, key)
+        records.check_fingerprint(fingerprint)
+        record = json.dumps({"fingerprint": fingerprint, "response": str(response)})
+        return self._call("SET", redis_key, record, "PX", _ms(ttl)).addCallback(lambda _: None)
+
+    def release_idempotency_key(self, username: str, key: str) -> defer.Deferred[None]:
+        """Forget the key."""
+        return self._call("DEL", self._idempotency_key(username, key)).addCallback(lambda _: None)
+
+    # -- the REST API: webhooks ------------------------------------------------------------
+    def set_webhook(self, username: str, url: str) -> defer.Deferred[Webhook | None]:
+        """Set (or with "" remove) the account's webhook, in one script; keep its secret."""
+        return defer.ensureDeferred(self._set_webhook(username, url))
+
+    async def _set_webhook(self, username: str, url: str) -> Webhook | None:
+        records.check_username(username)
+        if url:
+            records.check_webhook_url(url)
+        keys = ["cb:accounts", _acct(username, "webhook")]
+        args = [username, url, records.new_webhook_secret()]
+        secret = await self._eval(_SET_WEBHOOK, keys, args)
+        if secret == 0:
+            raise NoSuchAccount(f"no account {username!r}")
+        return Webhook(url, secret) if url else None
+
+    def get_webhook(self, username: str) -> defer.Deferred[Webhook | None]:
+        """Fire with the account's Webhook, or None."""
+        records.check_username(username)
+        d = self._call("HGETALL", _acct(username, "webhook"))
+        return d.addCallback(
+            lambda flat: Webhook(**_pairs(flat)) if flat else None  # url, secret
+        )
+
+    def enqueue_webhook(
+        self, delivery_id: str, username: str, body: str, not_before: float
+    ) -> defer.Deferred[bool]:
+        """Queue the delivery unless its id is known, in one script."""
+        return defer.ensureDeferred(self._enqueue_webhook(delivery_id, username, body, not_before))
+
+    async def _enqueue_webhook(
+        self, delivery_id: str, username: str, body: str, not_before: float
+    ) -> bool:
+        records.check_webhook(delivery_id, username, body)
+        keys = [_HOOK_MSG + delivery_id, f"cb:hook:sent:{delivery_id}", _HOOK_DUE]
+        args = [delivery_id, username, body, _score(not_before), _score(self.clock.seconds())]
+        return bool(await self._eval(_ENQUEUE_WEBHOOK, keys, args))
+
+    def due_webhooks(
+        self, now: float, limit: int, lease: float = WEBHOOK_LEASE
+    ) -> defer.Deferred[list[WebhookDelivery]]:
+        """Claim the due deliveries for ``lease`` seconds (the SMS queue's claim script)."""
+        return defer.ensureDeferred(self._due_webhooks(now, limit, lease))
+
+    async def _due_webhooks(self, now: float, limit: int, lease: float) -> list[WebhookDelivery]:
+        args = [_score(now), int(limit), _score(now + lease), _HOOK_MSG]
+        found = await self._eval(_CLAIM_SMS, [_HOOK_DUE], args)
+        return [records.webhook_from_fields(_pairs(flat)) for flat in found]
+
+    def next_webhook_due(self) -> defer.Deferred[float | None]:
+        """Fire with the earliest ``not_before`` queued, or None."""
+        d = self._call("ZRANGE", _HOOK_DUE, 0, 0, "WITHSCORES")
+        return d.addCallback(lambda reply: float(reply[1]) if reply else None)
+
+    def webhook_sent(self, delivery_id: str) -> defer.Deferred[None]:
+        """Forget the delivery and remember its id a while."""
+        records.check_key(delivery_id, "delivery id")
+        keys = [_HOOK_MSG + delivery_id, f"cb:hook:sent:{delivery_id}", _HOOK_DUE]
+        d = defer.ensureDeferred(self._eval(_SMS_SENT, keys, [delivery_id, WEBHOOK_SENT_TTL]))
+        return d.addCallback(lambda _: None)
+
+    def webhook_retry(
+        self, delivery_id: str, not_before: float, attempts: int, last_error: str
+    ) -> defer.Deferred[bool]:
+        """Requeue the delivery for ``not_before``."""
+        records.check_key(delivery_id, "delivery id")
+        keys = [_HOOK_MSG + delivery_id, _HOOK_DUE]
+        args = [delivery_id, _score(not_before), int(attempts), last_error]
+        return defer.ensureDeferred(self._eval(_SMS_RETRY, keys, args)).addCallback(bool)
+
+    def webhook_failed(self, delivery_id: str, error: str) -> defer.Deferred[bool]:
+        """Move the delivery to the dead letters."""
+        records.check_key(delivery_id, "delivery id")
+        keys = [_HOOK_MSG + delivery_id, _HOOK_DUE, _HOOK_DEAD]
+        return defer.ensureDeferred(
+            self._eval(_SMS_FAILED, keys, [delivery_id, error])
+        ).addCallback(bool)
+
+    def dead_webhooks(self) -> defer.Deferred[list[WebhookDelivery]]:
+        """Fire with the dead letters, oldest first."""
+        return defer.ensureDeferred(self._dead_webhooks())
+
+    async def _dead_webhooks(self) -> list[WebhookDelivery]:
+        found = []
+        for delivery_id in await self._call("LRANGE", _HOOK_DEAD, 0, -1):
+            fields = await self._call("HGETALL", _HOOK_MSG + delivery_id)
+            if fields:
+                found.append(records.webhook_from_fields(_pairs(fields)))
         return found
 
     # -- change feed -------------------------------------------------------------------------
