@@ -266,7 +266,10 @@ def _make_sms(daemon: Daemon, health: Any) -> None:
 def _make_portal(daemon: Daemon) -> None:
     """The web portal at ``/portal`` (``/`` redirects there): users' and operators' pages."""
     from callbackd.web.portal import PREFIX, make_portal
+    from callbackd.web.sse import hub_of
 
+    # the call pages' live status: the session events' hub, buffering from the start
+    hub_of(daemon.engine)
     portal = make_portal(daemon.store, daemon.engine, daemon.config, daemon.reactor)
     daemon.web_root.add_child(PREFIX.strip("/"), portal)
     daemon.web_root.set_home(PREFIX + "/")

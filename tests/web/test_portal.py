@@ -74,20 +74,34 @@ def make_user(operator, base):
 
 
 def sse_views(client: PortalClient, session_path: str, until, timeout: float = 20.0):
-    """Read the call's status stream until ``until(view)``; every view read."""
-    views = []
+    """Read the call's event stream until ``until(view)``, where a view is each leg's
+    status as the page shows it (``{"leg": ..., "status": ..., "provider": ...}`` per
+    leg, by callbackd.web.portal.live.leg_status); every view read."""
+    from callbackd.web.portal.live import leg_status
+
+    views, legs, answered = [], {}, {}
     with client.session.get(
-        client.url(session_path + "/events"), stream=True, timeout=timeout
+        client.url(session_path + "/events?after=0"), stream=True, timeout=timeout
     ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         deadline = time.monotonic() + timeout
         for line in response.iter_lines(decode_unicode=True):
-            if line.startswith("data: "):
-                view = json.loads(line[6:])
-                views.append(view)
-                if until(view):
-                    return views
+            if not line.startswith("data: "):
+                continue
+            event = json.loads(line[6:])
+            if event.get("leg"):
+                if event["state"] == "up":
+                    answered.setdefault(event["leg"], event["at"])
+                legs[event["leg"]] = {
+                    "leg": event["leg"],
+                    "provider": event["provider"],
+                    "status": leg_status({**event, "answered_at": answered.get(event["leg"], 0.0)}),
+                }
+            view = {"legs": list(legs.values()), "kind": event["kind"]}
+            views.append(view)
+            if until(view):
+                return views
             assert time.monotonic() < deadline, views
     raise AssertionError(f"stream closed before the condition: {views}")
 
@@ -534,3 +548,24 @@ def test_caller_id_verified_by_the_code_sent_by_sms(base, make_user, redis_serve
     other.get("/callerids")
     r = other.post("/callerids", {"number": "+15550027777"})
     assert r.status_code == 400 and "+15550027777" in r.text
+
+
+def test_api_keys_created_shown_once_and_revoked(base, make_user):
+    client = make_user("sam")
+    client.get("/account")
+    r = client.post("/keys", {"label": "my <script> app"})
+    assert r.status_code == 200
+    secret = re.search(r'id="new-key">[^<]*<code>([^<]+)</code>', r.text).group(1)
+    assert len(secret) >= 20
+    page = client.get("/account").text
+    assert "my &lt;script&gt; app" in page and secret not in page
+    key_id = re.search(r'name="key_id" value="([^"]+)"', page).group(1)
+    other = make_user("tina")
+    other.get("/account")
+    assert other.post("/keys/revoke", {"key_id": key_id}).status_code == 303
+    assert key_id in client.get("/account").text  # not another account's to revoke
+    r = client.post("/keys/revoke", {"key_id": key_id})
+    assert r.headers["location"] == "/portal/account?done=revoked"
+    assert key_id not in client.get("/account").text
+    r = client.post("/keys", {"label": ""})
+    assert r.status_code == 400 and "Please fill in Name of the key" in r.text

@@ -90,6 +90,7 @@ def session_view(
     cost = running_cost(summary.get("legs", []), now)
     return {
         "session_id": summary["session_id"],
+        "seq": summary.get("seq", 0),
         "phase": summary.get("phase", ""),
         "ended": summary.get("phase") == "ended",
         "legs": legs,
@@ -99,9 +100,3 @@ def session_view(
         "decimals": decimals,
         "currency": currency,
     }
-
-
-def ended_summary(summary: Mapping[str, Any], reason: str) -> dict[str, Any]:
-    """The last summary of a session the engine has let go: every leg ended."""
-    legs = [dict(leg, state="ended") for leg in summary.get("legs", [])]
-    return dict(summary, phase="ended", reason=reason, legs=legs)

@@ -15,13 +15,11 @@ import secrets
 from typing import Any, cast
 
 from twisted.internet import defer
-from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from callbackd.core.model import PhonebookEntry
-from callbackd.core.session import SessionEvent
 from callbackd.engine.errors import CallbackRefused
 from callbackd.i18n import LANGUAGES, progress
 from callbackd.sms.front import CODE_DIGITS
@@ -47,13 +45,12 @@ from callbackd.web.portal.base import (
     wants_json,
 )
 from callbackd.web.portal.forms import FormError
-from callbackd.web.portal.live import address_text, ended_summary, session_view
+from callbackd.web.portal.live import LEG_STATUSES, address_text, session_view
 from callbackd.web.portal.security import ANON_COOKIE, SESSION_COOKIE
+from callbackd.web.sse import stream_session_events
 
 __all__ = ["UserPages"]
 
-#: seconds between two keep-alive comments on a live status stream
-KEEPALIVE = 15.0
 _CODE = re.compile(r"[0-9]{4,8}")
 _PIN = re.compile(r"[A-Za-z0-9-]{4,64}")
 _LEG = re.compile(r"[A-Za-z0-9+@._:()/ -]{1,128}")
@@ -88,6 +85,8 @@ def message(page: Page, error: Exception) -> str:
     return t.text("web.error.failed")
 
 
+#: the roles of a session's legs
+ROLES = ("source", "destination", "additional")
 #: what a page may say went well (``?done=KEY``)
 DONE = {
     "added": "web.done.added",
@@ -251,7 +250,7 @@ class UserPages(PortalBase):
             or (state.username != page.username and not page.operator)
         ):
             raise Refused(404, "web.error.no_session")
-        return dict(self.engine.status(sid))
+        return dict(self.engine.status(sid), seq=state.seq)
 
     @app.route("/call/<string:sid>", methods=["GET"])
     async def call_page(self, request: Request, sid: str) -> bytes:
@@ -271,15 +270,27 @@ class UserPages(PortalBase):
             status=status,
             error=error,
             view=view,
-            view_json=json.dumps(view),
+            words=json.dumps({s: page.t.text("web.status." + s) for s in LEG_STATUSES}),
+            roles=json.dumps({r: progress.role_text(page.t, r, title=True) for r in ROLES}),
             providers=sorted(self.engine.providers),
         )
 
     @app.route("/call/<string:sid>/events", methods=["GET"])
     async def events(self, request: Request, sid: str) -> Any:
+        """The session's events as Server-Sent Events (:mod:`callbackd.web.sse`), for the
+        call page's script; only to the session's account (or an operator)."""
         page = await self.page(request)
-        summary = self._own_session(page, sid)
-        return SessionStream(self, request, page, sid, summary).run()
+        self._own_session(page, sid)
+        # the page asks for the events after the state it was rendered in (?after=SEQ);
+        # a reconnecting EventSource says where it stopped (Last-Event-ID)
+        last = request.getHeader(b"last-event-id") or request.args.get(b"after", [None])[0]
+        answer = stream_session_events(request, self.engine, sid, last)
+        if answer is not NOT_DONE_YET:
+            return answer
+        # the stream writes to the request until it ends: Klein waits for that
+        streaming: defer.Deferred[None] = defer.Deferred()
+        request.notifyFinish().addBoth(lambda _: streaming.callback(None))
+        return streaming
 
     async def _command(self, request: Request, sid: str, what: str, run: Any) -> bytes:
         page = await self.page(request)
@@ -521,9 +532,7 @@ class UserPages(PortalBase):
     async def _account(
         self, request: Request, page: Page, error: str = "", status: int = 200, **extra: Any
     ) -> bytes:
-        keys = None
-        if hasattr(self.store, "list_api_keys"):
-            keys = [_key_fields(k) for k in await self.store.list_api_keys(page.username)]
+        keys = await self.store.list_api_keys(page.username)
         return self.render(
             request,
             page,
@@ -560,8 +569,6 @@ class UserPages(PortalBase):
         page = await self.page(request)
         fields = self.form(request, page)
         try:
-            if not hasattr(self.store, "create_api_key"):
-                raise Refused(503, "web.error.unavailable")
             label = forms.text(fields, "label", max_length=64)
             key_id, secret = await self.store.create_api_key(page.username, label)
         except (*EXPECTED, Refused) as e:
@@ -573,8 +580,6 @@ class UserPages(PortalBase):
         page = await self.page(request)
         fields = self.form(request, page)
         try:
-            if not hasattr(self.store, "revoke_api_key"):
-                raise Refused(503, "web.error.unavailable")
             key_id = forms.text(fields, "key_id", pattern=_KEY_ID)
             await self.store.revoke_api_key(page.username, key_id)
         except (*EXPECTED, Refused) as e:
@@ -598,80 +603,6 @@ class UserPages(PortalBase):
         return self.redirect(request, "/account", "invited")
 
 
-class SessionStream:
-    """``text/event-stream`` of one session's live status, for its call page.
-
-    On connecting, and on each of the session's events, the page gets the session's view
-    (:func:`callbackd.web.portal.live.session_view`) with the event's words; after the
-    session has ended, the last view (every leg ended) and the stream closes.
-    """
-
-    def __init__(
-        self, portal: UserPages, request: Request, page: Page, sid: str, summary: dict[str, Any]
-    ) -> None:
-        self.portal = portal
-        self.request = request
-        self.page = page
-        self.sid = sid
-        self.summary = summary
-        self.done: defer.Deferred[None] = defer.Deferred()
-        self._unsubscribe: Any = None
-        self._keepalive = LoopingCall(self._write, b": keep-alive\n\n")
-        self._keepalive.clock = portal.clock
-
-    def run(self) -> defer.Deferred[None]:
-        request = self.request
-        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
-        request.setHeader(b"x-accel-buffering", b"no")
-        request.notifyFinish().addBoth(self._gone)
-        self._send(self.summary, "", 0)
-        self._unsubscribe = self.portal.engine.subscribe(self._event, self.sid)
-        self._keepalive.start(KEEPALIVE, now=False)
-        return self.done
-
-    def _event(self, event: SessionEvent) -> None:
-        engine = self.portal.engine
-        t = self.page.t
-        words = progress.render(event, t, self.portal.decimals, self.portal.currency)
-        if event.kind == "session_ended":
-            self._send(ended_summary(self.summary, event.reason), words, event.seq)
-            self._close()
-            return
-        state = engine.state_of(self.sid)
-        if state is not None and not state.finished:
-            self.summary = dict(engine.status(self.sid))
-        self._send(self.summary, words, event.seq)
-
-    def _send(self, summary: dict[str, Any], words: str, seq: int) -> None:
-        portal = self.portal
-        view = session_view(
-            summary, portal.clock.seconds(), self.page.t, portal.decimals, portal.currency
-        )
-        view["text"] = words
-        self._write(f"id: {seq}\nevent: status\ndata: {json.dumps(view)}\n\n".encode())
-
-    def _write(self, data: bytes) -> None:
-        if not self.done.called:
-            self.request.write(data)
-
-    def _close(self) -> None:
-        self._stop()
-        if not self.done.called:
-            self.done.callback(None)
-
-    def _gone(self, _: object) -> None:
-        self._stop()
-        if not self.done.called:
-            self.done.callback(None)
-
-    def _stop(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        if self._keepalive.running:
-            self._keepalive.stop()
-
-
 def _when(at: float) -> str:
     """A time as ``2026-12-02 01:35:07`` UTC ("" for none)."""
     if not at:
@@ -686,13 +617,3 @@ def _cell(value: str) -> str:
     if value[:1] in ("=", "+", "-", "@") and not value[1:].isdigit():
         return "'" + value
     return value
-
-
-def _key_fields(key: Any) -> dict[str, Any]:
-    """An API key's id, label and creation time, from a dict or a record."""
-    get = key.get if isinstance(key, dict) else lambda name, default="": getattr(key, name, default)
-    return {
-        "key_id": get("key_id", ""),
-        "label": get("label", ""),
-        "created_at": get("created_at", 0),
-    }
