@@ -242,7 +242,7 @@ class SimulatorConfig:
 
 @dataclass(frozen=True)
 class WebConfig:
-    """[web]: HTTP (health check and metrics now; portal, REST and SMS hooks later)."""
+    """[web]: HTTP (health check, metrics, the web portal, REST and SMS hooks)."""
 
     listen: str = field(default="tcp:8080:interface=127.0.0.1", metadata=_meta("strports endpoint"))
 
@@ -660,8 +660,8 @@ class PortalConfig:
     login_attempts: int = field(
         default=5,
         metadata=_meta(
-            "failed logins per username, and per client address, within login_window"
-            " before further logins are refused until the window passes",
+            "failed logins per username (ten times as many per client address) within"
+            " login_window before further logins are refused until the window passes",
             min=1,
         ),
     )
