@@ -29,7 +29,7 @@ from callbackd.web.portal.security import (
     LoginThrottle,
     csrf_matches,
     csrf_token,
-    new_anon_seed,
+    new_anon_key,
 )
 
 PORTAL = Path(forms.__file__).parent
@@ -104,16 +104,16 @@ def test_choice():
 # -- CSRF and throttling ------------------------------------------------------------------
 
 
-def test_csrf_token_belongs_to_its_seed():
-    seed = new_anon_seed()
-    token = csrf_token(seed)
-    assert len(token) == 64 and seed not in token
-    assert csrf_matches(seed, token)
-    assert not csrf_matches(new_anon_seed(), token)
-    assert not csrf_matches(seed, "")
+def test_csrf_token_belongs_to_its_basis():
+    basis = new_anon_key()
+    token = csrf_token(basis)
+    assert len(token) == 64 and basis not in token
+    assert csrf_matches(basis, token)
+    assert not csrf_matches(new_anon_key(), token)
+    assert not csrf_matches(basis, "")
     assert not csrf_matches("", csrf_token(""))
-    assert not csrf_matches(seed, token[:-1] + "x")
-    assert not csrf_matches(seed, "é" * 64)
+    assert not csrf_matches(basis, token[:-1] + "x")
+    assert not csrf_matches(basis, "é" * 64)
 
 
 def test_throttle_closes_a_name_then_opens_it_when_the_window_passes():

@@ -3,7 +3,7 @@
 Every route of :mod:`~callbackd.web.portal.users` and
 :mod:`~callbackd.web.portal.operators` starts with :meth:`PortalBase.page`, which reads
 the login from the store (the session cookie), the language (cookie, else the account's,
-else the browser's) and the CSRF seed; a POST then passes :meth:`PortalBase.form`, which
+else the browser's) and the CSRF basis; a POST then passes :meth:`PortalBase.form`, which
 refuses a body without the right CSRF token before anything happens.
 """
 
@@ -31,7 +31,7 @@ from callbackd.web.portal.security import (
     LoginThrottle,
     csrf_matches,
     csrf_token,
-    new_anon_seed,
+    new_anon_key,
 )
 
 __all__ = ["PREFIX", "Page", "PortalBase", "app"]
@@ -123,21 +123,21 @@ class PortalBase:
             raise Refused(303, "")
         if role == "operator" and session_role != "operator":
             raise Refused(403, "web.error.forbidden")
-        seed = token if username else self._anon_seed(request)
+        basis = token if username else self._anon_key(request)
         chosen = _cookie(request, LANG_COOKIE)
         if chosen not in LANGUAGES:
             chosen = language if username else _browser_language(request)
         t = translator(chosen)
-        return Page(username, session_role, t.language, t, csrf_token(seed), token)
+        return Page(username, session_role, t.language, t, csrf_token(basis), token)
 
-    def _anon_seed(self, request: Request) -> str:
-        seed = _cookie(request, ANON_COOKIE)
-        if not seed or len(seed) != 43:
-            seed = new_anon_seed()
-            self.set_cookie(request, ANON_COOKIE, seed)
+    def _anon_key(self, request: Request) -> str:
+        basis = _cookie(request, ANON_COOKIE)
+        if not basis or len(basis) != 43:
+            basis = new_anon_key()
+            self.set_cookie(request, ANON_COOKIE, basis)
             # the cookie is seen by the next request; this one checks against it too
-            request.received_cookies[ANON_COOKIE] = seed.encode()
-        return seed
+            request.received_cookies[ANON_COOKIE] = basis.encode()
+        return basis
 
     def set_cookie(self, request: Request, name: bytes, value: str, max_age: int = 0) -> None:
         """Set a portal cookie: HttpOnly, SameSite=Lax, Secure over TLS (and when told)."""
@@ -155,8 +155,8 @@ class PortalBase:
     def form(self, request: Request, page: Page) -> dict[str, str]:
         """The POST's fields, once its CSRF token is checked (Refused 403 if wrong)."""
         fields = forms.decode_form(request.args)
-        seed = page.token if page.username else _cookie(request, ANON_COOKIE)
-        if not csrf_matches(seed, fields.get("csrf")):
+        basis = page.token if page.username else _cookie(request, ANON_COOKIE)
+        if not csrf_matches(basis, fields.get("csrf")):
             raise Refused(403, "web.error.csrf")
         return fields
 

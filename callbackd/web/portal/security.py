@@ -1,8 +1,8 @@
 """The portal's security: CSRF tokens, login throttling, response headers, cookies.
 
-* CSRF: every form carries :func:`csrf_token` of the request's *seed*, the login's token
+* CSRF: every form carries :func:`csrf_token` of the request's *basis*, the login's token
   (the session cookie) or, before login, a random pre-login cookie. The token is a
-  SHA-256 of the seed, so it cannot be forged without the seed (an HttpOnly cookie no
+  SHA-256 of the basis, so it cannot be forged without the basis (an HttpOnly cookie no
   other site can read) and tells nothing of it. A POST whose token does not match is
   refused before anything happens.
 * Login throttling (:class:`LoginThrottle`): failed logins are counted per username and
@@ -29,12 +29,12 @@ __all__ = [
     "LoginThrottle",
     "csrf_matches",
     "csrf_token",
-    "new_anon_seed",
+    "new_anon_key",
 ]
 
 #: the login's cookie: the token of a web session in the store
 SESSION_COOKIE: Final = b"callbackd_session"
-#: the pre-login cookie: the seed of the login form's CSRF token
+#: the pre-login cookie: the basis of the login form's CSRF token
 ANON_COOKIE: Final = b"callbackd_anon"
 
 SECURITY_HEADERS: Final = {
@@ -53,21 +53,21 @@ SECURITY_HEADERS: Final = {
 HSTS: Final = (b"strict-transport-security", b"max-age=31536000")
 
 
-def new_anon_seed() -> str:
-    """A fresh random pre-login seed (the value of :data:`ANON_COOKIE`)."""
+def new_anon_key() -> str:
+    """A fresh random pre-login basis (the value of :data:`ANON_COOKIE`)."""
     return secrets.token_urlsafe(32)
 
 
-def csrf_token(seed: str) -> str:
-    """The CSRF token of the forms of a request whose seed is ``seed``."""
-    return hashlib.sha256(b"callbackd-csrf:" + seed.encode("utf-8")).hexdigest()
+def csrf_token(basis: str) -> str:
+    """The CSRF token of the forms of a request whose basis is ``basis``."""
+    return hashlib.sha256(b"callbackd-csrf:" + basis.encode("utf-8")).hexdigest()
 
 
-def csrf_matches(seed: str | None, token: str | None) -> bool:
-    """Whether ``token`` is the CSRF token of ``seed`` (compared in constant time)."""
-    if not seed or not token:
+def csrf_matches(basis: str | None, token: str | None) -> bool:
+    """Whether ``token`` is the CSRF token of ``basis`` (compared in constant time)."""
+    if not basis or not token:
         return False
-    return hmac.compare_digest(csrf_token(seed).encode(), token.encode("utf-8", "replace"))
+    return hmac.compare_digest(csrf_token(basis).encode(), token.encode("utf-8", "replace"))
 
 
 #: an address may fail this many times the failures allowed to a name
