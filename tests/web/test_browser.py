@@ -125,6 +125,8 @@ def test_connect_two_live_add_drop_hang_up_history_vietnamese(daemon, browser, t
     status = driver.find_element(By.CSS_SELECTOR, '#legs tr[data-leg="destination"] .status')
     assert status.text == "connected"
     assert driver.execute_script("return window.portalTestMark") == "same page"
+    # the running cost counts by the second while the legs are up
+    wait(driver, lambda d: d.find_element(By.ID, "cost").text != "0.00 EUR", 10, "cost counts")
     screenshot(driver, tmp_path, "portal-call-connected.png")
 
     # a third leg, added and dropped from the page

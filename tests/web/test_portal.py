@@ -128,6 +128,7 @@ def test_root_redirects_to_the_portal_which_asks_for_a_login(base):
     assert (r.status_code, r.headers["location"]) == (302, "/portal/")
     r = requests.get(base + "/portal/", allow_redirects=False, timeout=5)
     assert (r.status_code, r.headers["location"]) == (303, "/portal/login")
+    assert requests.get(base + "/portal", timeout=5).url == base + "/portal/login"
     assert requests.get(base + "/healthz", timeout=5).status_code == 200
     assert requests.get(base + "/metrics", timeout=5).status_code == 200
 
