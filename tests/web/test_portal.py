@@ -171,7 +171,7 @@ def test_wrong_password_and_unknown_user_get_the_same_answer(base, make_user):
     """No account enumeration: the same status and page, and much the same time."""
     make_user("erin")
     answers, times = {}, {}
-    for name in ("erin", "nobody-here"):
+    for name in ("erin", "nobody-here", "no such name!"):
         took = []
         for _ in range(2):
             client = PortalClient(base)
@@ -181,11 +181,12 @@ def test_wrong_password_and_unknown_user_get_the_same_answer(base, make_user):
             took.append(time.monotonic() - start)
             answers[name] = (r.status_code, r.text.replace(client.csrf, "").replace(name, "N"))
         times[name] = statistics.median(took)
-    assert answers["erin"] == answers["nobody-here"]
+    assert answers["erin"] == answers["nobody-here"] == answers["no such name!"]
     assert answers["erin"][0] == 401
     assert "Wrong username or password." in answers["erin"][1]
     # both run the password KDF (the unknown name against a dummy hash)
     assert times["nobody-here"] > 0.4 * times["erin"], times
+    assert times["no such name!"] > 0.4 * times["erin"], times
 
 
 def test_logins_are_throttled_for_known_and_unknown_names_alike(base, make_user):

@@ -85,6 +85,8 @@ def message(page: Page, error: Exception) -> str:
     return t.text("web.error.failed")
 
 
+#: a well-formed username no one is given, to check a password against in vain
+NO_ACCOUNT = "0" * 64
 #: the roles of a session's legs
 ROLES = ("source", "destination", "additional")
 #: what a page may say went well (``?done=KEY``)
@@ -152,7 +154,9 @@ class UserPages(PortalBase):
         try:
             ok = bool(username and password) and await self.store.check_password(username, password)
         except InvalidArgument:
-            ok = False  # a malformed username is no account either
+            # a malformed username is no account either: spend the KDF's time all the same
+            await self.store.check_password(NO_ACCOUNT, password)
+            ok = False
         account = await self.engine.account(username) if ok else None
         if account is None or account.status.value != "active":
             self.throttle.failed(username, address)
