@@ -150,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("invite", "have the running daemons' chat service ask an XMPP address to add it")
     p.add_argument("jid")
+
+    p = command("set-sms-progress", "how much call progress an account gets by SMS")
+    p.add_argument("username")
+    p.add_argument(
+        "mode",
+        choices=["all", "outcome", "none", "default"],
+        help="every event, the outcome only, none, or the [sms] progress default",
+    )
     return parser
 
 
@@ -291,6 +299,14 @@ def _prepare(args: argparse.Namespace, config: Config) -> Job:
             print(f"{args.jid} unlinked" if was else f"{args.jid} was not linked")
 
         return unlink
+    if cmd == "set-sms-progress":
+        mode = "" if args.mode == "default" else args.mode
+
+        async def set_progress(store: Any) -> None:
+            await store.update_account(user, sms_progress=mode)
+            print(f"SMS progress of {user}: {args.mode}")
+
+        return set_progress
     if cmd == "invite":
 
         async def invite(store: Any) -> None:

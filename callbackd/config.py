@@ -567,8 +567,8 @@ class SmsGatewayConfig:
         default="none",
         metadata=_meta(
             "how replies go out through this gateway: kannel (smsbox sendsms), http-post"
-            " (JSON POST), none",
-            **_choice("kannel", "http-post", "none"),
+            " (JSON POST), log (written to the daemon's log, not sent: demos), none",
+            **_choice("kannel", "http-post", "log", "none"),
         ),
     )
     sendsms_url: str = field(

@@ -178,6 +178,21 @@ def test_voucher_batch_redeem(config, alice, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_set_sms_progress(config, alice, clean_redis):
+    """set-sms-progress sets Account.sms_progress; "default" clears it."""
+    store = await redis_store(clean_redis.port).connect(timeout=5)
+    try:
+        result = admin(config, "set-sms-progress", "alice", "all")
+        assert (result.returncode, result.stdout.strip()) == (0, "SMS progress of alice: all")
+        assert (await store.get_account("alice")).sms_progress == "all"
+        admin(config, "set-sms-progress", "alice", "default")
+        assert (await store.get_account("alice")).sms_progress == ""
+        assert admin(config, "set-sms-progress", "alice", "loud").returncode == 2
+    finally:
+        await store.disconnect()
+
+
+@pytest_twisted.ensureDeferred
 async def test_link_and_unlink_a_jid(config, alice, clean_redis):
     """link-jid links a bare JID (resource dropped) to an account; unlink-jid undoes it."""
     store = await redis_store(clean_redis.port).connect(timeout=5)

@@ -154,6 +154,19 @@ def _ami_health(root, name: str = "ami") -> tuple[bool, str]:
     return check["ok"], check["detail"]
 
 
+def test_healthz_says_the_sms_front_is_off_or_names_its_webhooks():
+    """[sms] off: /healthz says so; on (the demo config): it names the webhooks."""
+    path = ROOT / "etc" / "callbackd.ini"
+    off = path.read_text().replace("[sms]\nenabled = yes", "[sms]\nenabled = no")
+    config = parse_config(off, path, {})
+    assert not config.sms.enabled
+    root = create_daemon(config, _Reactor())
+    assert _ami_health(root, "sms") == (True, "off ([sms] enabled = no)")
+    root = create_daemon(load_config(ROOT / "etc" / "callbackd.ini"), _Reactor())
+    root.getServiceNamed("sms").startService()
+    assert _ami_health(root, "sms") == (True, "/sms/demo")
+
+
 def test_healthz_says_the_chat_front_is_off():
     """With [xmpp] off (the README's run command) /healthz says so, and counts it ok."""
     config = load_config(ROOT / "etc" / "callbackd.ini")

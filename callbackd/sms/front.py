@@ -119,6 +119,23 @@ class _Sender:
 
 
 @dataclass
+class _Lookups:
+    """The store reads :meth:`SmsFront.prepare` started for a message."""
+
+    #: the sender as E.164, if it reads as a phone number
+    number: str | None
+    #: its hits on the per-sender limit, this one included
+    hits: defer.Deferred[int]
+    #: the account whose verified caller ID it is
+    owner: defer.Deferred[str | None]
+
+    def discard(self) -> None:
+        """Not handled after all (a retry, or not recorded): drop the answers."""
+        for d in (self.hits, self.owner):
+            d.addErrback(lambda failure: None)
+
+
+@dataclass
 class _Watcher:
     """Where a session's progress goes, and how much of it."""
 
@@ -170,10 +187,11 @@ class SmsFront:
         self.region = region
         #: whether a gateway sends replies itself (else the default gateway does)
         self.sends = sends
+        #: the chat front's handlers answer the chat commands SMS takes (BALANCE ...);
+        #: it sends nothing itself and hears no events (never started)
         self.chat = ChatFront(
-            engine, store, _NoLinks(), clock, lambda jid, text: None, decimals=decimals,
-            currency=currency,
-        )  # fmt: skip
+            engine, store, _NoLinks(), clock, _no_send, decimals=decimals, currency=currency
+        )
         self._watchers: dict[str, _Watcher] = {}
         self._newborn: dict[str, list[SessionEvent]] = {}
         self._newborn_call: IDelayedCall | None = None
@@ -203,16 +221,33 @@ class SmsFront:
 
     # -- handling -----------------------------------------------------------------------
 
-    def handle(self, sms: InboundSms, key: str) -> defer.Deferred[None]:
+    def prepare(self, sms: InboundSms) -> _Lookups:
+        """Start the store reads every message needs: its sender's hit on the rate limit
+        and the account whose verified caller ID the sender is.
+
+        The webhook calls it as it records the message, so the reads travel with the
+        record on the store's one connection and the handling waits for no further
+        round trip (a gateway's retry, not handled again, is counted all the same).
+        """
+        number = read_phone(sms.sender, self.region)
+        hits = self.store.count_hit(f"sms:sender:{sms.sender}", self.config.sender_period)
+        owner = self.store.account_for_caller_id(number) if number else defer.succeed(None)
+        return _Lookups(number, hits, owner)
+
+    def handle(
+        self, sms: InboundSms, key: str, lookups: _Lookups | None = None
+    ) -> defer.Deferred[None]:
         """Handle the message recorded under ``key``; forget its record once handled.
 
+        ``lookups``: what :meth:`prepare` started for it (started now if not given).
         Never errbacks: a failure is logged, told to the sender (``sms.failed``) and
         leaves the record pending, for the next start to handle again.
         """
         self.handling.add(key)
+        lookups = lookups or self.prepare(sms)
         gateway = sms.gateway if self.sends(sms.gateway) else ""
-        sender = _Sender(sms, key, gateway, read_phone(sms.sender, self.region))
-        d = defer.ensureDeferred(self._handle(sender))
+        sender = _Sender(sms, key, gateway, lookups.number)
+        d = defer.ensureDeferred(self._handle(sender, lookups))
         d.addCallback(lambda _: self.store.inbound_sms_handled(key))
         d.addErrback(self._failed, sender)
         d.addBoth(self._done, key)
@@ -229,13 +264,18 @@ class SmsFront:
             return None
         return self._say(sender, sender.t.text("sms.failed")).addErrback(lambda _: None)
 
-    async def _handle(self, sender: _Sender) -> None:
+    async def _handle(self, sender: _Sender, lookups: _Lookups) -> None:
         sms = sender.sms
-        hits = await self.store.count_hit(f"sms:sender:{sms.sender}", self.config.sender_period)
+        hits = await lookups.hits
+        owner = await lookups.owner
+        if owner is not None:
+            # the account of a registered phone; its language for errors too
+            sender.account = await self.engine.account(owner)
         if hits > self.config.sender_limit:
             if hits == self.config.sender_limit + 1:
+                # said once per window (not every message: a flood would flood the log)
+                log.info("SMS from {sender}: rate limited", sender=sms.sender)
                 await self._say(sender, sender.t.text("sms.rate_limited"))
-            log.info("SMS from {sender}: rate limited", sender=sms.sender)
             return
         try:
             text = await self._answer(sender)
@@ -257,11 +297,8 @@ class SmsFront:
         """The reply to the message; raises SmsError and _Reply for the refusals."""
         code = CODE_REPLY.fullmatch(sender.sms.text)
         if code is not None and sender.number is not None:
+            sender.account = None  # the code speaks for the account, not the phone
             return await self._confirm(sender, code.group(1))
-        if sender.number is not None:
-            # the language of an error to a registered phone is its account's
-            owner = await self.store.account_for_caller_id(sender.number)
-            sender.account = await self.engine.account(owner) if owner else None
         request = parse_sms(sender.sms.text)
         sender.account = await self._authorise(sender, request)
         if request.command is not None:
@@ -338,6 +375,12 @@ class SmsFront:
         source = source or sender.number
         if not source:
             raise _Reply("sms.no_source")
+        # at most one callback per message: its record goes before the call is placed
+        # (sent down the store's connection ahead of the engine's writes, not awaited),
+        # so a daemon dying from here on leaves nothing that a restart would call again
+        self.store.inbound_sms_handled(sender.key).addErrback(
+            lambda failure: log.warn("SMS {key} still pending", key=sender.key)
+        )
         session_id = await self.engine.start_callback(
             sender.account.username, source, destination, via, origin=ORIGIN
         )
@@ -348,11 +391,7 @@ class SmsFront:
             )
             for event in self._newborn.pop(session_id, ()):
                 self._event(event)
-        log.info(
-            "SMS callback {session} for {username}",
-            session=session_id,
-            username=sender.account.username,
-        )
+        # (the engine's progress log tells of the session: no line of our own per call)
         return sender.t.text(
             "sms.callback_started", session=session_id, source=source, destination=destination
         )
@@ -415,8 +454,6 @@ class SmsFront:
         key = f"sms:replied:{sender.sms.sender}"
         if await self.store.count_hit(key, self.config.unknown_reply_period) == 1:
             await self._say(sender, text)
-        else:
-            log.info("SMS from {sender}: no more replies this period", sender=sender.sms.sender)
 
     # -- progress -----------------------------------------------------------------------
 
@@ -468,6 +505,10 @@ class SmsFront:
                 d.addErrback(lambda f: log.failure("cannot queue SMS progress", f))
             if watcher.ended:
                 del self._watchers[session_id]
+
+
+def _no_send(address: str, text: str) -> None:
+    """The chat front's ``send``: the SMS front queues its replies itself."""
 
 
 def _is_outcome(event: SessionEvent) -> bool:

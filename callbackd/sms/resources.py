@@ -17,11 +17,12 @@ Each request goes through, in order (the first that fails answers):
    window's bucket and, for a retry that straddles a bucket's edge, the previous one);
    the store down: 503;
 6. the answer, 200, the same for a new message and a retry of one: an empty body for
-   Kannel (smsbox sends a non-empty reply body back to the phone as an SMS unless the
-   service has ``max-messages = 0``; an empty one it never sends), ``accepted`` for a
-   form, ``{"accepted": true}`` for JSON. A new message is handled after the answer is
-   written (:meth:`SmsFront.handle <callbackd.sms.front.SmsFront.handle>`), in a later
-   reactor turn, so the gateway never waits for the engine.
+   Kannel (smsbox sends the answer's body back to the phone as an SMS unless the
+   service has ``max-messages = 0``; replies go through ``sendsms``, durably),
+   ``accepted`` for a form, ``{"accepted": true}`` for JSON. A new message is handled
+   once the answer is written (:meth:`SmsFront.handle
+   <callbackd.sms.front.SmsFront.handle>`), in the same reactor turn: the gateway never
+   waits for the engine.
 """
 
 from __future__ import annotations
@@ -101,15 +102,18 @@ class GatewayResource(resource.Resource):
         config: SmsConfig,
         store: Any,
         clock: IReactorTime,
-        accepted: Callable[[InboundSms, str], object],
+        accepted: Callable[[InboundSms, str, Any], object],
+        prepare: Callable[[InboundSms], Any] = lambda sms: None,
     ) -> None:
         super().__init__()
         self.gateway = gateway
         self.config = config
         self.store = store
         self.clock = clock
-        #: told each new message after its answer: (message, dedupe key)
+        #: told each new message once it is answered: (message, dedupe key, prepared)
         self.accepted = accepted
+        #: called with each message as it is recorded; what it returns goes to accepted
+        self.prepare = prepare
         self.allow = AddressAllowList.parse(gateway.allowed) if gateway.allowed else None
         self.throttle = Throttle(clock, config.gateway_limit, config.gateway_period)
         self.fields = FieldNames(
@@ -125,18 +129,20 @@ class GatewayResource(resource.Resource):
         self._method = b"GET" if gateway.format == "kannel" else b"POST"
 
     def render(self, request: server.Request) -> Any:
+        _no_delay(request)
         if request.method != self._method:
             request.setHeader(b"allow", self._method)
             self._written(request, 405, f"use {self._method.decode()}\n")
             return server.NOT_DONE_YET
         d = defer.ensureDeferred(self._accept(request))
-        d.addCallback(lambda ok: self._ok(request))
-        d.addErrback(self._refused, request)
+        d.addCallbacks(self._ok, self._refused, (request,), errbackArgs=(request,))
         return server.NOT_DONE_YET
 
     # -- the steps ----------------------------------------------------------------------
 
-    async def _accept(self, request: server.Request) -> None:
+    async def _accept(self, request: server.Request) -> tuple[InboundSms, str, Any] | None:
+        """The new message to handle, with its key and what ``prepare`` gave; None for a
+        retry; raises _Answer for a refusal."""
         body = request.content.read(MAX_REQUEST + 1) if request.content is not None else b""
         self._authenticate(request, body)
         if len(body) > MAX_REQUEST:
@@ -145,16 +151,20 @@ class GatewayResource(resource.Resource):
         if not self.throttle.hit(None):
             raise _Answer(503, "sms.http.busy")
         keys = self._keys(sms)
+        recorded = self.store.record_inbound_sms(
+            keys, record_of(sms), self.clock.seconds(), self.config.dedupe_window
+        )
+        prepared = self.prepare(sms)
         try:
-            new = await self.store.record_inbound_sms(
-                keys, record_of(sms), self.clock.seconds(), self.config.dedupe_window
-            )
+            new = await recorded
         except StoreError as e:
+            _discard(prepared)
             log.warn("SMS from {sender} not recorded: {error}", sender=sms.sender, error=str(e))
             raise _Answer(503, "sms.http.unavailable") from None
-        if new:
-            # handled once the answer is out
-            self.clock.callLater(0, self.accepted, sms, keys[0])
+        if not new:
+            _discard(prepared)
+            return None
+        return sms, keys[0], prepared
 
     def _authenticate(self, request: server.Request, body: bytes) -> None:
         try:
@@ -213,7 +223,13 @@ class GatewayResource(resource.Resource):
 
     # -- answers ------------------------------------------------------------------------
 
-    def _ok(self, request: server.Request) -> None:
+    def _ok(self, new: tuple[InboundSms, str, Any] | None, request: server.Request) -> None:
+        self._answer_ok(request)
+        if new is not None:
+            # the answer is written: the handling does not hold the gateway up
+            self.accepted(*new)
+
+    def _answer_ok(self, request: server.Request) -> None:
         fmt = self.gateway.format
         if fmt in _KANNEL:
             self._written(request, 200, "")
@@ -244,6 +260,24 @@ class GatewayResource(resource.Resource):
         request.setHeader(b"content-length", str(len(body)).encode())
         request.write(body)
         request.finish()
+
+
+def _discard(prepared: Any) -> None:
+    """What ``prepare`` started for a message that will not be handled, dropped."""
+    discard = getattr(prepared, "discard", None)
+    if discard is not None:
+        discard()
+
+
+def _no_delay(request: server.Request) -> None:
+    """Answer without Nagle's delay: the answer's head and body are separate writes, and
+    a gateway waiting for the second behind a delayed ACK waits 40 ms."""
+    channel = request.channel
+    if channel is not None and not getattr(channel, "_callbackd_no_delay", False):
+        transport = getattr(channel, "transport", None)
+        if transport is not None and hasattr(transport, "setTcpNoDelay"):
+            transport.setTcpNoDelay(True)
+        channel._callbackd_no_delay = True  # type: ignore[attr-defined]
 
 
 def _query_args(request: server.Request) -> dict[bytes, list[bytes]]:

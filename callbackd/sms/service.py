@@ -31,14 +31,16 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from callbackd.config import Config, SmsGatewayConfig
+from callbackd.core.model import OutboundSms
 from callbackd.sms.front import SmsFront
-from callbackd.sms.outbound import HttpPostGateway, KannelSendSms, SmsSender
+from callbackd.sms.outbound import HttpPostGateway, IOutboundGateway, KannelSendSms, SmsSender
 from callbackd.sms.resources import GatewayResource, SmsRootResource, sms_of
 from callbackd.store.interface import StoreError
 
-__all__ = ["RECOVER_DELAY", "SmsService", "outbound_gateways"]
+__all__ = ["RECOVER_DELAY", "LogGateway", "SmsService", "outbound_gateways"]
 
 log = Logger(namespace="callbackd.sms")
 
@@ -60,7 +62,26 @@ def outbound_gateways(config: Config, http: Any) -> dict[str, Any]:
     return gateways
 
 
+@implementer(IOutboundGateway)
+class LogGateway:
+    """``send = log``: each SMS is written to the daemon's log instead of sent (demos)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def send(self, msg: OutboundSms) -> defer.Deferred[None]:
+        log.info(
+            "SMS to {to} via [sms-gateway:{name}] (send = log, not sent): {text}",
+            to=msg.to,
+            name=self.name,
+            text=msg.text,
+        )
+        return defer.succeed(None)
+
+
 def _outbound(g: SmsGatewayConfig, max_parts: int, http: Any) -> Any:
+    if g.send == "log":
+        return LogGateway(g.name)
     if g.send == "kannel":
         return KannelSendSms(
             g.sendsms_url,
@@ -107,7 +128,9 @@ class SmsService(service.MultiService):
         self.resource = SmsRootResource()
         self.gateways: dict[str, GatewayResource] = {}
         for g in config.sms_gateways:
-            child = GatewayResource(g, config.sms, store, reactor, self.front.handle)
+            child = GatewayResource(
+                g, config.sms, store, reactor, self.front.handle, self.front.prepare
+            )
             self.gateways[g.name] = child
             self.resource.putChild(g.name.encode("utf-8"), child)
         self._recovery: IDelayedCall | None = None

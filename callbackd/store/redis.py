@@ -509,6 +509,17 @@ redis.call('SADD', 'cb:acct:' .. f[1] .. ':cids:verified', ARGV[3])
 return f[1]
 """)
 
+_VERIFIED_OWNER = _Script("""
+-- KEYS: the number's owner; ARGV: number. The owner's verified set is named here, as
+-- the username is known only once the owner is read.
+local owner = redis.call('GET', KEYS[1])
+if not owner then return false end
+if redis.call('SISMEMBER', 'cb:acct:' .. owner .. ':cids:verified', ARGV[1]) == 0 then
+  return false
+end
+return owner
+""")
+
 _COUNT_HIT = _Script("""
 -- KEYS: counter; ARGV: period ms
 local n = redis.call('INCR', KEYS[1])
@@ -906,14 +917,12 @@ class RedisStore:
 
     async def _account_for_caller_id(self, number: str, verified_only: bool) -> str | None:
         records.check_number(number)
-        owner = await self._call("GET", f"cb:cid:{number}")
-        if owner is None:
-            return None
-        if verified_only and not await self._call(
-            "SISMEMBER", _acct(owner, "cids", "verified"), number
-        ):
-            return None
-        return str(owner)
+        if verified_only:
+            # one round trip (the SMS front asks this for every message)
+            owner = await self._eval(_VERIFIED_OWNER, [f"cb:cid:{number}"], [number])
+        else:
+            owner = await self._call("GET", f"cb:cid:{number}")
+        return None if owner is None else str(owner)
 
     # -- chat addresses ---------------------------------------------------------------
     def link_jid(self, jid: str, username: str) -> defer.Deferred[None]:

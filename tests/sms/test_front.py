@@ -11,7 +11,9 @@ from twisted.logger import globalLogPublisher
 
 from callbackd.config import SmsConfig
 from callbackd.core.model import CDR, Account, PhonebookEntry
+from callbackd.core.sms import ERROR_CODES
 from callbackd.core.smstext import count_segments
+from callbackd.i18n import LANGUAGES, translator
 from callbackd.sms.front import SmsFront, reply_id
 from callbackd.sms.inbound import InboundSms
 from tests.test_engine import DESTINATION, SOURCE, World, result
@@ -316,3 +318,32 @@ def test_any_text_gets_at_most_one_reply_and_no_failure(text):
         globalLogPublisher.removeObserver(observe)
     assert len(replies) <= 1
     assert logged == []
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_refusal_has_a_text_in_every_language(language):
+    """Each SmsError code, InboundError code and auth code has its own catalogue text."""
+    t = translator(language)
+    for code in ERROR_CODES:
+        assert t.has(f"sms.error.{code}") or t.has(f"error.{code}"), code
+    for code in ("missing_field", "bad_json", "bad_encoding", "bad_number", "bad_time", "too_long"):
+        assert t.has(f"sms.inbound.{code}"), code
+    for code in ("bad_token", "missing_signature", "bad_signature", "forbidden_address"):
+        assert t.has(f"sms.auth.{code}"), code
+
+
+def test_a_callbacks_record_is_forgotten_before_the_call_is_placed():
+    """A restart after the call was placed must not place it again."""
+    sms = Sms()
+    key = "id:kannel:once"
+    result(sms.store.record_inbound_sms([key], {"x": 1}, 0.0, 600.0))
+    pending_at_call = []
+    start_callback = sms.world.manager.start_callback
+
+    def spy(*args, **kwargs):
+        pending_at_call.append([k for k, _, _ in result(sms.store.pending_inbound_sms())])
+        return start_callback(*args, **kwargs)
+
+    sms.world.manager.start_callback = spy
+    sms.send(f"D.{DESTINATION}", key=key)
+    assert pending_at_call == [[]]

@@ -411,3 +411,51 @@ async def _form(sms, fields):
     pairs = {k.encode("utf-8", "surrogatepass"): v for k, v in fields.items()}
     body = urllib.parse.urlencode(pairs).encode()
     return await answer(await sms.post("form", body, FORM_HEADERS))
+
+
+@pytest_twisted.ensureDeferred
+async def test_old_pending_message_is_dropped_at_start(sms):
+    """A record older than [sms] recover_max_age is logged and forgotten, not handled."""
+    record = {
+        "gateway": "form",
+        "sender": ALICE_PHONE,
+        "recipient": "",
+        "text": f"D.{DESTINATION}",
+        "message_id": "old-1",
+        "received_at": None,
+    }
+    then = reactor.seconds() - 3600
+    assert await sms.store.record_inbound_sms(["id:form:old-1"], record, then, 600.0)
+    assert await sms.service._handle_pending() == 0
+    assert await sms.store.pending_inbound_sms() == []
+    await sms.settle()
+    assert originated(sms) == [] and sms.outbox.messages == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_gateway_over_its_limit_gets_503_and_retry_after(sms):
+    sms.service.gateways["form"].throttle.limit = 1
+    assert (await answer(await sms.form("I", id="g-1")))[0] == 200
+    response = await sms.form("I", id="g-2")
+    assert response.code == 503
+    assert response.headers.getRawHeaders(b"retry-after") == [b"1"]
+    assert "Too many messages" in (await response.content()).decode()
+    await sms.reply()
+    await sms.settle()
+    assert [key for key, _, _ in await sms.store.pending_inbound_sms()] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_store_down_is_503_and_nothing_handled(sms):
+    """The message cannot be recorded: 503 (the gateway retries), not acknowledged."""
+    await sms.store.disconnect()
+    try:
+        status, text = await answer(await sms.form(f"D.{DESTINATION}", id="down-1"))
+    finally:
+        await sms.store.connect(timeout=5)
+    assert (status, text) == (503, "Cannot record the message now; try again later.\n")
+    await sms.settle()
+    assert originated(sms) == []
+    # the gateway's retry, once the store is back, is the message's first acceptance
+    assert (await answer(await sms.form(f"D.{DESTINATION}", id="down-1")))[0] == 200
+    assert "Callback" in await sms.reply()
