@@ -158,6 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["all", "outcome", "none", "default"],
         help="every event, the outcome only, none, or the [sms] progress default",
     )
+
+    # the REST API
+    p = command("create-api-key", "make a REST API key for an account (its secret is shown once)")
+    p.add_argument("username")
+    p.add_argument("--label", default="", help="what the key is for (up to 64 characters)")
+
+    p = command("list-api-keys", "an account's REST API keys as CSV: key_id,label,created_at")
+    p.add_argument("username")
+
+    p = command("revoke-api-key", "revoke one of an account's REST API keys")
+    p.add_argument("username")
+    p.add_argument("key_id")
     return parser
 
 
@@ -318,6 +330,8 @@ def _prepare(args: argparse.Namespace, config: Config) -> Job:
             print(f"invitation to {args.jid} handed to {heard} daemon(s) listening")
 
         return invite
+    if cmd in ("create-api-key", "list-api-keys", "revoke-api-key"):
+        return _api_key_job(args)
     assert cmd == "list-accounts", cmd
 
     async def accounts(store: Any) -> None:
@@ -333,6 +347,32 @@ def _prepare(args: argparse.Namespace, config: Config) -> Job:
             )
 
     return accounts
+
+
+def _api_key_job(args: argparse.Namespace) -> Job:
+    """The REST API key commands."""
+    user = args.username
+
+    async def create(store: Any) -> None:
+        key_id, secret = await store.create_api_key(user, args.label)
+        print(f"API key {key_id} of {user} (shown once, keep it secret):", file=sys.stderr)
+        print(secret)
+
+    async def list_(store: Any) -> None:
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(["key_id", "label", "created_at"])
+        for key in await store.list_api_keys(user):
+            out.writerow([key.key_id, key.label, _iso(key.created_at)])
+
+    async def revoke(store: Any) -> None:
+        from callbackd.store.interface import StoreError
+
+        if not await store.revoke_api_key(user, args.key_id):
+            raise StoreError(f"{user} has no API key {args.key_id}")
+        print(f"API key {args.key_id} of {user} revoked")
+
+    jobs = {"create-api-key": create, "list-api-keys": list_, "revoke-api-key": revoke}
+    return jobs[args.command]
 
 
 def _write_vouchers(out: TextIO, vouchers: list[Any], config: Config) -> None:

@@ -60,6 +60,7 @@ class Daemon:
         self.web_root: Any = None
         self.xmpp: Any = None
         self.sms: Any = None
+        self.api: Any = None
 
     def add(self, name: str, child: service.IService) -> service.IService:
         child.setName(name)
@@ -100,6 +101,8 @@ def create_daemon(config: Config, reactor: Any, decks: Decks | None = None) -> S
         health.register("sms", lambda: (True, "off ([sms] enabled = no)"))
     if config.portal.enabled:
         _make_portal(daemon)
+    if config.api.enabled:
+        _make_api(daemon, web_root)
     daemon.add("web", make_web_service(config.web, web_root, reactor=reactor))
     if config.manhole.enabled:
         from callbackd.manhole import make_manhole_service
@@ -273,6 +276,17 @@ def _make_portal(daemon: Daemon) -> None:
     portal = make_portal(daemon.store, daemon.engine, daemon.config, daemon.reactor)
     daemon.web_root.add_child(PREFIX.strip("/"), portal)
     daemon.web_root.set_home(PREFIX + "/")
+
+
+def _make_api(daemon: Daemon, web_root: Any) -> None:
+    """The REST API at /api, and its ``api`` child (event hub, webhook sender)."""
+    import treq
+
+    from callbackd.web.api.service import make_api
+
+    running, api = make_api(daemon.config, daemon.store, daemon.engine, daemon.reactor, treq)
+    daemon.api = daemon.add("api", running)
+    web_root.add_child("api", api.resource())
 
 
 def _session_metrics(metrics: Any, currency: str) -> Any:

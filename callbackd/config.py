@@ -24,6 +24,7 @@ from callbackd.amievents import MANAGER_EVENTS, parse_event_filter
 
 __all__ = [
     "AMIConfig",
+    "ApiConfig",
     "BillingConfig",
     "Config",
     "ConfigError",
@@ -683,6 +684,46 @@ class PortalConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    """[api]: the REST API under /api/v1, its event streams and its webhooks."""
+
+    enabled: bool = field(default=True, metadata=_meta("serve the REST API at /api"))
+    idempotency_ttl: float = field(
+        default=86400.0,
+        metadata=_meta("seconds an Idempotency-Key's answer is kept for retries", min=60.0),
+    )
+    max_body: int = field(
+        default=1048576,
+        metadata=_meta("the largest request body in bytes (larger: 413)", min=1024),
+    )
+    ended_visible: float = field(
+        default=86400.0,
+        metadata=_meta("seconds an ended session stays readable (from its CDRs)", min=0.0),
+    )
+    sse_buffer: int = field(
+        default=64,
+        metadata=_meta("events kept per session for Last-Event-ID", min=1, max=10000),
+    )
+    sse_heartbeat: float = field(
+        default=15.0, metadata=_meta("seconds between an event stream's heartbeats", min=1.0)
+    )
+    webhook_timeout: float = field(
+        default=10.0, metadata=_meta("seconds a webhook POST may take", min=1.0)
+    )
+    webhook_retry_initial: float = field(
+        default=5.0, metadata=_meta("seconds before a failed webhook is retried", min=0.1)
+    )
+    webhook_retry_max: float = field(
+        default=3600.0,
+        metadata=_meta("the longest wait between retries (the wait doubles)", min=1.0),
+    )
+    webhook_max_attempts: int = field(
+        default=15,
+        metadata=_meta("attempts before a webhook goes to the dead letters", min=1),
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -701,6 +742,8 @@ class Config:
     sms: SmsConfig = SmsConfig()
     sms_gateways: tuple[SmsGatewayConfig, ...] = ()
     portal: PortalConfig = field(default_factory=PortalConfig)
+    #: the REST API ([api])
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     def resolve(self, name: str | Path) -> Path:
         """A path from the config, relative to the config file's directory."""
@@ -726,6 +769,7 @@ SECTIONS: dict[str, type] = {
     "xmpp": XMPPConfig,
     "sms": SmsConfig,
     "portal": PortalConfig,
+    "api": ApiConfig,
 }
 PATTERN_SECTIONS: dict[str, type] = {"provider": ProviderConfig, "sms-gateway": SmsGatewayConfig}
 

@@ -64,7 +64,7 @@ def test_external_redis_and_real_asterisk_leave_out_embedded_parts(tmp_path):
         "[manhole]\nenabled = no\n"
     )
     root = create_daemon(load_config(ini, environ={}), _Reactor())
-    assert [child.name for child in root] == ["store", "ami", "engine", "web"]
+    assert [child.name for child in root] == ["store", "ami", "engine", "api", "web"]
 
 
 def test_tune_gc_freezes_the_startup_objects_and_spaces_collections():

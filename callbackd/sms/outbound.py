@@ -10,7 +10,8 @@ sends them, and confirms each (``sms_sent``) or puts it back for a retry with
 transient failures, or at the first permanent one, it goes to the dead letters
 (``sms_failed``). On start it claims whatever is due, so a restarted daemon resends
 what the last one never confirmed: a message is sent once unless the daemon dies
-between the gateway's acceptance and the confirmation.
+between the gateway's acceptance and the confirmation. The draining is
+:class:`callbackd.queue.QueueSender`'s, which the webhooks' sender shares.
 
 Gateways provide :class:`IOutboundGateway`: :class:`KannelSendSms` (Kannel's
 ``sendsms`` HTTP interface) and :class:`HttpPostGateway` (a JSON POST with a bearer
@@ -23,20 +24,19 @@ the HTTP status only.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
-from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from callbackd.backoff import capped_backoff
 from callbackd.config import Secret
 from callbackd.core.model import OutboundSms
 from callbackd.core.smstext import fit, kannel_coding
+from callbackd.queue import PermanentError, QueueMethods, QueueSender
 
 __all__ = [
     "HttpPostGateway",
@@ -62,7 +62,7 @@ class TransientSmsError(SmsGatewayError):
     """Worth retrying later: the gateway is down, busy or answered 5xx."""
 
 
-class PermanentSmsError(SmsGatewayError):
+class PermanentSmsError(SmsGatewayError, PermanentError):
     """Retrying will not help (a malformed number, a refused request)."""
 
 
@@ -200,141 +200,38 @@ class HttpPostGateway:
         return defer.ensureDeferred(_answer(self.name, request))
 
 
-class SmsSender(service.Service):
+class SmsSender(QueueSender):
     """Sends the store's queued SMS through their gateways, retrying with back-off.
 
     ``gateways`` maps a gateway name (``OutboundSms.gateway``) to an
-    :class:`IOutboundGateway`; a message for an unknown one is dead-lettered.
-    ``batch`` messages are claimed at a time for ``lease`` seconds (longer than a
-    gateway's timeout); after a failure the next try is ``backoff(attempts)`` seconds
-    later; ``max_attempts`` failures make a dead letter. When the store is down it
-    tries again ``store_retry`` seconds later.
+    :class:`IOutboundGateway`; a message for an unknown one is dead-lettered. The
+    claiming, retries and dead letters are :class:`~callbackd.queue.QueueSender`'s,
+    on the store's SMS queue.
     """
 
     name = "sms-sender"
+    what = "sms"
+    methods = QueueMethods("due_sms", "next_sms_due", "sms_sent", "sms_retry", "sms_failed")
 
     def __init__(
-        self,
-        store: Any,
-        gateways: Mapping[str, Any],
-        clock: IReactorTime,
-        *,
-        batch: int = 20,
-        lease: float = 60.0,
-        backoff: Callable[[int], float] | None = None,
-        max_attempts: int = 20,
-        store_retry: float = 5.0,
+        self, store: Any, gateways: Mapping[str, Any], clock: IReactorTime, **options: Any
     ) -> None:
-        self.store = store
+        """``options``: :class:`~callbackd.queue.QueueSender`'s (batch, lease, backoff,
+        max_attempts, store_retry)."""
+        super().__init__(store, clock, **options)
         self.gateways = dict(gateways)
-        self.clock = clock
-        self.batch = batch
-        self.lease = lease
-        self.backoff = backoff or capped_backoff(5.0, 600.0)
-        self.max_attempts = max_attempts
-        self.store_retry = store_retry
-        self._timer: IDelayedCall | None = None
-        self._draining: defer.Deferred[None] | None = None
-        self._again = False
-
-    def startService(self) -> None:
-        """Claim and send whatever is due (what a previous run left unconfirmed)."""
-        super().startService()
-        self.kick()
-
-    def stopService(self) -> defer.Deferred[None]:  # type: ignore[override]
-        """Stop the timer; fire once the batch in flight is sent and recorded."""
-        super().stopService()
-        self._cancel_timer()
-        return defer.Deferred.fromCoroutine(self._await_drain())
-
-    async def _await_drain(self) -> None:
-        while self._draining is not None:
-            await self._draining
 
     def send(self, message_id: str, to: str, text: str, gateway: str) -> defer.Deferred[bool]:
         """Queue an SMS to send now and wake the sender; fire with False for a known id."""
         d = self.store.enqueue_sms(message_id, to, text, gateway, self.clock.seconds())
         return d.addCallback(self._kicked)
 
-    def _kicked(self, queued: bool) -> bool:
-        self.kick()
-        return queued
+    def describe(self, item: Any) -> str:
+        return f"sms {item.id} to {item.to} via {item.gateway}"
 
-    def kick(self) -> None:
-        """Look at the queue now (something was queued); a drain in progress looks again."""
-        if not self.running:
-            return
-        if self._draining is not None:
-            self._again = True
-            return
-        self._cancel_timer()
-        self._draining = defer.Deferred.fromCoroutine(self._drain())
-        self._draining.addBoth(self._drained)
-
-    def _drained(self, result: object) -> None:
-        self._draining = None
-        if self._again:
-            self._again = False
-            self.kick()
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _arm(self, delay: float) -> None:
-        self._cancel_timer()
-        if self.running:
-            self._timer = self.clock.callLater(max(0.0, delay), self.kick)
-
-    async def _drain(self) -> None:
-        try:
-            while self.running:
-                due = await self.store.due_sms(self.clock.seconds(), self.batch, self.lease)
-                sends = [defer.ensureDeferred(self._send(m)) for m in due]
-                await defer.gatherResults(sends, consumeErrors=True)
-                if len(due) < self.batch:
-                    break
-            next_due = await self.store.next_sms_due()
-        except Exception as e:
-            log.warn("outbound SMS queue unavailable: {error}", error=str(e))
-            self._arm(self.store_retry)
-            return
-        if next_due is not None and not self._again:
-            self._arm(next_due - self.clock.seconds())
-
-    async def _send(self, msg: OutboundSms) -> None:
-        gateway = self.gateways.get(msg.gateway)
+    async def deliver(self, item: Any) -> None:
+        """Hand the SMS to its gateway."""
+        gateway = self.gateways.get(item.gateway)
         if gateway is None:
-            await self._give_up(msg, f"no outbound gateway {msg.gateway!r}")
-            return
-        try:
-            await gateway.send(msg)
-        except PermanentSmsError as e:
-            await self._give_up(msg, str(e))
-            return
-        except Exception as e:
-            await self._retry(msg, str(e) or type(e).__name__)
-            return
-        await self.store.sms_sent(msg.id)
-        log.debug("sms {id} sent to {to} via {gateway}", id=msg.id, to=msg.to, gateway=msg.gateway)
-
-    async def _retry(self, msg: OutboundSms, error: str) -> None:
-        attempts = msg.attempts + 1
-        if attempts >= self.max_attempts:
-            await self._give_up(msg, f"{attempts} attempts, the last: {error}")
-            return
-        not_before = self.clock.seconds() + self.backoff(attempts)
-        log.info(
-            "sms {id} not sent ({error}); attempt {n} at {at:.0f}",
-            id=msg.id,
-            error=error,
-            n=attempts + 1,
-            at=not_before,
-        )
-        await self.store.sms_retry(msg.id, not_before, attempts, error)
-
-    async def _give_up(self, msg: OutboundSms, error: str) -> None:
-        log.warn("sms {id} to {to} given up: {error}", id=msg.id, to=msg.to, error=error)
-        await self.store.sms_failed(msg.id, error)
+            raise PermanentSmsError(f"no outbound gateway {item.gateway!r}")
+        await gateway.send(item)

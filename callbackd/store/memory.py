@@ -87,12 +87,8 @@ class MemoryStore:
         self._sessions: dict[str, str] = {}
         self._attempts: dict[str, list[tuple[float, int, str]]] = {}
         self._seq = 0
-        #: outbound SMS by id: queued (in ``_sms_due``) or dead-lettered
-        self._sms: dict[str, OutboundSms] = {}
-        self._sms_due: set[str] = set()
-        self._sms_dead: list[str] = []
-        #: ids of sent SMS -> when they are forgotten
-        self._sms_sent: dict[str, float] = {}
+        #: the outbound SMS queue
+        self._sms: _Queue[OutboundSms] = _Queue(self.clock, SMS_SENT_TTL)
         # the REST API
         #: key hash -> ApiKey; username -> {key_id: hash}
         self._api_keys: dict[str, ApiKey] = {}
@@ -657,94 +653,54 @@ class MemoryStore:
         def enqueue() -> bool:
             records.check_sms(message_id, to, text, gateway)
             self._up()
-            sent_until = self._sms_sent.get(message_id)
-            if message_id in self._sms or (sent_until and sent_until > self.clock.seconds()):
-                return False
-            self._sms[message_id] = OutboundSms(
+            item = OutboundSms(
                 message_id, to, text, gateway, 0, float(not_before), self.clock.seconds()
             )
-            self._sms_due.add(message_id)
-            return True
+            return self._sms.add(item)
 
         return _fired(enqueue)
-
-    def _queued(self) -> list[OutboundSms]:
-        return sorted((self._sms[i] for i in self._sms_due), key=lambda m: (m.not_before, m.id))
 
     def due_sms(
         self, now: float, limit: int, lease: float = SMS_LEASE
     ) -> defer.Deferred[list[OutboundSms]]:
         """Claim the due SMS for ``lease`` seconds (see IStore.due_sms)."""
-
-        def claim() -> list[OutboundSms]:
-            self._up()
-            due = [m for m in self._queued() if m.not_before <= now][: max(0, limit)]
-            claimed = [dataclasses.replace(m, not_before=now + lease) for m in due]
-            self._sms.update((m.id, m) for m in claimed)
-            return claimed
-
-        return _fired(claim)
+        return _fired(lambda: self._up() and self._sms.claim(now, limit, lease))
 
     def next_sms_due(self) -> defer.Deferred[float | None]:
         """Fire with the earliest ``not_before`` queued, or None."""
-
-        def next_() -> float | None:
-            self._up()
-            queued = self._queued()
-            return queued[0].not_before if queued else None
-
-        return _fired(next_)
+        return _fired(lambda: self._up() and self._sms.next_due())
 
     def sms_sent(self, message_id: str) -> defer.Deferred[None]:
         """Forget the SMS and remember its id for SMS_SENT_TTL seconds."""
-
-        def sent() -> None:
-            records.check_key(message_id, "message id")
-            self._up()
-            self._sms_due.discard(message_id)
-            self._sms.pop(message_id, None)
-            self._sms_sent[message_id] = self.clock.seconds() + SMS_SENT_TTL
-
-        return _fired(sent)
+        return _fired(self._queue_call, self._sms.done, message_id, "message id")
 
     def sms_retry(
         self, message_id: str, not_before: float, attempts: int, last_error: str
     ) -> defer.Deferred[bool]:
         """Requeue the SMS for ``not_before`` with its attempts and error."""
-
-        def retry() -> bool:
-            records.check_key(message_id, "message id")
-            self._up()
-            if message_id not in self._sms_due:
-                return False
-            self._sms[message_id] = dataclasses.replace(
-                self._sms[message_id],
-                not_before=float(not_before),
-                attempts=int(attempts),
-                last_error=last_error,
-            )
-            return True
-
-        return _fired(retry)
+        return _fired(
+            self._queue_call,
+            self._sms.retry,
+            message_id,
+            "message id",
+            not_before,
+            attempts,
+            last_error,
+        )
 
     def sms_failed(self, message_id: str, error: str) -> defer.Deferred[bool]:
         """Move the SMS from the queue to the dead letters."""
-
-        def failed() -> bool:
-            records.check_key(message_id, "message id")
-            self._up()
-            if message_id not in self._sms_due:
-                return False
-            self._sms_due.discard(message_id)
-            self._sms[message_id] = dataclasses.replace(self._sms[message_id], last_error=error)
-            self._sms_dead.append(message_id)
-            return True
-
-        return _fired(failed)
+        return _fired(self._queue_call, self._sms.fail, message_id, "message id", error)
 
     def dead_sms(self) -> defer.Deferred[list[OutboundSms]]:
         """Fire with the dead letters, oldest first."""
-        return _fired(lambda: self._up() and [self._sms[i] for i in self._sms_dead])
+        return _fired(lambda: self._up() and self._sms.dead())
+
+    def _queue_call(self, method: Callable[..., T], item_id: str, what: str, *args: Any) -> T:
+        """A queue's method on one item, the id checked and the store up."""
+        records.check_key(item_id, what)
+        self._up()
+        return method(item_id, *args)
 
     # -- the REST API: keys ----------------------------------------------------------------
     def create_api_key(self, username: str, label: str) -> defer.Deferred[tuple[str, str]]:
@@ -902,35 +858,25 @@ class MemoryStore:
 
     def webhook_sent(self, delivery_id: str) -> defer.Deferred[None]:
         """Forget the delivery and remember its id a while."""
-
-        def sent() -> None:
-            records.check_key(delivery_id, "delivery id")
-            self._up()
-            self._hooks.done(delivery_id)
-
-        return _fired(sent)
+        return _fired(self._queue_call, self._hooks.done, delivery_id, "delivery id")
 
     def webhook_retry(
         self, delivery_id: str, not_before: float, attempts: int, last_error: str
     ) -> defer.Deferred[bool]:
         """Requeue the delivery for ``not_before``."""
-
-        def retry() -> bool:
-            records.check_key(delivery_id, "delivery id")
-            self._up()
-            return self._hooks.retry(delivery_id, not_before, attempts, last_error)
-
-        return _fired(retry)
+        return _fired(
+            self._queue_call,
+            self._hooks.retry,
+            delivery_id,
+            "delivery id",
+            not_before,
+            attempts,
+            last_error,
+        )
 
     def webhook_failed(self, delivery_id: str, error: str) -> defer.Deferred[bool]:
         """Move the delivery to the dead letters."""
-
-        def failed() -> bool:
-            records.check_key(delivery_id, "delivery id")
-            self._up()
-            return self._hooks.fail(delivery_id, error)
-
-        return _fired(failed)
+        return _fired(self._queue_call, self._hooks.fail, delivery_id, "delivery id", error)
 
     def dead_webhooks(self) -> defer.Deferred[list[WebhookDelivery]]:
         """Fire with the dead letters, oldest first."""
@@ -1099,7 +1045,8 @@ Q = TypeVar("Q", WebhookDelivery, OutboundSms)
 
 
 class _Queue(Generic[Q]):
-    """A durable-queue's state in memory: items by id, the due ones, the dead letters."""
+    """A durable queue's state in memory (outbound SMS, webhooks): items by id, the due
+    ones, the dead letters, the ids sent lately."""
 
     def __init__(self, clock: IReactorTime, sent_ttl: float) -> None:
         self.clock = clock

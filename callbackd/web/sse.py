@@ -9,8 +9,9 @@ session, not every stream. It encodes each event once, as the frame::
     event: <kind>
     data: <the event as JSON, one line>
 
-(``seq`` is the event's per-session sequence number), and keeps the last
-``buffer_size`` frames of each session for ``Last-Event-ID``: a stream opened with
+(``seq`` is the event's per-session sequence number; encoded when a stream first
+needs it, so the events nobody watches cost no JSON), and keeps the last
+``buffer_size`` events of each session for ``Last-Event-ID``: a stream opened with
 ``Last-Event-ID: N`` first gets the buffered frames after ``N``, then the live ones.
 The buffer of an ended session is kept ``linger`` seconds, so a page or client that
 lost its connection at the end still gets ``session_ended``; a stream whose session
@@ -105,21 +106,30 @@ def parse_last_event_id(value: object) -> int | None:
 
 
 class _Buffer:
-    """The last frames of one session, and whether it has ended."""
+    """The last events of one session (each encoded once, when first needed), and
+    whether it has ended."""
 
-    __slots__ = ("ended", "expiry", "frames")
+    __slots__ = ("ended", "events", "expiry")
 
     def __init__(self, size: int) -> None:
-        self.frames: deque[tuple[int, bytes]] = deque(maxlen=size)
+        #: [seq, event, its frame or None until a stream needs it]
+        self.events: deque[list[Any]] = deque(maxlen=size)
         self.ended = False
         self.expiry: IDelayedCall | None = None
 
     def after(self, seq: int | None) -> list[bytes]:
-        return [frame for s, frame in self.frames if seq is None or s > seq]
+        return [_frame_of(entry) for entry in self.events if seq is None or entry[0] > seq]
 
     @property
     def last_seq(self) -> int:
-        return self.frames[-1][0] if self.frames else 0
+        return int(self.events[-1][0]) if self.events else 0
+
+
+def _frame_of(entry: list[Any]) -> bytes:
+    frame: bytes | None = entry[2]
+    if frame is None:
+        frame = entry[2] = event_frame(entry[1])
+    return frame
 
 
 @implementer(IPushProducer)
@@ -275,10 +285,11 @@ class SessionEventHub:
         buffer = self._buffers.get(session_id)
         if buffer is None:
             buffer = self._buffers[session_id] = _Buffer(self.buffer_size)
-        frame = event_frame(event)
-        buffer.frames.append((event.seq, frame))
+        entry = [event.seq, event, None]
+        buffer.events.append(entry)
         streams = self._streams.get(session_id)
         if streams:
+            frame = _frame_of(entry)
             for stream in list(streams):
                 stream.send(frame)
         if event.kind == _ENDED:

@@ -9,7 +9,7 @@ import pytest
 import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, protocol, reactor
 from twisted.web import resource, server
 
 from callbackd.core.session import SessionEvent
@@ -21,6 +21,7 @@ from callbackd.web.sse import (
     parse_last_event_id,
     stream_session_events,
 )
+from tests.sms.test_outbound_redis import wait_for
 from tests.test_engine import World
 
 
@@ -64,14 +65,6 @@ class Client(protocol.Protocol):
         """The ``data:`` lines received, decoded."""
         body = self.data.partition(b"\r\n\r\n")[2]
         return [json.loads(line[6:]) for line in body.split(b"\n") if line.startswith(b"data: {")]
-
-
-async def wait_for(predicate, timeout=5.0):
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
-        await task.deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError("timed out")
 
 
 @pytest.fixture
@@ -208,7 +201,7 @@ def test_the_buffer_is_bounded_and_an_ended_session_expires():
     sid = world.callback()
     for seq in range(10, 20):
         hub.publish(SessionEvent("leg_ringing", sid, seq, 0.0))
-    assert [s for s, _ in hub._buffers[sid].frames] == [17, 18, 19]
+    assert [entry[0] for entry in hub._buffers[sid].events] == [17, 18, 19]
     assert world.manager.hangup(sid).called
     world.clock.advance(120)  # the release timers give up waiting for the switch
     assert hub._buffers[sid].ended
