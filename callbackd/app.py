@@ -108,6 +108,8 @@ def create_daemon(config: Config, reactor: Any, decks: Decks | None = None) -> S
         _make_sms(daemon, health)
     else:
         health.register("sms", lambda: (True, "off ([sms] enabled = no)"))
+    if config.portal.enabled:
+        _make_portal(daemon)
     daemon.add("web", make_web_service(config.web, web_root, reactor=reactor))
     if config.manhole.enabled:
         from callbackd.manhole import make_manhole_service
@@ -307,6 +309,28 @@ def _make_xmpp(daemon: Daemon, health: Any) -> None:
     health.register("xmpp", chat.health)
 
 
+def _make_sms(daemon: Daemon, health: Any) -> None:
+    from callbackd.sms.service import SmsService
+
+    sms = SmsService(daemon.config, daemon.store, daemon.engine, daemon.reactor)
+    daemon.sms = daemon.add("sms", sms)
+    daemon.web_root.add_child("sms", sms.resource)
+    # running, with the webhooks it serves
+    health.register("sms", sms.health)
+
+
+def _make_portal(daemon: Daemon) -> None:
+    """The web portal at ``/portal`` (``/`` redirects there): users' and operators' pages."""
+    from callbackd.web.portal import PREFIX, make_portal
+    from callbackd.web.sse import hub_of
+
+    # the call pages' live status: the session events' hub, buffering from the start
+    hub_of(daemon.engine)
+    portal = make_portal(daemon.store, daemon.engine, daemon.config, daemon.reactor)
+    daemon.web_root.add_child(PREFIX.strip("/"), portal)
+    daemon.web_root.set_home(PREFIX + "/")
+
+
 def _make_api(daemon: Daemon, web_root: Any) -> None:
     """The REST API at /api, and its ``api`` child (event hub, webhook sender)."""
     import treq
@@ -316,16 +340,6 @@ def _make_api(daemon: Daemon, web_root: Any) -> None:
     running, api = make_api(daemon.config, daemon.store, daemon.engine, daemon.reactor, treq)
     daemon.api = daemon.add("api", running)
     web_root.add_child("api", api.resource())
-
-
-def _make_sms(daemon: Daemon, health: Any) -> None:
-    from callbackd.sms.service import SmsService
-
-    sms = SmsService(daemon.config, daemon.store, daemon.engine, daemon.reactor)
-    daemon.sms = daemon.add("sms", sms)
-    daemon.web_root.add_child("sms", sms.resource)
-    # running, with the webhooks it serves
-    health.register("sms", sms.health)
 
 
 def _session_metrics(metrics: Any, currency: str) -> Any:

@@ -32,6 +32,7 @@ __all__ = [
     "GatewaysConfig",
     "IvrConfig",
     "ManholeConfig",
+    "PortalConfig",
     "ProviderConfig",
     "RedisConfig",
     "RoutingConfig",
@@ -243,7 +244,7 @@ class SimulatorConfig:
 
 @dataclass(frozen=True)
 class WebConfig:
-    """[web]: HTTP (health check and metrics now; portal, REST and SMS hooks later)."""
+    """[web]: HTTP (health check, metrics, the web portal, REST and SMS hooks)."""
 
     listen: str = field(default="tcp:8080:interface=127.0.0.1", metadata=_meta("strports endpoint"))
 
@@ -810,6 +811,47 @@ def _check_sms(
 
 
 @dataclass(frozen=True)
+class PortalConfig:
+    """[portal]: the web portal at /portal (users' and operators' pages)."""
+
+    enabled: bool = field(default=True, metadata=_meta("serve the portal at /portal"))
+    operators: str = field(
+        default="",
+        metadata=_meta(
+            "usernames (comma separated) who log in to the operators' pages",
+            pattern=re.compile(r"^[A-Za-z0-9._@+,\s-]*$"),
+        ),
+    )
+    session_ttl: int = field(
+        default=28800,
+        metadata=_meta("seconds a portal login lasts", min=60, max=86400),
+    )
+    login_attempts: int = field(
+        default=5,
+        metadata=_meta(
+            "failed logins per username (ten times as many per client address) within"
+            " login_window before further logins are refused until the window passes",
+            min=1,
+        ),
+    )
+    login_window: float = field(
+        default=300.0, metadata=_meta("seconds the failed logins are counted over", min=1.0)
+    )
+    secure_cookies: bool = field(
+        default=False,
+        metadata=_meta(
+            "mark cookies Secure also over plain HTTP (behind a TLS proxy);"
+            " over an ssl: endpoint they always are"
+        ),
+    )
+
+    @property
+    def operator_names(self) -> frozenset[str]:
+        """The operators' usernames."""
+        return frozenset(n.strip() for n in self.operators.split(",") if n.strip())
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -827,10 +869,11 @@ class Config:
     agi: AGIConfig
     ivr: IvrConfig
     providers: tuple[ProviderConfig, ...]
-    #: the REST API ([api])
-    api: ApiConfig = field(default_factory=ApiConfig)
     sms: SmsConfig = SmsConfig()
     sms_gateways: tuple[SmsGatewayConfig, ...] = ()
+    portal: PortalConfig = field(default_factory=PortalConfig)
+    #: the REST API ([api])
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     def resolve(self, name: str | Path) -> Path:
         """A path from the config, relative to the config file's directory."""
@@ -858,6 +901,7 @@ SECTIONS: dict[str, type] = {
     "ivr": IvrConfig,
     "api": ApiConfig,
     "sms": SmsConfig,
+    "portal": PortalConfig,
 }
 PATTERN_SECTIONS: dict[str, type] = {"provider": ProviderConfig, "sms-gateway": SmsGatewayConfig}
 

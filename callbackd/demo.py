@@ -1,8 +1,9 @@
-"""Demo data: the accounts ``alice`` and ``bob`` with some credit ([daemon] demo_data = yes)."""
+"""Demo data: the accounts ``alice`` and ``bob`` with some credit, and ``operator`` (for the
+portal's operators' pages, with ``[portal] operators = operator``), each with the password
+:data:`DEMO_PASSWORD` ([daemon] demo_data = yes)."""
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from twisted.application import service
@@ -12,7 +13,7 @@ from twisted.logger import Logger
 from callbackd.core.model import Account
 from callbackd.store.interface import AccountExists, StoreError
 
-__all__ = ["DEMO_ACCOUNTS", "DemoDataService", "ensure_demo_accounts"]
+__all__ = ["DEMO_ACCOUNTS", "DEMO_PASSWORD", "DemoDataService", "ensure_demo_accounts"]
 
 log = Logger(namespace="callbackd.demo")
 
@@ -20,7 +21,11 @@ log = Logger(namespace="callbackd.demo")
 DEMO_ACCOUNTS = (
     ("alice", "+15550011111", "10.00"),
     ("bob", "+15550014444", "5.00"),
+    ("operator", "", "0"),
 )
+#: the demo accounts' password, to log in to the portal (README.rst, "Web portal"); a
+#: demo account whose password differs (made before there was one) gets it at start
+DEMO_PASSWORD = "demo-password"
 
 
 async def ensure_demo_accounts(store: Any, decimals: int) -> list[str]:
@@ -30,14 +35,17 @@ async def ensure_demo_accounts(store: Any, decimals: int) -> list[str]:
     created = []
     for username, number, credit in DEMO_ACCOUNTS:
         if await store.get_account(username) is not None:
+            if not await store.check_password(username, DEMO_PASSWORD):
+                await store.set_password(username, DEMO_PASSWORD)
             continue
         account = Account(username=username, default_number=number, max_sessions=5)
-        # Nobody logs in as a demo account with a password yet: make it unguessable.
         try:
-            await store.create_account(account, secrets.token_urlsafe(18))
+            await store.create_account(account, DEMO_PASSWORD)
         except AccountExists:
             continue
-        await store.credit(username, parse_amount(credit, decimals), f"demo-{username}")
+        amount = parse_amount(credit, decimals)
+        if amount:
+            await store.credit(username, amount, f"demo-{username}")
         created.append(username)
     return created
 

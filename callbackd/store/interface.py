@@ -432,3 +432,19 @@ class IStore(Interface):
 
     def clear_hits(key):
         """Close ``key``'s window (forget its hits)."""
+
+    # -- web portal sessions ------------------------------------------------------------
+    def create_web_session(username, role, ttl):
+        """Open a portal login of ``username`` in ``role`` for ``ttl`` seconds.
+
+        Fire with a fresh random token (the cookie's value). Only a digest of the token
+        is stored, so a copy of the database opens no login. InvalidArgument for a bad
+        username, role or ttl.
+        """
+
+    def get_web_session(token):
+        """Fire with ``{"username", "role", "created_at"}`` of a live login, or None
+        (unknown, expired, deleted or malformed token)."""
+
+    def delete_web_session(token):
+        """End the login (log out); fire with True if there was one."""

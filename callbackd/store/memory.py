@@ -105,6 +105,8 @@ class MemoryStore:
         self._sms_inbound: dict[str, tuple[str, float]] = {}
         self._cid_codes: dict[str, tuple[str, str, float, int]] = {}
         self._hits: dict[str, list[Any]] = {}
+        #: portal logins: token digest -> (expires at, record)
+        self._web_sessions: dict[str, tuple[float, dict[str, Any]]] = {}
 
     @property
     def connected(self) -> bool:
@@ -1045,6 +1047,46 @@ class MemoryStore:
             self._hits.pop(key, None)
 
         return _fired(clear)
+
+    # -- web portal sessions ------------------------------------------------------------
+    def create_web_session(self, username: str, role: str, ttl: int) -> defer.Deferred[str]:
+        """Open a portal login for ``ttl`` seconds; fire with its token."""
+
+        def create() -> str:
+            token, digest = records.new_web_session(username, role, ttl)
+            self._up()
+            now = self.clock.seconds()
+            record = {"username": username, "role": role, "created_at": now}
+            self._web_sessions[digest] = (now + ttl, record)
+            return token
+
+        return _fired(create)
+
+    def get_web_session(self, token: str) -> defer.Deferred[dict[str, Any] | None]:
+        """Fire with the login's record, or None."""
+
+        def get() -> dict[str, Any] | None:
+            self._up()
+            digest = records.web_token_digest(token)
+            found = self._web_sessions.get(digest or "")
+            if found is None:
+                return None
+            if found[0] <= self.clock.seconds():
+                del self._web_sessions[digest or ""]
+                return None
+            return dict(found[1])
+
+        return _fired(get)
+
+    def delete_web_session(self, token: str) -> defer.Deferred[bool]:
+        """End the login; fire with True if there was one."""
+
+        def delete() -> bool:
+            self._up()
+            found = self._web_sessions.pop(records.web_token_digest(token) or "", None)
+            return found is not None and found[0] > self.clock.seconds()
+
+        return _fired(delete)
 
 
 Q = TypeVar("Q", WebhookDelivery, OutboundSms)

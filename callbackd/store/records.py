@@ -553,3 +553,30 @@ def check_attempts(attempts: object) -> int:
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
         raise InvalidArgument(f"attempts must be a positive integer, got {attempts!r}")
     return attempts
+
+
+# -- web portal sessions -----------------------------------------------------------------
+
+_WEB_ROLE = re.compile(r"[a-z]{1,16}")
+#: the longest a portal login may last (a day)
+MAX_WEB_SESSION_TTL = 86400
+#: the length of a portal login's token (URL-safe base64 of 32 random bytes)
+_WEB_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def new_web_session(username: object, role: object, ttl: object) -> tuple[str, str]:
+    """Check a new portal login's fields; ``(token, digest)`` for it (create_web_session)."""
+    check_username(username)
+    if not isinstance(role, str) or not _WEB_ROLE.fullmatch(role):
+        raise InvalidArgument(f"bad web session role {role!r}")
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 0 < ttl <= MAX_WEB_SESSION_TTL:
+        raise InvalidArgument(f"a web session lasts 1 to {MAX_WEB_SESSION_TTL} seconds")
+    token = secrets.token_urlsafe(32)
+    return token, hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+def web_token_digest(token: object) -> str | None:
+    """The stored name of a portal login's token: its SHA-256; None for a malformed one."""
+    if not isinstance(token, str) or not _WEB_TOKEN.fullmatch(token):
+        return None
+    return hashlib.sha256(token.encode("ascii")).hexdigest()

@@ -36,6 +36,7 @@ keys of different accounts never collide)::
     cb:cidcode:{number}               HASH    a caller ID's verification code: username, hash,
                                               until, left (TTL: the code's life)
     cb:hits:{key}                     STRING  a rate/lockout counter (TTL: its window)
+    cb:web:{sha256(token)}            STRING  JSON of a portal login (username, role), expiring
 
 Everything that must be all-or-nothing or checked-then-written is one Lua script
 (EVALSHA, falling back to EVAL after NOSCRIPT, e.g. when Redis restarted):
@@ -346,6 +347,8 @@ _SMS_DUE = "cb:sms:due"
 #: the dead-lettered SMS ids, oldest first (their hashes stay)
 _SMS_DEAD = "cb:sms:dead"
 _SMS_MSG = "cb:sms:msg:"
+#: a portal login, by the SHA-256 of its token
+_WEB = "cb:web:"
 
 _ENQUEUE_SMS = _Script("""
 -- KEYS: msg, sent marker, due; ARGV: id, to, text, gateway, not_before, created_at
@@ -1650,6 +1653,33 @@ class RedisStore:
         except InvalidArgument:
             return defer.fail()
         return self._call("DEL", _HITS + key).addCallback(lambda _: None)
+
+    # -- web portal sessions -----------------------------------------------------------------
+    def create_web_session(self, username: str, role: str, ttl: int) -> defer.Deferred[str]:
+        """Open a portal login (``cb:web:{sha256(token)}``, expiring); fire with its token."""
+        return defer.ensureDeferred(self._create_web_session(username, role, ttl))
+
+    async def _create_web_session(self, username: str, role: str, ttl: int) -> str:
+        token, digest = records.new_web_session(username, role, ttl)
+        record = {"username": username, "role": role, "created_at": self.clock.seconds()}
+        await self._call("SET", _WEB + digest, json.dumps(record), "EX", ttl)
+        return token
+
+    def get_web_session(self, token: str) -> defer.Deferred[dict[str, Any] | None]:
+        """Fire with the login's record, or None."""
+        digest = records.web_token_digest(token)
+        if digest is None:
+            return defer.succeed(None)
+        return self._call("GET", _WEB + digest).addCallback(
+            lambda text: json.loads(text) if text else None
+        )
+
+    def delete_web_session(self, token: str) -> defer.Deferred[bool]:
+        """End the login; fire with True if there was one."""
+        digest = records.web_token_digest(token)
+        if digest is None:
+            return defer.succeed(False)
+        return self._call("DEL", _WEB + digest).addCallback(bool)
 
 
 def store_endpoint(config: Config, reactor: Any) -> tuple[IStreamClientEndpoint, str]:

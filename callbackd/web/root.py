@@ -37,6 +37,14 @@ class WebRootResource(resource.Resource):
     def __init__(self, metrics: Metrics | None = None) -> None:
         super().__init__()
         self._metrics = metrics
+        #: where ``GET /`` sends a browser (:meth:`set_home`); None: ``/`` says what this is
+        self.home: str | None = None
+
+    def set_home(self, path: str) -> None:
+        """Answer ``GET /`` with a redirect to ``path`` (the portal's pages)."""
+        if not path.startswith("/") or path.startswith("//"):
+            raise ValueError(f"bad home path {path!r}")
+        self.home = path
 
     def add_child(self, name: str, child: resource.IResource) -> None:
         """Serve ``child`` at ``/name``."""
@@ -68,6 +76,10 @@ class WebRootResource(resource.Resource):
         return pages.notFound("No such resource", "There is nothing at this path.")
 
     def render_GET(self, request: server.Request) -> bytes:
+        if self.home is not None:
+            request.setResponseCode(302)
+            request.setHeader(b"location", self.home.encode("utf-8"))
+            return b""
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         names = sorted(n.decode() for n in self.children if n not in (b"healthz", b"metrics"))
         more = "".join(f"/{n}\n" for n in names)
