@@ -11,6 +11,7 @@ from callbackd.ivr.speech import (
     CURRENCIES,
     LANGUAGES,
     PROMPT_FILES,
+    SPOKEN_LIMIT,
     Digits,
     Number,
     Play,
@@ -167,7 +168,7 @@ def test_any_amount_plays_only_files_that_are_made(amount, decimals, currency, l
     try:
         steps = money_prompts(amount, decimals, currency, language)
     except ValueError:
-        assert abs(amount) // 10**decimals >= 10**9
+        assert abs(amount) // 10**decimals >= SPOKEN_LIMIT
         return
     files = files_played(steps, language)
     assert files
@@ -186,3 +187,13 @@ def test_every_prompt_has_a_text_in_the_catalogue(language):
     messages = load_messages(language)
     missing = [f for f in PROMPT_FILES if "ivr." + f.removeprefix("callbackd/") not in messages]
     assert missing == []
+
+
+def test_what_is_spoken_is_what_make_sounds_records():
+    """The IVR speaks counts below the bound the sound files are made for, no further."""
+    from callbackd.simulator.say import NEEDED_BOUND
+
+    assert SPOKEN_LIMIT <= NEEDED_BOUND + 1
+    money_prompts((SPOKEN_LIMIT - 1) * 100, 2, "CNY", "zh")
+    with pytest.raises(ValueError):
+        money_prompts(SPOKEN_LIMIT * 100, 2, "CNY", "zh")

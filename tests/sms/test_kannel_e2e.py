@@ -331,7 +331,7 @@ def test_a_reply_queued_while_kannel_is_down_arrives_when_it_is_back(stack):
         )
         with urllib.request.urlopen(url, timeout=10) as response:
             assert response.status == 200
-        stack.daemon.wait_for_log(r"sms \S+ not sent", STEP, mark)
+        stack.daemon.wait_for_log(r"sms \S+ to \S+ via kannel not delivered", STEP, mark)
     finally:
         stack.kannel.start()
     balance = like(EN, "chat.balance", balance=ANY)
