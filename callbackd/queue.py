@@ -83,6 +83,8 @@ class QueueSender(service.Service):
         self._timer: IDelayedCall | None = None
         self._draining: defer.Deferred[None] | None = None
         self._again = False
+        #: the store answered once: a failure from then on is an outage (a warning)
+        self._reached = False
 
     async def deliver(self, item: Any) -> None:
         """Deliver one item; PermanentError (never) or another exception (try again)."""
@@ -153,9 +155,13 @@ class QueueSender(service.Service):
                     break
             next_due = await self._store(methods.next_due)()
         except Exception as e:
-            log.warn("outbound {what} queue unavailable: {error}", what=self.what, error=str(e))
+            # before the store first answers (it connects while the daemon starts) this is
+            # the normal start, not an outage
+            emit = log.warn if self._reached else log.info
+            emit("outbound {what} queue unavailable: {error}", what=self.what, error=str(e))
             self._arm(self.store_retry)
             return
+        self._reached = True
         if next_due is not None and not self._again:
             self._arm(next_due - self.clock.seconds())
 

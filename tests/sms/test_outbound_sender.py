@@ -199,3 +199,20 @@ def test_secrets_never_logged():
     assert "HTTP 503" in logged
     assert "hunter2pw" not in logged
     assert "hunter2pw" not in store.dead_sms().result[0].last_error
+
+
+def test_a_store_not_yet_up_at_start_is_no_warning_but_an_outage_is():
+    """Before the store first answers (the daemon is starting) the retry is logged as
+    information; once it has answered, the store going away is a warning."""
+    gw = FakeGateway()
+    sender, store, clock = make(gw, store_retry=5.0)
+    store.available = False
+    with capturedLogs() as events:
+        sender.startService()
+    assert [e["log_level"].name for e in events if "unavailable" in formatEvent(e)] == ["info"]
+    store.available = True
+    clock.advance(5)
+    store.available = False
+    with capturedLogs() as events:
+        sender.kick()
+    assert [e["log_level"].name for e in events if "unavailable" in formatEvent(e)] == ["warn"]
