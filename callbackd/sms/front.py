@@ -19,8 +19,8 @@ one-time code (:meth:`IStore.issue_caller_id_code`) and sends it by SMS to
 ``<number>``. The number is trusted once an SMS *from* it carries the code: the whole
 text is the code, or ``R`` and the code (``R 123456``); see
 :data:`CODE_REPLY`. ``BALANCE``, ``STATUS``, ``HISTORY``, ``RATE`` and ``LANG`` are
-answered by the chat front's own handlers
-(:meth:`~callbackd.xmpp.chat.ChatFront.answer`); ``HELP`` gets the SMS help.
+answered as the chat front answers them
+(:class:`~callbackd.fronts.commands.ChatCommands`); ``HELP`` gets the SMS help.
 
 Limits (counters in the store, :meth:`IStore.count_hit`, so every daemon on one Redis
 shares them): ``sender_limit`` messages per sender per ``sender_period`` are handled,
@@ -42,13 +42,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -60,12 +59,14 @@ from callbackd.core.sms import SmsError, SmsRequest, parse_sms
 from callbackd.core.smstext import fit
 from callbackd.engine.errors import CallbackRefused
 from callbackd.engine.manager import SessionManager
+from callbackd.fronts.codes import CODE_DIGITS, new_caller_id_code
+from callbackd.fronts.commands import ChatCommands
+from callbackd.fronts.progress import ProgressBatcher
 from callbackd.i18n import DEFAULT_LANGUAGE, Translator, translator
 from callbackd.i18n.progress import render
 from callbackd.numbers import read_phone
 from callbackd.sms.inbound import InboundSms
 from callbackd.store.interface import InvalidArgument, IStore, NoSuchAccount
-from callbackd.xmpp.chat import ChatFront
 
 __all__ = ["CODE_REPLY", "ORIGIN", "OUTCOME_EVENTS", "SmsFront", "reply_id"]
 
@@ -73,10 +74,8 @@ log = Logger(namespace="callbackd.sms")
 
 #: the origin of the sessions SMS starts (the CDR's ``extra["origin"]``)
 ORIGIN: Final = "sms"
-#: an SMS bringing a caller-ID code back: the 6 digits alone, or after ``R``
-CODE_REPLY: Final = re.compile(r"\s*(?:[Rr][\s.:]\s*)?([0-9]{6})\s*")
-#: the digits of a caller-ID code
-CODE_DIGITS: Final = 6
+#: an SMS bringing a caller-ID code back: the digits alone, or after ``R``
+CODE_REPLY: Final = re.compile(rf"\s*(?:[Rr][\s.:]\s*)?([0-9]{{{CODE_DIGITS}}})\s*")
 #: the progress events ``outcome`` tells
 OUTCOME_EVENTS: Final = frozenset({"talking", "leg_failed", "session_ended"})
 
@@ -148,19 +147,6 @@ class _Watcher:
     ended: bool = False
 
 
-class _NoLinks:
-    """The chat front's links, for the SMS front's use of it: no JID is linked."""
-
-    def account_for(self, jid: str) -> defer.Deferred[str | None]:
-        return defer.succeed(None)
-
-    def link(self, jid: str, username: str) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def unlink(self, jid: str) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-
 class SmsFront:
     """SMS commands, replies and progress for one daemon (see the module's doc)."""
 
@@ -187,16 +173,12 @@ class SmsFront:
         self.region = region
         #: whether a gateway sends replies itself (else the default gateway does)
         self.sends = sends
-        #: the chat front's handlers answer the chat commands SMS takes (BALANCE ...);
-        #: it sends nothing itself and hears no events (never started)
-        self.chat = ChatFront(
-            engine, store, _NoLinks(), clock, _no_send, decimals=decimals, currency=currency
-        )
+        #: the chat grammar's answers to the chat commands SMS takes (BALANCE ...)
+        self.chat = ChatCommands(engine, store, origin=ORIGIN, decimals=decimals, currency=currency)
         self._watchers: dict[str, _Watcher] = {}
-        self._newborn: dict[str, list[SessionEvent]] = {}
-        self._newborn_call: IDelayedCall | None = None
-        self._flush_call: IDelayedCall | None = None
-        self._unsubscribe: Callable[[], None] | None = None
+        self.progress = ProgressBatcher(
+            engine, clock, watched=self._watchers, tell=self._event, flush=self._flush
+        )
         #: dedupe keys being handled in this process
         self.handling: set[str] = set()
 
@@ -204,20 +186,11 @@ class SmsFront:
 
     def start(self) -> None:
         """Hear the engine's session events (progress)."""
-        if self._unsubscribe is None:
-            self._unsubscribe = self.engine.subscribe(self._event)
+        self.progress.start()
 
     def stop(self) -> None:
         """Stop hearing them; the progress gathered goes to the queue now."""
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        for call in (self._flush_call, self._newborn_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._newborn_call = None
-        self._newborn.clear()
-        self._flush()
+        self.progress.stop()
 
     # -- handling -----------------------------------------------------------------------
 
@@ -396,7 +369,7 @@ class SmsFront:
             self._watchers[session_id] = _Watcher(
                 sender.sms.sender, sender.gateway, sender.account.language, mode
             )
-            for event in self._newborn.pop(session_id, ()):
+            for event in self.progress.newborn(session_id):
                 self._event(event)
         # (the engine's progress log tells of the session: no line of our own per call)
         return sender.t.text(
@@ -408,7 +381,7 @@ class SmsFront:
         number = _phone(written, self.region)
         if number is None:
             raise _Reply("sms.bad_number", number=written)
-        code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+        code = new_caller_id_code()
         try:
             await self.store.issue_caller_id_code(
                 sender.account.username,
@@ -465,27 +438,18 @@ class SmsFront:
     # -- progress -----------------------------------------------------------------------
 
     def _event(self, event: SessionEvent) -> None:
-        session_id = event.session_id
-        watcher = self._watchers.get(session_id)
-        if watcher is None:
-            if event.kind == "session_started" or session_id in self._newborn:
-                # start_callback publishes before its caller learns the session id
-                self._newborn.setdefault(session_id, []).append(event)
-                if self._newborn_call is None:
-                    self._newborn_call = self.clock.callLater(0, self._forget_newborn)
-            return
+        """A session event of a watched session: its words for the turn's SMS."""
+        watcher = self._watchers[event.session_id]
         text = self._words(event, watcher)
         if text:
             if not watcher.texts:
                 watcher.first_seq = event.seq
             watcher.texts.append(text)
-            if self._flush_call is None:
-                self._flush_call = self.clock.callLater(0, self._flush)
+            self.progress.flush_soon()
         if event.kind == "session_ended":
             # flushed at the end of the turn, then forgotten
             watcher.ended = True
-            if self._flush_call is None:
-                self._flush_call = self.clock.callLater(0, self._flush)
+            self.progress.flush_soon()
 
     def _words(self, event: SessionEvent, watcher: _Watcher) -> str:
         t = translator(watcher.language)
@@ -497,12 +461,7 @@ class SmsFront:
             text = f"{text}\n{t.text('sms.charged', cost=cost)}"
         return text
 
-    def _forget_newborn(self) -> None:
-        self._newborn_call = None
-        self._newborn.clear()
-
     def _flush(self) -> None:
-        self._flush_call = None
         for session_id, watcher in list(self._watchers.items()):
             if watcher.texts:
                 message_id = f"sms-progress:{session_id}:{watcher.first_seq}"
@@ -512,10 +471,6 @@ class SmsFront:
                 d.addErrback(lambda f: log.failure("cannot queue SMS progress", f))
             if watcher.ended:
                 del self._watchers[session_id]
-
-
-def _no_send(address: str, text: str) -> None:
-    """The chat front's ``send``: the SMS front queues its replies itself."""
 
 
 def _is_outcome(event: SessionEvent) -> bool:

@@ -38,6 +38,7 @@ from twisted.logger import Logger
 from twisted.web import pages, resource, server
 
 from callbackd.config import SmsConfig, SmsGatewayConfig
+from callbackd.fronts.throttle import Throttle
 from callbackd.i18n import translator
 from callbackd.sms.auth import AddressAllowList, AuthError, check_signature, check_token
 from callbackd.sms.inbound import (
@@ -54,7 +55,6 @@ from callbackd.sms.inbound import (
     text_keys,
 )
 from callbackd.store.interface import StoreError
-from callbackd.xmpp.chat import Throttle
 
 __all__ = ["MAX_REQUEST", "GatewayResource", "SmsRootResource", "record_of", "sms_of"]
 

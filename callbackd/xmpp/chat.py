@@ -5,7 +5,9 @@
 API and the store, and answers with one reply in the account's language (English for an
 address not linked to an account) through ``send(jid, text)``. It knows nothing of
 XMPP stanzas: the component hands it the bodies of ``chat``/``normal`` messages from
-others and sends what it is given; the SMS front could drive it as well.
+others and sends what it is given. The commands are answered by
+:class:`~callbackd.fronts.commands.ChatCommands`, which the SMS front uses too; the
+chat front adds ``LINK`` and ``UNLINK``, the links of chat addresses to accounts.
 
 Latency: a command waits for its JID's link (``links``: the service's
 :class:`~callbackd.xmpp.links.LinkCache`) and its account
@@ -13,16 +15,13 @@ Latency: a command waits for its JID's link (``links``: the service's
 kept in memory while the store's change feed is live, so a ``CALLBACK`` of a user heard
 from before reaches the engine without a store round trip.
 
-Commands act on the JID's *live session*: the account's newest session in flight,
-wherever it was started (chat, web, SMS, the manhole). ``DEL <index>`` drops the
-index-th leg ``LIST`` lists (the connected legs, in their order).
-
 Progress: the front hears every session event and pushes its words
 (:func:`callbackd.i18n.progress.render`) to the JIDs that started or steered the
 session from chat *through this process* (``CALLBACK``, ``LIST``, ``ADD``, ``DEL``,
 ``HANGUP``); other JIDs linked to the account, and sessions nobody here touched, are
 told nothing. The texts of one reactor turn for one JID are merged into one message,
-in order, after the reply of the command that caused them.
+in order, after the reply of the command that caused them
+(:class:`~callbackd.fronts.progress.ProgressBatcher` ends the turn).
 
 Limits: each JID may send ``rate[0]`` commands per ``rate[1]`` seconds; the next gets
 one ``chat.rate_limited`` reply and the ones after it silence until the window
@@ -36,35 +35,31 @@ password get the same reply.
 from __future__ import annotations
 
 import collections
-from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol
 
-from babel.dates import format_datetime
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from callbackd.core import chat
-from callbackd.core.model import Account
 from callbackd.core.session import SessionEvent
-from callbackd.engine.errors import CallbackRefused
 from callbackd.engine.manager import SessionManager
+from callbackd.fronts.commands import Asker, ChatCommands, Handler, Reply
+from callbackd.fronts.progress import ProgressBatcher
+from callbackd.fronts.throttle import Throttle
 from callbackd.i18n import DEFAULT_LANGUAGE, Translator, translator
 from callbackd.i18n.progress import render
 from callbackd.store.interface import InvalidArgument, IStore
 
-__all__ = ["HISTORY_LENGTH", "LINK_FAILURES", "LINK_WINDOW", "ChatFront", "Links", "Throttle"]
+__all__ = ["LINK_FAILURES", "LINK_WINDOW", "ChatFront", "Links"]
 
 log = Logger(namespace="callbackd.xmpp")
 
 #: wrong LINK passwords allowed per JID and per account within LINK_WINDOW seconds
 LINK_FAILURES: Final = 5
 LINK_WINDOW: Final = 15 * 60.0
-#: the calls HISTORY shows
-HISTORY_LENGTH: Final = 5
 #: the origin of the sessions chat starts (the CDR's ``extra["origin"]``)
 ORIGIN: Final = "chat"
 
@@ -80,85 +75,6 @@ class Links(Protocol):
 
     def unlink(self, jid: str) -> defer.Deferred[None]:
         """Forget the link of ``jid``."""
-
-
-class Throttle:
-    """At most ``limit`` hits per key within ``period`` seconds (a sliding window)."""
-
-    #: hits between sweeps of the keys whose window has passed
-    SWEEP_EVERY: Final = 1000
-
-    def __init__(self, clock: IReactorTime, limit: int, period: float) -> None:
-        self.clock = clock
-        self.limit = limit
-        self.period = period
-        self._hits: dict[Hashable, collections.deque[float]] = {}
-        self._until_sweep = self.SWEEP_EVERY
-
-    def full(self, key: Hashable) -> bool:
-        """Whether ``key`` has had ``limit`` hits within the window."""
-        hits = self._hits.get(key)
-        if hits is None:
-            return False
-        start = self.clock.seconds() - self.period
-        while hits and hits[0] <= start:
-            hits.popleft()
-        if not hits:
-            del self._hits[key]
-        return len(hits) >= self.limit
-
-    def record(self, key: Hashable) -> None:
-        """Count a hit of ``key`` now."""
-        self._until_sweep -= 1
-        if self._until_sweep <= 0:
-            self._sweep()
-        self._hits.setdefault(key, collections.deque()).append(self.clock.seconds())
-
-    def hit(self, key: Hashable) -> bool:
-        """Count a hit of ``key`` if the window has room; whether it had."""
-        if self.full(key):
-            return False
-        self.record(key)
-        return True
-
-    def clear(self, key: Hashable) -> None:
-        """Forget the hits of ``key``."""
-        self._hits.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._hits)
-
-    def _sweep(self) -> None:
-        """Drop the keys with no hit left in the window (memory stays bounded)."""
-        self._until_sweep = self.SWEEP_EVERY
-        for key in list(self._hits):
-            self.full(key)
-
-
-class _Reply(Exception):
-    """A command's reply that ends it early: catalogue id ``msgid`` with ``params``."""
-
-    def __init__(self, msgid: str, **params: Any) -> None:
-        super().__init__(msgid)
-        self.msgid = msgid
-        self.params = params
-
-
-@dataclass(frozen=True, slots=True)
-class _Asker:
-    """Who sent a command: the JID, its account (None: not linked), its language."""
-
-    jid: str
-    account: Account | None
-    t: Translator
-
-    @property
-    def username(self) -> str:
-        assert self.account is not None
-        return self.account.username
-
-
-_Handler = Callable[[_Asker, Any], Awaitable[str]]
 
 
 class ChatFront:
@@ -188,58 +104,43 @@ class ChatFront:
         self.currency = currency
         self.commands = Throttle(clock, *rate)
         self.link_failures = Throttle(clock, LINK_FAILURES, LINK_WINDOW)
+        #: the commands' answers; it tells this front what a JID started or steered
+        self.answers = ChatCommands(
+            engine, store, origin=ORIGIN, decimals=decimals, currency=currency, listener=self
+        )
         #: the JIDs told they are rate limited, until their window passes
         self._warned: set[str] = set()
         #: per JID its account's language, as last read (progress is told in it)
         self._languages: dict[str, str] = {}
         #: per session the JIDs that started or steered it from chat
         self._watchers: dict[str, dict[str, None]] = {}
-        #: the events of the sessions started in this reactor turn that no JID watches
-        #: yet: CALLBACK learns its session id after the first ones were published
-        self._newborn: dict[str, list[SessionEvent]] = {}
         #: per JID with commands under way, the progress held until the reply is out
         self._held: dict[str, list[str]] = {}
         self._busy: collections.Counter[str] = collections.Counter()
         #: per JID the messages of this reactor turn: (is progress, texts)
         self._outbox: dict[str, list[tuple[bool, list[str]]]] = {}
-        self._flush_call: IDelayedCall | None = None
-        self._newborn_call: IDelayedCall | None = None
-        self._unsubscribe: Callable[[], None] | None = None
-        self._linked: dict[type, _Handler] = {
-            chat.Callback: self._callback,
-            chat.ListLegs: self._list,
-            chat.Add: self._add,
-            chat.Delete: self._delete,
-            chat.Hangup: self._hangup,
-            chat.Balance: self._balance,
-            chat.RateQuery: self._rate,
-            chat.Status: self._status,
-            chat.History: self._history,
-            chat.Language: self._language,
-            chat.Help: self._help,
+        self.progress = ProgressBatcher(
+            engine, clock, watched=self._watchers, tell=self._event, flush=self._flush
+        )
+        self._linked: Mapping[type, Handler] = {
+            **self.answers.handlers,
             chat.Link: self._link,
             chat.Unlink: self._unlink,
         }
-        self._unlinked: dict[type, _Handler] = {chat.Help: self._help, chat.Link: self._link}
+        self._unlinked: Mapping[type, Handler] = {
+            chat.Help: self.answers.handlers[chat.Help],
+            chat.Link: self._link,
+        }
 
     # -- life cycle ---------------------------------------------------------------------
 
     def start(self) -> None:
         """Hear the engine's session events (progress messages)."""
-        if self._unsubscribe is None:
-            self._unsubscribe = self.engine.subscribe(self._event)
+        self.progress.start()
 
     def stop(self) -> None:
         """Stop hearing them; what is waiting to be sent goes now."""
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        for call in (self._flush_call, self._newborn_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._newborn_call = None
-        self._newborn.clear()
-        self._flush()
+        self.progress.stop()
 
     # -- commands -----------------------------------------------------------------------
 
@@ -273,40 +174,14 @@ class ChatFront:
         else:
             self._languages[jid] = account.language
             t = translator(account.language)
-        asker = _Asker(jid, account, t)
+        asker = Asker(jid, account, t)
         try:
             command = chat.parse_command(body)
         except chat.CommandError as e:
             self._say(jid, t.text(f"error.{e.code}", **e.params))
             return
-        self._say(jid, await self._answer(asker, command))
-
-    async def _answer(self, asker: _Asker, command: chat.ChatCommand) -> str:
-        """The reply to ``command`` of ``asker``, refusals included."""
-        t = asker.t
-        try:
-            table = self._unlinked if asker.account is None else self._linked
-            handler = table.get(type(command))
-            if handler is None:
-                raise _Reply("chat.not_linked")
-            return await handler(asker, command)
-        except chat.CommandError as e:
-            return t.text(f"error.{e.code}", **e.params)
-        except CallbackRefused as e:
-            return t.text(e.code, **e.params) if e.code else str(e)
-        except _Reply as e:
-            return t.text(e.msgid, **e.params)
-
-    def answer(
-        self, address: str, account: Account, command: chat.ChatCommand
-    ) -> defer.Deferred[str]:
-        """The reply to a parsed ``command`` of ``account``, asked from ``address``.
-
-        For another front (SMS) that authorised the account itself: the reply in the
-        account's language, no progress watched unless the command steers a session.
-        """
-        asker = _Asker(address, account, translator(account.language))
-        return defer.ensureDeferred(self._answer(asker, command))
+        table = self._unlinked if account is None else self._linked
+        self._say(jid, await self.answers.reply(asker, command, table))
 
     def _failed(self, failure: Failure, jid: str) -> None:
         """Something no input should cause (the store is down...): log it, say sorry."""
@@ -332,20 +207,12 @@ class ChatFront:
         """
         return self._translator(jid).text(msgid, **params)
 
-    def _money(self, t: Translator, minor_units: int, currency: str = "") -> str:
-        return t.money(minor_units, self.decimals, currency)
+    # -- the links ----------------------------------------------------------------------
 
-    # -- the commands -------------------------------------------------------------------
-
-    async def _help(self, asker: _Asker, command: chat.Help) -> str:
-        if command.topic is None:
-            return asker.t.text("chat.help", commands=", ".join(chat.COMMANDS))
-        return asker.t.text("chat.help_command", usage=chat.USAGE[command.topic])
-
-    async def _link(self, asker: _Asker, command: chat.Link) -> str:
-        keys = (("jid", asker.jid), ("account", command.username.lower()))
+    async def _link(self, asker: Asker, command: chat.Link) -> str:
+        keys = (("jid", asker.address), ("account", command.username.lower()))
         if any(self.link_failures.full(key) for key in keys):
-            raise _Reply("chat.link_throttled")
+            raise Reply("chat.link_throttled")
         try:
             right = await self.store.check_password(command.username, command.password)
         except InvalidArgument:
@@ -354,130 +221,45 @@ class ChatFront:
         if account is None:
             for key in keys:
                 self.link_failures.record(key)
-            raise _Reply("chat.link_failed")
-        await self.links.link(asker.jid, account.username)
+            raise Reply("chat.link_failed")
+        await self.links.link(asker.address, account.username)
         self.link_failures.clear(keys[0])
-        self._languages[asker.jid] = account.language
-        log.info("{jid} linked to {username}", jid=asker.jid, username=account.username)
+        self._languages[asker.address] = account.language
+        log.info("{jid} linked to {username}", jid=asker.address, username=account.username)
         return translator(account.language).text("chat.linked", username=account.username)
 
-    async def _unlink(self, asker: _Asker, command: chat.Unlink) -> str:
-        await self.links.unlink(asker.jid)
-        self._languages.pop(asker.jid, None)
+    async def _unlink(self, asker: Asker, command: chat.Unlink) -> str:
+        await self.links.unlink(asker.address)
+        self._languages.pop(asker.address, None)
         for watchers in self._watchers.values():
-            watchers.pop(asker.jid, None)
-        log.info("{jid} unlinked from {username}", jid=asker.jid, username=asker.username)
+            watchers.pop(asker.address, None)
+        log.info("{jid} unlinked from {username}", jid=asker.address, username=asker.username)
         return asker.t.text("chat.unlinked")
 
-    async def _callback(self, asker: _Asker, command: chat.Callback) -> str:
-        assert asker.account is not None
-        source = command.source or asker.account.default_number
-        if not source:
-            raise _Reply("chat.no_default_number")
-        session_id = await self.engine.start_callback(
-            asker.username, source, command.destination, command.via, origin=ORIGIN
-        )
-        self._watch(session_id, asker.jid)
-        # what the session said before its id was known: held, after this reply
-        for event in self._newborn.pop(session_id, ()):
-            self._tell(asker.jid, event)
-        return asker.t.text("chat.session_started", session=session_id)
+    # -- progress (what the commands tell: callbackd.fronts.commands.Listener) ----------
 
-    def _live(self, asker: _Asker) -> str:
-        """The JID's live session (the account's newest in flight), watched from now on."""
-        sessions = self.engine.sessions_of(asker.username)
-        if not sessions:
-            raise _Reply("chat.no_session")
-        session_id = sessions[-1]
-        self._watch(session_id, asker.jid)
-        return session_id
-
-    async def _list(self, asker: _Asker, command: chat.ListLegs) -> str:
-        return self.engine.list_legs(self._live(asker), asker.t.language)
-
-    async def _add(self, asker: _Asker, command: chat.Add) -> str:
-        await self.engine.add_leg(self._live(asker), command.leg, command.via)
-        return asker.t.text("chat.leg_added", leg=command.leg)
-
-    async def _delete(self, asker: _Asker, command: chat.Delete) -> str:
-        session_id = self._live(asker)
-        target, shown = command.target, command.target
-        if target.isdigit() and len(target) <= 3:  # the grammar's index, not a number
-            legs = [leg for leg in self.engine.status(session_id)["legs"] if leg["state"] == "up"]
-            index = int(target)
-            if index > len(legs):
-                raise _Reply("error.bad_index")
-            target, shown = legs[index - 1]["leg"], legs[index - 1]["address"]
-        await self.engine.drop_leg(session_id, target)
-        return asker.t.text("chat.leg_dropped", leg=shown)
-
-    async def _hangup(self, asker: _Asker, command: chat.Hangup) -> str:
-        await self.engine.hangup(self._live(asker))
-        return asker.t.text("chat.hangup_requested")
-
-    async def _balance(self, asker: _Asker, command: chat.Balance) -> str:
-        balance = await self.store.get_balance(asker.username)
-        return asker.t.text("chat.balance", balance=self._money(asker.t, balance, self.currency))
-
-    async def _rate(self, asker: _Asker, command: chat.RateQuery) -> str:
-        rate = self.engine.rate_of(command.leg)
-        return asker.t.text("chat.rate", leg=command.leg, rate=self._money(asker.t, rate))
-
-    async def _status(self, asker: _Asker, command: chat.Status) -> str:
-        sessions = self.engine.sessions_of(asker.username)
-        if not sessions:
-            return asker.t.text("chat.status_none")
-        language = asker.t.language
-        shown = "; ".join(f"{sid}: {self.engine.list_legs(sid, language)}" for sid in sessions)
-        return asker.t.text("chat.status", sessions=shown)
-
-    async def _history(self, asker: _Asker, command: chat.History) -> str:
-        cdrs = await self.store.list_cdrs(asker.username)
-        calls = [cdr for cdr in cdrs if cdr.kind == "session"][-HISTORY_LENGTH:]
-        if not calls:
-            return asker.t.text("chat.history_none")
-        t = asker.t
-        return "\n".join(
-            t.text(
-                "chat.history_line",
-                when=_when(t, cdr.started_at),
-                destination=cdr.address,
-                seconds=t.duration(cdr.billed_seconds),
-                cost=self._money(t, cdr.cost, self.currency),
-            )
-            for cdr in calls
-        )
-
-    async def _language(self, asker: _Asker, command: chat.Language) -> str:
-        await self.store.update_account(asker.username, language=command.code)
-        self.engine.account_changed(asker.username)  # the next reply speaks it
-        self._languages[asker.jid] = command.code
-        t = translator(command.code)
-        return t.text("chat.language_set", language=t.language_name(command.code))
-
-    # -- progress -----------------------------------------------------------------------
-
-    def _watch(self, session_id: str, jid: str) -> None:
+    def watch(self, session_id: str, jid: str) -> None:
         """Tell ``jid`` the session's progress from now on."""
         self._watchers.setdefault(session_id, {})[jid] = None
+
+    def started(self, session_id: str, jid: str) -> None:
+        """``jid`` started the session: what it said before its id was known, held
+        after the reply, and its progress from now on."""
+        self.watch(session_id, jid)
+        for event in self.progress.newborn(session_id):
+            self._tell(jid, event)
+
+    def language_set(self, jid: str, language: str) -> None:
+        """``jid``'s account speaks ``language`` now: its progress is told in it."""
+        self._languages[jid] = language
 
     def _event(self, event: SessionEvent) -> None:
         """A session event from the engine: its words to the session's JIDs."""
         session_id = event.session_id
-        watchers = self._watchers.get(session_id)
-        if watchers is not None:
-            for jid in list(watchers):
-                self._tell(jid, event)
-        elif event.kind == "session_started" or session_id in self._newborn:
-            self._newborn.setdefault(session_id, []).append(event)
-            if self._newborn_call is None:
-                self._newborn_call = self.clock.callLater(0, self._forget_newborn)
+        for jid in list(self._watchers[session_id]):
+            self._tell(jid, event)
         if event.kind == "session_ended":
             self._watchers.pop(session_id, None)
-
-    def _forget_newborn(self) -> None:
-        self._newborn_call = None
-        self._newborn.clear()
 
     def _tell(self, jid: str, event: SessionEvent) -> None:
         text = render(event, self._translator(jid), self.decimals, self.currency)
@@ -501,11 +283,9 @@ class ChatFront:
             messages[-1][1].append(text)
         else:
             messages.append((progress, [text]))
-        if self._flush_call is None:
-            self._flush_call = self.clock.callLater(0, self._flush)
+        self.progress.flush_soon()
 
     def _flush(self) -> None:
-        self._flush_call = None
         outbox, self._outbox = self._outbox, {}
         for jid, messages in outbox.items():
             for _, texts in messages:
@@ -513,9 +293,3 @@ class ChatFront:
                     self.send(jid, "\n".join(texts))
                 except Exception:
                     log.failure("cannot send a chat message to {jid}", jid=jid)
-
-
-def _when(t: Translator, timestamp: float) -> str:
-    """A call's start, in UTC, as the language writes a short date and time."""
-    moment = datetime.fromtimestamp(timestamp, UTC)
-    return format_datetime(moment, "short", tzinfo=UTC, locale=t.locale) + " UTC"

@@ -11,7 +11,7 @@ from twisted.logger import globalLogPublisher
 from callbackd.core.chat import COMMANDS, MAX_MESSAGE, USAGE
 from callbackd.core.model import Account
 from callbackd.i18n import translator
-from callbackd.xmpp.chat import LINK_FAILURES, LINK_WINDOW, ChatFront, Throttle
+from callbackd.xmpp.chat import LINK_FAILURES, LINK_WINDOW, ChatFront
 from tests.test_engine import DESTINATION, EXTRA, SOURCE, World, result
 
 ALICE = "alice@example.org"
@@ -427,17 +427,6 @@ def test_a_store_outage_is_one_apology_and_one_logged_failure(failures):
     chat.world.store.available = False
     assert chat.say("BALANCE") == [EN.text("chat.failed")]
     assert len(failures) == 1
-
-
-def test_throttle_forgets_keys_whose_window_passed():
-    """The throttle's memory stays bounded: old keys are swept."""
-    world = World()
-    throttle = Throttle(world.clock, 2, 1.0)
-    for n in range(Throttle.SWEEP_EVERY - 1):
-        throttle.hit(n)
-    world.clock.advance(2)
-    throttle.hit("new")
-    assert len(throttle) == 1
 
 
 # -- any input --------------------------------------------------------------------------

@@ -114,11 +114,11 @@ def test_the_chat_front_takes_billing_and_follows_the_component(tmp_path):
         config.billing.currency,
     )
     assert chat.front.engine is daemon.engine and chat.front.send == chat.say
-    assert chat.front._unsubscribe is None
+    assert not chat.front.progress.listening
     chat.startService()
-    assert chat.front._unsubscribe is not None
+    assert chat.front.progress.listening
     chat.stopService()
-    assert chat.front._unsubscribe is None
+    assert not chat.front.progress.listening
 
 
 def test_an_operators_invitation_on_the_change_feed_is_sent_while_running(tmp_path):

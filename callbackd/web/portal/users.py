@@ -21,8 +21,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from callbackd.core.model import PhonebookEntry
 from callbackd.engine.errors import CallbackRefused
+from callbackd.fronts.codes import new_caller_id_code
 from callbackd.i18n import LANGUAGES, progress
-from callbackd.sms.front import CODE_DIGITS
 from callbackd.store.interface import (
     AccountExists,
     InvalidArgument,
@@ -479,7 +479,7 @@ class UserPages(PortalBase):
         try:
             number = self._number(fields)
             sms = self.config.sms
-            code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+            code = new_caller_id_code()
             try:
                 # adds the number, unverified, with the code (the SMS front's way)
                 await self.store.issue_caller_id_code(
