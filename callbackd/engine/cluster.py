@@ -225,7 +225,9 @@ class Cluster:
             self._renewing = False
 
         def failed(failure: Failure) -> None:
-            log.warn("cluster: lease renewal failed: {why}", why=failure.getErrorMessage())
+            # at start (the store still connecting) that is routine, not a warning
+            emit = log.warn if self._ready else log.info
+            emit("cluster: lease renewal failed: {why}", why=failure.getErrorMessage())
 
         d = defer.ensureDeferred(self._renew_and_take_over())
         return d.addErrback(failed).addBoth(done)
