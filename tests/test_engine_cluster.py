@@ -13,7 +13,7 @@ import pytest
 from callbackd.config import ClusterConfig
 from callbackd.engine import CallbackRefused
 from callbackd.switch import ChannelInfo
-from tests.test_engine import EXTRA, SELL_49, SELL_92, World, result
+from tests.test_engine import EXTRA, SELL_49, SELL_92, World, credit_for, result
 
 CLUSTER = ClusterConfig(
     enabled=True, renew_interval=1.0, lease=3.0, poll_interval=0.1, reply_timeout=2.0
@@ -199,3 +199,29 @@ def test_the_concurrent_session_limit_holds_across_daemons():
     a.switch.fail(f"{sid}-a1", "noanswer", a.now())
     settle(a)
     assert b.callback()
+
+
+def test_an_accounts_credit_is_shared_by_its_sessions_on_both_daemons():
+    """Credit for 60 s of one call: a call on each daemon, both cut at about 30 s (whole
+    seconds billed per leg, rounded up), nothing spent beyond the balance."""
+    a, b = pair(balance=credit_for(60))
+    one = a.talking()
+    settle(a, 0.2)
+    two = b.talking()
+    start = a.now()
+    settle(a, 28)
+    assert a.switch.hung_up == []
+    ended: set[str] = set()
+    for _ in range(40):  # the switch ends each leg as it is cut
+        a.clock.advance(0.05)
+        for channel, _ in list(a.switch.hung_up):
+            if channel not in ended:
+                ended.add(channel)
+                a.switch.hang_up(channel, a.now())
+    cut = {c for c, _ in a.switch.hung_up}
+    assert cut == {f"{one}-a1", f"{one}-b1", f"{two}-a1", f"{two}-b1"}
+    settle(a)
+    assert 0 <= a.balance() < SELL_49.cost(2) + SELL_92.cost(2)
+    legs = [c for c in result(a.store.list_cdrs("alice")) if c.leg]
+    assert all(28 <= c.billed_seconds <= 30 for c in legs), (start, legs)
+    assert not any("uncapped_cost" in c.extra for c in legs)

@@ -66,7 +66,7 @@ class ClusterEngine(Protocol):
 
     def run_command(self, op: str, session_id: str, args: list[Any]) -> defer.Deferred[Any]: ...
 
-    def deliver_remote(self, event: machine.SessionEvent) -> None: ...
+    def deliver_remote(self, event: machine.SessionEvent, username: str) -> None: ...
 
     def disown(self, session_id: str) -> None: ...
 
@@ -363,12 +363,15 @@ class Cluster:
         if self._engine.is_local(sid) or event.seq <= self.seen.get(sid, 0):
             return
         self.seen[sid] = event.seq
+        username = ""
         if body.get("state"):
-            self._mirror(machine.SessionState.from_dict(body["state"]))
+            state = machine.SessionState.from_dict(body["state"])
+            username = state.username
+            self._mirror(state)
         if event.kind == "session_ended":
             self.mirror.pop(sid, None)
             self.seen.pop(sid, None)
-        self._engine.deliver_remote(event)
+        self._engine.deliver_remote(event, username)
 
     # -- polling ------------------------------------------------------------------------
 

@@ -154,6 +154,7 @@ class SessionManager:
             self.origin,
             refresh=self._refresh_balance,
             settle=self._settle_credit,
+            others=self._remote_sessions,
         )
         self.writer = SessionWriter(clock, store, self.book)
         #: several daemons on one store (None: this one alone)
@@ -170,8 +171,7 @@ class SessionManager:
             claim=self.cluster.claim if self.cluster else None,
         )
         if self.cluster is not None:
-            self.writer.save_session = self.cluster.save_session
-            self.writer.end_session = self.cluster.end_session
+            self.writer.fenced = self.cluster
         self.timers = SessionTimers(clock, self._timer_fired)
         self._subscribers: list[tuple[str | None, Subscriber, bool]] = []
         self._queue: list[tuple[str, Any]] = []
@@ -610,9 +610,20 @@ class SessionManager:
             return defer.fail(UnknownSession.of("refusal.unknown_session", session=session_id))
         return commands[op](session_id, *args)
 
-    def deliver_remote(self, event: machine.SessionEvent) -> None:
-        """Hand another daemon's session event to the subscribers (not the owned-only)."""
+    def deliver_remote(self, event: machine.SessionEvent, username: str) -> None:
+        """Hand another daemon's session event to the subscribers (not the owned-only);
+        the account's sessions here recompute their shared credit."""
         self._notify(event, remote=True)
+        if self.sessions.ids_of(username):
+            self.book.dirty.add(username)
+            self._settle_credit()
+
+    def _remote_sessions(self, username: str) -> list[machine.SessionState]:
+        """The account's sessions on the other daemons, as last heard."""
+        if self.cluster is None:
+            return []
+        mirror = self.cluster.mirror.values()
+        return [s for s in mirror if s.username == username and not s.finished]
 
     def disown(self, session_id: str) -> None:
         """Another daemon owns the session now: forget it without touching its legs."""
