@@ -1,18 +1,25 @@
 """Two session managers on one store: owners, forwarded commands, events, takeover.
 
-Unit tests on MemoryStore (its leases follow the shared clock) and one FakeSwitch both
-managers listen to, as two daemons on one Asterisk do; the store's part is the
-IStore contract (tests/store/test_cluster_contract.py) and the daemons' the
-integration test (tests/integration/test_cluster.py).
+Most on MemoryStore (its leases follow the shared clock), one on a real redis-server
+(a connection per manager, real time); one FakeSwitch both managers listen to, as two
+daemons on one Asterisk do. The store's part is the IStore contract
+(tests/store/test_cluster_contract.py), the daemons' the integration test
+(tests/integration/test_cluster.py).
 """
 
 from __future__ import annotations
 
 import pytest
+import pytest_twisted
+from twisted.internet import task
 
 from callbackd.config import ClusterConfig
-from callbackd.engine import CallbackRefused
+from callbackd.core.model import Account
+from callbackd.core.rating import Deck, Rate
+from callbackd.engine import CallbackRefused, Provider, SessionManager
+from callbackd.fakeswitch import FakeSwitch
 from callbackd.switch import ChannelInfo
+from tests.stores import redis_store
 from tests.test_engine import EXTRA, SELL_49, SELL_92, World, credit_for, result
 
 CLUSTER = ClusterConfig(
@@ -42,9 +49,8 @@ def wait(world, d, seconds=1.0):
     return result(d)
 
 
-def freeze(world):
+def freeze(manager):
     """The daemon stops dead (SIGSTOP or SIGKILL): no renewal, no polling, no timers."""
-    manager = world.manager
     manager.cluster.stop()
     manager._heartbeat.stop()
     manager.timers.cancel_all()
@@ -118,7 +124,7 @@ def test_a_forward_to_a_dead_owner_is_a_clear_refusal():
     a, b = pair()
     sid = a.talking()
     settle(a)
-    freeze(a)
+    freeze(a.manager)
     d = b.manager.hangup(sid)
     settle(a, 2.5)
     with pytest.raises(CallbackRefused) as info:
@@ -138,7 +144,7 @@ def test_b_takes_over_after_the_lease_and_bills_each_leg_once():
     sid = a.talking()
     talked = a.now()
     settle(a, 10)
-    freeze(a)
+    freeze(a.manager)
     a.switch.channels = up(sid)
     settle(a, 2)
     assert not b.manager.is_local(sid)  # the lease still holds
@@ -158,7 +164,7 @@ def test_events_numbers_go_on_after_a_takeover():
     a, b = pair()
     sid = a.talking()
     settle(a, 1)
-    freeze(a)
+    freeze(a.manager)
     a.switch.channels = up(sid)
     settle(a, 5)
     a.switch.hang_up(f"{sid}-a1", a.now())
@@ -172,7 +178,7 @@ def test_a_stale_owner_cannot_write_and_lets_the_session_go():
     a, b = pair()
     sid = a.talking()
     settle(a, 1)
-    freeze(a)
+    freeze(a.manager)
     a.switch.channels = up(sid)
     settle(a, 5)
     assert b.manager.is_local(sid) and a.manager.is_local(sid)
@@ -225,3 +231,95 @@ def test_an_accounts_credit_is_shared_by_its_sessions_on_both_daemons():
     legs = [c for c in result(a.store.list_cdrs("alice")) if c.leg]
     assert all(28 <= c.billed_seconds <= 30 for c in legs), (start, legs)
     assert not any("uncapped_cost" in c.extra for c in legs)
+
+
+# -- two managers, two connections to one real redis-server ---------------------------
+
+FAST = ClusterConfig(
+    enabled=True, renew_interval=0.1, lease=0.4, poll_interval=0.02, reply_timeout=1.0
+)
+
+
+async def sleep(seconds):
+    from twisted.internet import reactor
+
+    await task.deferLater(reactor, seconds, lambda: None)
+
+
+async def until(predicate, what, timeout=5.0):
+    for _ in range(int(timeout / 0.02)):
+        if predicate():
+            return
+        await sleep(0.02)
+    raise AssertionError(f"{what}: timed out")
+
+
+@pytest_twisted.async_yield_fixture
+async def on_redis(clean_redis):
+    """Managers a and b on the real redis-server (a connection each), one FakeSwitch."""
+    from twisted.internet import reactor
+
+    stores = [redis_store(clean_redis.port) for _ in "ab"]
+    for store in stores:
+        await store.connect(timeout=5)
+    await stores[0].create_account(Account("alice"), "secret-pw")
+    await stores[0].credit("alice", 10_000_000, "initial")
+    switch = FakeSwitch()
+    managers = []
+    for node, store in zip("ab", stores):
+        manager = SessionManager(
+            reactor,
+            switch,
+            store,
+            sell_deck=Deck([SELL_49, SELL_92]),
+            providers=[
+                Provider("PROXICOM", "PJSIP/{number}@proxicom", Deck([Rate("49", 500)])),
+                Provider("PAKLINE", "PJSIP/{number}@pakline", Deck([Rate("92", 800)])),
+            ],
+            node_id=node,
+            cluster=FAST,
+        )
+        await manager.start()
+        managers.append(manager)
+    yield managers[0], managers[1], switch, stores[0]
+    for manager in managers:
+        manager.stop()
+    for store in stores:
+        await store.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_on_redis_a_command_events_and_a_takeover(on_redis):
+    """The same story on Redis: ADD sent to b runs on a, b hears a's events in order
+    once, and after a stops dead b takes the session over and bills each leg once."""
+    from twisted.internet import reactor
+
+    a, b, switch, store = on_redis
+    heard_a, heard_b = [], []
+    a.subscribe(heard_a.append)
+    b.subscribe(heard_b.append)
+    sid = await a.start_callback("alice", "+4930123456", "+923001234567")
+    switch.answer(f"{sid}-a1", reactor.seconds())
+    switch.answer(f"{sid}-b1", reactor.seconds())
+    await until(lambda: b.state_of(sid) is not None, "b hears of the session")
+    await b.add_leg(sid, EXTRA)
+    assert switch.originated[-1].channel_id == f"{sid}-c1"
+    switch.fail(f"{sid}-c1", "busy", reactor.seconds())
+    await until(lambda: len(heard_b) == len(heard_a), "b hears every event")
+    assert heard_b == heard_a
+
+    freeze(a)
+    switch.channels = up(sid)
+    await until(lambda: b.is_local(sid), "b takes the session over")
+    assert await store.session_owner(sid) == ("b", 2)
+    await sleep(0.5)
+    switch.hang_up(f"{sid}-a1", reactor.seconds())
+    switch.hang_up(f"{sid}-b1", reactor.seconds())
+    await until(lambda: not b.is_local(sid), "the session ends")
+    await sleep(0.2)
+    assert await store.list_sessions() == []
+    cdrs = await store.list_cdrs("alice")
+    legs = sorted(c.cdr_id for c in cdrs if c.kind == "leg")
+    assert legs == [f"{sid}-a", f"{sid}-b", f"{sid}-c"]
+    charged = sum(c.cost for c in cdrs if c.kind == "leg")
+    assert charged > 0 and await store.get_balance("alice") == 10_000_000 - charged
