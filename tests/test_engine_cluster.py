@@ -323,3 +323,21 @@ async def test_on_redis_a_command_events_and_a_takeover(on_redis):
     assert legs == [f"{sid}-a", f"{sid}-b", f"{sid}-c"]
     charged = sum(c.cost for c in cdrs if c.kind == "leg")
     assert charged > 0 and await store.get_balance("alice") == 10_000_000 - charged
+
+
+def test_a_daemon_whose_lease_lapsed_lets_go_of_what_was_taken_over():
+    """a wakes and renews: its lease had run out, so it checks its sessions' owners and
+    forgets the one b took, without a write and without touching the legs."""
+    a, b = pair()
+    sid = a.talking()
+    settle(a, 1)
+    freeze(a.manager)
+    a.switch.channels = up(sid)
+    settle(a, 5)
+    assert b.manager.is_local(sid) and a.manager.is_local(sid)
+    hung_up = list(a.switch.hung_up)
+    a.manager._running = True
+    a.manager.cluster.start(a.manager)
+    settle(a, 0.1)
+    assert not a.manager.is_local(sid) and b.manager.is_local(sid)
+    assert a.switch.hung_up == hung_up
