@@ -19,6 +19,7 @@ from callbackd.core.rating import Deck, Rate
 from callbackd.engine import CallbackRefused, Provider, SessionManager
 from callbackd.fakeswitch import FakeSwitch
 from callbackd.switch import ChannelInfo
+from callbackd.web.api.app import refusal_status
 from tests.stores import redis_store
 from tests.test_engine import EXTRA, SELL_49, SELL_92, World, credit_for, result
 
@@ -131,6 +132,7 @@ def test_a_forward_to_a_dead_owner_is_a_clear_refusal():
         result(d)
     assert info.value.code == "refusal.owner_unreachable"
     assert "did not answer" in str(info.value)
+    assert refusal_status(info.value.code) == 503  # the REST API: try again later
 
 
 def up(sid):

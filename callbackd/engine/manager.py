@@ -403,11 +403,6 @@ class SessionManager:
             raise CallbackRefused.of("refusal.switch_unreachable")
         self._refuse_while_shutting_down()
         session_id = self.sessions.new_id(self.clock.seconds())
-        cluster = self.cluster
-        if cluster is not None and not await cluster.open(
-            session_id, username, account.max_sessions
-        ):
-            raise CallbackRefused.of("refusal.too_many_sessions", count=account.max_sessions)
         try:
             state, effects = machine.start(
                 session_id,
@@ -424,6 +419,13 @@ class SessionManager:
             )
         except machine.SessionError as e:
             raise CallbackRefused(str(e), e.code, **e.params) from None
+        # several daemons: the account's sessions in flight on all of them, counted in
+        # Redis once the session is sure to start (nothing to release on a refusal)
+        cluster = self.cluster
+        if cluster is not None and not await cluster.open(
+            session_id, username, account.max_sessions
+        ):
+            raise CallbackRefused.of("refusal.too_many_sessions", count=account.max_sessions)
         self._put(session_id, state)
         book.adopt(username, ledger)
         log.info(
