@@ -1,7 +1,8 @@
 """Two daemons under twistd on one real redis-server and one simulated Asterisk (its own
 process, a user for each daemon): a session owned by daemon A steered through daemon B's
-REST API, its events read from B's SSE stream, then A killed with SIGKILL and its
-session taken over by B after the lease, each leg billed exactly once."""
+REST API, its events read from B's SSE stream, then A killed with SIGKILL (a command
+sent to B for A's session meanwhile refused with a clear error) and its session taken
+over by B after the lease, each leg billed exactly once."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ enabled = yes
 renew_interval = 0.5
 lease = 2
 poll_interval = 0.05
-reply_timeout = 3
+reply_timeout = 1
 """
 SOURCE, DESTINATION, EXTRA = "+15550011111", "+15550012222", "+15550013333"
 
@@ -89,6 +90,7 @@ def test_a_session_of_a_steered_through_b_then_taken_over_by_b(cluster):
     before = int(redis_command(redis_port, "GET", "cb:acct:alice:balance"))
     on_a, on_b = Api(a.web_port, key), Api(b.web_port, key)
 
+    t_created = time.time()
     created = on_a.post("/api/v1/sessions", {"source": SOURCE, "destination": DESTINATION})
     assert created.status == 201, created.body
     sid = created.json["id"]
@@ -97,6 +99,7 @@ def test_a_session_of_a_steered_through_b_then_taken_over_by_b(cluster):
     wait_for(lambda: on_b.get(f"/api/v1/sessions/{sid}").status == 200, "b knows the session")
     stream = EventStream(b.web_port, f"/api/v1/sessions/{sid}/events", key)
     stream.read_until(lambda s: "talking" in kinds(s))
+    t_talking = time.time()
     assert stream.status == 200
 
     # ADD and DEL through b, run by a
@@ -111,15 +114,21 @@ def test_a_session_of_a_steered_through_b_then_taken_over_by_b(cluster):
     assert dropped.status == 202, dropped.body
     stream.read_until(lambda s: ("leg_ended", "additional") in _legs(s))
 
-    # a dies: b takes the session over after the lease, and the stream goes on
+    # a dies: a command sent on meanwhile is refused clearly; b takes the session over
+    # after the lease, and the stream goes on
     a.kill()
     killed = time.monotonic()
+    orphaned = on_b.post(f"/api/v1/sessions/{sid}/legs", {"address": EXTRA})
+    assert (orphaned.status, orphaned.error) == (503, "refusal.owner_unreachable"), orphaned.body
+    assert "did not answer" in orphaned.json["error"]["message"]
     b.wait_for_log(rf"session {sid}: taken over from na", timeout=15)
-    assert time.monotonic() - killed >= 1.0  # not before the lease ran out
+    assert time.monotonic() - killed >= 1.5  # not before the lease ran out
     time.sleep(1.0)
+    t_hangup = time.time()
     ended = on_b.delete(f"/api/v1/sessions/{sid}")
     assert ended.status == 202, ended.body
     stream.read_until(lambda s: "session_ended" in kinds(s))
+    t_ended = time.time()
     seqs = [int(i) for i in stream.ids]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # in order, once each
 
@@ -130,6 +139,11 @@ def test_a_session_of_a_steered_through_b_then_taken_over_by_b(cluster):
     for row in legs:
         assert int(row["billed_seconds"]) > 0, row
         assert minor(row["cost"]) == expected_cost(price, int(row["billed_seconds"])), row
+        if row["leg"] in ("source", "destination"):
+            # up from before "talking" to the hangup, through a's death and the takeover:
+            # every second billed, once (per-second billing rounds up)
+            seconds = int(row["billed_seconds"])
+            assert int(t_hangup - t_talking) <= seconds <= int(t_ended - t_created) + 1, row
     charged = sum(expected_cost(price, int(r["billed_seconds"])) for r in legs)
     after = int(redis_command(redis_port, "GET", "cb:acct:alice:balance"))
     assert after == before - charged
