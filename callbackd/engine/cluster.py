@@ -52,7 +52,7 @@ EVENTS_BOX = "events"
 _KEEP_EVENTS = 10000
 _KEEP_COMMANDS = 1000
 #: messages read per box per poll
-_READ = 200
+_READ = 1000
 
 
 class ClusterEngine(Protocol):
