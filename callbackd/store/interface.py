@@ -457,7 +457,9 @@ class IStore(Interface):
     def open_session(session_id, node_id, username, limit):
         """Record a new session as owned by ``node_id`` (epoch 1) and count it among the
         account's sessions in flight, unless the account has ``limit`` in flight already
-        (on every daemon). Fire with the epoch (1), or 0 when over the limit."""
+        (on every daemon). Fire with the epoch (1), or 0 when over the limit. A session
+        of the account never saved whose owner's lease has expired (the daemon died
+        before its first save) counts no more and loses its owner record."""
 
     def claim_session(session_id, node_id):
         """Become the session's owner if it has none, is ``node_id``'s already, or its

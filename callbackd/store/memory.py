@@ -1121,6 +1121,11 @@ class MemoryStore:
             records.check_username(username)
             self._up()
             live = self._cluster.live.setdefault(username, set())
+            owners = self._cluster.owners
+            for sid in list(live):  # never saved, and its owner is gone: it died at once
+                if sid not in self._sessions and not self._node_alive(owners[sid][0]):
+                    live.discard(sid)
+                    del owners[sid]
             if session_id not in live and len(live) >= limit:
                 return 0
             live.add(session_id)

@@ -1803,6 +1803,15 @@ return held
 
 _OPEN_SESSION = _Script("""
 -- KEYS: owner record, account's sessions in flight; ARGV: session id, node, username, limit
+-- A session never saved whose owner's lease is gone (it died at once) counts no more.
+for _, sid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local owner = redis.call('HGET', 'cb:owner:' .. sid, 'node')
+  if redis.call('EXISTS', 'cb:session:' .. sid) == 0
+     and not (owner and redis.call('EXISTS', 'cb:node:' .. owner) == 1) then
+    redis.call('SREM', KEYS[2], sid)
+    redis.call('DEL', 'cb:owner:' .. sid)
+  end
+end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0
    and redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[4]) then
   return 0

@@ -33,6 +33,8 @@ async def test_a_node_lease_is_held_until_it_expires(store):
 async def test_open_session_counts_the_accounts_sessions_in_flight(store):
     """The limit holds whichever daemon opens; an ended session frees its place."""
     await make_account(store)
+    await store.renew_node("a", 60)
+    await store.renew_node("b", 60)
     assert await store.open_session("s1", "a", "alice", 2) == 1
     assert await store.open_session("s2", "b", "alice", 2) == 1
     assert await store.open_session("s3", "a", "alice", 2) == 0
@@ -110,3 +112,15 @@ async def test_cluster_refusals(store):
     await fails(store.post_message("", "x", 10), InvalidArgument)
     await fails(store.claim_session("", "a"), InvalidArgument)
     await fails(store.save_session_as("", {}, "a", 1), InvalidArgument)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_session_never_saved_by_a_dead_daemon_frees_its_place(store):
+    await store.renew_node("a", LEASE)
+    await store.renew_node("b", LEASE * 10)
+    assert await store.open_session("s1", "a", "alice", 1) == 1  # a dies before saving
+    assert await store.open_session("s2", "b", "alice", 1) == 0  # a's lease still holds
+    await expire(store)
+    assert await store.open_session("s2", "b", "alice", 1) == 1
+    assert await store.session_owner("s1") is None
+    assert await store.open_session("s3", "b", "alice", 1) == 0  # s2: b is alive
