@@ -29,6 +29,14 @@ Recovery (:class:`~callbackd.engine.recovery.Recovery`) runs at start and on eve
 :class:`~callbackd.switch.SwitchConnected`; a heartbeat every ``heartbeat_interval``
 seconds while the switch is connected tells every session it was seen
 (:class:`~callbackd.core.session.Seen`), the bound of what a recovery bills.
+
+With ``[cluster] enabled`` (several daemons on one Redis) the manager has a
+:class:`~callbackd.engine.cluster.Cluster`: ``add_leg``, ``drop_leg`` and ``hangup`` of a
+session another daemon owns are forwarded to it; ``state_of``, ``status``,
+``list_legs`` and ``sessions_of`` also know the other daemons' sessions (their last
+state heard); subscribers hear their events too, unless they subscribe ``owned``; a
+new session counts among its account's sessions in flight on every daemon, and the
+account's credit is shared with its sessions there.
 """
 
 from __future__ import annotations
