@@ -26,6 +26,7 @@ __all__ = [
     "AMIConfig",
     "ApiConfig",
     "BillingConfig",
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "DaemonConfig",
@@ -852,6 +853,39 @@ class PortalConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """[cluster]: several daemons sharing one Redis (docs/operations.rst, "Several daemons")."""
+
+    enabled: bool = field(
+        default=False,
+        metadata=_meta(
+            "this daemon is one of several on the same Redis: sessions have an owner with"
+            " a lease, commands are forwarded to it and events published through Redis"
+        ),
+    )
+    renew_interval: float = field(
+        default=2.0,
+        metadata=_meta("seconds between renewals of this daemon's lease", min=0.05),
+    )
+    lease: float = field(
+        default=6.0,
+        metadata=_meta(
+            "seconds the lease holds unrenewed; then another daemon takes the sessions over"
+            " (at least twice renew_interval)",
+            min=0.1,
+        ),
+    )
+    poll_interval: float = field(
+        default=0.05,
+        metadata=_meta("seconds between reads of forwarded commands, replies and events", min=0.01),
+    )
+    reply_timeout: float = field(
+        default=3.0,
+        metadata=_meta("seconds a forwarded command waits for the owner's answer", min=0.1),
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -874,6 +908,8 @@ class Config:
     portal: PortalConfig = field(default_factory=PortalConfig)
     #: the REST API ([api])
     api: ApiConfig = field(default_factory=ApiConfig)
+    #: several daemons ([cluster])
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def resolve(self, name: str | Path) -> Path:
         """A path from the config, relative to the config file's directory."""
@@ -902,6 +938,7 @@ SECTIONS: dict[str, type] = {
     "api": ApiConfig,
     "sms": SmsConfig,
     "portal": PortalConfig,
+    "cluster": ClusterConfig,
 }
 PATTERN_SECTIONS: dict[str, type] = {"provider": ProviderConfig, "sms-gateway": SmsGatewayConfig}
 
@@ -1103,6 +1140,9 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
         if p.dial and "{number}" not in p.dial and "{e164}" not in p.dial:
             problems.append(f"[provider:{p.name}] dial: must contain {{number}} or {{e164}}")
     _check_sms(built.get("sms"), sms_gateways, problems)
+    cluster = built.get("cluster")
+    if cluster is not None and cluster.lease < 2 * cluster.renew_interval:
+        problems.append("[cluster] lease: at least twice renew_interval")
     for section, key in _SERVER_ENDPOINTS:
         parsed = built.get(section) or SECTIONS[section]()
         _check_endpoint(f"[{section}] {key}", getattr(parsed, key), problems)

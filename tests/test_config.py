@@ -322,3 +322,19 @@ def test_sms_default_gateway_must_send(tmp_path):
     assert "[sms] default_gateway: [sms-gateway:in] sends none" in str(e.value)
     config = cfg.parse_config(base.format(default="") + "send = log\n", tmp_path / "c.ini", {})
     assert [g.name for g in config.sms_gateways] == ["in"] and config.sms.enabled
+
+
+# -- several daemons ([cluster]) ---------------------------------------------------------
+
+
+def test_cluster_is_off_by_default_and_its_lease_outlives_two_renewals():
+    assert parse("").cluster.enabled is False
+    config = parse("[cluster]\nenabled = yes\nrenew_interval = 1\nlease = 3\n")
+    assert (config.cluster.enabled, config.cluster.renew_interval, config.cluster.lease) == (
+        True,
+        1.0,
+        3.0,
+    )
+    with pytest.raises(cfg.ConfigError) as e:
+        parse("[cluster]\nrenew_interval = 2\nlease = 3\n")
+    assert "[cluster] lease: at least twice renew_interval" in str(e.value)

@@ -98,6 +98,7 @@ class AccountBook:
         *,
         refresh: Callable[[str], object],
         settle: Callable[[], None],
+        others: Callable[[str], list[machine.SessionState]] | None = None,
     ) -> None:
         self.clock = clock
         self.store = store
@@ -106,6 +107,9 @@ class AccountBook:
         self.origin = origin
         self._refresh = refresh
         self._settle = settle
+        #: the account's sessions on the other daemons (several daemons: their legs
+        #: spend the same budget)
+        self._others = others
         self._ledgers: dict[str, Ledger] = {}
         #: per account, the cost of the charges issued that the store has not confirmed
         #: yet (each is a CDR and its debit: counted in the balance and the day's spend)
@@ -302,7 +306,10 @@ class AccountBook:
         """Every billed leg of the account's sessions: (going on, being released)."""
         legs: list[LegCharge] = []
         releasing: list[LegCharge] = []
-        for _, state in self.sessions.live(username):
+        states = [state for _, state in self.sessions.live(username)]
+        if self._others is not None:
+            states += self._others(username)
+        for state in states:
             going, ending = machine.credit_legs(state, now)
             legs += going
             releasing += ending

@@ -29,6 +29,14 @@ Recovery (:class:`~callbackd.engine.recovery.Recovery`) runs at start and on eve
 :class:`~callbackd.switch.SwitchConnected`; a heartbeat every ``heartbeat_interval``
 seconds while the switch is connected tells every session it was seen
 (:class:`~callbackd.core.session.Seen`), the bound of what a recovery bills.
+
+With ``[cluster] enabled`` (several daemons on one Redis) the manager has a
+:class:`~callbackd.engine.cluster.Cluster`: ``add_leg``, ``drop_leg`` and ``hangup`` of a
+session another daemon owns are forwarded to it; ``state_of``, ``status``,
+``list_legs`` and ``sessions_of`` also know the other daemons' sessions (their last
+state heard); subscribers hear their events too, unless they subscribe ``owned``; a
+new session counts among its account's sessions in flight on every daemon, and the
+account's credit is shared with its sessions there.
 """
 
 from __future__ import annotations
@@ -42,13 +50,14 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from callbackd.config import Config, GatewaysConfig
+from callbackd.config import ClusterConfig, Config, GatewaysConfig
 from callbackd.core import session as machine
 from callbackd.core.credit import DAILY_CAP, LegCharge
 from callbackd.core.model import Account, AccountStatus
 from callbackd.core.rating import Deck
 from callbackd.core.routing import Attempt
 from callbackd.engine.accounts import AccountBook
+from callbackd.engine.cluster import Cluster
 from callbackd.engine.errors import CallbackRefused, UnknownSession
 from callbackd.engine.legs import LegResolver
 from callbackd.engine.providers import Provider, ProviderStats
@@ -118,6 +127,7 @@ class SessionManager:
         routing_window: float = 3600.0,
         min_attempts: int = 5,
         heartbeat_interval: float = 10.0,
+        cluster: ClusterConfig | None = None,
     ) -> None:
         self.clock = clock
         self.switch = switch
@@ -152,13 +162,26 @@ class SessionManager:
             self.origin,
             refresh=self._refresh_balance,
             settle=self._settle_credit,
+            others=self._remote_sessions,
         )
         self.writer = SessionWriter(clock, store, self.book)
-        self.recovery = Recovery(
-            clock, store, switch, self.sessions, adopt=self._put, deliver=self._deliver
+        #: several daemons on one store (None: this one alone)
+        self.cluster = (
+            Cluster(clock, store, node_id, cluster) if cluster and cluster.enabled else None
         )
+        self.recovery = Recovery(
+            clock,
+            store,
+            switch,
+            self.sessions,
+            adopt=self._put,
+            deliver=self._deliver,
+            claim=self.cluster.claim if self.cluster else None,
+        )
+        if self.cluster is not None:
+            self.writer.fenced = self.cluster
         self.timers = SessionTimers(clock, self._timer_fired)
-        self._subscribers: list[tuple[str | None, Subscriber]] = []
+        self._subscribers: list[tuple[str | None, Subscriber, bool]] = []
         self._queue: list[tuple[str, Any]] = []
         #: the backstops set in this run of the step loop, per channel: the last one
         #: counts, sent when the loop rests (:meth:`_send_backstops`)
@@ -221,6 +244,7 @@ class SessionManager:
             caller_id=config.ami.caller_id,
             routing_window=config.routing.window,
             min_attempts=config.routing.min_attempts,
+            cluster=config.cluster,
         )
 
     # -- read-only views ----------------------------------------------------------------
@@ -236,8 +260,18 @@ class SessionManager:
         return self.recovery.retry
 
     def state_of(self, session_id: str) -> machine.SessionState | None:
-        """The session's current state (do not change it), or None if not tracked."""
-        return self.sessions.get(session_id)
+        """The session's current state (do not change it), or None if not tracked.
+
+        With several daemons: the last state heard of another daemon's session.
+        """
+        state = self.sessions.get(session_id)
+        if state is None and self.cluster is not None:
+            return self.cluster.mirror.get(session_id)
+        return state
+
+    def is_local(self, session_id: str) -> bool:
+        """Whether this daemon runs the session (owns it)."""
+        return session_id in self.sessions
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -252,7 +286,10 @@ class SessionManager:
         self._heartbeat.start(self.heartbeat_interval, now=False)
         self.book.start()
         self.recovery.active = True
-        return self.recover()
+        recovered = self.recover()
+        if self.cluster is not None:
+            self.cluster.start(self)
+        return recovered
 
     def stop(self) -> None:
         """Stop the heartbeat and every timer; the sessions stay in the store.
@@ -264,6 +301,8 @@ class SessionManager:
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
         self.recovery.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
         self.timers.cancel_all()
         self.book.stop()
         self.writer.save_all()
@@ -388,6 +427,13 @@ class SessionManager:
             )
         except machine.SessionError as e:
             raise CallbackRefused(str(e), e.code, **e.params) from None
+        # several daemons: the account's sessions in flight on all of them, counted in
+        # Redis once the session is sure to start (nothing to release on a refusal)
+        cluster = self.cluster
+        if cluster is not None and not await cluster.open(
+            session_id, username, account.max_sessions
+        ):
+            raise CallbackRefused.of("refusal.too_many_sessions", count=account.max_sessions)
         self._put(session_id, state)
         book.adopt(username, ledger)
         log.info(
@@ -432,7 +478,10 @@ class SessionManager:
     def add_leg(
         self, session_id: str, address: str, provider: str | None = None
     ) -> defer.Deferred[None]:
-        """``ADD``: call one more party into a connected session."""
+        """``ADD``: call one more party into a connected session (forwarded to its owner
+        when another daemon runs it)."""
+        if self._remote(session_id):
+            return self._forward(session_id, "add", [address, provider])
         return defer.ensureDeferred(self._add_leg(session_id, address, provider))
 
     async def _add_leg(self, session_id: str, address: str, provider: str | None) -> None:
@@ -450,16 +499,20 @@ class SessionManager:
 
     def drop_leg(self, session_id: str, address_or_role: str) -> defer.Deferred[None]:
         """``DEL``: hang up an additional leg (by address, leg name or letter)."""
+        if self._remote(session_id):
+            return self._forward(session_id, "drop", [address_or_role])
         target = self.legs.leg_name(address_or_role)
         return defer.maybeDeferred(self._command, session_id, machine.DropLeg(target))
 
     def hangup(self, session_id: str) -> defer.Deferred[None]:
         """``HANGUP``: end the session and every leg."""
+        if self._remote(session_id):
+            return self._forward(session_id, "hangup", [])
         return defer.maybeDeferred(self._command, session_id, machine.HangupSession())
 
     def list_legs(self, session_id: str, language: str = DEFAULT_LANGUAGE) -> str:
         """The ``LIST`` reply, in ``language`` (:data:`callbackd.i18n.LANGUAGES`)."""
-        legs = machine.summary(self._state(session_id))["legs"]
+        legs = machine.summary(self._view(session_id))["legs"]
         return progress.list_text(legs, translator(language))
 
     def rate_of(self, address: str) -> int:
@@ -472,15 +525,27 @@ class SessionManager:
 
     def status(self, session_id: str) -> dict[str, Any]:
         """A JSON-able summary of the session."""
-        return machine.summary(self._state(session_id))
+        return machine.summary(self._view(session_id))
 
     def sessions_of(self, username: str) -> list[str]:
-        """The ids of the account's sessions in flight, oldest first."""
-        return self.sessions.ids_of(username)
+        """The ids of the account's sessions in flight, oldest first (with several
+        daemons: this daemon's, then the others' it heard of)."""
+        ids = self.sessions.ids_of(username)
+        if self.cluster is not None:
+            mirror = self.cluster.mirror
+            others = [sid for sid, s in mirror.items() if s.username == username]
+            ids += sorted(others, key=lambda sid: mirror[sid].created_at)
+        return ids
 
-    def subscribe(self, callback: Subscriber, session_id: str | None = None) -> Callable[[], None]:
-        """Deliver SessionEvents (of one session, or all) to ``callback``; return an undo."""
-        entry = (session_id, callback)
+    def subscribe(
+        self, callback: Subscriber, session_id: str | None = None, *, owned: bool = False
+    ) -> Callable[[], None]:
+        """Deliver SessionEvents (of one session, or all) to ``callback``; return an undo.
+
+        With several daemons the events of the others' sessions come too, unless
+        ``owned`` (what must happen once, e.g. a webhook: the owner's).
+        """
+        entry = (session_id, callback, owned)
         self._subscribers.append(entry)
 
         def unsubscribe() -> None:
@@ -524,6 +589,59 @@ class SessionManager:
         if state is None or state.finished:
             raise UnknownSession.of("refusal.unknown_session", session=session_id)
         return state
+
+    def _view(self, session_id: str) -> machine.SessionState:
+        """The session's state, this daemon's or another's (its last state heard)."""
+        state = self.state_of(session_id)
+        if state is None or state.finished:
+            raise UnknownSession.of("refusal.unknown_session", session=session_id)
+        return state
+
+    # -- several daemons ----------------------------------------------------------------
+
+    def _remote(self, session_id: str) -> bool:
+        """Whether a command for the session goes to another daemon."""
+        return self.cluster is not None and session_id not in self.sessions
+
+    def _forward(self, session_id: str, op: str, args: list[Any]) -> defer.Deferred[None]:
+        assert self.cluster is not None
+        return self.cluster.forward(session_id, op, args)
+
+    def run_command(self, op: str, session_id: str, args: list[Any]) -> defer.Deferred[None]:
+        """Run a command another daemon forwarded (``add``, ``drop``, ``hangup``)."""
+        commands: dict[str, Callable[..., defer.Deferred[None]]] = {
+            "add": self.add_leg,
+            "drop": self.drop_leg,
+            "hangup": self.hangup,
+        }
+        if op not in commands:
+            return defer.fail(CallbackRefused(f"unknown command {op!r}"))
+        if session_id not in self.sessions:
+            return defer.fail(UnknownSession.of("refusal.unknown_session", session=session_id))
+        return commands[op](session_id, *args)
+
+    def deliver_remote(self, event: machine.SessionEvent, username: str) -> None:
+        """Hand another daemon's session event to the subscribers (not the owned-only);
+        the account's sessions here recompute their shared credit."""
+        self._notify(event, remote=True)
+        if self.sessions.ids_of(username):
+            self.book.dirty.add(username)
+            self._settle_credit()
+
+    def _remote_sessions(self, username: str) -> list[machine.SessionState]:
+        """The account's sessions on the other daemons, as last heard."""
+        if self.cluster is None:
+            return []
+        mirror = self.cluster.mirror.values()
+        return [s for s in mirror if s.username == username and not s.finished]
+
+    def disown(self, session_id: str) -> None:
+        """Another daemon owns the session now: forget it without touching its legs."""
+        self.timers.cancel_session(session_id)
+        self._backstops = {c: b for c, b in self._backstops.items() if b[0] != session_id}
+        self.writer.forget(session_id)
+        self.sessions.drop(session_id)
+        self.stats.untrack(session_id)
 
     def _command(self, session_id: str, command: Any) -> None:
         """Apply a user command; SessionError becomes CallbackRefused."""
@@ -680,8 +798,13 @@ class SessionManager:
         self._deliver(sid, machine.TimerFired(name))
 
     def _publish(self, event: machine.SessionEvent) -> None:
-        for session_id, callback in list(self._subscribers):
-            if session_id is not None and session_id != event.session_id:
+        if self.cluster is not None:
+            self.cluster.publish(event, self.sessions.get(event.session_id))
+        self._notify(event, remote=False)
+
+    def _notify(self, event: machine.SessionEvent, remote: bool) -> None:
+        for session_id, callback, owned in list(self._subscribers):
+            if (session_id is not None and session_id != event.session_id) or (owned and remote):
                 continue
             try:
                 callback(event)

@@ -8,7 +8,8 @@ up (the session's ``seen_at``, persisted by a heartbeat while the switch is conn
 never beyond the AbsoluteTimeout the switch enforced. That never charges more than the
 real call could have cost and undercharges by at most one heartbeat; charges keyed by
 CDR id make a repeated settlement a no-op. A session records its owner (the daemon's
-``node_id``): a daemon sharing the store with others recovers only its own sessions,
+``node_id``): a daemon sharing the store with others recovers only its own sessions
+(with ``[cluster]``: those it can claim, :class:`~callbackd.engine.cluster.Cluster`),
 and judges a leg by the channel list only if it could be in it (a session of this
 process that dialled while the list was being made is left to its ring timer).
 """
@@ -48,6 +49,7 @@ class Recovery:
         *,
         adopt: Callable[[str, machine.SessionState], None],
         deliver: Callable[[str, machine.Reconcile], None],
+        claim: Callable[[str], defer.Deferred[bool]] | None = None,
     ) -> None:
         self.clock = clock
         self.store = store
@@ -55,6 +57,9 @@ class Recovery:
         self.sessions = sessions
         self._adopt = adopt
         self._deliver = deliver
+        #: with several daemons: become the owner of a session before taking it back
+        #: (False: a live daemon holds it)
+        self._claim = claim
         #: seconds before a recovery the store refused is tried again
         self.retry = 2.0
         #: whether a failed recovery is retried (between start and stop)
@@ -119,6 +124,8 @@ class Recovery:
             state = machine.SessionState.from_dict(data)
             if state.owner and state.owner != sessions.node_id:
                 continue  # another daemon's session: its switch, its recovery
+            if self._claim is not None and not await self._claim(session_id):
+                continue  # another daemon took it over
             if state.finished:
                 await self.store.delete_session(session_id)
                 continue

@@ -48,6 +48,9 @@ class SessionWriter:
         self._saving: IDelayedCall | None = None
         #: per session, what its legs' charges were cut down by (the account's floor)
         self._waived: dict[str, int] = {}
+        #: several daemons: what saves a session's state and writes its end, fenced by
+        #: the session's epoch (:class:`~callbackd.engine.cluster.Cluster`); None: the store
+        self.fenced: Any = None
 
     def persist(self, sid: str, state: machine.SessionState) -> None:
         """Save the session's state at the end of the reactor turn."""
@@ -60,9 +63,10 @@ class SessionWriter:
         if self._saving is not None and self._saving.active():
             self._saving.cancel()
         self._saving = None
+        save = self.store.save_session if self.fenced is None else self.fenced.save_session
         for sid in list(self._unsaved):
             state = self._unsaved.pop(sid)
-            self.issue(sid, "save session", self.store.save_session, sid, state.to_dict())
+            self.issue(sid, "save session", save, sid, state.to_dict())
 
     def issue(self, sid: str, what: str, call: Callable[..., Any], *args: Any) -> None:
         """One store write of the session, issued at once; a failure is logged."""
@@ -132,4 +136,10 @@ class SessionWriter:
         waived = self._waived.pop(sid, 0)
         if waived:
             cdr = dataclasses.replace(cdr, cost=cdr.cost - waived)
-        self.issue(sid, "end session", self.store.end_session, sid, cdr, self.book.origin)
+        end = self.store.end_session if self.fenced is None else self.fenced.end_session
+        self.issue(sid, "end session", end, sid, cdr, self.book.origin)
+
+    def forget(self, sid: str) -> None:
+        """Drop what is unsaved of a session another daemon owns now."""
+        self._unsaved.pop(sid, None)
+        self._waived.pop(sid, None)

@@ -48,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--username", required=True)
     p.add_argument("--secret", required=True)
     p.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        type=_user,
+        metavar="NAME:SECRET",
+        help="one more AMI user (repeatable), e.g. one per daemon sharing the switch",
+    )
+    p.add_argument(
         "--rule", action="append", default=[], type=_rule, help="callee rule, e.g. 1555002=busy"
     )
     p.add_argument("--time-scale", type=float, default=1.0, help="multiply every delay")
@@ -84,6 +92,13 @@ def _agi_extension(text: str) -> tuple[str, str, str]:
     return context, exten, url
 
 
+def _user(text: str) -> tuple[str, str]:
+    name, _, secret = text.partition(":")
+    if not (name and secret):
+        raise argparse.ArgumentTypeError(f"not NAME:SECRET: {text!r}")
+    return name, secret
+
+
 def _sound(text: str) -> tuple[str, float]:
     name, _, seconds = text.partition("=")
     try:
@@ -112,6 +127,7 @@ def build_service(args: argparse.Namespace, reactor: Any) -> SimulatorService:
         event_filter=parse_event_filter(args.event_filter),
         sounds=SoundLibrary(dict(args.sound), missing=tuple(args.missing_sounds)),
         agi_address=_address(args.agi_address),
+        users=dict(args.user),
     )
     for context, exten, url in args.agi_extension:
         service.add_agi_extension(context, exten, url)

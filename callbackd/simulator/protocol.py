@@ -266,14 +266,14 @@ class AMIServerProtocol(Protocol):
             self._success(msg, "Already authenticated")
             return
         factory = self.factory
-        user_ok = (msg.get("Username") or "") == factory.username
+        username = msg.get("Username") or ""
+        secret = factory.users.get(username)
+        user_ok = secret is not None
         if (msg.get("AuthType") or "").lower() == "md5":
-            expected = hashlib.md5(
-                ((self._challenge or "") + factory.secret).encode("utf-8")
-            ).hexdigest()
+            expected = hashlib.md5(((self._challenge or "") + (secret or "")).encode()).hexdigest()
             ok = user_ok and self._challenge is not None and msg.get("Key") == expected
         else:
-            ok = user_ok and msg.get("Secret") == factory.secret
+            ok = user_ok and msg.get("Secret") == secret
         if not ok:
             self.log.info("simulated AMI login failed for {username}", username=msg.get("Username"))
             self._refuse(msg, "Authentication failed")
@@ -281,7 +281,7 @@ class AMIServerProtocol(Protocol):
         mask = parse_event_mask(msg.get("Events") or "on")
         self.events = READ_CLASSES if mask is None else mask
         self.authenticated = True
-        self.username = factory.username
+        self.username = username
         self._success(msg, "Authentication accepted")
         if "system" in self.events:
             up = str(self.switch.uptime())
@@ -634,7 +634,9 @@ class AMIServerFactory(Factory):
     """Builds AMI sessions for one simulated switch and fans its events out to them.
 
     ``event_filter``: the event names the user's sessions get (None = every event);
-    ``allow_multiple_login``: manager.conf's ``allowmultiplelogin`` (callbackd's says no).
+    ``allow_multiple_login``: manager.conf's ``allowmultiplelogin`` (callbackd's says no);
+    ``users``: more manager.conf users (name: secret) beside ``username``, e.g. one per
+    daemon when several share the switch.
     """
 
     def __init__(
@@ -645,11 +647,14 @@ class AMIServerFactory(Factory):
         event_filter: Collection[str] | None = None,
         *,
         allow_multiple_login: bool = False,
+        users: dict[str, str] | None = None,
     ) -> None:
         self.switch = switch
         self.clock = switch.clock
         self.username = username
         self.secret = secret
+        #: every user who may log in, with their secret
+        self.users = {**(users or {}), username: secret}
         self.event_filter = None if event_filter is None else frozenset(event_filter)
         self.allow_multiple_login = allow_multiple_login
         self.sessions: set[AMIServerProtocol] = set()

@@ -50,6 +50,7 @@ class SimulatorService(Service):
         event_filter: Collection[str] | None = None,
         sounds: SoundLibrary | None = None,
         agi_address: Callable[[str, int], tuple[str, int]] | None = None,
+        users: dict[str, str] | None = None,
     ) -> None:
         if isinstance(rules, str):
             parsed = parse_rules(rules)
@@ -58,6 +59,8 @@ class SimulatorService(Service):
         self.listen = listen
         self.username = username
         self.secret = secret
+        #: more AMI users (name: secret), e.g. one per daemon sharing the switch
+        self.users = dict(users or {})
         self.reactor = reactor
         self.clock = clock
         self.rule_set = RuleSet(parsed, default=default_behaviour)
@@ -87,7 +90,11 @@ class SimulatorService(Service):
             clock, self.rule_set, time_scale=self.time_scale, timestamps=self.timestamps
         )
         self.factory = AMIServerFactory(
-            self.switch, self.username, self.secret, event_filter=self.event_filter
+            self.switch,
+            self.username,
+            self.secret,
+            event_filter=self.event_filter,
+            users=self.users,
         )
         self.agi = SimulatedFastAGI(
             self.switch,

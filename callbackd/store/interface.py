@@ -448,3 +448,47 @@ class IStore(Interface):
 
     def delete_web_session(token):
         """End the login (log out); fire with True if there was one."""
+
+    # -- several daemons (cluster): ownership, leases, messages ----------------------------
+    def renew_node(node_id, ttl):
+        """Renew the daemon's lease for ``ttl`` seconds; fire with whether it was still held
+        (False: it had expired, or is new, and another daemon may have taken its sessions)."""
+
+    def open_session(session_id, node_id, username, limit):
+        """Record a new session as owned by ``node_id`` (epoch 1) and count it among the
+        account's sessions in flight, unless the account has ``limit`` in flight already
+        (on every daemon). Fire with the epoch (1), or 0 when over the limit. A session
+        of the account never saved whose owner's lease has expired (the daemon died
+        before its first save) counts no more and loses its owner record."""
+
+    def claim_session(session_id, node_id):
+        """Become the session's owner if it has none, is ``node_id``'s already, or its
+        owner's lease has expired (a new epoch, one more than the last). Fire with the
+        epoch now held, or 0 when another daemon holds it. Atomic: never two owners."""
+
+    def session_owner(session_id):
+        """Fire with ``(node_id, epoch)`` of the session's owner, or None."""
+
+    def orphaned_sessions(node_id):
+        """Fire with the ids of sessions in flight, sorted, whose owner is not ``node_id``
+        and whose owner's lease has expired (what :meth:`claim_session` would give)."""
+
+    def save_session_as(session_id, data, node_id, epoch):
+        """:meth:`save_session`, fenced: only while ``node_id`` holds the session at
+        ``epoch``. Fire with True if saved, False if refused (a stale owner)."""
+
+    def end_session_as(session_id, cdr, origin, node_id, epoch):
+        """:meth:`end_session`, fenced as :meth:`save_session_as`; the session's owner
+        record goes and it stops counting among its account's sessions in flight.
+        Fire with True if done, False if refused (nothing written)."""
+
+    def post_message(box, text, keep):
+        """Append ``text`` to the message box ``box`` (keeping about its last ``keep``
+        messages); fire with the message's id. Ids grow in the order of posting."""
+
+    def read_messages(box, after, count):
+        """Fire with up to ``count`` ``(id, text)`` of ``box`` posted after the id
+        ``after`` ("0-0": from the first), oldest first."""
+
+    def last_message_id(box):
+        """Fire with the id of the last message of ``box`` ("0-0" when it has none)."""

@@ -1088,6 +1088,190 @@ class MemoryStore:
 
         return _fired(delete)
 
+    # -- several daemons (cluster): ownership, leases, messages ----------------------------
+    @property
+    def _cluster(self) -> _Cluster:
+        found = self.__dict__.get("_cluster_state")
+        if found is None:
+            found = self.__dict__["_cluster_state"] = _Cluster()
+        return found
+
+    def _node_alive(self, node_id: str) -> bool:
+        return self._cluster.nodes.get(node_id, 0.0) > self.clock.seconds()
+
+    def renew_node(self, node_id: str, ttl: float) -> defer.Deferred[bool]:
+        """Renew the daemon's lease; fire with whether it was still held."""
+
+        def renew() -> bool:
+            records.check_key(node_id, "node id")
+            self._up()
+            held = self._node_alive(node_id)
+            self._cluster.nodes[node_id] = self.clock.seconds() + float(ttl)
+            return held
+
+        return _fired(renew)
+
+    def open_session(
+        self, session_id: str, node_id: str, username: str, limit: int
+    ) -> defer.Deferred[int]:
+        """Own a new session (epoch 1) unless the account has ``limit`` in flight."""
+
+        def open_() -> int:
+            records.check_key(session_id, "session id")
+            records.check_username(username)
+            self._up()
+            live = self._cluster.live.setdefault(username, set())
+            owners = self._cluster.owners
+            for sid in list(live):  # never saved, and its owner is gone: it died at once
+                if sid not in self._sessions and not self._node_alive(owners[sid][0]):
+                    live.discard(sid)
+                    del owners[sid]
+            if session_id not in live and len(live) >= limit:
+                return 0
+            live.add(session_id)
+            self._cluster.owners[session_id] = (node_id, 1, username)
+            return 1
+
+        return _fired(open_)
+
+    def claim_session(self, session_id: str, node_id: str) -> defer.Deferred[int]:
+        """Become the session's owner unless a live daemon holds it; fire with the epoch."""
+
+        def claim() -> int:
+            records.check_key(session_id, "session id")
+            self._up()
+            owners = self._cluster.owners
+            owner, epoch, username = owners.get(session_id, ("", 0, ""))
+            if owner == node_id:
+                return epoch
+            if owner and self._node_alive(owner):
+                return 0
+            owners[session_id] = (node_id, epoch + 1, username)
+            return epoch + 1
+
+        return _fired(claim)
+
+    def session_owner(self, session_id: str) -> defer.Deferred[tuple[str, int] | None]:
+        """Fire with the session's (owner, epoch), or None."""
+
+        def owner() -> tuple[str, int] | None:
+            records.check_key(session_id, "session id")
+            self._up()
+            found = self._cluster.owners.get(session_id)
+            return None if found is None else (found[0], found[1])
+
+        return _fired(owner)
+
+    def orphaned_sessions(self, node_id: str) -> defer.Deferred[list[str]]:
+        """Fire with the sessions in flight whose owner (not ``node_id``) is gone."""
+
+        def orphans() -> list[str]:
+            self._up()
+            owners = self._cluster.owners
+            found = []
+            for sid in sorted(self._sessions):
+                owner = owners.get(sid, ("", 0, ""))[0]
+                if owner and owner != node_id and not self._node_alive(owner):
+                    found.append(sid)
+            return found
+
+        return _fired(orphans)
+
+    def _holds(self, session_id: str, node_id: str, epoch: int) -> bool:
+        found = self._cluster.owners.get(session_id)
+        return found is not None and found[:2] == (node_id, epoch)
+
+    def save_session_as(
+        self, session_id: str, data: dict[str, Any], node_id: str, epoch: int
+    ) -> defer.Deferred[bool]:
+        """save_session while ``node_id`` holds the session at ``epoch``."""
+
+        def save() -> bool:
+            records.check_key(session_id, "session id")
+            text = records.check_session(data)
+            self._up()
+            if not self._holds(session_id, node_id, epoch):
+                return False
+            self._sessions[session_id] = text
+            return True
+
+        return _fired(save)
+
+    def end_session_as(
+        self, session_id: str, cdr: CDR, origin: str, node_id: str, epoch: int
+    ) -> defer.Deferred[bool]:
+        """end_session while ``node_id`` holds the session at ``epoch``."""
+
+        def end() -> bool:
+            records.check_key(session_id, "session id")
+            records.check_cdr(cdr)
+            records.check_origin(origin)
+            self._up()
+            if not self._holds(session_id, node_id, epoch):
+                return False
+            username = self._cluster.owners.pop(session_id)[2]
+            self._cluster.live.get(username, set()).discard(session_id)
+            self._sessions.pop(session_id, None)
+            self._append(cdr, origin)
+            return True
+
+        return _fired(end)
+
+    def post_message(self, box: str, text: str, keep: int) -> defer.Deferred[str]:
+        """Append ``text`` to ``box``; fire with its id."""
+
+        def post() -> str:
+            records.check_key(box, "message box")
+            self._up()
+            cluster = self._cluster
+            cluster.counter += 1
+            messages = cluster.boxes.setdefault(box, [])
+            messages.append((cluster.counter, text))
+            del messages[: max(0, len(messages) - max(1, int(keep)))]
+            return f"{cluster.counter}-0"
+
+        return _fired(post)
+
+    def read_messages(
+        self, box: str, after: str, count: int
+    ) -> defer.Deferred[list[tuple[str, str]]]:
+        """Fire with up to ``count`` (id, text) of ``box`` after ``after``."""
+
+        def read() -> list[tuple[str, str]]:
+            records.check_key(box, "message box")
+            self._up()
+            mark = int(after.partition("-")[0])
+            messages = self._cluster.boxes.get(box, [])
+            return [(f"{n}-0", text) for n, text in messages if n > mark][: int(count)]
+
+        return _fired(read)
+
+    def last_message_id(self, box: str) -> defer.Deferred[str]:
+        """Fire with the id of the last message of ``box`` ("0-0": none)."""
+
+        def last() -> str:
+            records.check_key(box, "message box")
+            self._up()
+            messages = self._cluster.boxes.get(box)
+            return f"{messages[-1][0]}-0" if messages else "0-0"
+
+        return _fired(last)
+
+
+@dataclasses.dataclass
+class _Cluster:
+    """MemoryStore's part of several daemons: leases, owners, in-flight counts, boxes."""
+
+    #: node id -> until when its lease holds
+    nodes: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: session id -> (owner node, epoch, username)
+    owners: dict[str, tuple[str, int, str]] = dataclasses.field(default_factory=dict)
+    #: username -> the ids of its sessions in flight
+    live: dict[str, set[str]] = dataclasses.field(default_factory=dict)
+    #: message box -> [(number, text)]
+    boxes: dict[str, list[tuple[int, str]]] = dataclasses.field(default_factory=dict)
+    counter: int = 0
+
 
 Q = TypeVar("Q", WebhookDelivery, OutboundSms)
 

@@ -1681,6 +1681,188 @@ class RedisStore:
             return defer.succeed(False)
         return self._call("DEL", _WEB + digest).addCallback(bool)
 
+    # -- several daemons (cluster): ownership, leases, messages ----------------------------
+    def renew_node(self, node_id: str, ttl: float) -> defer.Deferred[bool]:
+        """Renew the daemon's lease (``cb:node:{id}``); fire with whether it was held."""
+        return defer.ensureDeferred(self._renew_node(node_id, ttl))
+
+    async def _renew_node(self, node_id: str, ttl: float) -> bool:
+        records.check_key(node_id, "node id")
+        return bool(await self._eval(_RENEW_NODE, [_NODE + node_id], [_ms(ttl)]))
+
+    def open_session(
+        self, session_id: str, node_id: str, username: str, limit: int
+    ) -> defer.Deferred[int]:
+        """Own a new session (epoch 1) unless the account has ``limit`` in flight."""
+        return defer.ensureDeferred(self._open_session(session_id, node_id, username, limit))
+
+    async def _open_session(self, session_id: str, node_id: str, username: str, limit: int) -> int:
+        records.check_key(session_id, "session id")
+        records.check_username(username)
+        keys = [_OWNER + session_id, _LIVE + username]
+        return int(await self._eval(_OPEN_SESSION, keys, [session_id, node_id, username, limit]))
+
+    def claim_session(self, session_id: str, node_id: str) -> defer.Deferred[int]:
+        """Become the session's owner unless a live daemon holds it; fire with the epoch."""
+        return defer.ensureDeferred(self._claim_session(session_id, node_id))
+
+    async def _claim_session(self, session_id: str, node_id: str) -> int:
+        records.check_key(session_id, "session id")
+        records.check_key(node_id, "node id")
+        return int(await self._eval(_CLAIM_SESSION, [_OWNER + session_id], [node_id]))
+
+    def session_owner(self, session_id: str) -> defer.Deferred[tuple[str, int] | None]:
+        """Fire with the session's (owner, epoch), or None."""
+        return defer.ensureDeferred(self._session_owner(session_id))
+
+    async def _session_owner(self, session_id: str) -> tuple[str, int] | None:
+        records.check_key(session_id, "session id")
+        node, epoch = await self._call("HMGET", _OWNER + session_id, "node", "epoch")
+        return None if node is None else (node, int(epoch))
+
+    def orphaned_sessions(self, node_id: str) -> defer.Deferred[list[str]]:
+        """Fire with the sessions in flight whose owner (not ``node_id``) is gone."""
+        return defer.ensureDeferred(self._orphaned_sessions(node_id))
+
+    async def _orphaned_sessions(self, node_id: str) -> list[str]:
+        records.check_key(node_id, "node id")
+        return sorted(await self._eval(_ORPHANS, ["cb:sessions"], [node_id]))
+
+    def save_session_as(
+        self, session_id: str, data: dict[str, Any], node_id: str, epoch: int
+    ) -> defer.Deferred[bool]:
+        """save_session while ``node_id`` holds the session at ``epoch``."""
+        return defer.ensureDeferred(self._save_session_as(session_id, data, node_id, epoch))
+
+    async def _save_session_as(
+        self, session_id: str, data: dict[str, Any], node_id: str, epoch: int
+    ) -> bool:
+        records.check_key(session_id, "session id")
+        text = records.check_session(data)
+        keys = [f"cb:session:{session_id}", "cb:sessions", _OWNER + session_id]
+        return bool(await self._eval(_SAVE_SESSION_AS, keys, [text, session_id, node_id, epoch]))
+
+    def end_session_as(
+        self, session_id: str, cdr: CDR, origin: str, node_id: str, epoch: int
+    ) -> defer.Deferred[bool]:
+        """end_session while ``node_id`` holds the session at ``epoch``."""
+        return defer.ensureDeferred(self._end_session_as(session_id, cdr, origin, node_id, epoch))
+
+    async def _end_session_as(
+        self, session_id: str, cdr: CDR, origin: str, node_id: str, epoch: int
+    ) -> bool:
+        records.check_key(session_id, "session id")
+        keys, args = _cdr_parts(cdr)
+        records.check_origin(origin)
+        keys += [f"cb:session:{session_id}", "cb:sessions", _OWNER + session_id, _LIVE]
+        args += [session_id, cdr.username, origin, node_id, epoch]
+        return bool(await self._eval(_END_SESSION_AS, keys, args))
+
+    def post_message(self, box: str, text: str, keep: int) -> defer.Deferred[str]:
+        """Append ``text`` to the stream ``cb:box:{box}``; fire with its id."""
+        try:
+            records.check_key(box, "message box")
+        except InvalidArgument:
+            return defer.fail()
+        return self._call("XADD", _BOX + box, "MAXLEN", "~", max(1, int(keep)), "*", "m", text)
+
+    def read_messages(
+        self, box: str, after: str, count: int
+    ) -> defer.Deferred[list[tuple[str, str]]]:
+        """Fire with up to ``count`` (id, text) of ``box`` after ``after``."""
+        try:
+            records.check_key(box, "message box")
+            records.check_key(after, "message id")
+        except InvalidArgument:
+            return defer.fail()
+        d = self._call("XRANGE", _BOX + box, "(" + after, "+", "COUNT", int(count))
+        return d.addCallback(lambda entries: [(i, _pairs(f)["m"]) for i, f in entries])
+
+    def last_message_id(self, box: str) -> defer.Deferred[str]:
+        """Fire with the id of the last message of ``box`` ("0-0": none)."""
+        try:
+            records.check_key(box, "message box")
+        except InvalidArgument:
+            return defer.fail()
+        d = self._call("XREVRANGE", _BOX + box, "+", "-", "COUNT", 1)
+        return d.addCallback(lambda entries: entries[0][0] if entries else "0-0")
+
+
+# -- several daemons (cluster): ownership, leases, messages --------------------------------
+_NODE = "cb:node:"
+_OWNER = "cb:owner:"
+_LIVE = "cb:live:"
+_BOX = "cb:box:"
+
+_RENEW_NODE = _Script("""
+-- KEYS: node lease; ARGV: ttl ms. Was it still held?
+local held = redis.call('EXISTS', KEYS[1])
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+return held
+""")
+
+_OPEN_SESSION = _Script("""
+-- KEYS: owner record, account's sessions in flight; ARGV: session id, node, username, limit
+-- A session never saved whose owner's lease is gone (it died at once) counts no more.
+for _, sid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local owner = redis.call('HGET', 'cb:owner:' .. sid, 'node')
+  if redis.call('EXISTS', 'cb:session:' .. sid) == 0
+     and not (owner and redis.call('EXISTS', 'cb:node:' .. owner) == 1) then
+    redis.call('SREM', KEYS[2], sid)
+    redis.call('DEL', 'cb:owner:' .. sid)
+  end
+end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0
+   and redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'node', ARGV[2], 'epoch', 1, 'username', ARGV[3])
+return 1
+""")
+
+_CLAIM_SESSION = _Script("""
+-- KEYS: owner record; ARGV: node. Never two owners: a live owner keeps it.
+local owner = redis.call('HGET', KEYS[1], 'node')
+if owner == ARGV[1] then return tonumber(redis.call('HGET', KEYS[1], 'epoch')) end
+if owner and redis.call('EXISTS', 'cb:node:' .. owner) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'node', ARGV[1])
+return redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+""")
+
+_ORPHANS = _Script("""
+-- KEYS: sessions; ARGV: node. Sessions whose owner (not ARGV[1]) has no lease.
+local found = {}
+for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local owner = redis.call('HGET', 'cb:owner:' .. sid, 'node')
+  if owner and owner ~= ARGV[1] and redis.call('EXISTS', 'cb:node:' .. owner) == 0 then
+    found[#found + 1] = sid
+  end
+end
+return found
+""")
+
+#: the fence of a session write: KEYS[n] the owner record, ARGV[m-1..m] node and epoch
+_FENCE = """
+local owner = KEYS[#KEYS - (FENCE_AT)]
+if redis.call('HGET', owner, 'node') ~= ARGV[#ARGV - 1]
+   or redis.call('HGET', owner, 'epoch') ~= ARGV[#ARGV] then
+  return 0
+end
+"""
+
+_SAVE_SESSION_AS = _Script(_FENCE.replace("FENCE_AT", "0") + _SAVE_SESSION.source)
+
+_END_SESSION_AS = _Script(
+    _FENCE.replace("FENCE_AT", "1")
+    + """
+local username = redis.call('HGET', owner, 'username')
+if username then redis.call('SREM', KEYS[#KEYS] .. username, ARGV[4]) end
+redis.call('DEL', owner)
+"""
+    + _END_SESSION.source
+)
+
 
 def store_endpoint(config: Config, reactor: Any) -> tuple[IStreamClientEndpoint, str]:
     """The endpoint of the configured Redis and a description of it (for messages)."""

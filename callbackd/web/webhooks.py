@@ -157,7 +157,8 @@ class WebhookSender(QueueSender):
 
     def startService(self) -> None:
         """Hear the engine's events; send what is due."""
-        self._unsubscribe = self.engine.subscribe(self.publish)
+        # once per event: the session owner's daemon sends it (several daemons)
+        self._unsubscribe = self.engine.subscribe(self.publish, owned=True)
         super().startService()
 
     def stopService(self) -> defer.Deferred[None]:  # type: ignore[override]

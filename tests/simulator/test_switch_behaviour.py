@@ -88,6 +88,34 @@ def test_second_login_of_the_user_is_login_already_in_use():
     assert not second.protocol.authenticated
 
 
+def test_another_user_logs_in_beside_the_first():
+    """Several daemons on one switch: each its own user, each logged in once; a wrong
+    secret of the second user is refused."""
+    first = Session()
+    first.factory.users["cb2"] = "other-secret"
+    first.login()
+    second = first.another()
+    second.send(("Action", "Login"), ("ActionID", "l"), ("Username", "cb2"),
+                ("Secret", "other-secret"))  # fmt: skip
+    assert second.read()[0]["Message"] == "Authentication accepted"
+    assert second.protocol.username == "cb2"
+    third = first.another()
+    third.send(("Action", "Login"), ("ActionID", "l"), ("Username", "cb2"),
+               ("Secret", SECRET))  # fmt: skip
+    msgs = third.run(1.1)
+    assert [(m.name, m.get("Message")) for m in msgs] == [("Error", "Login Already In Use")]
+
+
+def test_a_second_users_wrong_secret_is_refused():
+    first = Session()
+    first.factory.users["cb2"] = "other-secret"
+    second = first.another()
+    second.send(("Action", "Login"), ("ActionID", "l"), ("Username", "cb2"),
+                ("Secret", SECRET))  # fmt: skip
+    msgs = second.run(1.1)
+    assert [(m.name, m.get("Message")) for m in msgs] == [("Error", "Authentication failed")]
+
+
 def test_login_works_again_once_the_first_session_is_gone():
     """A re-login after the old session closed succeeds at once."""
     first = Session()

@@ -100,3 +100,39 @@ def test_a_changed_webhook_is_read_again_and_stop_unsubscribes():
     result(sender.stopService())
     world.switch.answer(f"{first}-a1", world.now())
     assert len(http.posts) == count
+
+
+class Enqueues:
+    """A store whose webhook enqueues are counted."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.enqueued: list[str] = []
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def enqueue_webhook(self, delivery_id, *args):
+        self.enqueued.append(delivery_id)
+        return self.store.enqueue_webhook(delivery_id, *args)
+
+
+def test_with_several_daemons_only_the_owner_enqueues_a_sessions_webhooks():
+    """Daemon b hears a's session events (for its SSE streams) but enqueues none of
+    them: each event is enqueued once, by a, and delivered once."""
+    from tests.test_engine_cluster import pair, settle
+
+    a, b = pair()
+    result(a.store.set_webhook("alice", "https://hooks.example.test/x"))
+    stores, posts = [], []
+    for world in (a, b):
+        store, http = Enqueues(world.store), Http(204)
+        sender = WebhookSender(store, world.manager, world.clock, http, backoff=lambda n: 10.0)
+        sender.startService()
+        stores.append(store)
+        posts.append(http)
+    a.talking()
+    settle(a)
+    assert b.events and len(stores[0].enqueued) == len(a.events)
+    assert stores[1].enqueued == []
+    assert kinds(posts[0]) + kinds(posts[1]) == [e.kind for e in a.events]

@@ -80,6 +80,7 @@ _REFUSAL_STATUS = {
     "refusal.unknown_session": 404,
     "refusal.too_many_sessions": 429,
     "refusal.switch_unreachable": 503,
+    "refusal.owner_unreachable": 503,
     "refusal.restarting": 503,
     "refusal.call_over": 409,
 }
