@@ -470,7 +470,7 @@ class PhoneCallback:
         )
         self.log.info(
             "IVR: wrong PIN for {username} from {number}",
-            username=call.username,
+            username="an unknown caller" if call.identify else call.username,
             number=call.number,
         )
         return f.PinFailureRecorded(bool(until))

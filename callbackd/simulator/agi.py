@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from callbackd.simulator.asterisk import Channel, SimulatedAsterisk
-from callbackd.simulator.caller import ScriptedCaller
+from callbackd.simulator.caller import ROOM, ScriptedCaller
 from callbackd.simulator.say import SayError, digit_files, number_files
 
 __all__ = [
@@ -206,6 +206,7 @@ class AGICall:
         self._moved = False
         channel.hangup_hooks.append(self._channel_hung_up)
         channel.redirect_hooks.append(self._redirected)
+        channel.join_hooks.append(self._joined_room)
 
     def __repr__(self) -> str:
         return f"<AGICall {self.channel.name} {self.url}>"
@@ -320,7 +321,14 @@ class AGICall:
     # --- the caller -----------------------------------------------------------------
 
     def dtmf(self, digit: str) -> None:
-        """A digit from the caller: it reaches the running command, or is lost."""
+        """A digit from the caller: it reaches the running command, or is lost; once
+        the channel left ``AGI()`` for a ConfBridge room, the room's DTMF menu gets it
+        (``#11``: ``cb_menu_a`` runs ``cb-dtmf,endb``, whose ``UserEvent`` the daemon
+        hears)."""
+        ch = self.channel
+        if self._moved and ch.room is not None and ch.alive:
+            self.switch.dtmf_received(ch, digit)
+            return
         running = self._running
         if running is not None and running.on_digit is not None and not self._dead:
             running.on_digit(digit)
@@ -331,6 +339,11 @@ class AGICall:
         if ch.alive:
             self.switch.hangup_far_end(ch, 16) if ch.peer is not None else self.switch.hangup(ch)
 
+    def _joined_room(self) -> None:
+        """The channel joined a room: the caller on this call hears it (:data:`ROOM`)."""
+        if self.caller is not None and self.caller.attached_to(self):
+            self.caller.prompt_started(ROOM)
+
     def _redirected(self) -> None:
         """An AMI Redirect of the channel (an async goto): res_agi sees a soft hangup,
         writes ``HANGUP`` and goes dead; the channel runs the new place once AGI()
@@ -338,11 +351,18 @@ class AGICall:
         self._moved = True
         if self._channel_hung_up in self.channel.hangup_hooks:
             self.channel.hangup_hooks.remove(self._channel_hung_up)
-        self._channel_hung_up()
+        # the person is still on the line (keys now go where the channel goes: the
+        # room's menu); the caller is let go when the channel hangs up
+        self.channel.hangup_hooks.append(self._let_caller_go)
+        self._channel_hung_up(keep_caller=True)
 
-    def _channel_hung_up(self) -> None:
+    def _let_caller_go(self) -> None:
+        if self.caller is not None and self.caller.attached_to(self):
+            self.caller.detach()
+
+    def _channel_hung_up(self, keep_caller: bool = False) -> None:
         self._dead = True
-        if self.caller is not None:
+        if self.caller is not None and not keep_caller:
             self.caller.detach()
         running = self._running
         if running is not None and running.on_hangup is not None:
