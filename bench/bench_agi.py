@@ -118,7 +118,9 @@ async def _load(reactor: Any, sessions: int, warmup: float, window: float, mode:
     sounds = SoundLibrary(
         {"callbackd/prompt": PROMPT_SECONDS, "callbackd/enter-pin": 0.5}, digits=SAY_FILE_SECONDS
     )
-    agi = SimulatedFastAGI(switch, reactor, sounds=sounds)
+    # no transcripts: the simulator's test instrumentation, not the daemon's work (each
+    # line kept would be one more object for the collector to traverse)
+    agi = SimulatedFastAGI(switch, reactor, sounds=sounds, record=False)
     calls = []
     keys = CallerStep("1234#", prompt="callbackd/enter-pin", delay=0.2, interval=0.05)
     url = f"agi://127.0.0.1:{port}/bench?mode={mode}"

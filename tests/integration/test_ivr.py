@@ -339,6 +339,9 @@ async def test_the_caller_hanging_up_at_every_prompt(rig):
         .press("2468#", prompt="callbackd/enter_pin")
         .hang_up(prompt="callbackd/enter_number"),
         # the right PIN above registered the caller ID: no PIN now
+        "the balance": ScriptedCaller()
+        .press("1")
+        .hang_up(prompt="callbackd/your_balance_is", delay=0.1),
         "the maximum duration": ScriptedCaller()
         .press("1")
         .press(BUSY[:-1] + "9#", prompt="callbackd/enter_number")
@@ -349,6 +352,11 @@ async def test_the_caller_hanging_up_at_every_prompt(rig):
         .press(RINGS + "#", prompt="callbackd/enter_number")
         .press("", prompt="callbackd/connecting", delay=0.0)
         .hang_up(delay=1.0),
+        # talking in the room, out of AGI()
+        "the room": ScriptedCaller()
+        .press("1")
+        .press(FRIEND + "#", prompt="callbackd/enter_number")
+        .hang_up(prompt=ROOM, delay=1.0),
     }
     for where, caller in scripts.items():
         rig.answers(ALICE[1:], caller)
@@ -368,6 +376,9 @@ async def test_the_caller_hanging_up_at_every_prompt(rig):
             if cdr.answered_at:
                 check_billed(cdr)
         assert before >= await rig.balance("alice")
+        if where == "the room":
+            (talked,) = [c for c in legs if c.address == f"phone:+{FRIEND}"]
+            assert talked.answered_at and talked.cost > 0
         if where == "the ringback":
             (ringing,) = [c for c in legs if c.address == f"phone:+{RINGS}"]
             assert not ringing.answered_at and ringing.cost == 0
