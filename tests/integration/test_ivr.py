@@ -465,3 +465,9 @@ async def test_an_unknown_caller_keys_a_wrong_then_the_right_pin_and_is_called_b
     assert alice_leg.address == f"phone:{stranger}"
     assert await rig.balance("alice") == alice_before - alice_leg.cost
     assert "the PIN of unknown caller ID +15550017777 names account alice" in rig.daemon.log()
+    # the next call to the access number: alice's callback straight away, no PIN
+    third = rig.answers(stranger[1:], ScriptedCaller().hang_up(prompt="callbackd/enter_number"))
+    rig.call(stranger)
+    await until(lambda: third.hung_up, what="the next call")
+    assert "callbackd/enter_pin" not in rig.ivr_calls()[2].played
+    assert "ani callback of alice" in rig.daemon.log()
