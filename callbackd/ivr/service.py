@@ -445,7 +445,9 @@ class PhoneCallback:
         if await self.store.pin_locked_until("", call.number, now):
             return f.PinChecked(False, locked=True)
         account = await self.store.account_for_pin(pin)
-        if account is None or not await self.store.check_pin(account, pin):
+        if account is None or account == call.username:  # never the operator's own
+            return f.PinChecked(False)
+        if not await self.store.check_pin(account, pin):
             return f.PinChecked(False)
         if await self.store.pin_locked_until(account, call.number, now):
             return f.PinChecked(False, locked=True)

@@ -264,6 +264,19 @@ def test_an_unknown_callers_wrong_pins_lock_the_caller_id():
     assert result(phone.store.account_for_caller_id(SOURCE)) is None
 
 
+def test_the_operators_own_pin_names_no_account():
+    """A PIN of the operator's account (which should have none) is a wrong PIN: its
+    legs are never an unknown caller's callback."""
+    phone = house_phone()
+    result(phone.store.set_pin("house", "97531"))
+    phone.call()
+    sid = house_sid(phone)
+    phone.answer(f"{sid}-a1")
+    caller, d = phone.leg(sid, entries=["1", "97531", None])
+    assert caller.prompts()[5:] == ["enter_pin", "wrong_pin", "enter_pin"]
+    assert result(phone.store.account_for_caller_id(SOURCE)) is None
+
+
 def test_unknown_callers_are_limited_per_caller_id_and_in_all():
     config = dataclasses.replace(UNKNOWN, unknown_per_caller=2, unknown_total=3)
     phone = house_phone(config)
