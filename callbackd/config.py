@@ -500,6 +500,50 @@ class IvrConfig:
         default=900.0,
         metadata=_meta("seconds PIN entry stays locked after too many wrong PINs", min=1.0),
     )
+    # -- unknown callers: the PIN names the account (docs/ivr.rst) --
+    unknown_callers: str = field(
+        default="pin",
+        metadata=_meta(
+            "a caller ID registered to no account: pin (called back and asked for the PIN,"
+            " which names the account) or refuse (no callback)",
+            **_choice("pin", "refuse"),
+        ),
+    )
+    unknown_account: str = field(
+        default="",
+        metadata=_meta(
+            "the operator's account the PIN leg of an unknown caller runs under and is"
+            " billed to (empty: unknown callers get no callback)"
+        ),
+    )
+    unknown_pin_timeout: float = field(
+        default=60.0,
+        metadata=_meta(
+            "seconds the PIN leg of an unknown caller may last before it is hung up",
+            min=10.0,
+            max=600.0,
+        ),
+    )
+    unknown_per_caller: int = field(
+        default=3,
+        metadata=_meta("callbacks to one unknown caller ID per unknown_period", min=1),
+    )
+    unknown_total: int = field(
+        default=100,
+        metadata=_meta("callbacks to unknown caller IDs in all per unknown_period", min=1),
+    )
+    unknown_period: float = field(
+        default=3600.0,
+        metadata=_meta("the window of unknown_per_caller and unknown_total (s)", min=60.0),
+    )
+    pin_pepper: Secret = field(
+        default=Secret(""),
+        metadata=_meta(
+            "key of the PIN index (HMAC-SHA256) that finds an account by its PIN; the same"
+            " on every daemon of one Redis (empty: a random one kept in state_dir/pin-pepper)",
+            secret=True,
+        ),
+    )
 
     @property
     def access(self) -> dict[str, str]:

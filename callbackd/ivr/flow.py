@@ -33,6 +33,7 @@ __all__ = [
     "Announce",
     "Answered",
     "Balance",
+    "CallBack",
     "CheckPin",
     "Collect",
     "Collected",
@@ -78,6 +79,7 @@ PROMPTS: Final = frozenset(
     {
         "call_ended",
         "call_failed",
+        "calling_back",
         "connecting",
         "destination_busy",
         "destination_no_answer",
@@ -154,6 +156,7 @@ def plan_inbound(
     caller_verified: bool = False,
     account_language: str = "",
     language_menu: bool = True,
+    unknown_account: str = "",
 ) -> InboundPlan:
     """Decide a call to ``dialled`` (an access number or a DID) from ``caller_id``.
 
@@ -163,6 +166,10 @@ def plan_inbound(
     ``caller_verified`` whether that registration is verified (a verified caller ID
     skips the PIN). The language comes from the access number, else the account, else
     the caller's choice from a menu (``language_menu``; without it, English).
+
+    A caller ID registered to no account is called back only with ``unknown_account``
+    (``[ivr] unknown_callers = pin``: the operator's account the PIN leg runs under),
+    and asked for the PIN, which names the account (kind ``unknown``).
     """
     if dialled in dids:
         owner = dids[dialled]
@@ -178,8 +185,16 @@ def plan_inbound(
         return InboundPlan(why="not an access number", kind="unknown")
     if not caller_id or not caller_id.lstrip("+").isdigit():
         return InboundPlan(why="no caller ID", kind="ani")
-    if not caller_owner:
+    if not caller_owner and not unknown_account:
         return InboundPlan(why="unknown caller ID", kind="ani")
+    if not caller_owner:
+        return InboundPlan(
+            username=unknown_account,
+            number=caller_id,
+            need_pin=True,
+            language=_language("", access_numbers[dialled], language_menu),
+            kind="unknown",
+        )
     return InboundPlan(
         username=caller_owner,
         number=caller_id,
@@ -277,6 +292,14 @@ class SaveCallerId:
 
 
 @dataclass(frozen=True)
+class CallBack:
+    """The PIN named the account of an unknown caller: end this leg (the operator's)
+    and call the caller back at once for that account, in ``language``."""
+
+    language: str
+
+
+@dataclass(frozen=True)
 class GetBalance:
     """Read the account's balance; answer: :class:`Balance`."""
 
@@ -325,6 +348,7 @@ Effect = (
     | RecordPinFailure
     | LogLockout
     | SaveCallerId
+    | CallBack
     | GetBalance
     | Quote
     | Dial
@@ -461,6 +485,8 @@ class Flow:
     language: str
     need_pin: bool
     phonebook: Mapping[int, str] = field(default_factory=dict)
+    #: the PIN names the account (an unknown caller ID); the right one calls back
+    identify: bool = False
     phase: str = Phase.LANGUAGE
     #: wrong PINs so far
     pin_failures: int = 0
@@ -486,12 +512,15 @@ def start(
     need_pin: bool,
     phonebook: Mapping[int, str] | None = None,
     resumed: bool = False,
+    identify: bool = False,
 ) -> tuple[Flow, list[Effect]]:
     """The flow once the user answered the callback (``resumed``: back from the room).
 
-    ``language`` "" asks the caller to choose from the menu.
+    ``language`` "" asks the caller to choose from the menu. ``identify``: the caller
+    ID is nobody's, the PIN names the account, and the right one ends with
+    :class:`CallBack` (the leg is the operator's, docs/ivr.rst).
     """
-    flow = Flow(rules, language, need_pin, dict(phonebook or {}))
+    flow = Flow(rules, language, need_pin or identify, dict(phonebook or {}), identify)
     run = _Run(flow)
     if resumed:
         run.set_language()
@@ -584,6 +613,11 @@ class _Run:
     def pin_checked(self, event: PinChecked) -> None:
         if event.locked:
             self.locked_out()
+        elif event.ok and self.flow.identify:
+            self.effects.append(SaveCallerId())
+            self.effects.append(Announce((Play("pin_accepted"), Play("calling_back"))))
+            self.effects.append(CallBack(self.flow.language or LANGUAGES[0]))
+            self.hang_up()
         elif event.ok:
             self.to(Phase.PIN, need_pin=False, pin_failures=0)
             self.effects.append(SaveCallerId())

@@ -110,6 +110,12 @@ class _Call:
     number: str
     language: str
     need_pin: bool
+    #: an unknown caller ID: the PIN names the account (the leg is ``username``'s, the
+    #: operator's); ``account`` is the one named, ``recall`` the callback for it
+    identify: bool = False
+    account: str = ""
+    recall: f.InboundPlan | None = None
+    timeout: Any = None
     flow: f.Flow | None = None
     #: the engine's news of the destination, for WaitDestination
     news: defer.DeferredQueue[f.Event] = field(default_factory=defer.DeferredQueue)
@@ -149,6 +155,7 @@ class PhoneCallback:
             f.RecordPinFailure: self._record_pin_failure,
             f.LogLockout: self._log_lockout,
             f.SaveCallerId: self._save_caller_id,
+            f.CallBack: self._call_back_for_account,
             f.GetBalance: self._get_balance,
             f.Quote: self._quote,
             f.Dial: self._dial,
@@ -173,6 +180,8 @@ class PhoneCallback:
         if not _DIALLED.match(dialled):
             dialled = ""
         plan = await self._plan(dialled, caller)
+        if plan.kind == "unknown":
+            plan = await self._limit_unknown(plan)
         self.log.info(
             "IVR call to {dialled} from {caller}: {decision}",
             dialled=dialled or "?",
@@ -191,6 +200,7 @@ class PhoneCallback:
     async def _plan(self, dialled: str, caller: str) -> f.InboundPlan:
         dids = self.config.did_accounts
         owner, verified, language, did_number = "", False, "", ""
+        unknown_account = ""
         try:
             if dialled in dids:
                 account = await self.engine.account(dids[dialled])
@@ -198,6 +208,8 @@ class PhoneCallback:
                     did_number, language = account.default_number, account.language
             elif caller:
                 owner = await self.store.account_for_caller_id(caller, verified_only=False) or ""
+                if not owner and self.config.unknown_callers == "pin":
+                    unknown_account = self.config.unknown_account
                 if owner:
                     verified = await self.store.account_for_caller_id(caller) == owner
                     account = await self.engine.account(owner)
@@ -214,7 +226,24 @@ class PhoneCallback:
             caller_verified=verified,
             account_language=language,
             language_menu=self.config.language_menu,
+            unknown_account=unknown_account,
         )
+
+    async def _limit_unknown(self, plan: f.InboundPlan) -> f.InboundPlan:
+        """The unknown callers' callbacks are counted per caller ID and in all, each
+        within ``[ivr] unknown_period``: beyond ``unknown_per_caller`` or
+        ``unknown_total`` a call gets no callback (the operator pays for those legs)."""
+        config = self.config
+        try:
+            mine = await self.store.count_hit(f"ivr:unknown:{plan.number}", config.unknown_period)
+            if mine > config.unknown_per_caller:
+                return f.InboundPlan(why="too many callbacks to this unknown caller ID")
+            every = await self.store.count_hit("ivr:unknown", config.unknown_period)
+        except StoreError as e:
+            return f.InboundPlan(why=f"store: {e}")
+        if every > config.unknown_total:
+            return f.InboundPlan(why="too many callbacks to unknown caller IDs")
+        return plan
 
     def _call_back(self, plan: f.InboundPlan) -> defer.Deferred[None]:
         if any(call.number == plan.number for call in self.calls.values()):
@@ -227,7 +256,17 @@ class PhoneCallback:
         d = self.engine.start_ivr_callback(plan.username, plan.number, origin=f"ivr-{plan.kind}")
 
         def started(session_id: str) -> None:
-            call = _Call(plan.username, plan.number, plan.language, plan.need_pin)
+            call = _Call(
+                plan.username,
+                plan.number,
+                plan.language,
+                plan.need_pin,
+                identify=plan.kind == "unknown",
+            )
+            if call.identify:  # the operator's leg: short
+                call.timeout = self.clock.callLater(
+                    self.config.unknown_pin_timeout, self._pin_leg_over, session_id
+                )
             call.unsubscribe = self.engine.subscribe(
                 lambda event: self._news(session_id, event), session_id
             )
@@ -253,6 +292,10 @@ class PhoneCallback:
             call.unsubscribe()
             del self.calls[session_id]
             call.news.put(f.HungUp())
+            if call.timeout is not None and call.timeout.active():
+                call.timeout.cancel()
+            if call.recall is not None:
+                self.clock.callLater(self.config.callback_delay, self._call_back, call.recall)
         elif event.role != ADDITIONAL:
             return
         elif event.kind == "party_answered":
@@ -278,9 +321,13 @@ class PhoneCallback:
             await channel.hangup()
             return
         if call.flow is None:
-            phonebook = await self._phonebook(call.username)
+            phonebook = {} if call.identify else await self._phonebook(call.username)
             flow, effects = f.start(
-                self.rules, language=call.language, need_pin=call.need_pin, phonebook=phonebook
+                self.rules,
+                language=call.language,
+                need_pin=call.need_pin,
+                phonebook=phonebook,
+                identify=call.identify,
             )
         else:
             flow, effects = f.step(call.flow, f.Resumed())
@@ -381,6 +428,8 @@ class PhoneCallback:
         return f.Collected(first + rest)
 
     async def _check_pin(self, channel: AGIChannel, sid: str, call: _Call, effect: Any) -> f.Event:
+        if call.identify:
+            return await self._identify(call, effect.pin)
         now = self.clock.seconds()
         if await self.store.pin_locked_until(call.username, call.number, now):
             return f.PinChecked(False, locked=True)
@@ -389,11 +438,33 @@ class PhoneCallback:
             return f.PinChecked(True)
         return f.PinChecked(False)
 
+    async def _identify(self, call: _Call, pin: str) -> f.Event:
+        """An unknown caller's PIN: the account it names, unless PIN entry is locked for
+        the caller ID or for that account."""
+        now = self.clock.seconds()
+        if await self.store.pin_locked_until("", call.number, now):
+            return f.PinChecked(False, locked=True)
+        account = await self.store.account_for_pin(pin)
+        if account is None or account == call.username:  # never the operator's own
+            return f.PinChecked(False)
+        if not await self.store.check_pin(account, pin):
+            return f.PinChecked(False)
+        if await self.store.pin_locked_until(account, call.number, now):
+            return f.PinChecked(False, locked=True)
+        await self.store.pin_succeeded(account, call.number)
+        call.account = account
+        self.log.info(
+            "IVR: the PIN of unknown caller ID {number} names account {username}",
+            number=call.number,
+            username=account,
+        )
+        return f.PinChecked(True)
+
     async def _record_pin_failure(
         self, channel: AGIChannel, sid: str, call: _Call, effect: Any
     ) -> f.Event:
         until = await self.store.pin_failed(
-            call.username,
+            "" if call.identify else call.username,
             call.number,
             self.clock.seconds(),
             self.config.pin_attempts,
@@ -401,12 +472,22 @@ class PhoneCallback:
         )
         self.log.info(
             "IVR: wrong PIN for {username} from {number}",
-            username=call.username,
+            username="an unknown caller" if call.identify else call.username,
             number=call.number,
         )
         return f.PinFailureRecorded(bool(until))
 
     async def _log_lockout(self, channel: AGIChannel, sid: str, call: _Call, effect: Any) -> None:
+        if call.identify:
+            self.log.warn(
+                "IVR: PIN entry locked for unknown caller ID {number} ({seconds:.0f} s after"
+                " the last of {attempts} wrong PINs); session {sid}",
+                number=call.number,
+                seconds=self.config.pin_lockout,
+                attempts=self.config.pin_attempts,
+                sid=sid,
+            )
+            return
         self.log.warn(
             "IVR: PIN entry locked for account {username} and caller ID {number}"
             " ({seconds:.0f} s after the last of {attempts} wrong PINs); session {sid}",
@@ -421,9 +502,29 @@ class PhoneCallback:
         self, channel: AGIChannel, sid: str, call: _Call, effect: Any
     ) -> None:
         try:
-            await self.store.add_caller_id(call.username, call.number, verified=True)
+            await self.store.add_caller_id(
+                call.account or call.username, call.number, verified=True
+            )
         except StoreError as e:
             self.log.warn("IVR: caller ID {number} not saved: {e}", number=call.number, e=e)
+
+    async def _call_back_for_account(
+        self, channel: AGIChannel, sid: str, call: _Call, effect: Any
+    ) -> None:
+        """Once this (the operator's) leg has ended, call back for the account the PIN
+        named: its caller ID is verified now, so that callback skips the PIN."""
+        call.recall = f.InboundPlan(
+            username=call.account,
+            number=call.number,
+            language=effect.language,
+            kind="pin",
+        )
+
+    def _pin_leg_over(self, session_id: str) -> None:
+        """An unknown caller's PIN leg outlived ``[ivr] unknown_pin_timeout``."""
+        if session_id in self.calls and self.engine.state_of(session_id) is not None:
+            self.log.info("IVR: PIN leg {sid} timed out: hung up", sid=session_id)
+            self.engine.hangup(session_id).addErrback(lambda failure: failure.trap(CallbackRefused))
 
     async def _get_balance(
         self, channel: AGIChannel, sid: str, call: _Call, effect: Any

@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from callbackd.simulator.asterisk import Channel, SimulatedAsterisk
-from callbackd.simulator.caller import ScriptedCaller
+from callbackd.simulator.caller import ROOM, ScriptedCaller
 from callbackd.simulator.say import SayError, digit_files, number_files
 
 __all__ = [
@@ -159,6 +159,108 @@ class _Running:
     on_abort: Callable[[], None] | None = None
     timers: list[IDelayedCall] = field(default_factory=list)
 
+    def clear(self) -> None:
+        """The command is over: let go of its callbacks and timers (no reference cycle
+        is left for the garbage collector, which would stall the reactor at 500 calls)."""
+        self.on_digit = self.on_hangup = self.on_abort = None
+        self.timers = []
+
+
+class _Playback:
+    """Sound files playing in order for a command (``STREAM FILE``, ``SAY``,
+    ``GET DATA``'s prompt, ``Playback``): a stop digit or a hangup ends it early.
+    Methods, not closures, so that nothing refers to itself once the command is over."""
+
+    def __init__(
+        self, call: AGICall, files: list[str], stop: str, done: Callable[[int, int], None]
+    ) -> None:
+        self.call = call
+        self.files = files
+        self.stop = stop
+        self.done = done
+        self.index = -1
+        self.start = call.clock.seconds()
+        self.length = 0.0
+
+    def samples(self) -> int:
+        """Samples played of the current file."""
+        call = self.call
+        elapsed = (call.clock.seconds() - self.start) / (call.switch.time_scale or 1.0)
+        return round(min(elapsed, self.length) * SAMPLE_RATE)
+
+    def next_file(self) -> None:
+        """Start the next file, or end: ``done(0, samples of the last)``."""
+        call = self.call
+        self.index += 1
+        if self.index >= len(self.files):
+            self.done(0, round(self.length * SAMPLE_RATE))
+            return
+        name = self.files[self.index]
+        self.length = call.sounds.duration(name) or 0.0
+        self.start = call.clock.seconds()
+        call.played.append(name)
+        if call.caller is not None:
+            call.caller.prompt_started(name)
+        call._later(self.length, self.next_file)
+
+    def digit(self, d: str) -> None:
+        if d in self.stop:
+            self.done(ord(d), self.samples())
+
+    def hung_up(self) -> None:
+        self.done(-1, self.samples())
+
+
+class _Entry:
+    """``GET DATA``'s digits: the first within ``first`` ms, each next within
+    ``between``, up to ``limit`` or ``#``."""
+
+    def __init__(self, call: AGICall, first: int, between: int, limit: int) -> None:
+        self.call = call
+        self.first = first
+        self.between = between
+        self.limit = limit
+        self.digits: list[str] = []
+        self.timer: IDelayedCall | None = None
+
+    def finish(self, timed_out: bool = False) -> None:
+        text = "".join(self.digits)
+        self.call._reply(f"200 result={text}" + (" (timeout)" if timed_out else ""))
+
+    def timed_out(self) -> None:
+        self.finish(True)
+
+    def hung_up(self) -> None:
+        self.call._reply("200 result=-1")
+
+    def wait(self, wait_ms: int) -> None:
+        running = self.call._running
+        assert running is not None
+        running.on_digit = self.got
+        running.on_hangup = self.hung_up
+        self.timer = self.call._later(wait_ms / 1000, self.timed_out)
+
+    def got(self, d: str) -> None:
+        timer = self.timer
+        if timer is not None and timer.active():
+            timer.cancel()
+        if d == "#":
+            self.finish()
+            return
+        self.digits.append(d)
+        if len(self.digits) >= self.limit:
+            self.finish()
+        else:
+            self.wait(self.between)
+
+    def prompt_done(self, result: int, _samples: int) -> None:
+        if result < 0:
+            self.hung_up()
+        elif result > 0:
+            self.got(chr(result))
+        else:
+            self.wait(self.first)
+
 
 class AGICall:
     """One ``AGI()`` run on a channel: the Asterisk side of a FastAGI session.
@@ -182,8 +284,12 @@ class AGICall:
         sounds: SoundLibrary | None = None,
         then: Callable[[Channel], None] | None = None,
         thread_id: int = _THREAD_ID,
+        record: bool = True,
     ) -> None:
         self.switch = switch
+        #: keep ``transcript`` (tests); a benchmark does without: each line kept is an
+        #: object the garbage collector must traverse until it is old
+        self.record = record
         self.clock: IReactorTime = switch.clock
         self.channel = channel
         self.url = url
@@ -206,6 +312,7 @@ class AGICall:
         self._moved = False
         channel.hangup_hooks.append(self._channel_hung_up)
         channel.redirect_hooks.append(self._redirected)
+        channel.join_hooks.append(self._joined_room)
 
     def __repr__(self) -> str:
         return f"<AGICall {self.channel.name} {self.url}>"
@@ -303,7 +410,8 @@ class AGICall:
             self._close()
 
     def _record(self, direction: str, data: bytes) -> None:
-        self.transcript.append((self.clock.seconds(), direction, data))
+        if self.record:
+            self.transcript.append((self.clock.seconds(), direction, data))
 
     def _send(self, line: str) -> None:
         data = line.encode("utf-8") + b"\n"
@@ -320,7 +428,14 @@ class AGICall:
     # --- the caller -----------------------------------------------------------------
 
     def dtmf(self, digit: str) -> None:
-        """A digit from the caller: it reaches the running command, or is lost."""
+        """A digit from the caller: it reaches the running command, or is lost; once
+        the channel left ``AGI()`` for a ConfBridge room, the room's DTMF menu gets it
+        (``#11``: ``cb_menu_a`` runs ``cb-dtmf,endb``, whose ``UserEvent`` the daemon
+        hears)."""
+        ch = self.channel
+        if self._moved and ch.room is not None and ch.alive:
+            self.switch.dtmf_received(ch, digit)
+            return
         running = self._running
         if running is not None and running.on_digit is not None and not self._dead:
             running.on_digit(digit)
@@ -331,6 +446,11 @@ class AGICall:
         if ch.alive:
             self.switch.hangup_far_end(ch, 16) if ch.peer is not None else self.switch.hangup(ch)
 
+    def _joined_room(self) -> None:
+        """The channel joined a room: the caller on this call hears it (:data:`ROOM`)."""
+        if self.caller is not None and self.caller.attached_to(self):
+            self.caller.prompt_started(ROOM)
+
     def _redirected(self) -> None:
         """An AMI Redirect of the channel (an async goto): res_agi sees a soft hangup,
         writes ``HANGUP`` and goes dead; the channel runs the new place once AGI()
@@ -338,11 +458,18 @@ class AGICall:
         self._moved = True
         if self._channel_hung_up in self.channel.hangup_hooks:
             self.channel.hangup_hooks.remove(self._channel_hung_up)
-        self._channel_hung_up()
+        # the person is still on the line (keys now go where the channel goes: the
+        # room's menu); the caller is let go when the channel hangs up
+        self.channel.hangup_hooks.append(self._let_caller_go)
+        self._channel_hung_up(keep_caller=True)
 
-    def _channel_hung_up(self) -> None:
+    def _let_caller_go(self) -> None:
+        if self.caller is not None and self.caller.attached_to(self):
+            self.caller.detach()
+
+    def _channel_hung_up(self, keep_caller: bool = False) -> None:
         self._dead = True
-        if self.caller is not None:
+        if self.caller is not None and not keep_caller:
             self.caller.detach()
         running = self._running
         if running is not None and running.on_hangup is not None:
@@ -383,6 +510,7 @@ class AGICall:
         running, self._running = self._running, None
         if running is not None:
             _cancel_all(running.timers)
+            running.clear()
         if self._write is None:
             return
         self._send(text)
@@ -406,32 +534,10 @@ class AGICall:
         """Play ``files`` in order; ``done(result, samples)``: 0, a stop digit's code, -1."""
         running = self._running
         assert running is not None
-        state = {"index": -1, "start": self.clock.seconds(), "length": 0.0}
-
-        def samples() -> int:
-            elapsed = (self.clock.seconds() - state["start"]) / (self.switch.time_scale or 1.0)
-            return round(min(elapsed, state["length"]) * SAMPLE_RATE)
-
-        def next_file() -> None:
-            state["index"] += 1
-            if state["index"] >= len(files):
-                done(0, round(state["length"] * SAMPLE_RATE))
-                return
-            name = files[int(state["index"])]
-            length = self.sounds.duration(name) or 0.0
-            state["start"], state["length"] = self.clock.seconds(), length
-            self.played.append(name)
-            if self.caller is not None:
-                self.caller.prompt_started(name)
-            self._later(length, next_file)
-
-        def digit(d: str) -> None:
-            if d in stop:
-                done(ord(d), samples())
-
-        running.on_digit = digit
-        running.on_hangup = lambda: done(-1, samples())
-        next_file()
+        playback = _Playback(self, files, stop, done)
+        running.on_digit = playback.digit
+        running.on_hangup = playback.hung_up
+        playback.next_file()
 
     def _input_started(self) -> None:
         if self.caller is not None:
@@ -465,49 +571,14 @@ class AGICall:
     def _cmd_get_data(self, name: str, timeout: str = "0", most: str = "1024") -> None:
         ms = _leading_int(timeout) or 0
         first, between = (6000, 2000) if ms == 0 else (ms, ms) if ms > 0 else (10**9, 10**9)
-        limit = max(_leading_int(most) or 1024, 1)
-        digits: list[str] = []
-        running = self._running
-        assert running is not None
-
-        def finish(timed_out: bool) -> None:
-            self._reply(f"200 result={''.join(digits)}" + (" (timeout)" if timed_out else ""))
-
-        def wait(wait_ms: int) -> None:
-            running.on_digit = got
-            running.on_hangup = lambda: self._reply("200 result=-1")
-            timer = self._later(wait_ms / 1000, lambda: finish(True))
-            state["timer"] = timer
-
-        def got(d: str) -> None:
-            timer = state.get("timer")
-            if timer is not None and timer.active():
-                timer.cancel()
-            if d == "#":
-                finish(False)
-                return
-            digits.append(d)
-            if len(digits) >= limit:
-                finish(False)
-            else:
-                wait(between)
-
-        def prompt_done(result: int, _samples: int) -> None:
-            if result < 0:
-                self._reply("200 result=-1")
-            elif result > 0:
-                got(chr(result))
-            else:
-                wait(first)
-
-        state: dict[str, IDelayedCall] = {}
+        entry = _Entry(self, first, between, max(_leading_int(most) or 1024, 1))
         self._input_started()
         if not name:
-            wait(first)
+            entry.wait(first)
         elif self.sounds.duration(name) is None:
             self._reply("200 result=-1")
         else:
-            self._play([name], _ANY, prompt_done)
+            self._play([name], _ANY, entry.prompt_done)
 
     def _cmd_wait_for_digit(self, timeout: str) -> None:
         ms = _leading_int(timeout)
@@ -666,7 +737,8 @@ class SimulatedFastAGI:
     ``address(host, port)`` may redirect a URL's address (the daemon's FastAGI server
     listens on a port known only once it runs). ``callers`` maps a dialled number to
     the person who answers there: a leg originated to it runs its AGI with that
-    :class:`ScriptedCaller`. ``calls`` lists every AGI run, oldest first.
+    :class:`ScriptedCaller`. ``calls`` lists every AGI run, oldest first; ``record``
+    False keeps no transcripts (a benchmark's many calls).
     """
 
     log = Logger()
@@ -679,9 +751,11 @@ class SimulatedFastAGI:
         sounds: SoundLibrary | None = None,
         address: Callable[[str, int], tuple[str, int]] | None = None,
         callers: dict[str, ScriptedCaller] | None = None,
+        record: bool = True,
     ) -> None:
         self.switch = switch
         self.reactor = reactor
+        self.record = record
         self.sounds = sounds or SoundLibrary()
         self.address = address
         self.callers: dict[str, ScriptedCaller] = {} if callers is None else callers
@@ -753,6 +827,7 @@ class SimulatedFastAGI:
             sounds=self.sounds,
             then=then,
             thread_id=next(self._threads),
+            record=self.record,
         )
         self.calls.append(call)
         parts = urlsplit(url)

@@ -190,6 +190,9 @@ class Channel:
     hangup_hooks: list[Callable[[], None]] = field(default_factory=list)
     #: called once when an AMI Redirect moves the channel (a running ``AGI()`` ends)
     redirect_hooks: list[Callable[[], None]] = field(default_factory=list)
+    #: called each time the channel joins a ConfBridge room (the person on it hears
+    #: the room: a scripted caller's ``ROOM`` cue)
+    join_hooks: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def is_local_two(self) -> bool:
@@ -817,6 +820,8 @@ class SimulatedAsterisk:
         keys, ch.keys = ch.keys, ""
         if keys:
             self._later(ch, "keys", DTMF_DELAY_SECONDS, lambda: self.key_dtmf(ch, keys))
+        for hook in list(ch.join_hooks):
+            hook()
 
     def _leave(self, ch: Channel, result: str) -> None:
         """``ch`` leaves its room; end_marked users are kicked when no marked one is left.

@@ -17,10 +17,13 @@ from typing import Final, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-__all__ = ["INPUT", "CallerStep", "CallerSink", "ScriptedCaller"]
+__all__ = ["INPUT", "ROOM", "CallerStep", "CallerSink", "ScriptedCaller"]
 
 #: the cue of a step that waits for the IVR's next command that reads digits
 INPUT: Final = None
+#: the cue of a step that waits for the caller's leg to join the ConfBridge room (the
+#: destination answered): keys then go to the room's DTMF menu (``#11``), as on Asterisk
+ROOM: Final = "ConfBridge"
 #: a person's pause after a prompt starts before the first key, and between keys
 HUMAN_DELAY: Final = 0.4
 HUMAN_INTERVAL: Final = 0.25
@@ -42,7 +45,8 @@ class CallerStep:
     """One thing the caller does once its cue comes.
 
     ``prompt``: the sound file whose start is the cue (``"callbackd/enter-pin"``, or a
-    ``digits/...`` file of a ``SAY``); None (:data:`INPUT`): the IVR's next command that
+    ``digits/...`` file of a ``SAY``), or :data:`ROOM` (``"ConfBridge"``: the leg joined
+    the conference room); None (:data:`INPUT`): the IVR's next command that
     reads digits (``GET DATA``, ``WAIT FOR DIGIT``, a ``STREAM FILE`` or ``SAY`` with
     escape digits). ``delay`` seconds after the cue the caller keys ``keys``, one every
     ``interval`` seconds, then hangs up if ``hang_up``.
@@ -142,6 +146,10 @@ class ScriptedCaller:
         step = self._armed
         if step is not None and step.prompt == name:
             self._act(step)
+
+    def attached_to(self, sink: CallerSink) -> bool:
+        """The caller is on the call ``sink`` (its latest)."""
+        return self._sink is sink
 
     def input_started(self) -> None:
         """The call started a command that reads digits."""

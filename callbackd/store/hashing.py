@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
 from typing import Any, Protocol
 
 import bcrypt
 from twisted.internet import defer, threads
 
-__all__ = ["BcryptHasher", "PasswordHasher"]
+__all__ = ["BcryptHasher", "PasswordHasher", "load_pin_pepper", "pin_index"]
 
 
 class PasswordHasher(Protocol):
@@ -72,3 +76,39 @@ class BcryptHasher:
             return bcrypt.checkpw(_prehash(secret), hashed.encode("ascii"))
         except ValueError:  # a corrupt hash is a mismatch, not a crash
             return False
+
+
+# -- the PIN index (IVR: unknown callers identified by their PIN) --------------------------
+
+#: the pepper's file in the state directory when [ivr] pin_pepper is not set
+PIN_PEPPER_FILE = "pin-pepper"
+
+
+def pin_index(pepper: bytes, pin: str) -> str:
+    """The PIN's entry in the PIN index: HMAC-SHA256 keyed with the pepper, hex.
+
+    The pepper is kept out of the database ([ivr] pin_pepper, or a file in the state
+    directory), so a dump of the database alone does not reveal the PINs (4 to 12
+    digits: an unkeyed hash of one would be reversed by trying them all)."""
+    return hmac.new(pepper, pin.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def load_pin_pepper(configured: str, state_dir: Path) -> bytes:
+    """The PIN index's pepper: the configured one, else the state directory's file
+    (made with 32 random bytes, mode 0600, on first use)."""
+    if configured:
+        return configured.encode("utf-8")
+    path = Path(state_dir) / PIN_PEPPER_FILE
+    try:
+        return bytes.fromhex(path.read_text("ascii").strip())
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # made meanwhile by another process
+        return bytes.fromhex(path.read_text("ascii").strip())
+    pepper = secrets.token_bytes(32)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(pepper.hex() + "\n")
+    return pepper

@@ -99,7 +99,8 @@ class IStore(Interface):
         """Create ``account`` (an Account) with a password (and PIN), hashed with a slow KDF.
 
         Atomic: either the whole account exists afterwards or nothing does.
-        Errback AccountExists if the username is taken.
+        Errback AccountExists if the username is taken, InvalidArgument when another
+        account has the PIN.
         """
 
     def get_account(username):
@@ -115,7 +116,8 @@ class IStore(Interface):
         """Replace the password hash."""
 
     def set_pin(username, pin):
-        """Replace the PIN hash."""
+        """Replace the PIN hash. InvalidArgument when another account has that PIN (a
+        PIN identifies its account to the IVR: ``account_for_pin``)."""
 
     def check_password(username, password):
         """Fire with True if ``password`` is the account's password (False if no account)."""
@@ -311,7 +313,9 @@ class IStore(Interface):
         Failures are counted per account and per caller ID, each in a window of
         ``period`` seconds from its first failure; the ``attempts``-th failure of either
         locks PIN entry for both until ``now + period``. Fire with the end of the
-        lockout in force after this failure (0.0: not locked).
+        lockout in force after this failure (0.0: not locked). ``username`` "": the
+        caller ID's counter alone (an unknown caller's PIN, which names no account);
+        likewise for ``pin_locked_until`` and ``pin_succeeded``.
         """
 
     def pin_locked_until(username, number, now):
@@ -492,3 +496,12 @@ class IStore(Interface):
 
     def last_message_id(box):
         """Fire with the id of the last message of ``box`` ("0-0" when it has none)."""
+
+    # -- IVR: the PIN index (unknown callers) -------------------------------------------
+    def account_for_pin(pin):
+        """Fire with the username whose PIN is ``pin``, or None (also for a malformed PIN).
+
+        The index holds ``hashing.pin_index(pepper, pin)`` of every PIN set since it
+        exists (``create_account``, ``set_pin``, and a right ``check_pin``), never the
+        PIN: the pepper lives outside the database.
+        """

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import secrets
 from collections.abc import Callable
 from typing import Any, Generic, Literal, TypeVar
 
@@ -31,7 +32,7 @@ from callbackd.core.model import (
     WebhookDelivery,
 )
 from callbackd.store import records
-from callbackd.store.hashing import BcryptHasher, PasswordHasher
+from callbackd.store.hashing import BcryptHasher, PasswordHasher, pin_index
 from callbackd.store.interface import (
     INVITE_ORIGIN,
     LINK_ORIGIN,
@@ -68,9 +69,12 @@ class MemoryStore:
         clock: IReactorTime | None = None,
         password_hasher: PasswordHasher | None = None,
         provider_window: float = 86400.0,
+        pin_pepper: bytes | None = None,
     ) -> None:
         self.clock = clock if clock is not None else Clock()
         self.hasher = password_hasher or BcryptHasher(rounds=4, run_in_thread=False)
+        #: the PIN index's key (callbackd.store.hashing.pin_index)
+        self.pin_pepper = pin_pepper or secrets.token_bytes(32)
         self.provider_window = provider_window
         self._available = True
         self._watchers: list[tuple[Callable[[str, str], None], Callable[[bool], None]]] = []
@@ -107,6 +111,8 @@ class MemoryStore:
         self._hits: dict[str, list[Any]] = {}
         #: portal logins: token digest -> (expires at, record)
         self._web_sessions: dict[str, tuple[float, dict[str, Any]]] = {}
+        #: the IVR's PIN index: pin_index(pepper, PIN) -> username
+        self._pin_index: dict[str, str] = {}
 
     @property
     def connected(self) -> bool:
@@ -176,6 +182,8 @@ class MemoryStore:
         self._up()
         if account.username in self._accounts:
             raise AccountExists(f"account {account.username!r} exists")
+        if pin is not None:
+            self._pin_free(account.username, pin)
         password_hash = await self.hasher.hash(password)
         pin_hash = await self.hasher.hash(pin) if pin is not None else ""
         if account.username in self._accounts:  # created while hashing
@@ -185,6 +193,8 @@ class MemoryStore:
         self._accounts[account.username] = account
         self._secrets[account.username] = {"password": password_hash, "pin": pin_hash}
         self._balances[account.username] = 0
+        if pin is not None:
+            self._index_pin(account.username, pin)
         self._changed(account.username)
         return account
 
@@ -218,8 +228,15 @@ class MemoryStore:
         return defer.ensureDeferred(self._set_secret(username, "password", password))
 
     def set_pin(self, username: str, pin: str) -> defer.Deferred[None]:
-        """Replace the PIN hash."""
-        return defer.ensureDeferred(self._set_secret(username, "pin", pin))
+        """Replace the PIN hash; InvalidArgument when another account has the PIN."""
+        return defer.ensureDeferred(self._set_pin(username, pin))
+
+    async def _set_pin(self, username: str, pin: str) -> None:
+        records.check_pin(pin)
+        self._account(username)
+        self._pin_free(username, pin)
+        await self._set_secret(username, "pin", pin)
+        self._index_pin(username, pin)
 
     async def _set_secret(self, username: str, which: str, secret: str) -> None:
         (records.check_password if which == "password" else records.check_pin)(secret)
@@ -242,7 +259,10 @@ class MemoryStore:
         if not isinstance(secret, str):
             raise InvalidArgument(f"{which} must be a string")
         hashed = self._secrets.get(username, {}).get(which)
-        return bool(await self.hasher.check(secret, hashed or None))
+        right = bool(await self.hasher.check(secret, hashed or None))
+        if right and which == "pin":
+            self._index_pin(username, secret, unless_taken=True)  # set before the index
+        return right
 
     # -- money -------------------------------------------------------------
     def get_balance(self, username: str) -> defer.Deferred[int]:
@@ -1257,6 +1277,39 @@ class MemoryStore:
 
         return _fired(last)
 
+    # -- IVR: the PIN index (unknown callers) -------------------------------------------
+    def account_for_pin(self, pin: str) -> defer.Deferred[str | None]:
+        """Fire with the account whose PIN this is, or None (see IStore)."""
+
+        def find() -> str | None:
+            self._up()
+            if not isinstance(pin, str) or not records.PIN.fullmatch(pin):
+                return None
+            return self._pin_index.get(pin_index(self.pin_pepper, pin))
+
+        return _fired(find)
+
+    def _pin_free(self, username: str, pin: str) -> None:
+        """InvalidArgument when another account has ``pin``."""
+        owner = self._pin_index.get(pin_index(self.pin_pepper, pin))
+        if owner is not None and owner != username:
+            raise InvalidArgument("that PIN cannot be used: choose another")
+
+    def _index_pin(self, username: str, pin: str, unless_taken: bool = False) -> None:
+        """Make ``pin`` the account's entry of the PIN index (its old one gone)."""
+        entry = pin_index(self.pin_pepper, pin)
+        owner = self._pin_index.get(entry)
+        if owner is not None and owner != username:
+            if unless_taken:
+                return
+            raise InvalidArgument("that PIN cannot be used: choose another")
+        secrets_ = self._secrets[username]
+        old = secrets_.get("pin_index", "")
+        if old and old != entry and self._pin_index.get(old) == username:
+            del self._pin_index[old]
+        self._pin_index[entry] = username
+        secrets_["pin_index"] = entry
+
 
 @dataclasses.dataclass
 class _Cluster:
@@ -1338,8 +1391,11 @@ class _Queue(Generic[Q]):
         return [self.items[i] for i in self.dead_ids]
 
 
-def _pin_keys(username: str, number: str) -> tuple[str, str]:
-    """The PIN failure counters of an account and of a caller ID."""
+def _pin_keys(username: str, number: str) -> tuple[str, ...]:
+    """The PIN failure counters of an account and of a caller ID (username "": the
+    caller ID's alone, an unknown caller's)."""
+    if not username:
+        return (f"number:{number}",)
     records.check_username(username)
     return f"account:{username}", f"number:{number}"
 

@@ -30,6 +30,7 @@ from callbackd.store.interface import InvalidArgument
 __all__ = [
     "ACCOUNT_FIELDS",
     "IDEMPOTENCY_TTL",
+    "PIN",
     "MAX_AMOUNT",
     "SMS_PROGRESS",
     "check_attempts",
@@ -86,7 +87,8 @@ IDEMPOTENCY_TTL = 30 * 24 * 3600
 
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
-_PIN = re.compile(r"[0-9]{4,12}")
+#: a PIN: 4 to 12 digits
+PIN = _PIN = re.compile(r"[0-9]{4,12}")
 _BATCH = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _PROVIDER = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _LANGUAGE = re.compile(r"[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})?")

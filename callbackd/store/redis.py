@@ -37,6 +37,9 @@ keys of different accounts never collide)::
                                               until, left (TTL: the code's life)
     cb:hits:{key}                     STRING  a rate/lockout counter (TTL: its window)
     cb:web:{sha256(token)}            STRING  JSON of a portal login (username, role), expiring
+    cb:pinindex                       HASH    hashing.pin_index(pepper, PIN) -> username (the
+                                              IVR's unknown callers); the account's entry is
+                                              also its secrets' pin_index field
 
 Everything that must be all-or-nothing or checked-then-written is one Lua script
 (EVALSHA, falling back to EVAL after NOSCRIPT, e.g. when Redis restarted):
@@ -65,6 +68,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -90,7 +94,7 @@ from callbackd.core.model import (
 )
 from callbackd.store import records
 from callbackd.store.embedded import socket_path
-from callbackd.store.hashing import BcryptHasher, PasswordHasher
+from callbackd.store.hashing import BcryptHasher, PasswordHasher, load_pin_pepper, pin_index
 from callbackd.store.interface import (
     INVITE_ORIGIN,
     SMS_CODE_ATTEMPTS,
@@ -563,7 +567,29 @@ return tostring(result)
 """)
 
 
+_INDEX_PIN = _Script("""
+-- KEYS: the PIN index, the account's secrets; ARGV: the entry, username, only if free
+-- ("1": leave a taken entry alone and answer 1). Makes the entry the account's (its old
+-- one gone); 0 when another account has it.
+local owner = redis.call('HGET', KEYS[1], ARGV[1])
+if owner and owner ~= ARGV[2] then
+  if ARGV[3] == '1' then return 1 end
+  return 0
+end
+local old = redis.call('HGET', KEYS[2], 'pin_index')
+if old and old ~= ARGV[1] and redis.call('HGET', KEYS[1], old) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], old)
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], 'pin_index', ARGV[1])
+return 1
+""")
+_PIN_INDEX = "cb:pinindex"
+
+
 def _pin_keys(username: str, number: str) -> list[str]:
+    if not username:  # an unknown caller's: the caller ID's counter alone
+        return [f"cb:pinfail:{number}"]
     records.check_username(username)
     return [_acct(username, "pinfail"), f"cb:pinfail:{number}"]
 
@@ -619,8 +645,12 @@ class RedisStore:
         timeout: float = 5.0,
         provider_window: float = 3600.0,
         max_reconnect_delay: float = 5.0,
+        pin_pepper: bytes | None = None,
     ) -> None:
         self.endpoint = endpoint
+        #: the PIN index's key (callbackd.store.hashing.pin_index): the daemon's comes
+        #: from the configuration; a random one indexes only this store object's PINs
+        self.pin_pepper = pin_pepper or secrets.token_bytes(32)
         self.address = address
         self.clock = clock
         self.hasher = password_hasher
@@ -757,6 +787,8 @@ class RedisStore:
         user = account.username
         if await self._call("EXISTS", _acct(user)):
             raise AccountExists(f"account {user!r} exists")
+        if pin is not None:
+            await self._pin_free(user, pin)
         password_hash = await self.hasher.hash(password)
         pin_hash = await self.hasher.hash(pin) if pin is not None else ""
         if not account.created_at:
@@ -769,6 +801,8 @@ class RedisStore:
         )
         if not created:
             raise AccountExists(f"account {user!r} exists")
+        if pin is not None:
+            await self._index_pin(user, pin)
         return account
 
     def get_account(self, username: str) -> defer.Deferred[Account | None]:
@@ -809,8 +843,15 @@ class RedisStore:
         return defer.ensureDeferred(self._set_secret(username, "password", password))
 
     def set_pin(self, username: str, pin: str) -> defer.Deferred[None]:
-        """Replace the PIN hash."""
-        return defer.ensureDeferred(self._set_secret(username, "pin", pin))
+        """Replace the PIN hash; InvalidArgument when another account has the PIN."""
+        return defer.ensureDeferred(self._set_pin(username, pin))
+
+    async def _set_pin(self, username: str, pin: str) -> None:
+        records.check_pin(pin)
+        records.check_username(username)
+        await self._pin_free(username, pin)
+        await self._set_secret(username, "pin", pin)
+        await self._index_pin(username, pin)
 
     async def _set_secret(self, username: str, which: str, secret: str) -> None:
         (records.check_password if which == "password" else records.check_pin)(secret)
@@ -835,7 +876,10 @@ class RedisStore:
         if not isinstance(secret, str):
             raise InvalidArgument(f"{which} must be a string")
         hashed = await self._call("HGET", _acct(username, "secrets"), which)
-        return bool(await self.hasher.check(secret, hashed or None))
+        right = bool(await self.hasher.check(secret, hashed or None))
+        if right and which == "pin":
+            await self._index_pin(username, secret, unless_taken=True)  # set before the index
+        return right
 
     # -- money ---------------------------------------------------------------------
     def get_balance(self, username: str) -> defer.Deferred[int]:
@@ -1787,6 +1831,26 @@ class RedisStore:
         d = self._call("XREVRANGE", _BOX + box, "+", "-", "COUNT", 1)
         return d.addCallback(lambda entries: entries[0][0] if entries else "0-0")
 
+    # -- IVR: the PIN index (unknown callers) -------------------------------------------
+    def account_for_pin(self, pin: str) -> defer.Deferred[str | None]:
+        """Fire with the account whose PIN this is, or None (see IStore)."""
+        if not isinstance(pin, str) or not records.PIN.fullmatch(pin):
+            return defer.succeed(None)
+        return self._call("HGET", _PIN_INDEX, pin_index(self.pin_pepper, pin))
+
+    async def _pin_free(self, username: str, pin: str) -> None:
+        """InvalidArgument when another account has ``pin``."""
+        owner = await self._call("HGET", _PIN_INDEX, pin_index(self.pin_pepper, pin))
+        if owner is not None and owner != username:
+            raise InvalidArgument("that PIN cannot be used: choose another")
+
+    async def _index_pin(self, username: str, pin: str, unless_taken: bool = False) -> None:
+        """Make ``pin`` the account's entry of the PIN index (its old one gone)."""
+        keys = [_PIN_INDEX, _acct(username, "secrets")]
+        entry = pin_index(self.pin_pepper, pin)
+        if not await self._eval(_INDEX_PIN, keys, [entry, username, int(unless_taken)]):
+            raise InvalidArgument("that PIN cannot be used: choose another")
+
 
 # -- several daemons (cluster): ownership, leases, messages --------------------------------
 _NODE = "cb:node:"
@@ -1892,6 +1956,7 @@ def make_store(
         password=None if config.redis.mode == "embedded" else config.redis.password,
         timeout=config.redis.timeout,
         provider_window=float(config.routing.window),
+        pin_pepper=load_pin_pepper(config.ivr.pin_pepper.reveal(), config.state_dir),
     )
 
 

@@ -22,9 +22,10 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
+from callbackd.core.model import Account
 from callbackd.ivr import speech
 from callbackd.ivr.service import CALLBACK_URL
-from callbackd.simulator.caller import ScriptedCaller
+from callbackd.simulator.caller import ROOM, ScriptedCaller
 from callbackd.simulator.service import SimulatorService
 from tests.integration.daemon import Daemon
 from tests.procs import free_port
@@ -52,6 +53,7 @@ RULES = [
 #: the demo tariff's price of 1555... per minute (0.014 EUR), in minor units (5 decimals)
 PRICE_1555 = 1400
 TIME_SCALE = 0.2
+PIN_PEPPER = "test pepper of the PIN index"
 
 
 async def until(condition: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
@@ -86,6 +88,10 @@ class Rig:
         # the callback leg's ivr-a runs the IVR (etc/asterisk/extensions.conf)
         self.simulator.add_agi_extension("cb-conf", "ivr-a", CALLBACK_URL)
         self.store = redis_store(redis_port)
+        # the daemon's PIN index key ([ivr] pin_pepper), so PINs set here name accounts
+        self.store.pin_pepper = PIN_PEPPER.encode()
+        self.pepper_file = workdir / "pin-pepper.secret"
+        self.pepper_file.write_text(PIN_PEPPER)
 
     async def start(self, **ivr: str) -> Rig:
         self.simulator.startService()
@@ -101,6 +107,7 @@ class Rig:
             "dids": f"{DID}:bob",
             "ring_delay": "0.3",
             "callback_delay": "0.3",
+            "pin_pepper_file": str(self.pepper_file),
             **ivr,
         }
         extra = (
@@ -187,7 +194,14 @@ async def test_ani_callback_balance_destination_end_code_second_destination_hang
     await rig.store.add_caller_id("alice", ALICE, verified=True)
     before = await rig.balance("alice")
     number = ALICE[1:]
-    rig.answers(number, ScriptedCaller().press(FRIEND + "#", prompt="callbackd/enter_number"))
+    caller = (
+        ScriptedCaller()
+        .press(FRIEND + "#", prompt="callbackd/enter_number")
+        # keyed in the room a second after the destination answered: ConfBridge's menu
+        # (cb_menu_a) turns it into the UserEvent the daemon hears, as on Asterisk
+        .press("#11", prompt=ROOM, delay=1.0)
+    )
+    rig.answers(number, caller)
     inbound = rig.call(ALICE)
     # it rang, was rejected unanswered (Busy), and was never answered
     assert await inbound.done == "HANGUP"
@@ -204,12 +218,11 @@ async def test_ani_callback_balance_destination_end_code_second_destination_hang
         "callbackd/enter_number",
     ]
     assert "callbackd/max_duration_is" in first.played
-    await deferLater(reactor, 1.0, lambda: None)
-    # #11 in the room ends the destination; back in the IVR, a second destination
+    # #11 keyed in the room ends the destination; back in the IVR, a second destination
     rig.answers(
         number, ScriptedCaller().press(OTHER + "#", prompt="callbackd/enter_another_number")
     )
-    rig.switch._cb_dtmf(source, sid)
+    await until(lambda: len(caller.keyed) == len(FRIEND) + 4, what="#11 keyed in the room")
     await until(lambda: rig.leg("d1") and source.room, what="the second destination")
     assert "callbackd/call_ended" in rig.ivr_calls()[1].played
     await deferLater(reactor, 1.0, lambda: None)
@@ -326,6 +339,9 @@ async def test_the_caller_hanging_up_at_every_prompt(rig):
         .press("2468#", prompt="callbackd/enter_pin")
         .hang_up(prompt="callbackd/enter_number"),
         # the right PIN above registered the caller ID: no PIN now
+        "the balance": ScriptedCaller()
+        .press("1")
+        .hang_up(prompt="callbackd/your_balance_is", delay=0.1),
         "the maximum duration": ScriptedCaller()
         .press("1")
         .press(BUSY[:-1] + "9#", prompt="callbackd/enter_number")
@@ -336,6 +352,11 @@ async def test_the_caller_hanging_up_at_every_prompt(rig):
         .press(RINGS + "#", prompt="callbackd/enter_number")
         .press("", prompt="callbackd/connecting", delay=0.0)
         .hang_up(delay=1.0),
+        # talking in the room, out of AGI()
+        "the room": ScriptedCaller()
+        .press("1")
+        .press(FRIEND + "#", prompt="callbackd/enter_number")
+        .hang_up(prompt=ROOM, delay=1.0),
     }
     for where, caller in scripts.items():
         rig.answers(ALICE[1:], caller)
@@ -355,6 +376,9 @@ async def test_the_caller_hanging_up_at_every_prompt(rig):
             if cdr.answered_at:
                 check_billed(cdr)
         assert before >= await rig.balance("alice")
+        if where == "the room":
+            (talked,) = [c for c in legs if c.address == f"phone:+{FRIEND}"]
+            assert talked.answered_at and talked.cost > 0
         if where == "the ringback":
             (ringing,) = [c for c in legs if c.address == f"phone:+{RINGS}"]
             assert not ringing.answered_at and ringing.cost == 0
@@ -391,3 +415,59 @@ async def test_a_busy_destination_and_the_end_code_while_ringing_lead_back_to_th
     assert cdrs["additional-2"].answered_at == 0 and cdrs["additional-2"].cost == 0
     check_billed(cdrs["source"])
     assert await rig.balance("alice") == before - cdrs["source"].cost
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unknown_caller_keys_a_wrong_then_the_right_pin_and_is_called_back(rig):
+    """A caller ID registered to no account: called back on the operator's account
+    ([ivr] unknown_account), asked the PIN, which names alice; the caller ID is saved
+    on her account, the operator's leg ends, and alice's own callback follows in the
+    language of the access number, with no PIN. The operator paid the PIN leg, alice
+    her own; both per second."""
+    stranger = "+15550017777"
+    await rig.start(unknown_account="house")
+    await rig.store.create_account(Account("house"), "house-pw")
+    await rig.store.credit("house", 1_000_000, "initial")
+    await rig.store.set_pin("alice", "24680")
+    alice_before = await rig.balance("alice")
+    first = (
+        ScriptedCaller()
+        .press("1111#", prompt="callbackd/enter_pin")
+        .press("24680#", prompt="callbackd/enter_pin")
+    )
+    rig.answers(stranger[1:], first)
+    rig.call(stranger, dialled=ACCESS_IN["es"])
+    await until(lambda: rig.ivr_calls(), what="the PIN leg")
+    pin_leg = rig.ivr_calls()[0]
+    await until(lambda: "callbackd/calling_back" in pin_leg.played, what="the right PIN")
+    second = ScriptedCaller().hang_up(prompt="callbackd/enter_number")
+    rig.answers(stranger[1:], second)
+    assert pin_leg.played[:4] == [
+        "callbackd/enter_pin",
+        "callbackd/wrong_pin",
+        "callbackd/enter_pin",
+        "callbackd/pin_accepted",
+    ]
+    assert pin_leg.channel.language == "es"
+    await until(lambda: second.hung_up, what="alice's callback")
+    own = rig.ivr_calls()[1]
+    assert "callbackd/enter_pin" not in own.played
+    assert own.played[0] == "callbackd/your_balance_is" and own.channel.language == "es"
+    assert await rig.store.account_for_caller_id(stranger) == "alice"
+    await until(lambda: not rig.switch.channels(), what="every channel gone")
+    while await rig.store.list_sessions():
+        await deferLater(reactor, 0.1, lambda: None)
+    (house_leg,) = [c for c in await rig.store.list_cdrs("house") if c.kind == "leg"]
+    check_billed(house_leg)
+    assert await rig.balance("house") == 1_000_000 - house_leg.cost
+    (alice_leg,) = [c for c in await rig.store.list_cdrs("alice") if c.kind == "leg"]
+    check_billed(alice_leg)
+    assert alice_leg.address == f"phone:{stranger}"
+    assert await rig.balance("alice") == alice_before - alice_leg.cost
+    assert "the PIN of unknown caller ID +15550017777 names account alice" in rig.daemon.log()
+    # the next call to the access number: alice's callback straight away, no PIN
+    third = rig.answers(stranger[1:], ScriptedCaller().hang_up(prompt="callbackd/enter_number"))
+    rig.call(stranger)
+    await until(lambda: third.hung_up, what="the next call")
+    assert "callbackd/enter_pin" not in rig.ivr_calls()[2].played
+    assert "ani callback of alice" in rig.daemon.log()

@@ -101,6 +101,22 @@ def test_an_unknown_or_missing_caller_id_gets_no_callback() -> None:
     assert plan(caller_id="", caller_owner="alice").why == "no caller ID"
 
 
+def test_an_unknown_caller_id_is_called_back_on_the_operators_account() -> None:
+    """With [ivr] unknown_account, an unknown caller ID is called back on that account
+    and asked the PIN, which names the account; the access number's language holds."""
+    p = plan(unknown_account="house", dialled="4930555001")
+    assert (p.username, p.number, p.need_pin, p.language, p.kind) == (
+        "house",
+        "+4930123456",
+        True,
+        "fr",
+        "unknown",
+    )
+    assert plan(unknown_account="house", caller_id="").username == ""
+    # a registered caller ID is its account's, whatever unknown_account says
+    assert plan(unknown_account="house", caller_owner="alice").username == "alice"
+
+
 def test_a_did_calls_back_the_predefined_number_not_the_caller_id() -> None:
     p = plan(dialled="4930555099", caller_id="", did_owner_number="+4917000001")
     assert (p.username, p.number, p.need_pin, p.kind) == ("alice", "+4917000001", False, "did")
@@ -211,6 +227,23 @@ def test_the_destination_ending_while_the_user_waits_returns_to_the_number() -> 
     flow, _ = run(flow, Balance(5), Collected("4930123456"), Quoted("+4930123456", 60))
     flow, effects = f.step(flow, Ended())
     assert plays(effects) == ["call_ended", "enter_another_number"]
+
+
+def test_an_unknown_callers_right_pin_saves_the_caller_id_and_calls_back() -> None:
+    """identify: the right PIN saves the caller ID, says so, and ends this leg with
+    CallBack in the caller's language; a wrong one is asked again, as for a known one."""
+    flow, effects = f.start(RULES, language="vi", need_pin=False, identify=True)
+    assert plays(effects) == ["enter_pin"]
+    flow, effects = run(flow, Collected("1111"), PinChecked(False), PinFailureRecorded(False))
+    assert plays(effects) == ["wrong_pin", "enter_pin"]
+    flow, effects = run(flow, Collected("4321"), PinChecked(True))
+    assert effects == [
+        SaveCallerId(),
+        Announce((Play("pin_accepted"), Play("calling_back"))),
+        f.CallBack("vi"),
+        HangUp(),
+    ]
+    assert flow.ended
 
 
 def test_pin_wrong_then_right_saves_the_caller_id() -> None:

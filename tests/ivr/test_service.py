@@ -7,6 +7,7 @@ under twistd, the simulated Asterisk and a real redis-server.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from typing import Any
 
@@ -16,7 +17,7 @@ from twisted.internet.task import deferLater
 from callbackd.agi.protocol import Reply
 from callbackd.agi.server import AGIHangup
 from callbackd.config import IvrConfig
-from callbackd.core.model import PhonebookEntry
+from callbackd.core.model import Account, PhonebookEntry
 from callbackd.ivr.service import KEY_POLL_MS, PhoneCallback, caller_number
 from tests.test_engine import DESTINATION, EXTRA, SOURCE, World, result
 
@@ -190,6 +191,123 @@ def test_an_unknown_caller_id_gets_no_callback():
     assert ("Busy", "1") in caller.apps
     assert not phone.switch.originated
     phone.call(caller_id="unknown")
+    assert not phone.switch.originated
+
+
+# -- unknown callers: the PIN names the account ----------------------------------------
+
+UNKNOWN = dataclasses.replace(CONFIG, unknown_account="house", unknown_pin_timeout=60.0)
+
+
+def house_phone(config: IvrConfig = UNKNOWN) -> Phone:
+    """alice with PIN 4321, and the operator's account that pays the PIN legs."""
+    phone = Phone(config)
+    result(phone.store.create_account(Account("house"), "house-pw"))
+    result(phone.store.credit("house", 1_000_000, "initial"))
+    result(phone.store.set_pin("alice", "4321"))
+    return phone
+
+
+def house_sid(phone: Phone) -> str:
+    (sid,) = phone.world.manager.sessions_of("house")
+    return sid
+
+
+def test_an_unknown_caller_is_called_back_on_the_operators_account_and_asked_the_pin():
+    """Wrong then right PIN: the PIN names alice, the caller ID is saved verified on her
+    account, the operator's leg ends, and alice's callback follows with no PIN."""
+    phone = house_phone()
+    phone.call()
+    sid = house_sid(phone)
+    assert not phone.world.manager.sessions_of("alice")
+    phone.answer(f"{sid}-a1")
+    caller, d = phone.leg(sid, entries=["3", "1111", "4321"])  # French from the menu
+    assert caller.prompts()[5:] == [
+        "enter_pin",
+        "wrong_pin",
+        "enter_pin",
+        "pin_accepted",
+        "calling_back",
+    ]
+    assert ("HANGUP",) in caller.apps
+    assert result(phone.store.account_for_caller_id(SOURCE)) == "alice"
+    phone.switch.hang_up(f"{sid}-a1", phone.clock.seconds())
+    assert not phone.world.manager.sessions_of("alice")
+    phone.advance(CONFIG.callback_delay)
+    sid = phone.sid()  # alice's own callback now, to the same number
+    assert SOURCE[1:] in phone.switch.originated[-1].channel
+    phone.answer(f"{sid}-a1")
+    caller, d = phone.leg(sid, entries=[None])  # in the language chosen before
+    assert caller.prompts()[0] == "your_balance_is" and "enter_pin" not in caller.prompts()
+    assert caller.languages[0] == "fr"
+    # the operator paid the PIN leg; alice pays from her callback on
+    cdrs = result(phone.store.list_cdrs("house"))
+    assert [c.session_id for c in cdrs if c.kind == "leg"]
+
+
+def test_an_unknown_callers_wrong_pins_lock_the_caller_id():
+    phone = house_phone()
+    phone.call()
+    sid = house_sid(phone)
+    phone.answer(f"{sid}-a1")
+    caller, d = phone.leg(sid, entries=["1", "1111", "2222", "3333"])
+    assert caller.prompts()[-2:] == ["pin_locked", "goodbye"]
+    now = phone.clock.seconds()
+    assert result(phone.store.pin_locked_until("", SOURCE, now)) > now
+    assert not result(phone.store.pin_locked_until("alice", "+4930999999", now))
+    phone.switch.hang_up(f"{sid}-a1", now)
+    phone.call()
+    sid = house_sid(phone)
+    phone.answer(f"{sid}-a1")
+    caller, d = phone.leg(sid, entries=["1", "4321"])  # right, but locked: not even checked
+    assert caller.prompts()[-2:] == ["pin_locked", "goodbye"]
+    assert result(phone.store.account_for_caller_id(SOURCE)) is None
+
+
+def test_the_operators_own_pin_names_no_account():
+    """A PIN of the operator's account (which should have none) is a wrong PIN: its
+    legs are never an unknown caller's callback."""
+    phone = house_phone()
+    result(phone.store.set_pin("house", "97531"))
+    phone.call()
+    sid = house_sid(phone)
+    phone.answer(f"{sid}-a1")
+    caller, d = phone.leg(sid, entries=["1", "97531", None])
+    assert caller.prompts()[5:] == ["enter_pin", "wrong_pin", "enter_pin"]
+    assert result(phone.store.account_for_caller_id(SOURCE)) is None
+
+
+def test_unknown_callers_are_limited_per_caller_id_and_in_all():
+    config = dataclasses.replace(UNKNOWN, unknown_per_caller=2, unknown_total=3)
+    phone = house_phone(config)
+    for caller_id, called in [
+        (SOURCE, True),
+        (SOURCE, True),
+        (SOURCE, False),  # the third to this caller ID in the period
+        ("+4930111111", True),
+        ("+4930222222", False),  # the fourth in all
+    ]:
+        before = len(phone.switch.originated)
+        phone.call(caller_id=caller_id)
+        assert len(phone.switch.originated) == before + called, caller_id
+        for sid in phone.world.manager.sessions_of("house"):
+            phone.switch.fail(f"{sid}-a1", "noanswer", phone.clock.seconds())
+
+
+def test_the_operators_pin_leg_is_hung_up_after_its_timeout():
+    phone = house_phone()
+    phone.call()
+    sid = house_sid(phone)
+    phone.answer(f"{sid}-a1")
+    phone.advance(UNKNOWN.unknown_pin_timeout - 1)
+    assert phone.world.manager.sessions_of("house")
+    phone.advance(1)
+    assert (f"{sid}-a1", 16) in phone.switch.hung_up
+
+
+def test_unknown_callers_refused_get_no_callback():
+    phone = house_phone(dataclasses.replace(UNKNOWN, unknown_callers="refuse"))
+    phone.call()
     assert not phone.switch.originated
 
 

@@ -10,7 +10,7 @@ from callbackd.agi.protocol import AGIParser, Reply
 from callbackd.agi.server import AGIChannel, FastAGIService
 from callbackd.simulator.agi import AGICall, SimulatedFastAGI, SoundLibrary, parse_args
 from callbackd.simulator.asterisk import OriginateRequest, SimulatedAsterisk
-from callbackd.simulator.caller import ScriptedCaller
+from callbackd.simulator.caller import ROOM, ScriptedCaller
 from callbackd.simulator.rules import RuleSet
 from tests.agi.transcript import (
     ASTERISK,
@@ -400,3 +400,35 @@ async def test_simulator_service_redirects_agi_urls_and_keeps_extensions():
         b"200 result=1\n",
         b"HANGUP\n",
     ]
+
+
+def test_keys_in_the_room_reach_the_confbridge_menu_as_on_asterisk():
+    """The caller's leg Redirected from AGI() into the room (cb-conf,leg-a): the caller,
+    cued by the join (ROOM), keys #11, which the room's cb_menu_a turns into
+    ``UserEvent CbDtmf`` (cb-dtmf,endb); before the join, keys only reach AGI()."""
+    caller = ScriptedCaller().press("#11", prompt=ROOM, delay=0.5, interval=0.25)
+    wire = Wire(caller=caller)
+    events: list = []
+    wire.switch.add_listener(lambda category, body: events.append(dict(body)))
+    wire.channel.variables["CB_ROOM"] = "s42"
+    wire.switch.redirect(wire.channel, "cb-conf", "leg-a")
+    assert wire.channel.room is not None and wire.call.status is None
+    wire.advance(0.4)
+    assert not caller.keyed
+    wire.advance(1.0)
+    assert [d for _, d in caller.keyed] == ["#", "1", "1"]
+    (event,) = [body for body in events if body.get("Event") == "UserEvent"]
+    assert (event["UserEvent"], event["CbRoom"], event["CbCmd"]) == ("CbDtmf", "s42", "endb")
+    assert wire.channel.alive and wire.channel.room is not None  # back in the room
+
+
+def test_keys_in_the_room_without_the_menu_do_nothing():
+    """A leg in the room without cb_menu_a (a destination): #11 sends no UserEvent."""
+    caller = ScriptedCaller().press("#11", prompt=ROOM)
+    wire = Wire(caller=caller)
+    events: list = []
+    wire.switch.add_listener(lambda category, body: events.append(dict(body)["Event"]))
+    wire.channel.variables["CB_ROOM"] = "s42"
+    wire.switch.redirect(wire.channel, "cb-conf", "leg-b")
+    wire.advance(2.0)
+    assert len(caller.keyed) == 3 and "UserEvent" not in events

@@ -23,8 +23,11 @@ from callbackd.store.interface import (
 from callbackd.store.memory import MemoryStore
 
 
-async def make_account(store, username="alice", password="secret pw", pin="1234", **fields):
-    """Create an account and return it."""
+async def make_account(store, username="alice", password="secret pw", pin="", **fields):
+    """Create an account and return it; its PIN "1234" for alice, else one of its own
+    (a PIN is one account's: it names the account to the IVR)."""
+    if pin == "":
+        pin = "1234" if username == "alice" else str(int.from_bytes(username.encode()))[-8:]
     return await store.create_account(Account(username, **fields), password, pin)
 
 
@@ -750,3 +753,65 @@ async def test_pin_failures_count_in_a_window_and_a_success_forgets_them(store):
     assert await store.pin_failed("alice", "+4930123456", 1720.0, 3, 600) == 0.0
     assert await store.pin_failed("alice", "+4930123456", 1730.0, 3, 600) == 0.0
     assert await store.pin_locked_until("alice", "+4930123456", 1730.0) == 0.0
+
+
+# -- IVR: the PIN index (unknown callers) -------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pin_names_its_account(store):
+    """account_for_pin finds the account by its PIN alone: set at creation, replaced by
+    set_pin (the old PIN names no one then); a malformed PIN names no one."""
+    await make_account(store, pin="24680")
+    await make_account(store, "bob", pin="13579")
+    assert await store.account_for_pin("24680") == "alice"
+    assert await store.account_for_pin("13579") == "bob"
+    assert await store.account_for_pin("11111") is None
+    await store.set_pin("alice", "86420")
+    assert await store.account_for_pin("86420") == "alice"
+    assert await store.account_for_pin("24680") is None
+    for bad in ("", "12", "abcd", "1" * 13, 1234, None):
+        assert await store.account_for_pin(bad) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pin_is_one_accounts(store):
+    """Another account's PIN is refused by set_pin and create_account, and changes
+    nothing; setting an account's own PIN again is fine."""
+    await make_account(store, pin="24680")
+    await make_account(store, "bob", pin="13579")
+    await fails(store.set_pin("bob", "24680"), InvalidArgument)
+    assert await store.check_pin("bob", "13579")
+    assert not await store.check_pin("bob", "24680")
+    assert await store.account_for_pin("24680") == "alice"
+    await fails(make_account(store, "carol", pin="24680"), InvalidArgument)
+    assert await store.get_account("carol") is None
+    await store.set_pin("alice", "24680")
+    assert await store.account_for_pin("24680") == "alice"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_pin_index_does_not_hold_the_pin(store):
+    """The index keeps a keyed hash: neither the PIN nor its plain SHA-256 is stored."""
+    import hashlib
+
+    from callbackd.store.hashing import pin_index
+
+    await make_account(store, pin="24680")
+    entry = pin_index(store.pin_pepper, "24680")
+    plain = hashlib.sha256(b"24680").hexdigest()
+    assert entry != plain and "24680" not in entry
+    assert pin_index(b"another pepper", "24680") != entry
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unknown_callers_pin_failures_lock_the_caller_id_alone(store):
+    """username "": the caller ID's counter alone; no account is locked."""
+    assert await store.pin_failed("", "+4930123456", 1000.0, 2, 600) == 0.0
+    assert await store.pin_failed("", "+4930123456", 1010.0, 2, 600) == 1610.0
+    assert await store.pin_locked_until("", "+4930123456", 1100.0) == 1610.0
+    assert await store.pin_locked_until("alice", "+4930123456", 1100.0) == 1610.0
+    assert await store.pin_locked_until("alice", "+4930999999", 1100.0) == 0.0
+    assert await store.pin_locked_until("", "+4930999999", 1100.0) == 0.0
+    await store.pin_succeeded("", "+4930123456")
+    assert await store.pin_locked_until("", "+4930123456", 1100.0) == 1610.0
