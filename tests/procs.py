@@ -189,7 +189,9 @@ class SentinelServer:
             f"sentinel parallel-syncs {name} 1\n",
             encoding="utf-8",
         )
-        return cls(port, data_dir, _start_listening([_redis_server(), str(conf), "--sentinel"], port))
+        return cls(
+            port, data_dir, _start_listening([_redis_server(), str(conf), "--sentinel"], port)
+        )
 
     def stop(self) -> None:
         stop_process(self.process)

@@ -14,10 +14,11 @@
   and a connection to a server that is not a primary (``ROLE``) is dropped, so after a
   failover both connections come back on the new primary by themselves.
 
-Every command has the reply timeout (txredisapi's ``replyTimeout``): when it expires
-every pending command errbacks ``txredisapi.TimeoutError`` and the connection is
-aborted, then re-established. Commands are encoded by :func:`encode_command` (floats
-as their shortest exact text, which txredisapi's ``format(x, "f")`` is not).
+Every command has the reply timeout (txredisapi's ``replyTimeout``, watched by one
+timer per connection, see :class:`_Protocol`): when it expires every pending command
+errbacks ``txredisapi.TimeoutError`` and the connection is aborted, then
+re-established. Commands are encoded by :func:`encode_command` (floats as their
+shortest exact text, which txredisapi's ``format(x, "f")`` is not).
 
 **Ordering.** ``execute_command`` writes the command before it returns and Redis
 answers in order, so the commands given to :attr:`Commands.connection` run in the
@@ -39,6 +40,7 @@ reactor, so this matters only to tests with a fake clock (which then cannot use 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -134,14 +136,82 @@ def encode_command(*args: Any) -> bytes:
 
 
 class _Protocol(txredisapi.HiredisProtocol):
-    """txredisapi's hiredis protocol with our encoder; remembers why it closed."""
+    """txredisapi's hiredis protocol with our encoder and ONE reply timer per connection.
+
+    txredisapi's ``execute_command`` arms a timer (and a second Deferred) for every
+    command; at the daemon's rates that was the client's largest cost. Here the replies
+    still come through txredisapi's reply queue, in order, but a single timer watches
+    the oldest unanswered command: when it has waited ``replyTimeout`` seconds, every
+    pending command errbacks ``txredisapi.TimeoutError`` and the connection is aborted,
+    as txredisapi does. ``seconds`` and ``callLater`` are the factory's clock.
+    """
 
     why = ""
+    seconds: Callable[[], float]
+    #: replies fire their command's Deferred here (errors as errbacks), not through a
+    #: callback of the reply queue's: one callback less per command
+    direct_replies = True
 
-    def _build_command(self, *args: Any, **kwargs: Any) -> bytes:
-        return encode_command(*args)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # when each command still in the reply queue was sent (None: no timeout applies)
+        self._sent: deque[float | None] = deque()
+        self._timer: IDelayedCall | None = None
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+        if self.connected == 0:
+            raise RedisConnectionError("Not connected")
+        self.transport.write(encode_command(*args))
+        waiting = self.replyQueue.waiting
+        sent = self._sent
+        while len(sent) > len(waiting):  # answered since: the oldest entries
+            sent.popleft()
+        d = self.replyQueue.get()
+        if not self.direct_replies:
+            d.addCallback(self.handle_reply)
+        if self.replyTimeout and kwargs.get("apply_timeout", True):
+            sent.append(self.seconds())
+            if self._timer is None:
+                self._timer = self.callLater(self.replyTimeout, self._check_timeout)
+        else:
+            sent.append(None)
+        post_proc = kwargs.get("post_proc")
+        if callable(post_proc):
+            d.addCallback(post_proc)
+        return d
+
+    def replyReceived(self, reply: Any) -> None:
+        waiting = self.replyQueue.waiting
+        if not waiting:  # nobody asked (txredisapi keeps it, as it does)
+            self.replyQueue.put(reply)
+        elif isinstance(reply, Exception):
+            waiting.pop(0).errback(reply)
+        else:
+            waiting.pop(0).callback(reply)
+
+    def _check_timeout(self) -> None:
+        self._timer = None
+        waiting = self.replyQueue.waiting
+        sent = self._sent
+        while len(sent) > len(waiting):
+            sent.popleft()
+        oldest = next((at for at in sent if at is not None), None)
+        if oldest is None or not self.connected:
+            return
+        waited = self.seconds() - oldest
+        if waited < self.replyTimeout:
+            self._timer = self.callLater(self.replyTimeout - waited, self._check_timeout)
+            return
+        error = txredisapi.TimeoutError(f"no reply from redis in {self.replyTimeout:g}s")
+        self.why = str(error)
+        while waiting:
+            self.replyReceived(error)
+        self.transport.abortConnection()
 
     def connectionLost(self, why: Failure) -> None:  # type: ignore[override]
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
         self.why = self.why or f"connection to redis lost: {why.getErrorMessage()}"
         super().connectionLost(why)
 
@@ -152,6 +222,8 @@ class _SentinelProtocol(txredisapi.SentinelRedisProtocol, _Protocol):
 
 class _FeedProtocol(txredisapi.SubscriberProtocol, _Protocol):
     """A subscriber connection: every published message to the factory's ``on_message``."""
+
+    direct_replies = False  # SubscriberProtocol.replyReceived puts replies in the queue
 
     def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
         self.factory.on_message(channel, message)
@@ -324,6 +396,7 @@ class _Factory(txredisapi.RedisFactory):
     def buildProtocol(self, addr: Any) -> Any:
         proto = super().buildProtocol(addr)
         proto.callLater = self.clock.callLater
+        proto.seconds = self.clock.seconds
         return proto
 
     def _connectionReady(self, conn: Any) -> None:

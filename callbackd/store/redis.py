@@ -1,4 +1,4 @@
-"""The production IStore: Redis through our own pipelining client (callbackd.store.resp).
+"""The production IStore: Redis through txredisapi (callbackd.store.client).
 
 Key schema (every key starts with ``cb:``; usernames cannot contain ``:``, so the
 keys of different accounts never collide)::
@@ -44,13 +44,21 @@ account creation, credit, debit, voucher redemption, CDR append, caller ID and
 phonebook changes. Redis runs a script without interleaving any other command,
 so a concurrent debit or redemption can never see a half-applied one.
 
-Connections: one connection, through our own RESP2 client
-(:mod:`callbackd.store.resp`), which reconnects by itself with exponential
-back-off capped at ``max_reconnect_delay``, sends AUTH and SELECT and loads
-every script (SCRIPT LOAD) before the connection counts as up. Every command
-has ``timeout``: one reply timer per connection aborts a silent connection, and
-a command issued while no connection is up errbacks :class:`StoreUnavailable`
-at once instead of queueing. Everything runs on the injected endpoint and clock.
+Connections: one connection, through txredisapi (:mod:`callbackd.store.client`:
+hiredis parses the replies), which reconnects by itself with exponential back-off
+capped at ``max_reconnect_delay``, sends AUTH and SELECT and loads every script
+(SCRIPT LOAD) before the connection counts as up. Every command has ``timeout``:
+one reply timer per connection aborts a silent connection, and a command issued
+while no connection is up errbacks :class:`StoreUnavailable` at once instead of
+queueing. Everything runs on the injected endpoint and clock (the few places where
+txredisapi reaches for the global reactor are listed in :mod:`callbackd.store.client`).
+``endpoint`` may be a :class:`~callbackd.store.client.Sentinels`: the connections then
+follow the primary the sentinels name, across failovers.
+
+Replicated writes: with ``wait_replicas`` n > 0, a charge, a CDR, a session's end and
+a voucher redemption are acknowledged only once ``WAIT n`` says n replicas have them
+(else StoreUnavailable; see :meth:`RedisStore._eval_replicated` and
+docs/operations.rst).
 
 Ordering: each store method issues its first command synchronously when called
 (a coroutine method runs up to its first ``await`` at once), and every command
@@ -89,6 +97,14 @@ from callbackd.core.model import (
     WebhookDelivery,
 )
 from callbackd.store import records
+from callbackd.store.client import (
+    CommandEncodeError,
+    Commands,
+    Feed,
+    RedisConnectionError,
+    RedisError,
+    Sentinels,
+)
 from callbackd.store.embedded import socket_path
 from callbackd.store.hashing import BcryptHasher, PasswordHasher
 from callbackd.store.interface import (
@@ -107,14 +123,6 @@ from callbackd.store.interface import (
     StoreError,
     StoreUnavailable,
     VoucherUsed,
-)
-from callbackd.store.client import (
-    CommandEncodeError,
-    Commands,
-    Feed,
-    RedisConnectionError,
-    RedisError,
-    Sentinels,
 )
 
 __all__ = ["RedisStore", "StoreService", "connect_store", "make_store", "store_endpoint"]
@@ -1713,9 +1721,7 @@ class RedisStore:
         return self._call("DEL", _WEB + digest).addCallback(bool)
 
 
-def store_endpoint(
-    config: Config, reactor: Any
-) -> tuple[IStreamClientEndpoint | Sentinels, str]:
+def store_endpoint(config: Config, reactor: Any) -> tuple[IStreamClientEndpoint | Sentinels, str]:
     """The endpoint of the configured Redis and a description of it (for messages).
 
     In sentinel mode, the :class:`Sentinels` naming the primary (the store's

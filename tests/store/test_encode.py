@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from callbackd.store.client import CommandEncodeError, encode_command
 
 
-
 def reference_encode(*args) -> bytes:
     """The RESP of a command, built the plain way, to check the fast encoder against."""
     parts = []
@@ -62,4 +61,3 @@ def test_encode_refuses_lone_surrogates():
     """Text that is not encodable as UTF-8 raises CommandEncodeError."""
     with pytest.raises(CommandEncodeError, match="UTF-8"):
         encode_command("SET", "k", "a\ud800b")
-

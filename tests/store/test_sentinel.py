@@ -26,7 +26,7 @@ NAME = "cbprimary"
 
 
 def role(server: RedisServer) -> str:
-    """"master" or "slave" (what ROLE says), "" when it does not answer."""
+    """ "master" or "slave" (what ROLE says), "" when it does not answer."""
     try:
         return server.command("ROLE")[0]
     except OSError:
@@ -133,9 +133,7 @@ async def test_failover_keeps_every_acknowledged_charge(topology, tmp_path):
         before = len(acknowledged)
         assert before > 0, "no charge acknowledged before the failover"
         primary.kill()  # SIGKILL: no goodbye to the replica or the sentinels
-        await in_thread(
-            wait_until, lambda: role(replica) == "master", 20, "the replica promoted"
-        )
+        await in_thread(wait_until, lambda: role(replica) == "master", 20, "the replica promoted")
         # the old primary comes back; the sentinels turn it into a replica of the new one,
         # so WAIT 1 can be satisfied again
         old = RedisServer.start_on(tmp_path / "primary", primary.port)
@@ -186,3 +184,23 @@ async def test_unacknowledged_charge_fails_and_retries_once(topology):
         assert await store.get_balance("bob") == -11
     finally:
         await store.disconnect()
+
+
+def test_sentinel_mode_config_makes_a_store_following_the_sentinels(tmp_path):
+    """[redis] mode = sentinel: make_store's store asks those sentinels for that primary
+    and waits for the configured replicas."""
+    from callbackd.config import parse_config
+    from callbackd.store.redis import make_store
+
+    config = parse_config(
+        "[redis]\nmode = sentinel\nsentinels = 127.0.0.1:26379, 127.0.0.2:26380\n"
+        "master_name = cb\ntimeout = 2\nwait_replicas = 1\nwait_timeout = 0.25\n",
+        tmp_path / "callbackd.ini",
+        {},
+    )
+    store = make_store(config, reactor)
+    assert isinstance(store.endpoint, Sentinels)
+    assert store.endpoint.addresses == [("127.0.0.1", 26379), ("127.0.0.2", 26380)]
+    assert store.endpoint.master_name == "cb"
+    assert (store.wait_replicas, store.wait_timeout, store.timeout) == (1, 0.25, 2.0)
+    assert store.address == "sentinel cb via 127.0.0.1:26379, 127.0.0.2:26380"
