@@ -321,6 +321,9 @@ class _Reporting:
         self.timeout = timeout
         self.report = report
 
+    def __repr__(self) -> str:  # ClientService's "Scheduling retry ... to connect" lines
+        return f"redis ({self.endpoint!r})"
+
     def connect(self, protocolFactory: Any) -> defer.Deferred[Any]:
         d = self.endpoint.connect(protocolFactory)
         d.addTimeout(self.timeout, self.clock)

@@ -204,3 +204,55 @@ def test_sentinel_mode_config_makes_a_store_following_the_sentinels(tmp_path):
     assert store.endpoint.master_name == "cb"
     assert (store.wait_replicas, store.wait_timeout, store.timeout) == (1, 0.25, 2.0)
     assert store.address == "sentinel cb via 127.0.0.1:26379, 127.0.0.2:26380"
+
+
+class Lying(Sentinels):
+    """Sentinels that always name the server at ``port`` as the primary (a stale or lying
+    sentinel: the store must check for itself)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(reactor, [("127.0.0.1", 1)], NAME, timeout=1.0)
+        self.port = port
+
+    def endpoint_for(self, factory):
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+
+        factory.is_master = True
+        return TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_replica_named_as_primary_is_never_used(tmp_path):
+    """A server that is not a primary (ROLE: slave) is dropped before any command: the
+    store stays unavailable; the real primary named instead is used."""
+    primary = RedisServer.start(tmp_path / "p")
+    replica = RedisServer.start(
+        tmp_path / "r", extra=["--replicaof", "127.0.0.1", str(primary.port)]
+    )
+    try:
+        lied_to = RedisStore(
+            Lying(replica.port),
+            clock=reactor,
+            password_hasher=BcryptHasher(reactor, rounds=4),
+            timeout=1.0,
+            max_reconnect_delay=0.2,
+        )
+        with pytest.raises(StoreUnavailable, match="cannot connect"):
+            await lied_to.connect(timeout=1.5)
+        with pytest.raises(StoreUnavailable):
+            await lied_to.create_account(Account("carol"), "pw")
+        await lied_to.disconnect()
+        told_right = RedisStore(
+            Lying(primary.port),
+            clock=reactor,
+            password_hasher=BcryptHasher(reactor, rounds=4),
+            timeout=1.0,
+        )
+        await told_right.connect(timeout=5)
+        try:
+            await told_right.create_account(Account("carol"), "pw")
+        finally:
+            await told_right.disconnect()
+    finally:
+        replica.stop()
+        primary.stop()
