@@ -29,13 +29,17 @@ runs later out of order.
 (``LineReceiver.callLater``, a class attribute bound to the global reactor, replaced
 on each protocol), the reconnect timers (the pool slot's ``ClientService``, built here
 with our clock), handing a ready connection over (``RedisFactory._connectionReady``,
-overridden), the connection to a primary named by Sentinel (``_SentinelEndpoint._connect``,
-overridden) and the Sentinel discovery's deadline. txredisapi still reaches for the
-global ``twisted.internet.reactor`` (imported at module level) in: the connections to
-the sentinels themselves (``lazyConnection`` → ``_makeEndpoint`` and ``ClientService``
-without a clock), ``Sentinel.discover_master``'s timer and ``_PoolSlot.stopTrying`` /
-``_connectionFailed``. Under ``twistd`` the service tree's reactor is that global
-reactor, so this matters only to tests with a fake clock (which then cannot use Sentinel).
+overridden) and the connection to a primary named by Sentinel
+(``_SentinelEndpoint._connect``, overridden). txredisapi still reaches for the global
+``twisted.internet.reactor`` (imported at module level) in: the connections to the
+sentinels themselves (``Sentinel.__init__`` → ``lazyConnection`` → ``_makeEndpoint``
+and a ``ClientService`` without a clock, and ``LineReceiver.callLater`` for their
+reply timers), the deadline of ``Sentinel.discover_master`` (``reactor.callLater``;
+its length is set to our timeout), and ``_PoolSlot.stopTrying`` (``task.deferLater``,
+run when AUTH or SELECT is refused) and ``_PoolSlot._connectionFailed`` (only
+without reconnecting, which the store never asks for). Under ``twistd`` the service
+tree's reactor is that global reactor, so this matters only to tests with a fake clock
+(which then cannot use Sentinel).
 """
 
 from __future__ import annotations
