@@ -135,8 +135,9 @@ class RedisConfig:
         default="embedded",
         metadata=_meta(
             "embedded: start a private redis-server on a unix socket in state_dir; "
-            "external: connect to host/port or unix_socket",
-            **_choice("embedded", "external"),
+            "external: connect to host/port or unix_socket; "
+            "sentinel: follow the primary named master_name by the sentinels",
+            **_choice("embedded", "external", "sentinel"),
         ),
     )
     host: str = field(default="127.0.0.1", metadata=_meta("external redis host"))
@@ -152,6 +153,62 @@ class RedisConfig:
     redis_server: str = field(
         default="redis-server", metadata=_meta("redis-server binary for embedded mode")
     )
+    # -- Sentinel and replicated writes (docs/operations.rst, "Redis")
+    sentinels: str = field(
+        default="", metadata=_meta("sentinel mode: the sentinels, host:port, comma-separated")
+    )
+    master_name: str = field(
+        default="", metadata=_meta("sentinel mode: the name the sentinels monitor the primary by")
+    )
+    sentinel_password: Secret = field(
+        default=Secret(""), metadata=_meta("the sentinels' own password, if any", secret=True)
+    )
+    wait_replicas: int = field(
+        default=0,
+        metadata=_meta(
+            "charges, CDRs and voucher redemptions are acknowledged only once this many "
+            "replicas have them (WAIT); 0: once the primary has them",
+            min=0,
+            max=16,
+        ),
+    )
+    wait_timeout: float = field(
+        default=1.0,
+        metadata=_meta("seconds WAIT waits for the replicas (less than timeout)", min=0.01),
+    )
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """``sentinels`` as (host, port) pairs; ValueError naming a bad one."""
+        return [_host_port(item) for item in self.sentinels.split(",") if item.strip()]
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` too) as a pair; ValueError for anything else."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text.strip()!r} is not host:port")
+    return host, int(port)
+
+
+def _check_redis(redis: RedisConfig | None, problems: list[str]) -> None:
+    """Sentinel mode's keys, and a WAIT that ends before the command's reply timeout."""
+    if redis is None:
+        return
+    if redis.mode == "sentinel":
+        try:
+            if not redis.sentinel_addresses:
+                problems.append("[redis] sentinels: required when mode = sentinel")
+        except ValueError as e:
+            problems.append(f"[redis] sentinels: {e}")
+        if not redis.master_name:
+            problems.append("[redis] master_name: required when mode = sentinel")
+    if redis.wait_replicas and redis.wait_timeout >= redis.timeout:
+        problems.append(
+            f"[redis] wait_timeout: must be less than timeout ({redis.timeout:g}), "
+            f"got {redis.wait_timeout:g}"
+        )
 
 
 @dataclass(frozen=True)
@@ -1187,6 +1244,7 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
     cluster = built.get("cluster")
     if cluster is not None and cluster.lease < 2 * cluster.renew_interval:
         problems.append("[cluster] lease: at least twice renew_interval")
+    _check_redis(built.get("redis"), problems)
     for section, key in _SERVER_ENDPOINTS:
         parsed = built.get(section) or SECTIONS[section]()
         _check_endpoint(f"[{section}] {key}", getattr(parsed, key), problems)

@@ -338,3 +338,56 @@ def test_cluster_is_off_by_default_and_its_lease_outlives_two_renewals():
     with pytest.raises(cfg.ConfigError) as e:
         parse("[cluster]\nrenew_interval = 2\nlease = 3\n")
     assert "[cluster] lease: at least twice renew_interval" in str(e.value)
+
+
+# -- [redis] sentinel mode and replicated writes -------------------------------------------
+
+
+def test_redis_sentinel_mode(tmp_path):
+    """mode = sentinel with its sentinels (IPv6 too), master name and password file."""
+    (tmp_path / "sentinel.pw").write_text("s3cret\n")
+    c = parse(
+        "[redis]\nmode = sentinel\nsentinels = 10.0.0.1:26379, [::1]:26380 ,s3.example:26381\n"
+        "master_name = callbackd\nsentinel_password_file = sentinel.pw\n"
+        "wait_replicas = 1\nwait_timeout = 0.5\n",
+        path=tmp_path / "callbackd.ini",
+    )
+    assert c.redis.sentinel_addresses == [
+        ("10.0.0.1", 26379),
+        ("::1", 26380),
+        ("s3.example", 26381),
+    ]
+    assert (c.redis.master_name, c.redis.wait_replicas, c.redis.wait_timeout) == (
+        "callbackd",
+        1,
+        0.5,
+    )
+    assert c.redis.sentinel_password.reveal() == "s3cret"
+
+
+def test_redis_sentinel_mode_needs_its_keys():
+    """Sentinel mode without sentinels or master name, a bad address, a WAIT that would
+    outlast the reply timeout: each reported."""
+    assert problems("[redis]\nmode = sentinel\n") == [
+        "[redis] sentinels: required when mode = sentinel",
+        "[redis] master_name: required when mode = sentinel",
+    ]
+    found = problems(
+        "[redis]\nmode = sentinel\nsentinels = a:1, b\nmaster_name = m\n"
+        "timeout = 2\nwait_replicas = 1\nwait_timeout = 2\n"
+    )
+    assert found == [
+        "[redis] sentinels: 'b' is not host:port",
+        "[redis] wait_timeout: must be less than timeout (2), got 2",
+    ]
+
+
+@given(st.text(max_size=40))
+def test_sentinel_addresses_parse_or_raise_value_error(text):
+    """Any sentinels text gives (host, port) pairs with ports in range, or ValueError."""
+    redis = cfg.RedisConfig(mode="sentinel", sentinels=text, master_name="m")
+    try:
+        pairs = redis.sentinel_addresses
+    except ValueError:
+        return
+    assert all(host and 0 < port < 65536 for host, port in pairs)

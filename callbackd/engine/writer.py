@@ -11,7 +11,10 @@ nothing. A charge is never more than the account can pay (balance and credit lim
 its ledger knows them): a leg the daemon did not cut in time is billed per second up to
 the account's floor (:func:`callbackd.core.credit.affordable_charge`), and the session's
 CDR counts what was charged. The end of a session deletes its state: a state still
-unsaved then is dropped, not written.
+unsaved then is dropped, not written. The money writes (a charge, a CDR, the end of a
+session) that fail with StoreUnavailable — Redis down, a Sentinel failover in progress,
+a replica not acknowledging in time — are issued again with back-off until the store
+applies them: each is applied once per CDR id, so a retry never bills twice.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from callbackd.backoff import capped_backoff
 from callbackd.core import session as machine
 from callbackd.core.credit import affordable_charge
 from callbackd.core.model import CDR
 from callbackd.engine.accounts import AccountBook
-from callbackd.store.interface import IStore
+from callbackd.store.interface import IStore, StoreUnavailable
 
 __all__ = ["SessionWriter"]
 
@@ -86,7 +90,7 @@ class SessionWriter:
             cdr = self._affordable(sid, cdr)
             cost = cdr.cost
         if cost <= 0:
-            self.issue(sid, "append CDR", self.store.append_cdr, cdr)
+            self.issue(sid, "append CDR", self._until_stored, self.store.append_cdr, cdr)
             return
         self.book.charge_issued(cdr.username, cost)
         self.issue(sid, "charge", self._charge, cdr, cost)
@@ -108,7 +112,7 @@ class SessionWriter:
         return dataclasses.replace(cdr, billed_seconds=seconds, cost=cost, extra=extra)
 
     def _charge(self, cdr: CDR, cost: int) -> defer.Deferred[Any]:
-        d = defer.maybeDeferred(self.store.charge, cdr, self.book.origin)
+        d = self._until_stored(self.store.charge, cdr, self.book.origin)
 
         def done(result: Any) -> Any:
             self.book.charge_done(cdr.username, cost)
@@ -137,9 +141,44 @@ class SessionWriter:
         if waived:
             cdr = dataclasses.replace(cdr, cost=cdr.cost - waived)
         end = self.store.end_session if self.fenced is None else self.fenced.end_session
-        self.issue(sid, "end session", end, sid, cdr, self.book.origin)
+        self.issue(sid, "end session", self._until_stored, end, sid, cdr, self.book.origin)
 
     def forget(self, sid: str) -> None:
         """Drop what is unsaved of a session another daemon owns now."""
         self._unsaved.pop(sid, None)
         self._waived.pop(sid, None)
+
+    # -- money writes through a store outage (a Redis failover) ---------------------------
+    def _until_stored(self, call: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        """``call(*args)``, issued again after StoreUnavailable (with back-off) until applied.
+
+        Only for the idempotent money writes: a charge, a CDR, the end of a session (each
+        once per CDR id). Any other failure ends the retries and is the result.
+        """
+        done: defer.Deferred[Any] = defer.Deferred()
+        delay = capped_backoff(MONEY_RETRY_FIRST, MONEY_RETRY_CAP)
+
+        def attempt(failures: int) -> None:
+            d = defer.maybeDeferred(call, *args)
+            d.addCallbacks(done.callback, failed, errbackArgs=(failures,))
+
+        def failed(failure: Failure, failures: int) -> None:
+            if not failure.check(StoreUnavailable):
+                done.errback(failure)
+                return
+            wait = delay(failures + 1)
+            log.warn(
+                "store {what} failed ({why}); issued again in {wait:.1f} s",
+                what=getattr(call, "__name__", "write"),
+                why=failure.getErrorMessage(),
+                wait=wait,
+            )
+            self.clock.callLater(wait, attempt, failures + 1)
+
+        attempt(0)
+        return done
+
+
+#: the first and the longest wait before a money write that met StoreUnavailable is retried
+MONEY_RETRY_FIRST = 0.5
+MONEY_RETRY_CAP = 10.0

@@ -1,4 +1,4 @@
-"""The production IStore: Redis through our own pipelining client (callbackd.store.resp).
+"""The production IStore: Redis through txredisapi (callbackd.store.client).
 
 Key schema (every key starts with ``cb:``; usernames cannot contain ``:``, so the
 keys of different accounts never collide)::
@@ -47,13 +47,21 @@ account creation, credit, debit, voucher redemption, CDR append, caller ID and
 phonebook changes. Redis runs a script without interleaving any other command,
 so a concurrent debit or redemption can never see a half-applied one.
 
-Connections: one connection, through our own RESP2 client
-(:mod:`callbackd.store.resp`), which reconnects by itself with exponential
-back-off capped at ``max_reconnect_delay``, sends AUTH and SELECT and loads
-every script (SCRIPT LOAD) before the connection counts as up. Every command
-has ``timeout``: one reply timer per connection aborts a silent connection, and
-a command issued while no connection is up errbacks :class:`StoreUnavailable`
-at once instead of queueing. Everything runs on the injected endpoint and clock.
+Connections: one connection, through txredisapi (:mod:`callbackd.store.client`:
+hiredis parses the replies), which reconnects by itself with exponential back-off
+capped at ``max_reconnect_delay``, sends AUTH and SELECT and loads every script
+(SCRIPT LOAD) before the connection counts as up. Every command has ``timeout``:
+one reply timer per connection aborts a silent connection, and a command issued
+while no connection is up errbacks :class:`StoreUnavailable` at once instead of
+queueing. Everything runs on the injected endpoint and clock (the few places where
+txredisapi reaches for the global reactor are listed in :mod:`callbackd.store.client`).
+``endpoint`` may be a :class:`~callbackd.store.client.Sentinels`: the connections then
+follow the primary the sentinels name, across failovers.
+
+Replicated writes: with ``wait_replicas`` n > 0, a charge, a CDR, a session's end and
+a voucher redemption are acknowledged only once ``WAIT n`` says n replicas have them
+(else StoreUnavailable; see :meth:`RedisStore._eval_replicated` and
+docs/operations.rst).
 
 Ordering: each store method issues its first command synchronously when called
 (a coroutine method runs up to its first ``await`` at once), and every command
@@ -93,6 +101,14 @@ from callbackd.core.model import (
     WebhookDelivery,
 )
 from callbackd.store import records
+from callbackd.store.client import (
+    CommandEncodeError,
+    Commands,
+    Feed,
+    RedisConnectionError,
+    RedisError,
+    Sentinels,
+)
 from callbackd.store.embedded import socket_path
 from callbackd.store.hashing import BcryptHasher, PasswordHasher, load_pin_pepper, pin_index
 from callbackd.store.interface import (
@@ -111,13 +127,6 @@ from callbackd.store.interface import (
     StoreError,
     StoreUnavailable,
     VoucherUsed,
-)
-from callbackd.store.resp import (
-    CommandEncodeError,
-    RedisClient,
-    RedisConnectionError,
-    RedisError,
-    Subscription,
 )
 
 __all__ = ["RedisStore", "StoreService", "connect_store", "make_store", "store_endpoint"]
@@ -535,13 +544,13 @@ return n
 def _translate(failure: Failure) -> Failure:
     """A failed command as the store's errors (StoreUnavailable, StoreError)."""
     e = failure.value
+    if isinstance(e, RedisConnectionError | defer.TimeoutError | defer.CancelledError):
+        raise StoreUnavailable(f"redis unavailable: {e or type(e).__name__}")
     if isinstance(e, RedisError):
         text = str(e)
         if text.startswith(_UNAVAILABLE_REPLIES):
             raise StoreUnavailable(f"redis unavailable: {text}")
         raise StoreError(f"redis error: {text.removeprefix('ERR ')}")
-    if isinstance(e, RedisConnectionError | defer.TimeoutError | defer.CancelledError):
-        raise StoreUnavailable(f"redis unavailable: {e or type(e).__name__}")
     return failure
 
 
@@ -635,7 +644,7 @@ class RedisStore:
 
     def __init__(
         self,
-        endpoint: IStreamClientEndpoint,
+        endpoint: IStreamClientEndpoint | Sentinels,
         *,
         clock: IReactorTime,
         password_hasher: PasswordHasher,
@@ -646,6 +655,8 @@ class RedisStore:
         provider_window: float = 3600.0,
         max_reconnect_delay: float = 5.0,
         pin_pepper: bytes | None = None,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
     ) -> None:
         self.endpoint = endpoint
         #: the PIN index's key (callbackd.store.hashing.pin_index): the daemon's comes
@@ -659,10 +670,12 @@ class RedisStore:
         self._db = db
         self._password = password
         self._max_reconnect_delay = max_reconnect_delay
-        self._client: RedisClient | None = None
+        self.wait_replicas = wait_replicas
+        self.wait_timeout = wait_timeout
+        self._client: Commands | None = None
         self._waiting: list[defer.Deferred[RedisStore]] = []
         self._watchers: list[tuple[Callable[[str, str], None], Callable[[bool], None]]] = []
-        self._feed: Subscription | None = None
+        self._feed: Feed | None = None
         self._last_error = ""
 
     # -- connection ------------------------------------------------------------
@@ -676,7 +689,7 @@ class RedisStore:
         if self._client is not None:
             return
         password = self._password.reveal() if self._password else None
-        self._client = RedisClient(
+        self._client = Commands(
             self.endpoint,
             self.clock,
             password=password or None,
@@ -723,9 +736,10 @@ class RedisStore:
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.errback(StoreUnavailable("redis unavailable: store disconnected"))
-        if client is None:
-            return feed_stopped
-        return defer.gatherResults([feed_stopped, client.stop()]).addCallback(lambda _: None)
+        steps = [feed_stopped] if client is None else [feed_stopped, client.stop()]
+        if isinstance(self.endpoint, Sentinels):
+            steps.append(self.endpoint.disconnect())
+        return defer.gatherResults(steps).addCallback(lambda _: None)
 
     def _connection_ready(self) -> None:
         log.info("redis connected to {address}", address=self.address)
@@ -758,9 +772,11 @@ class RedisStore:
                 StoreUnavailable(f"redis unavailable: not connected to {self.address}{why}")
             )
         try:
-            d = conn.execute(*args)
+            d = conn.execute_command(*args)
         except CommandEncodeError as e:
             return defer.fail(InvalidArgument(str(e)))
+        except RedisConnectionError as e:  # lost in this very reactor turn
+            return defer.fail(StoreUnavailable(f"redis unavailable: {e}"))
         return d.addErrback(_translate)
 
     async def _eval(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -770,6 +786,27 @@ class RedisStore:
             if "NOSCRIPT" not in str(e):
                 raise
         return await self._call("EVAL", script.source, len(keys), *keys, *args)
+
+    async def _eval_replicated(
+        self, script: _Script, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """:meth:`_eval` of a money write, acknowledged once ``wait_replicas`` replicas have it.
+
+        ``WAIT`` follows the script on the same connection, so it covers it (and every
+        write before it). Fewer replicas in ``wait_timeout``: StoreUnavailable, the write
+        being on the primary but perhaps not on the replica a failover would promote; the
+        scripts are idempotent (CDR id, voucher code), so a retry never applies it twice.
+        """
+        reply = await self._eval(script, keys, args)
+        if self.wait_replicas:
+            wanted, limit = self.wait_replicas, self.wait_timeout
+            got = await self._call("WAIT", wanted, _ms(limit))
+            if got < wanted:
+                raise StoreUnavailable(
+                    f"redis unavailable: the write reached {got} of {wanted} replica(s) "
+                    f"in {limit:g}s (not acknowledged: a failover could lose it)"
+                )
+        return reply
 
     def ping(self) -> defer.Deferred[bool]:
         """Fire with True when Redis answers PING; StoreUnavailable otherwise."""
@@ -1107,7 +1144,7 @@ class RedisStore:
         records.check_username(username)
         keys = [_acct(username), _acct(username, "balance"), f"cb:voucher:{code}"]
         args = [username, _score(self.clock.seconds())]
-        status, value = await self._eval(_REDEEM_VOUCHER, keys, args)
+        status, value = await self._eval_replicated(_REDEEM_VOUCHER, keys, args)
         if status == 0:
             raise NoSuchAccount(f"no account {username!r}")
         if status == 2:
@@ -1145,7 +1182,7 @@ class RedisStore:
 
     async def _append_cdr(self, cdr: CDR) -> None:
         keys, args = _cdr_parts(cdr)
-        await self._eval(_APPEND_CDR, keys, [*args, cdr.username])
+        await self._eval_replicated(_APPEND_CDR, keys, [*args, cdr.username])
 
     def charge(self, cdr: CDR, origin: str = "") -> defer.Deferred[int]:
         """Append a leg's CDR and debit its cost in one script, once per CDR id."""
@@ -1156,7 +1193,9 @@ class RedisStore:
         records.check_origin(origin)
         user = cdr.username
         keys += [_acct(user), _acct(user, "balance")]
-        status, balance = await self._eval(_CHARGE, keys, [*args, cdr.cost, user, origin])
+        status, balance = await self._eval_replicated(
+            _CHARGE, keys, [*args, cdr.cost, user, origin]
+        )
         if status == 0:
             raise NoSuchAccount(f"no account {user!r}")
         return int(balance)
@@ -1221,7 +1260,7 @@ class RedisStore:
         records.check_origin(origin)
         keys += [f"cb:session:{session_id}", "cb:sessions"]
         args += [session_id, cdr.username, origin]
-        await self._eval(_END_SESSION, keys, args)
+        await self._eval_replicated(_END_SESSION, keys, args)
 
     def list_sessions(self) -> defer.Deferred[list[str]]:
         """Fire with every session id in flight, sorted."""
@@ -1555,13 +1594,13 @@ class RedisStore:
         entry = (on_change, on_state)
         self._watchers.append(entry)
         if self._feed is None:
-            self._feed = Subscription(
+            self._feed = Feed(
                 self.endpoint,
                 [CHANGES_CHANNEL],
                 self._feed_message,
                 self._feed_state,
                 self.clock,
-                self._password.reveal() if self._password else None,
+                password=self._password.reveal() if self._password else None,
                 timeout=self.timeout,
                 max_reconnect_delay=self._max_reconnect_delay,
             )
@@ -1928,9 +1967,23 @@ redis.call('DEL', owner)
 )
 
 
-def store_endpoint(config: Config, reactor: Any) -> tuple[IStreamClientEndpoint, str]:
-    """The endpoint of the configured Redis and a description of it (for messages)."""
+def store_endpoint(config: Config, reactor: Any) -> tuple[IStreamClientEndpoint | Sentinels, str]:
+    """The endpoint of the configured Redis and a description of it (for messages).
+
+    In sentinel mode, the :class:`Sentinels` naming the primary (the store's
+    connections ask them before every attempt).
+    """
     timeout = max(1, int(config.redis.timeout))
+    if config.redis.mode == "sentinel":
+        password = config.redis.sentinel_password.reveal()
+        sentinels = Sentinels(
+            reactor,
+            config.redis.sentinel_addresses,
+            config.redis.master_name,
+            timeout=config.redis.timeout,
+            password=password or None,
+        )
+        return sentinels, str(sentinels)
     if config.redis.mode == "embedded":
         path = str(socket_path(config.state_dir))
         return UNIXClientEndpoint(reactor, path, timeout=timeout), f"unix:{path}"
@@ -1957,6 +2010,8 @@ def make_store(
         timeout=config.redis.timeout,
         provider_window=float(config.routing.window),
         pin_pepper=load_pin_pepper(config.ivr.pin_pepper.reveal(), config.state_dir),
+        wait_replicas=config.redis.wait_replicas,
+        wait_timeout=config.redis.wait_timeout,
     )
 
 

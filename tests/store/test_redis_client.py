@@ -1,4 +1,5 @@
-"""Our RESP2 client against real redis-servers: pipelining, order, AUTH, subscriptions, restarts."""
+"""The store's txredisapi connections against real redis-servers: pipelining, order, AUTH,
+subscriptions, restarts, the encoder."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
-from callbackd.store.resp import RedisClient, RedisConnectionError, RedisError, Subscription
+from callbackd.store.client import Commands, RedisConnectionError, RedisError, encode_command
+from callbackd.store.client import Feed as Subscription
 from tests.procs import RedisServer
 
 
@@ -17,10 +19,10 @@ def endpoint(port: int) -> TCP4ClientEndpoint:
     return TCP4ClientEndpoint(reactor, "127.0.0.1", port)
 
 
-async def ready_client(port: int, **kwargs) -> RedisClient:
-    """A started RedisClient, once its connection is ready."""
+async def ready_client(port: int, **kwargs) -> Commands:
+    """A started Commands, once its connection is ready."""
     ready: defer.Deferred[None] = defer.Deferred()
-    c = RedisClient(
+    c = Commands(
         endpoint(port),
         reactor,
         on_ready=lambda: None if ready.called else ready.callback(None),
@@ -119,7 +121,7 @@ async def test_wrong_password_never_gets_ready(tmp_path):
     server = RedisServer.start(tmp_path / "r", password="right")
     wrong = "hunter2-not-it"
     errors: list[str] = []
-    c = RedisClient(
+    c = Commands(
         endpoint(server.port),
         reactor,
         password=wrong,
@@ -159,7 +161,7 @@ async def test_restart_fails_pending_then_reconnects(tmp_path):
         server.stop()
 
 
-class Feed:
+class Recorder:
     """Records a Subscription's messages and states."""
 
     def __init__(self):
@@ -167,7 +169,7 @@ class Feed:
         self.states: list[bool] = []
 
 
-def subscribe(port: int, feed: Feed, channels=("ch1", "ch2"), **kwargs) -> Subscription:
+def subscribe(port: int, feed: Recorder, channels=("ch1", "ch2"), **kwargs) -> Subscription:
     """A started Subscription recording into ``feed``."""
     sub = Subscription(
         endpoint(port),
@@ -186,7 +188,7 @@ def subscribe(port: int, feed: Feed, channels=("ch1", "ch2"), **kwargs) -> Subsc
 @pytest_twisted.ensureDeferred
 async def test_subscription_delivers_published_messages_in_order(clean_redis):
     """Messages PUBLISHed from another connection arrive in order, per channel name."""
-    feed = Feed()
+    feed = Recorder()
     sub = subscribe(clean_redis.port, feed)
     c = await ready_client(clean_redis.port)
     try:
@@ -205,7 +207,7 @@ async def test_subscription_delivers_published_messages_in_order(clean_redis):
 async def test_subscription_survives_a_server_restart(tmp_path):
     """After a restart the subscription reports False, then True, and receives again."""
     server = RedisServer.start(tmp_path / "r")
-    feed = Feed()
+    feed = Recorder()
     sub = subscribe(server.port, feed, password=None)
     try:
         await eventually(lambda: feed.states == [True])
@@ -228,7 +230,7 @@ async def test_subscription_survives_a_server_restart(tmp_path):
 async def test_subscription_with_password(tmp_path):
     """A Subscription authenticates before subscribing."""
     server = RedisServer.start(tmp_path / "r", password="pw")
-    feed = Feed()
+    feed = Recorder()
     sub = subscribe(server.port, feed, password="pw")
     try:
         await eventually(lambda: feed.states == [True])
@@ -241,3 +243,37 @@ async def test_subscription_with_password(tmp_path):
     finally:
         await sub.stop()
         server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_floats_reach_redis_exactly(clean_redis):
+    """A float argument is sent as its shortest exact text (txredisapi's own encoder rounds
+    to six decimals)."""
+    c = await ready_client(clean_redis.port)
+    try:
+        await c.execute("ZADD", "z", 1.25e-7, "a", 1722500000.123456, "b")
+        assert float(await c.execute("ZSCORE", "z", "a")) == 1.25e-7
+        assert float(await c.execute("ZSCORE", "z", "b")) == 1722500000.123456
+        assert await c.execute("ECHO", encode_command("PING")) == "*1\r\n$4\r\nPING\r\n"
+    finally:
+        await c.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reply_timeout_fails_every_pending_command_then_reconnects(clean_redis):
+    """A server that stops answering (CLIENT PAUSE): every pending command errbacks once the
+    reply timeout passes, the connection is replaced, commands work again."""
+    c = await ready_client(clean_redis.port, timeout=0.5)
+    other = await ready_client(clean_redis.port)
+    try:
+        first = c.connection
+        await other.execute("CLIENT", "PAUSE", 1500, "ALL")
+        pending = [c.execute("GET", "k") for _ in range(3)]
+        results = await defer.DeferredList(pending, consumeErrors=True)
+        assert all(not ok and f.check(RedisConnectionError) for ok, f in results)
+        await eventually(lambda: c.connection is not None and c.connection is not first)
+        await task.deferLater(reactor, 1.2, lambda: None)  # the pause is over
+        assert await c.execute("PING") == "PONG"
+    finally:
+        await c.stop()
+        await other.stop()
