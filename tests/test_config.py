@@ -254,12 +254,13 @@ def _schema_keys() -> set[tuple[str, str]]:
 
 
 def test_example_documents_every_key():
-    """etc/callbackd.ini.example mentions every section and key of the schema."""
+    """etc/callbackd.ini.example mentions every section and key of the schema (a section
+    commented out, as [switch:NAME] is, too)."""
     text = (ROOT / "etc" / "callbackd.ini.example").read_text()
     section = None
     seen: set[tuple[str, str]] = set()
     for line in text.splitlines():
-        m = re.match(r"^\[([\w-]+)(:\w+)?\]", line)
+        m = re.match(r"^(?:; )?\[([\w-]+)(:\w+)?\]", line)
         if m:
             section = m.group(1) + (":NAME" if m.group(2) else "")
             continue
