@@ -246,7 +246,8 @@ _SWITCH_WIDE = ("ring_timeout",)
 
 @dataclass(frozen=True)
 class SimulatorConfig:
-    """[simulator]: the built-in simulated Asterisk (used when [ami] mode = simulated)."""
+    """[simulator]: the built-in simulated Asterisk (used when [ami] mode = simulated, and
+    by every [switch:NAME] with mode = simulated, each listening on its own listen)."""
 
     listen: str = field(
         default="tcp:0:interface=127.0.0.1", metadata=_meta("strports endpoint of its AMI server")

@@ -181,6 +181,12 @@ class Recovery:
                 # one loaded from the store (a restart) dialled nothing since
                 since = None if session_id in loaded else asked_at
                 self._deliver(session_id, machine.Reconcile(live, since, started_at))
+        log.info(
+            "switch {switch}: {count} sessions reconciled with its {channels} channels",
+            switch=name,
+            count=len(known),
+            channels=len(live),
+        )
 
     def _reconcile_unplaced(self, loaded: set[str]) -> None:
         """Sessions loaded on a switch no longer configured: none of their legs is seen."""
