@@ -271,3 +271,45 @@ def test_a_session_on_a_switch_no_longer_configured_ends():
     assert cdrs[(on_a, "source")].billed_seconds == 12
     assert cdrs[(on_b, "destination")].billed_seconds == 12
     assert cdrs[(on_b, "destination")].cause == "lost"
+
+
+class SlowList(FakeSwitch):
+    """A switch whose channel list answers only when the test says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list = []
+
+    def list_channels(self):
+        from twisted.internet.defer import Deferred
+
+        self.asked.append(Deferred())
+        return self.asked[-1]
+
+
+def test_a_switch_back_while_another_is_reconciled_is_reconciled_after_it():
+    """b reconnects while a's recovery waits for a's channel list: b's recovery runs once
+    a's is done (one at a time), and a's second reconnect meanwhile is answered by the
+    one running."""
+    a = SlowList()
+    world = TwoSwitches(a=a)
+    assert a.asked == []  # the start's recovery: nothing in flight, nothing asked
+    on_a, _ = world.talking_on()
+    on_b, _ = world.talking_on(EXTRA)
+    world.clock.advance(5)
+    world.a.disconnect(world.now())
+    world.b.disconnect(world.now())
+    a.connect(world.now())
+    assert len(a.asked) == 1
+    world.b.channels = [ChannelInfo(f"{on_b}-a1", "", "up")]  # its destination went
+    world.b.connect(world.now())
+    a.connect(world.now())
+    assert len(a.asked) == 1
+    assert world.manager.state_of(on_b).legs[1].state.value == "up"
+    a.asked.pop().callback(
+        [ChannelInfo(f"{on_a}-a1", "", "up"), ChannelInfo(f"{on_a}-b1", "", "up")]
+    )
+    # a's done: b's ran, and found its destination gone
+    assert world.manager.state_of(on_a).reason == ""
+    assert world.manager.state_of(on_b).legs[1].state.value != "up"
+    assert a.asked == []

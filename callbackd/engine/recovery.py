@@ -95,7 +95,8 @@ class Recovery:
                 return running
 
         def done(result: object) -> None:
-            self._pending.remove(entry)
+            if entry in self._pending:
+                self._pending.remove(entry)
 
         def succeeded(_: object) -> None:
             self._succeeded = True
@@ -118,10 +119,10 @@ class Recovery:
 
         d = self._lock.run(lambda: defer.ensureDeferred(self._recover(switch)))
         d.addCallbacks(succeeded, failed)
-        if not d.called:
-            entry = (switch, d)
-            self._pending.append(entry)
-            d.addBoth(done)
+        # pending until it has fired (at once, when nothing waits: done removes it then)
+        entry = (switch, d)
+        self._pending.append(entry)
+        d.addBoth(done)
         return d
 
     async def _recover(self, switch: str | None) -> None:
