@@ -167,3 +167,31 @@ def test_a_switch_whose_login_fails_is_reported_and_the_other_serves(tmp_path, s
     finally:
         manhole.close()
         daemon.stop()
+
+
+def test_two_simulated_switches_inside_the_daemon(tmp_path):
+    """[switch:a] and [switch:b] in mode = simulated: each its own simulated Asterisk in
+    the daemon; calls on both; b's restart ends only b's session."""
+    daemon = Daemon(tmp_path / "daemon", extra="\n[switch:a]\n\n[switch:b]\n").start()
+    manhole = daemon.manhole()
+    try:
+        wait_for(
+            lambda: all(daemon.wait_healthy()["checks"][f"ami:{n}"]["ok"] for n in "ab"),
+            "both simulated switches logged in",
+        )
+        ports = manhole.value("[s.port for s in daemon.simulators.values()]")
+        assert isinstance(ports, list) and len(set(ports)) == 2
+        on_a = callback(manhole)
+        on_b = callback(manhole, "+4930555555")
+        assert (switch_of(manhole, on_a), switch_of(manhole, on_b)) == ("a", "b")
+        for sid in (on_a, on_b):
+            wait_for(lambda sid=sid: phase(manhole, sid) == "talking", f"{sid} talking")
+        manhole.execute("daemon.simulators['b'].restart()")
+        wait_for(lambda: phase(manhole, on_b) == "gone", "b's session ended")
+        assert phase(manhole, on_a) == "talking"
+        ok, _ = manhole.call(f"engine.hangup({on_a!r})")
+        assert ok
+        wait_for(lambda: phase(manhole, on_a) == "gone", "a's session ended")
+    finally:
+        manhole.close()
+        daemon.stop()
