@@ -300,3 +300,19 @@ def test_switch_metrics_are_labelled_by_switch(tmp_path):
     assert 'callbackd_ami_switch_connected{switch="b"} 0.0' in text
     assert 'callbackd_switch_sessions{switch="b"} 0.0' in text
     assert "callbackd_ami_connected 0.0" in text
+
+
+def test_each_switch_presents_its_own_caller_id(tmp_path):
+    """With [switch:NAME] sections the engine stamps no caller ID on a session: each
+    switch presents its own ([ami]'s unless its section sets one)."""
+    text = TWO_SWITCHES + "caller_id = Ast2 <+15552000>\n"
+    root = create_daemon(parse_config(text, tmp_path / "c.ini", {"B": "b"}), _Reactor())
+    switches = root.daemon.switches
+    assert root.daemon.engine.caller_id == ""
+    assert (switches["a"].caller_id, switches["b"].caller_id) == (
+        "Callback <+15551000>",
+        "Ast2 <+15552000>",
+    )
+    alone = create_daemon(load_config(ROOT / "etc" / "callbackd.ini"), _Reactor())
+    assert alone.daemon.engine.caller_id == "Callback <+15551000>"
+    assert list(alone.daemon.switches) == ["default"]
