@@ -263,7 +263,8 @@ class AMISwitch:
         if self._going:
             return False, f"switch {self._going}"
         if not self.connected:
-            return False, "not connected"
+            why = self.client.last_error
+            return False, f"not connected ({why})" if why else "not connected"
         return True, "logged in"
 
     @property

@@ -51,9 +51,14 @@ class Daemon:
         self.root.setName("callbackd")
         self.registry = CollectorRegistry()
         self.store: Any = None
+        #: the first switch's AMI client, simulated Asterisk (or None) and AMISwitch
         self.ami: Any = None
         self.simulator: Any = None
         self.switch: Any = None
+        #: every switch (:class:`~callbackd.switches.SwitchPool`), and the simulated
+        #: Asterisks by switch name (mode = simulated)
+        self.switches: Any = None
+        self.simulators: dict[str, Any] = {}
         self.engine: Any = None
         self.metrics: Any = None
         self.health: Any = None
@@ -176,19 +181,49 @@ def _make_store(daemon: Daemon, health: Any, metrics: Any) -> None:
 
 
 def _make_switch(daemon: Daemon, health: Any, metrics: Any) -> None:
+    """The switches: [ami] alone (children ``simulator``, ``ami``; health ``ami``), or one
+    AMI connection per [switch:NAME] (children ``simulator:NAME``, ``ami:NAME``; health
+    ``ami`` while one is usable, and ``ami:NAME`` each, reported but not counted)."""
+    from callbackd.switches import SwitchPool
+
+    config = daemon.config
+    several = bool(config.switches)
+    switches: dict[str, Any] = {}
+    for switch_config in config.switch_list:
+        name = switch_config.name
+        switch = _make_one_switch(daemon, switch_config, f":{name}" if several else "")
+        switches[name] = switch
+        metrics.ami_switch_connected.labels(name).set_function(
+            lambda switch=switch: 1 if switch.connected else 0
+        )
+        if several:
+            health.register(f"ami:{name}", switch.health, counted=False)
+    pool = SwitchPool(switches, {c.name: c.weight for c in config.switch_list})
+    daemon.switches = pool
+    daemon.switch = pool[pool.default]
+    metrics.ami_connected.set_function(
+        lambda: 1 if all(switch.connected for switch in switches.values()) else 0
+    )
+    # logged in, and not shutting down or restarting (until the switch is fully booted)
+    health.register("ami", daemon.switch.health if not several else _pool_health(pool))
+
+
+def _make_one_switch(daemon: Daemon, switch_config: Any, suffix: str) -> Any:
+    """One switch's AMI client (child ``ami`` + suffix), and its simulated Asterisk
+    (``simulator`` + suffix) in mode = simulated; its AMISwitch."""
     from callbackd.ami.client import AMIClientService
     from callbackd.amiswitch import AMISwitch
 
     config = daemon.config
     reactor = daemon.reactor
     endpoint: Any
-    if config.ami.mode == "simulated":
+    if switch_config.mode == "simulated":
         from callbackd.simulator import SimulatorService
 
         secret = secrets.token_hex(16)
         simulator = SimulatorService(
-            config.simulator.listen,
-            config.ami.username,
+            switch_config.listen,
+            switch_config.username,
             secret,
             clock=reactor,
             reactor=reactor,
@@ -196,37 +231,51 @@ def _make_switch(daemon: Daemon, health: Any, metrics: Any) -> None:
             time_scale=config.simulator.time_scale,
             event_filter=config.simulator.event_names,
         )
-        daemon.simulator = daemon.add("simulator", simulator)
+        daemon.add("simulator" + suffix, simulator)
+        daemon.simulators[switch_config.name] = simulator
+        if daemon.simulator is None:
+            daemon.simulator = simulator
         endpoint = _LateTCPEndpoint(reactor, "127.0.0.1", lambda: simulator.port)
     else:
-        secret = config.ami.secret.reveal()
-        endpoint = TCP4ClientEndpoint(reactor, config.ami.host, config.ami.port, timeout=10)
+        secret = switch_config.secret.reveal()
+        endpoint = TCP4ClientEndpoint(reactor, switch_config.host, switch_config.port, timeout=10)
     ami = AMIClientService(
         endpoint,
-        config.ami.username,
+        switch_config.username,
         secret,
-        md5=config.ami.auth == "md5",
+        md5=switch_config.auth == "md5",
         clock=reactor,
         node_id=config.daemon.node_id,
-        action_timeout=config.ami.action_timeout,
-        ping_interval=config.ami.ping_interval,
-        ping_timeout=config.ami.ping_timeout,
-        max_retry=config.ami.reconnect_max_delay,
+        action_timeout=switch_config.action_timeout,
+        ping_interval=switch_config.ping_interval,
+        ping_timeout=switch_config.ping_timeout,
+        max_retry=switch_config.reconnect_max_delay,
+        section=f"[switch{suffix}]" if suffix else "[ami]",
     )
-    daemon.ami = daemon.add("ami", ami)
-    daemon.switch = AMISwitch(
+    daemon.add("ami" + suffix, ami)
+    if daemon.ami is None:
+        daemon.ami = ami
+    return AMISwitch(
         ami,
         clock=reactor,
-        context=config.ami.context,
-        caller_id=config.ami.caller_id,
-        log_actions=config.ami.log_actions,
+        context=switch_config.context,
+        caller_id=switch_config.caller_id,
+        log_actions=switch_config.log_actions,
     )
 
-    # logged in, and not shutting down or restarting (until the switch is fully booted)
-    health.register("ami", daemon.switch.health)
-    ami.add_connection_listener(
-        lambda protocol: metrics.ami_connected.set(1), lambda reason: metrics.ami_connected.set(0)
-    )
+
+def _pool_health(pool: Any) -> Any:
+    """The ``ami`` check of several switches: ok while a new session can be placed."""
+
+    def check() -> tuple[bool, str]:
+        details = []
+        for name, switch in pool.items():
+            ok, detail = switch.health()
+            details.append(f"{name}: {detail}")
+        usable = [name for name in pool if pool.usable(name)]
+        return bool(usable), f"{len(usable)} of {len(pool)} switches usable; " + "; ".join(details)
+
+    return check
 
 
 def _make_engine(daemon: Daemon, metrics: Any, decks: Decks | None) -> None:
@@ -235,7 +284,7 @@ def _make_engine(daemon: Daemon, metrics: Any, decks: Decks | None) -> None:
 
     config = daemon.config
     engine_service = EngineService(
-        config, daemon.reactor, daemon.switch, daemon.store, metrics, decks=decks
+        config, daemon.reactor, daemon.switches, daemon.store, metrics, decks=decks
     )
     daemon.add("engine", engine_service)
     daemon.engine = engine_service.manager
@@ -245,6 +294,9 @@ def _make_engine(daemon: Daemon, metrics: Any, decks: Decks | None) -> None:
         )
     )
     daemon.engine.subscribe(_session_metrics(metrics, config.billing.currency))
+    sessions = daemon.engine.sessions
+    for name in daemon.switches:
+        metrics.switch_sessions.labels(name).set_function(lambda name=name: sessions.count_on(name))
 
 
 def _make_agi(daemon: Daemon, health: Any) -> None:
@@ -264,9 +316,9 @@ def _make_agi(daemon: Daemon, health: Any) -> None:
     )
     daemon.agi = daemon.add("agi", agi)
     health.register("agi", agi.health)
-    if daemon.simulator is not None:
+    for simulator in daemon.simulators.values():
         # the simulated switch's agi:// URLs reach this server, wherever it listens
-        daemon.simulator.agi_address = lambda host, port: ("127.0.0.1", agi.port or port)
+        simulator.agi_address = lambda host, port: ("127.0.0.1", agi.port or port)
 
 
 def _make_ivr(daemon: Daemon) -> None:
@@ -286,11 +338,11 @@ def _make_ivr(daemon: Daemon) -> None:
     )
     daemon.ivr = ivr
     daemon.agi_router.update(ivr.router)
-    if daemon.simulator is not None:
-        # the simulated switch runs the callback leg's IVR as the dialplan's ivr-a does
-        from callbackd.ivr.service import CALLBACK_URL
+    from callbackd.ivr.service import CALLBACK_URL
 
-        daemon.simulator.add_agi_extension("cb-conf", "ivr-a", CALLBACK_URL)
+    for simulator in daemon.simulators.values():
+        # the simulated switch runs the callback leg's IVR as the dialplan's ivr-a does
+        simulator.add_agi_extension("cb-conf", "ivr-a", CALLBACK_URL)
 
 
 def _make_xmpp(daemon: Daemon, health: Any) -> None:
@@ -372,6 +424,7 @@ def namespace(daemon: Daemon) -> dict[str, Any]:
         "store": daemon.store,
         "ami": daemon.ami,
         "switch": daemon.switch,
+        "switches": daemon.switches,
         "engine": daemon.engine,
         "simulator": daemon.simulator,
         "reactor": daemon.reactor,

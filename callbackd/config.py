@@ -41,6 +41,7 @@ __all__ = [
     "SimulatorConfig",
     "SmsConfig",
     "SmsGatewayConfig",
+    "SwitchConfig",
     "WebConfig",
     "XMPPConfig",
     "load_config",
@@ -267,9 +268,44 @@ class AMIConfig:
     )
 
 
+# -- several Asterisk servers ([switch:NAME]) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class SwitchConfig(AMIConfig):
+    """[switch:NAME]: one of several Asterisk servers (docs/operations.rst).
+
+    Every [ami] key but ``ring_timeout`` (which holds for every switch), each
+    defaulting to [ami]'s value; with any [switch:NAME] section [ami] configures no
+    switch of its own. Without one, [ami] is the one switch, named ``default``.
+    """
+
+    name: str = field(default="", metadata=_meta("(from the section name)", internal=True))
+    ring_timeout: int = field(
+        default=45, metadata=_meta("[ami]'s: it holds for every switch", internal=True)
+    )
+    weight: int = field(
+        default=1,
+        metadata=_meta(
+            "share of the new sessions placed on this switch (0: none, it keeps its own)",
+            min=0,
+            max=1000,
+        ),
+    )
+    listen: str = field(
+        default="tcp:0:interface=127.0.0.1",
+        metadata=_meta("mode = simulated: strports endpoint of its simulated Asterisk's AMI"),
+    )
+
+
+#: the [ami] keys a [switch:NAME] section may not set (they hold for every switch)
+_SWITCH_WIDE = ("ring_timeout",)
+
+
 @dataclass(frozen=True)
 class SimulatorConfig:
-    """[simulator]: the built-in simulated Asterisk (used when [ami] mode = simulated)."""
+    """[simulator]: the built-in simulated Asterisk (used when [ami] mode = simulated, and
+    by every [switch:NAME] with mode = simulated, each listening on its own listen)."""
 
     listen: str = field(
         default="tcp:0:interface=127.0.0.1", metadata=_meta("strports endpoint of its AMI server")
@@ -1011,6 +1047,16 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     #: several daemons ([cluster])
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    #: the Asterisk servers of [switch:NAME] sections (none: [ami] is the one switch)
+    switches: tuple[SwitchConfig, ...] = ()
+
+    @property
+    def switch_list(self) -> tuple[SwitchConfig, ...]:
+        """Every switch: the [switch:NAME] sections, else [ami] as ``default``."""
+        if self.switches:
+            return self.switches
+        values = {f.name: getattr(self.ami, f.name) for f in dataclasses.fields(AMIConfig)}
+        return (SwitchConfig(name="default", listen=self.simulator.listen, **values),)
 
     def resolve(self, name: str | Path) -> Path:
         """A path from the config, relative to the config file's directory."""
@@ -1041,7 +1087,11 @@ SECTIONS: dict[str, type] = {
     "portal": PortalConfig,
     "cluster": ClusterConfig,
 }
-PATTERN_SECTIONS: dict[str, type] = {"provider": ProviderConfig, "sms-gateway": SmsGatewayConfig}
+PATTERN_SECTIONS: dict[str, type] = {
+    "provider": ProviderConfig,
+    "sms-gateway": SmsGatewayConfig,
+    "switch": SwitchConfig,
+}
 
 _TRUE = {"yes", "true", "on", "1"}
 _FALSE = {"no", "false", "off", "0"}
@@ -1205,6 +1255,7 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
     built: dict[str, Any] = {}
     providers: list[ProviderConfig] = []
     sms_gateways: list[SmsGatewayConfig] = []
+    switch_sections: list[tuple[str, str, dict[str, str]]] = []
     for section in parser.sections():
         items = dict(parser.items(section))
         if section in SECTIONS:
@@ -1213,6 +1264,9 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
             )
             continue
         kind, sep, name = section.partition(":")
+        if sep and kind == "switch":
+            switch_sections.append((section, name, items))  # built on [ami], once read
+            continue
         if sep and kind in PATTERN_SECTIONS:
             if not _PROVIDER_NAME.match(name):
                 problems.append(f"[{section}]: name must match {_PROVIDER_NAME.pattern}")
@@ -1224,7 +1278,8 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
             continue
         problems.append(f"[{section}]: unknown section")
     ami = built.get("ami")
-    if ami is not None and ami.mode == "asterisk" and not ami.secret:
+    switches = _build_switches(switch_sections, ami or AMIConfig(), base, environ, problems)
+    if ami is not None and ami.mode == "asterisk" and not ami.secret and not switches:
         problems.append("[ami] secret: required when mode = asterisk (secret_file or secret_env)")
     xmpp = built.get("xmpp")
     if xmpp is not None and xmpp.enabled:
@@ -1254,8 +1309,41 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
         path=path,
         providers=tuple(providers),
         sms_gateways=tuple(sms_gateways),
+        switches=tuple(switches),
         **{name: built.get(name) or cls() for name, cls in SECTIONS.items()},
     )
+
+
+def _build_switches(
+    sections: list[tuple[str, str, dict[str, str]]],
+    ami: AMIConfig,
+    base: Path,
+    environ: Mapping[str, str],
+    problems: list[str],
+) -> list[SwitchConfig]:
+    """The [switch:NAME] sections, each key not given taking [ami]'s value."""
+    inherited = {f.name: getattr(ami, f.name) for f in dataclasses.fields(AMIConfig)}
+    switches: list[SwitchConfig] = []
+    for section, name, items in sections:
+        if not _PROVIDER_NAME.match(name):
+            problems.append(f"[{section}]: name must match {_PROVIDER_NAME.pattern}")
+            continue
+        for key in _SWITCH_WIDE:
+            if items.pop(key, None) is not None:
+                problems.append(f"[{section}] {key}: set in [ami]; it holds for every switch")
+        switch = _build_section(
+            section, SwitchConfig, items, base, environ, problems, {**inherited, "name": name}
+        )
+        if switch.mode == "asterisk" and not switch.secret:
+            problems.append(
+                f"[{section}] secret: required when mode = asterisk (secret_file or"
+                " secret_env, here or in [ami])"
+            )
+        _check_endpoint(f"[{section}] listen", switch.listen, problems)
+        switches.append(switch)
+    if switches and not any(switch.weight for switch in switches):
+        problems.append("[switch:NAME] weight: at least one switch needs a weight above 0")
+    return switches
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:

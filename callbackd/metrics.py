@@ -28,7 +28,9 @@ class Metrics:
     - ``sessions_active``: sessions running now
     - ``legs_originated`` (provider, outcome): legs originated, e.g. answered, busy, failed
     - ``originate_latency`` (provider): seconds from Originate to OriginateResponse
-    - ``ami_connected``: 1 while logged in to the AMI, else 0
+    - ``ami_connected``: 1 while logged in to the AMI (of every switch), else 0
+    - ``ami_switch_connected`` (switch): 1 while logged in to that switch's AMI, else 0
+    - ``switch_sessions`` (switch): sessions in flight placed on that switch
     - ``ami_events`` (event): AMI events received, by event name
     - ``redis_up``: 1 while Redis answers, else 0
     - ``billed_amount`` (currency): money charged, in integer minor units
@@ -58,6 +60,18 @@ class Metrics:
         )
         self.ami_connected = Gauge(
             "ami_connected", "1 while logged in to the Asterisk manager interface", **common
+        )
+        self.ami_switch_connected = Gauge(
+            "ami_switch_connected",
+            "1 while logged in to that switch's Asterisk manager interface, by switch",
+            ["switch"],
+            **common,
+        )
+        self.switch_sessions = Gauge(
+            "switch_sessions",
+            "Callback sessions in flight, by the switch they run on",
+            ["switch"],
+            **common,
         )
         self.ami_events = Counter(
             "ami_events", "AMI events received, by event name", ["event"], **common

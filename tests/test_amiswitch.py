@@ -50,6 +50,7 @@ class StubClient:
         self.events = EventRegistry()
         self.protocol: AMIProtocol | None = None
         self.listeners: list[tuple[Callable, Callable]] = []
+        self.last_error = ""
 
     @property
     def connected(self) -> bool:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 
 from callbackd.ami.message import Message
@@ -223,3 +224,95 @@ def test_the_ivr_registers_its_scripts_on_the_agi_router():
     assert [url for (_, exten, url), _ in root.daemon.simulator._agi_extensions] == [
         "agi://127.0.0.1:4573/ivr-callback?session=${CB_ROOM}"
     ]
+
+
+# -- several Asterisk servers ([switch:NAME]) ------------------------------------------
+
+TWO_SWITCHES = (
+    "[manhole]\nenabled = no\n[ami]\nusername = cb\n"
+    "[switch:a]\nweight = 2\n"
+    "[switch:b]\nmode = asterisk\nhost = 10.0.0.12\nsecret_env = B\n"
+)
+
+
+def test_each_switch_gets_its_own_ami_connection_and_health(tmp_path):
+    """[switch:a] (simulated) and [switch:b] (a real Asterisk): a simulated Asterisk for a,
+    an AMI client each, a pool weighted 2:1, a health check each (reported, not counted)
+    and the ami check ok while one switch is usable."""
+    path = tmp_path / "c.ini"
+    config = parse_config(TWO_SWITCHES, path, {"B": "b-secret"})
+    root = create_daemon(config, _Reactor())
+    daemon = root.daemon
+    assert [child.name for child in root][1:5] == ["store", "simulator:a", "ami:a", "ami:b"]
+    assert list(daemon.simulators) == ["a"]
+    assert daemon.engine.switches.weights == {"a": 2, "b": 1}
+    ami_b = root.getServiceNamed("ami:b")
+    assert (ami_b.username, ami_b.section) == ("cb", "[switch:b]")
+    assert _ami_health(root, "ami:b") == (False, "not connected")
+    assert _ami_health(root, "ami") == (
+        False,
+        "0 of 2 switches usable; a: not connected; b: not connected",
+    )
+    # a logged in: the daemon is healthy, b reported as it is
+    root.getServiceNamed("ami:a").protocol = object()
+    assert _ami_health(root, "ami") == (
+        True,
+        "1 of 2 switches usable; a: logged in; b: not connected",
+    )
+    site = root.getServiceNamed("web").factory
+    request = DummyRequest([b"healthz"])
+    site.resource.children[b"healthz"].render(request)
+    body = json.loads(b"".join(request.written))
+    assert body["checks"]["ami:b"] == {"ok": False, "detail": "not connected", "counted": False}
+
+
+def test_a_refused_login_is_named_in_the_switch_health(tmp_path):
+    """A switch whose AMI login is refused says so in its health check."""
+    from callbackd.ami.protocol import AMICommandFailure
+
+    config = parse_config(TWO_SWITCHES, tmp_path / "c.ini", {"B": "b-secret"})
+    root = create_daemon(config, _Reactor())
+    ami_b = root.getServiceNamed("ami:b")
+    ami_b.running = True
+
+    class Protocol:
+        def abort(self):
+            pass
+
+    failure = Failure(
+        AMICommandFailure(Message([("Response", "Error"), ("Message", "Authentication failed")]))
+    )
+    ami_b._login_failed(Protocol(), failure)
+    ok, detail = _ami_health(root, "ami:b")
+    assert not ok and detail.startswith("not connected (login refused: ")
+    assert "Authentication failed" in detail
+
+
+def test_switch_metrics_are_labelled_by_switch(tmp_path):
+    """ami_switch_connected and switch_sessions come per switch."""
+    from prometheus_client import generate_latest
+
+    config = parse_config(TWO_SWITCHES, tmp_path / "c.ini", {"B": "b-secret"})
+    root = create_daemon(config, _Reactor())
+    root.getServiceNamed("ami:a").protocol = object()
+    text = generate_latest(root.daemon.registry).decode()
+    assert 'callbackd_ami_switch_connected{switch="a"} 1.0' in text
+    assert 'callbackd_ami_switch_connected{switch="b"} 0.0' in text
+    assert 'callbackd_switch_sessions{switch="b"} 0.0' in text
+    assert "callbackd_ami_connected 0.0" in text
+
+
+def test_each_switch_presents_its_own_caller_id(tmp_path):
+    """With [switch:NAME] sections the engine stamps no caller ID on a session: each
+    switch presents its own ([ami]'s unless its section sets one)."""
+    text = TWO_SWITCHES + "caller_id = Ast2 <+15552000>\n"
+    root = create_daemon(parse_config(text, tmp_path / "c.ini", {"B": "b"}), _Reactor())
+    switches = root.daemon.switches
+    assert root.daemon.engine.caller_id == ""
+    assert (switches["a"].caller_id, switches["b"].caller_id) == (
+        "Callback <+15551000>",
+        "Ast2 <+15552000>",
+    )
+    alone = create_daemon(load_config(ROOT / "etc" / "callbackd.ini"), _Reactor())
+    assert alone.daemon.engine.caller_id == "Callback <+15551000>"
+    assert list(alone.daemon.switches) == ["default"]

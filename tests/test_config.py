@@ -254,12 +254,13 @@ def _schema_keys() -> set[tuple[str, str]]:
 
 
 def test_example_documents_every_key():
-    """etc/callbackd.ini.example mentions every section and key of the schema."""
+    """etc/callbackd.ini.example mentions every section and key of the schema (a section
+    commented out, as [switch:NAME] is, too)."""
     text = (ROOT / "etc" / "callbackd.ini.example").read_text()
     section = None
     seen: set[tuple[str, str]] = set()
     for line in text.splitlines():
-        m = re.match(r"^\[([\w-]+)(:\w+)?\]", line)
+        m = re.match(r"^(?:; )?\[([\w-]+)(:\w+)?\]", line)
         if m:
             section = m.group(1) + (":NAME" if m.group(2) else "")
             continue
@@ -391,3 +392,46 @@ def test_sentinel_addresses_parse_or_raise_value_error(text):
     except ValueError:
         return
     assert all(host and 0 < port < 65536 for host, port in pairs)
+
+
+def test_switch_sections_take_amis_keys_as_defaults(tmp_path):
+    """[switch:NAME]: every key not given is [ami]'s; without any, [ami] is "default"."""
+    text = (
+        "[ami]\nusername = cb\ncontext = my-conf\nsecret_env = S\n"
+        "[switch:a]\nmode = asterisk\nhost = 10.0.0.11\n"
+        "[switch:b]\nweight = 0\nlisten = tcp:0:interface=127.0.0.1\n"
+    )
+    c = cfg.parse_config(text, tmp_path / "c.ini", {"S": "x"})
+    a, b = c.switches
+    assert (a.name, a.mode, a.host, a.username, a.context, a.weight) == (
+        "a",
+        "asterisk",
+        "10.0.0.11",
+        "cb",
+        "my-conf",
+        1,
+    )
+    assert a.secret.reveal() == "x"
+    assert (b.name, b.mode, b.weight) == ("b", "simulated", 0)
+    assert c.switch_list == c.switches
+    alone = cfg.parse_config("[ami]\nusername = cb\n", tmp_path / "c.ini", {})
+    [default] = alone.switch_list
+    assert (default.name, default.username, default.weight) == ("default", "cb", 1)
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("[switch:a b]\n", "[switch:a b]: name must match"),
+        ("[switch:a]\nring_timeout = 30\n", "[switch:a] ring_timeout: set in [ami]"),
+        ("[switch:a]\nmode = asterisk\n", "[switch:a] secret: required when mode = asterisk"),
+        ("[switch:a]\nweight = -1\n", "[switch:a] weight: must be at least 0"),
+        ("[switch:a]\nweight = 0\n", "at least one switch needs a weight above 0"),
+        ("[switch:a]\nlisten = nonsense:1\n", "[switch:a] listen: 'nonsense:1' is not"),
+        ("[switch:a]\nsecret = x\n", "[switch:a] secret: secrets are not written"),
+    ],
+)
+def test_bad_switch_sections_are_named(tmp_path, text, problem):
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.parse_config(text, tmp_path / "c.ini", {})
+    assert any(p.startswith(problem) or problem in p for p in info.value.problems), info.value

@@ -74,7 +74,7 @@ class World:
         ]
         manager = SessionManager(
             self.clock,
-            self.switch,
+            getattr(self, "pool", None) or self.switch,
             self.store,
             sell_deck=Deck([SELL_49, SELL_92, Rate("1900", 9000)]),
             providers=providers,

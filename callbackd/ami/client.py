@@ -75,6 +75,7 @@ class AMIClientService(Service):
         min_retry: float = 0.5,
         max_retry: float = 2.0,
         jitter: Callable[[], float] = random.random,
+        section: str = "[ami]",
     ) -> None:
         self.endpoint = endpoint
         self.username = username
@@ -93,6 +94,10 @@ class AMIClientService(Service):
         self.protocol: AMIProtocol | None = None
         #: failed attempts since the last successful login
         self.failures = 0
+        #: the config section of this connection, named in its logs ("[switch:b]")
+        self.section = section
+        #: why the last login failed ("" once logged in): for the health check
+        self.last_error = ""
         self._listeners: list[tuple[Callable[[AMIProtocol], object], Callable[[Failure], object]]]
         self._listeners = []
         self._waiters: list[Deferred[AMIProtocol]] = []
@@ -214,11 +219,13 @@ class AMIClientService(Service):
         if not protocol.connected:
             return
         self.failures = 0
+        self.last_error = ""
         self.protocol = protocol
         self.log.info(
-            "AMI session up (AMI {version}, user {username})",
+            "AMI session up (AMI {version}, user {username}, {section})",
             version=protocol.version,
             username=self.username,
+            section=self.section,
         )
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
@@ -234,6 +241,7 @@ class AMIClientService(Service):
     def _login_failed(self, protocol: AMIProtocol, failure: Failure) -> None:
         if not self.running:
             return
+        self.last_error = f"login failed: {failure.getErrorMessage()}"
         if failure.check(AMICommandFailure):
             text = failure.getErrorMessage()
             if "already in use" in text.lower():
@@ -243,11 +251,13 @@ class AMIClientService(Service):
                     username=self.username,
                 )
             else:
+                self.last_error = f"login refused: {text}"
                 self.log.error(
-                    "AMI login as {username} refused: {reason}; check [ami] username and "
+                    "AMI login as {username} refused: {reason}; check {section} username and "
                     "secret and manager.conf; retrying",
                     username=self.username,
                     reason=text,
+                    section=self.section,
                 )
         elif failure.check(AMIConnectionLost):
             self.log.warn("AMI connection closed during login")

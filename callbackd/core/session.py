@@ -706,6 +706,9 @@ class SessionState:
     kind: str = ""
     #: an IVR session's source is in the room (not in the IVR)
     in_room: bool = False
+    #: the name of the switch the session runs on (all its legs, its room); "" in
+    #: states saved before switches were recorded: the default switch
+    switch: str = ""
 
     def leg(self, name: str) -> Leg:
         """The leg called ``name``; KeyError if none."""
@@ -1472,6 +1475,7 @@ def start(
     caller_id: str = "",
     origin: str = "",
     owner: str = "",
+    switch: str = "",
 ) -> tuple[SessionState, list[Effect]]:
     """A new session: the source leg is dialled first.
 
@@ -1510,6 +1514,7 @@ def start(
         caller_id=caller_id,
         origin=origin,
         owner=owner,
+        switch=switch,
         seen_at=now,
         kind="" if destination is not None else IVR,
     )

@@ -37,6 +37,11 @@ session another daemon owns are forwarded to it; ``state_of``, ``status``,
 state heard); subscribers hear their events too, unless they subscribe ``owned``; a
 new session counts among its account's sessions in flight on every daemon, and the
 account's credit is shared with its sessions there.
+
+Several switches (:class:`~callbackd.switches.SwitchPool`): a new session is placed on
+one by the pool's rule and records its name; every effect of the session goes to that
+switch, and each switch's events (connected, lost, shutting down, the heartbeat's
+"seen") concern only the sessions placed on it.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ from callbackd.switch import (
     SwitchEvent,
     SwitchShutdown,
 )
+from callbackd.switches import SwitchPool
 
 __all__ = ["RESTARTING", "SessionManager", "Subscriber"]
 
@@ -107,13 +113,15 @@ class SessionManager:
     Nothing happens before :meth:`start` (listener, heartbeat, recovery); :meth:`stop`
     cancels the timers and leaves the sessions in the store for the next start. Its
     parts are public for reading: :attr:`sessions`, :attr:`book`, :attr:`stats`,
-    :attr:`legs`, :attr:`writer`, :attr:`recovery`, :attr:`timers`.
+    :attr:`legs`, :attr:`writer`, :attr:`recovery`, :attr:`timers`, :attr:`switches`
+    (``switch`` is one switch, or a :class:`~callbackd.switches.SwitchPool`) and
+    :attr:`switch` (the pool's default switch).
     """
 
     def __init__(
         self,
         clock: IReactorTime,
-        switch: ISwitch,
+        switch: ISwitch | SwitchPool,
         store: IStore,
         *,
         sell_deck: Deck,
@@ -130,7 +138,8 @@ class SessionManager:
         cluster: ClusterConfig | None = None,
     ) -> None:
         self.clock = clock
-        self.switch = switch
+        self.switches = switch if isinstance(switch, SwitchPool) else SwitchPool.single(switch)
+        self.switch = self.switches[self.switches.default]
         self.store = store
         self.providers = {p.name: p for p in providers}
         self.node_id = node_id
@@ -172,7 +181,7 @@ class SessionManager:
         self.recovery = Recovery(
             clock,
             store,
-            switch,
+            self.switches,
             self.sessions,
             adopt=self._put,
             deliver=self._deliver,
@@ -205,9 +214,9 @@ class SessionManager:
             machine.Persist: self._persist,
             machine.Finished: self._finish,
         }
-        #: what a switch event does, by its type
-        self._switch_events: dict[type, Callable[[Any], object]] = {
-            SwitchConnected: lambda event: self.recover(),
+        #: what a switch event does, by its type: ``handler(switch name, event)``
+        self._switch_events: dict[type, Callable[[str, Any], object]] = {
+            SwitchConnected: lambda name, event: self.recovery.recover(name),
             SwitchDisconnected: self._switch_lost,
             SwitchShutdown: self._switch_shutdown,
             RoomCommand: self._room_command,
@@ -223,7 +232,7 @@ class SessionManager:
         cls,
         config: Config,
         clock: IReactorTime,
-        switch: ISwitch,
+        switch: ISwitch | SwitchPool,
         store: IStore,
         *,
         sell_deck: Deck,
@@ -241,7 +250,8 @@ class SessionManager:
             gateways=config.gateways,
             blocked_prefixes=config.routing.blocked,
             ring_timeout=config.ami.ring_timeout,
-            caller_id=config.ami.caller_id,
+            # with [switch:NAME] sections each switch presents its own caller_id
+            caller_id="" if config.switches else config.ami.caller_id,
             routing_window=config.routing.window,
             min_attempts=config.routing.min_attempts,
             cluster=config.cluster,
@@ -278,7 +288,7 @@ class SessionManager:
     def start(self) -> defer.Deferred[None]:
         """Listen to the switch, start the heartbeat, recover the sessions in flight."""
         if not self._listening:
-            self.switch.add_listener(self._switch_event)
+            self.switches.add_listener(self._switch_event)
             self._listening = True
         self._running = True
         self._heartbeat = LoopingCall(self._beat)
@@ -406,10 +416,7 @@ class SessionManager:
                 if allowance.limit == DAILY_CAP:
                     raise CallbackRefused.of("refusal.daily_limit")
                 raise CallbackRefused.of("refusal.no_credit")
-        if not self.switch.connected:
-            # nothing could be dialled: say so now, not after failing every provider in turn
-            raise CallbackRefused.of("refusal.switch_unreachable")
-        self._refuse_while_shutting_down()
+        switch = self._place()
         session_id = self.sessions.new_id(self.clock.seconds())
         try:
             state, effects = machine.start(
@@ -424,6 +431,7 @@ class SessionManager:
                 caller_id=self.caller_id,
                 origin=origin,
                 owner=self.node_id,
+                switch=switch,
             )
         except machine.SessionError as e:
             raise CallbackRefused(str(e), e.code, **e.params) from None
@@ -485,17 +493,38 @@ class SessionManager:
         return defer.ensureDeferred(self._add_leg(session_id, address, provider))
 
     async def _add_leg(self, session_id: str, address: str, provider: str | None) -> None:
-        self._state(session_id)
-        self._refuse_while_shutting_down()
+        self._refuse_while_shutting_down(self._state(session_id).switch)
         leg_address = self.legs.address(address)
         name = self.legs.provider_name(provider) if provider else None
         spec = await self.legs.leg_spec(leg_address, name)
         self._command(session_id, machine.AddLeg(spec))
 
-    def _refuse_while_shutting_down(self) -> None:
-        """A switch going away refuses every call: refuse a new leg at once."""
-        if self.switch.shutting_down:
+    def _refuse_while_shutting_down(self, switch: str) -> None:
+        """A switch going away refuses every call: refuse a new leg on it at once."""
+        if self._switch_named(switch).shutting_down:
             raise CallbackRefused.of("refusal.restarting")
+
+    def _place(self) -> str:
+        """The switch a new session goes to (:meth:`SwitchPool.place`); CallbackRefused
+        when none is usable."""
+        switches = self.switches
+        switch = switches.place(self.sessions.count_on)
+        if switch is None:
+            if not switches.connected:
+                # nothing could be dialled: say so now, not after failing every provider
+                raise CallbackRefused.of("refusal.switch_unreachable")
+            raise CallbackRefused.of("refusal.restarting")
+        return switch
+
+    def _switch_named(self, name: str) -> ISwitch:
+        """The switch a session recorded (a name no longer configured: the default)."""
+        switches = self.switches
+        return switches[switches.name_of(name) or switches.default]
+
+    def _switch_of(self, session_id: str) -> ISwitch:
+        """The switch the session runs on."""
+        state = self.sessions.get(session_id)
+        return self._switch_named(state.switch if state is not None else "")
 
     def drop_leg(self, session_id: str, address_or_role: str) -> defer.Deferred[None]:
         """``DEL``: hang up an additional leg (by address, leg name or letter)."""
@@ -693,21 +722,24 @@ class SessionManager:
 
     # -- switch events ------------------------------------------------------------------
 
-    def _switch_event(self, event: SwitchEvent) -> None:
+    def _switch_event(self, name: str, event: SwitchEvent) -> None:
         handler = self._switch_events.get(type(event))
         if handler is not None and self._running:
-            handler(event)
+            handler(name, event)
 
-    def _switch_lost(self, event: SwitchDisconnected) -> None:
-        log.warn("switch lost: {reason}", reason=event.reason)
-        self._see_all()
+    def _switch_lost(self, name: str, event: SwitchDisconnected) -> None:
+        if len(self.switches) > 1:
+            log.warn("switch {switch} lost: {reason}", switch=name, reason=event.reason)
+        else:
+            log.warn("switch lost: {reason}", reason=event.reason)
+        self._see_all(self.sessions.ids_on(name))
 
-    def _switch_shutdown(self, event: SwitchShutdown) -> None:
-        """The switch is going away and takes every leg with it."""
-        for session_id in list(self.sessions):
+    def _switch_shutdown(self, name: str, event: SwitchShutdown) -> None:
+        """The switch is going away and takes every leg on it with it."""
+        for session_id in self.sessions.ids_on(name):
             self._deliver(session_id, machine.SwitchLost())
 
-    def _room_command(self, event: RoomCommand) -> None:
+    def _room_command(self, name: str, event: RoomCommand) -> None:
         """A command keyed in a session's room (the room is the session id)."""
         if event.room in self.sessions:
             log.info(
@@ -718,19 +750,20 @@ class SessionManager:
             self._deliver(event.room, event)
 
     def _leg_event(
-        self, event: LegRinging | LegAnswered | LegJoined | LegFailed | LegHungUp
+        self, name: str, event: LegRinging | LegAnswered | LegJoined | LegFailed | LegHungUp
     ) -> None:
         session_id = event.channel_id.rpartition("-")[0]
         if session_id in self.sessions:
             self._deliver(session_id, event)
 
     def _beat(self) -> None:
-        if self.switch.connected:
-            self._see_all()
+        for name, switch in self.switches.items():
+            if switch.connected:
+                self._see_all(self.sessions.ids_on(name))
 
-    def _see_all(self) -> None:
-        """Tell every session it was seen now (the bound of what a recovery bills)."""
-        for session_id in self.sessions:
+    def _see_all(self, session_ids: Iterable[str]) -> None:
+        """Tell the sessions they were seen now (the bound of what a recovery bills)."""
+        for session_id in session_ids:
             self._deliver(session_id, machine.Seen())
 
     # -- effects ------------------------------------------------------------------------
@@ -755,18 +788,20 @@ class SessionManager:
             )
             self._deliver(sid, LegFailed(request.channel_id, self.clock.seconds(), "failed"))
 
-        self.switch.originate(request).addErrback(refused)
+        self._switch_of(sid).originate(request).addErrback(refused)
 
     def _hangup(self, sid: str, effect: machine.Hangup) -> None:
         self._backstops.pop(effect.channel_id, None)  # no backstop for a leg going now
-        self._switch_call(sid, "hangup", self.switch.hangup, effect.channel_id, effect.cause)
+        switch = self._switch_of(sid)
+        self._switch_call(sid, "hangup", switch.hangup, effect.channel_id, effect.cause)
 
     def _join_room(self, sid: str, effect: machine.JoinRoom) -> None:
-        self._switch_call(sid, "join_room", self.switch.join_room, effect.channel_id, effect.room)
+        switch = self._switch_of(sid)
+        self._switch_call(sid, "join_room", switch.join_room, effect.channel_id, effect.room)
 
     def _return_to_ivr(self, sid: str, effect: machine.ReturnToIvr) -> None:
         self._switch_call(
-            sid, "return_to_ivr", self.switch.return_to_ivr, effect.channel_id, effect.room
+            sid, "return_to_ivr", self._switch_of(sid).return_to_ivr, effect.channel_id, effect.room
         )
 
     def _set_absolute_timeout(self, sid: str, effect: machine.SetAbsoluteTimeout) -> None:
@@ -778,9 +813,8 @@ class SessionManager:
         """Send each leg's last backstop of this run of the step loop."""
         backstops, self._backstops = self._backstops, {}
         for channel_id, (sid, seconds) in backstops.items():
-            self._switch_call(
-                sid, "set_absolute_timeout", self.switch.set_absolute_timeout, channel_id, seconds
-            )
+            call = self._switch_of(sid).set_absolute_timeout
+            self._switch_call(sid, "set_absolute_timeout", call, channel_id, seconds)
 
     def _switch_call(self, sid: str, what: str, call: Callable[..., Any], *args: Any) -> None:
         def failed(failure: Failure) -> None:

@@ -14,6 +14,7 @@ from callbackd.engine.manager import SessionManager
 from callbackd.engine.providers import Provider
 from callbackd.store.interface import IStore
 from callbackd.switch import ISwitch
+from callbackd.switches import SwitchPool
 
 __all__ = ["EngineService"]
 
@@ -25,7 +26,7 @@ class EngineService(service.Service):
         self,
         config: Config,
         reactor: IReactorTime,
-        switch: ISwitch,
+        switch: ISwitch | SwitchPool,
         store: IStore,
         metrics: Any,
         decks: Decks | None = None,

@@ -35,6 +35,8 @@ class SessionTable:
         self._states: dict[str, machine.SessionState] = {}
         #: per account its session ids, oldest first
         self._by_account: dict[str, dict[str, None]] = {}
+        #: per switch the number of sessions tracked (the pool's placement load)
+        self._on_switch: dict[str, int] = {}
         self._counter = 0
 
     def new_id(self, now: float) -> str:
@@ -59,6 +61,7 @@ class SessionTable:
         """Track a session's (new) state."""
         if session_id not in self._states:
             self._by_account.setdefault(state.username, {})[session_id] = None
+            self._on_switch[state.switch] = self._on_switch.get(state.switch, 0) + 1
         self._states[session_id] = state
 
     def drop(self, session_id: str) -> machine.SessionState | None:
@@ -70,6 +73,7 @@ class SessionTable:
                 mine.pop(session_id, None)
                 if not mine:
                     del self._by_account[state.username]
+            self._on_switch[state.switch] -= 1
         return state
 
     def accounts(self) -> list[str]:
@@ -89,3 +93,14 @@ class SessionTable:
         """The ids of the account's unfinished sessions, oldest first."""
         states = self._states
         return [sid for sid in self._by_account.get(username, ()) if not states[sid].finished]
+
+    # -- switches ------------------------------------------------------------------
+
+    def count_on(self, switch: str) -> int:
+        """The number of sessions tracked on the switch called ``switch``."""
+        return self._on_switch.get(switch, 0)
+
+    def ids_on(self, switch: str) -> list[str]:
+        """The ids of the sessions tracked on the switch called ``switch``."""
+        states = self._states
+        return [sid for sid in list(states) if states[sid].switch == switch]

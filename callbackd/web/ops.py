@@ -3,8 +3,10 @@
 Components register named health checks with a :class:`HealthRegistry`; a check
 is a callable returning ``(ok, detail)`` or a Deferred of that. ``/healthz`` runs
 every check at once, each under a timeout, and answers 200 when all are ok and
-503 otherwise. A check that raises, fails, returns nonsense or is too slow is
-simply not ok: the request is always answered, and never blocks the reactor.
+503 otherwise; a check registered with ``counted=False`` (one switch of several) is
+reported (``"counted": false``) but does not make the daemon unhealthy. A check that
+raises, fails, returns nonsense or is too slow is simply not ok: the request is always
+answered, and never blocks the reactor.
 """
 
 from __future__ import annotations
@@ -47,23 +49,26 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class HealthReport:
-    """The outcome of every health check: ok only if each one is."""
+    """The outcome of every health check: ok only if each one counted is."""
 
     checks: dict[str, CheckResult]
+    #: the checks reported but not counted
+    uncounted: frozenset[str] = frozenset()
 
     @property
     def ok(self) -> bool:
-        """True when every check is ok (also when there are none)."""
-        return all(c.ok for c in self.checks.values())
+        """True when every counted check is ok (also when there are none)."""
+        return all(c.ok for name, c in self.checks.items() if name not in self.uncounted)
 
     def to_json(self) -> dict[str, Any]:
-        """``{"status": "ok"|"unhealthy", "checks": {name: {"ok": ..., "detail": ...}}}``."""
-        return {
-            "status": "ok" if self.ok else "unhealthy",
-            "checks": {
-                name: {"ok": c.ok, "detail": c.detail} for name, c in sorted(self.checks.items())
-            },
-        }
+        """``{"status": "ok"|"unhealthy", "checks": {name: {"ok": ..., "detail": ...}}}``
+        (and ``"counted": false`` in a check not counted)."""
+        checks: dict[str, Any] = {}
+        for name, c in sorted(self.checks.items()):
+            checks[name] = {"ok": c.ok, "detail": c.detail}
+            if name in self.uncounted:
+                checks[name]["counted"] = False
+        return {"status": "ok" if self.ok else "unhealthy", "checks": checks}
 
 
 class HealthRegistry:
@@ -73,16 +78,21 @@ class HealthRegistry:
         self._clock = clock
         self.timeout = timeout
         self._checks: dict[str, HealthCheck] = {}
+        self._uncounted: set[str] = set()
 
-    def register(self, name: str, check: HealthCheck) -> None:
-        """Add the check ``name``; a name can be registered once."""
+    def register(self, name: str, check: HealthCheck, *, counted: bool = True) -> None:
+        """Add the check ``name``; a name can be registered once. A check not
+        ``counted`` is reported but leaves the daemon healthy when it fails."""
         if name in self._checks:
             raise ValueError(f"health check {name!r} is already registered")
         self._checks[name] = check
+        if not counted:
+            self._uncounted.add(name)
 
     def unregister(self, name: str) -> None:
         """Remove the check ``name`` (nothing happens if there is none)."""
         self._checks.pop(name, None)
+        self._uncounted.discard(name)
 
     @property
     def names(self) -> list[str]:
@@ -95,7 +105,7 @@ class HealthRegistry:
         runs = [self._run_one(name, self._checks[name]) for name in names]
 
         def report(results: list[CheckResult]) -> HealthReport:
-            return HealthReport(dict(zip(names, results)))
+            return HealthReport(dict(zip(names, results)), frozenset(self._uncounted))
 
         return defer.gatherResults(runs).addCallback(report)
 
