@@ -122,14 +122,27 @@ def progress_logger(log: Any, decimals: int, currency: str) -> Any:
     """A session subscriber that logs every event in GTalk2VoIP's words.
 
     ``session_started`` is not logged: the engine's own line for a new session
-    names the account and both addresses.
+    names the account and both addresses. ``credit_updated`` is logged when it
+    tells the session's balance for the first time or a changed one: the engine
+    recomputes a session's credit on every word of its account's change feed, and a
+    repeated "Balance: ..." line per recompute (more than one a call under load)
+    said nothing new and cost a line each.
     """
 
     english = translator(DEFAULT_LANGUAGE)
+    #: the balance last logged per session in progress
+    balances: dict[str, int] = {}
 
     def log_event(event: machine.SessionEvent) -> None:
-        if event.kind == "session_started":
+        kind = event.kind
+        if kind == "session_started":
             return
+        if kind == "credit_updated":
+            if balances.get(event.session_id) == event.balance:
+                return
+            balances[event.session_id] = event.balance
+        elif kind == "session_ended":
+            balances.pop(event.session_id, None)
         log.info(
             "session {session_id}: {text}",
             session_id=event.session_id,

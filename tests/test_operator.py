@@ -59,3 +59,21 @@ def test_every_effect_has_a_handler():
     """The engine knows how to carry out every kind of effect the machine emits."""
     manager = SessionManager(None, None, None, sell_deck=None, providers=())
     assert manager.effect_kinds == set(typing.get_args(machine.Effect))
+
+
+def test_unchanged_balance_is_logged_once_per_session():
+    """credit_updated logs a session's balance when first told and when it changed only."""
+    events = [
+        _event("credit_updated", balance=1500000),
+        _event("credit_updated", balance=1500000),
+        _event("credit_updated", balance=1497396),
+        _event("credit_updated", balance=1497396),
+        machine.SessionEvent("credit_updated", "cb2def", 1, 100.0, balance=1497396),
+        _event("session_ended", reason="EndedByHangup"),
+        _event("credit_updated", balance=1497396),
+    ]
+    texts = [(logged["session_id"], formatEvent(logged)) for logged in _logged(*events)]
+    assert [sid for sid, _ in texts] == ["cb1abc", "cb1abc", "cb2def", "cb1abc", "cb1abc"]
+    assert texts[0][1] == "session cb1abc: Balance: 15.00 EUR"
+    assert texts[1][1] == "session cb1abc: Balance: 14.97396 EUR"
+    assert texts[2][1] == "session cb2def: Balance: 14.97396 EUR"
