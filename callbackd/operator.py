@@ -143,11 +143,11 @@ def progress_logger(log: Any, decimals: int, currency: str) -> Any:
             balances[event.session_id] = event.balance
         elif kind == "session_ended":
             balances.pop(event.session_id, None)
-        log.info(
-            "session {session_id}: {text}",
-            session_id=event.session_id,
-            text=progress.render(event, english, decimals, currency) or _describe(event, decimals),
-            event=event.to_dict(),
-        )
+        sid = event.session_id
+        text = progress.render(event, english, decimals, currency) or _describe(event, decimals)
+        # the line itself is the format (its braces doubled), the fields ride along: the
+        # observers format a literal instead of filling "session {session_id}: {text}"
+        line = f"session {sid}: {text}".replace("{", "{{").replace("}", "}}")
+        log.info(line, session_id=sid, text=text, event=event.to_dict())
 
     return log_event

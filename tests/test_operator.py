@@ -77,3 +77,14 @@ def test_unchanged_balance_is_logged_once_per_session():
     assert texts[0][1] == "session cb1abc: Balance: 15.00 EUR"
     assert texts[1][1] == "session cb1abc: Balance: 14.97396 EUR"
     assert texts[2][1] == "session cb2def: Balance: 14.97396 EUR"
+
+
+def test_braces_in_a_logged_text_are_kept():
+    """The line is the log format (braces doubled): an address with braces is logged as is."""
+    event = _event("leg_answered", role="destination", address="sip:{x}@example.test")
+    (logged,) = _logged(event)
+    assert (
+        formatEvent(logged) == "session cb1abc: (leg answered: destination, sip:{x}@example.test)"
+    )
+    assert logged["session_id"] == "cb1abc"
+    assert logged["text"] == "(leg answered: destination, sip:{x}@example.test)"
