@@ -122,7 +122,9 @@ def progress_logger(log: Any, decimals: int, currency: str) -> Any:
     """A session subscriber that logs every event in GTalk2VoIP's words.
 
     ``session_started`` is not logged: the engine's own line for a new session
-    names the account and both addresses. ``credit_updated`` is logged when it
+    names the account and both addresses, nor the answer of a destination or an added
+    party: ``talking`` and ``party_answered``, published with it, tell it (GTalk2VoIP's
+    words have none for it either). ``credit_updated`` is logged when it
     tells the session's balance for the first time or a changed one: the engine
     recomputes a session's credit on every word of its account's change feed, and a
     repeated "Balance: ..." line per recompute (more than one a call under load)
@@ -144,7 +146,11 @@ def progress_logger(log: Any, decimals: int, currency: str) -> Any:
         elif kind == "session_ended":
             balances.pop(event.session_id, None)
         sid = event.session_id
-        text = progress.render(event, english, decimals, currency) or _describe(event, decimals)
+        text = progress.render(event, english, decimals, currency)
+        if not text:
+            if kind == "leg_answered":
+                return  # a destination's or an added party's: the next event tells it
+            text = _describe(event, decimals)
         # the line itself is the format (its braces doubled), the fields ride along: the
         # observers format a literal instead of filling "session {session_id}: {text}"
         line = f"session {sid}: {text}".replace("{", "{{").replace("}", "}}")

@@ -81,10 +81,25 @@ def test_unchanged_balance_is_logged_once_per_session():
 
 def test_braces_in_a_logged_text_are_kept():
     """The line is the log format (braces doubled): an address with braces is logged as is."""
-    event = _event("leg_answered", role="destination", address="sip:{x}@example.test")
+    event = _event("leg_ended", role="destination", address="sip:{x}@example.test")
     (logged,) = _logged(event)
-    assert (
-        formatEvent(logged) == "session cb1abc: (leg answered: destination, sip:{x}@example.test)"
-    )
+    assert formatEvent(logged) == "session cb1abc: (leg ended: destination, sip:{x}@example.test)"
     assert logged["session_id"] == "cb1abc"
-    assert logged["text"] == "(leg answered: destination, sip:{x}@example.test)"
+    assert logged["text"] == "(leg ended: destination, sip:{x}@example.test)"
+
+
+def test_a_destinations_answer_is_left_to_the_talking_line():
+    """The destination's and an added party's answers are told by the next event's line."""
+    texts = [
+        formatEvent(logged)
+        for logged in _logged(
+            _event("leg_answered", role="destination", address="phone:+4930123"),
+            _event("talking", total_rate=2604),
+            _event("leg_answered", role="additional", address="phone:+4930124"),
+            _event("party_answered", rate=1400),
+        )
+    ]
+    assert texts == [
+        "session cb1abc: Remote answered. Now talking. Cost = 0.02604",
+        "session cb1abc: Party answered. Now talking. Cost = 0.014",
+    ]
