@@ -103,3 +103,32 @@ def test_a_destinations_answer_is_left_to_the_talking_line():
         "session cb1abc: Remote answered. Now talking. Cost = 0.02604",
         "session cb1abc: Party answered. Now talking. Cost = 0.014",
     ]
+
+
+def test_one_turns_lines_are_one_log_event_at_its_end():
+    """With a clock the turn's lines go out together at its end, in order, one per event."""
+    from twisted.internet import task
+
+    clock = task.Clock()
+    seen: list[dict] = []
+    log_event = progress_logger(Logger(observer=seen.append), 5, "EUR", clock=clock)
+    log_event(_event("leg_calling", role="source", address="phone:+4930123", rate=1400))
+    log_event(machine.SessionEvent("leg_failed", "cb2def", 3, 100.0, role="source", cause="busy"))
+    log_event(machine.SessionEvent("session_ended", "cb2def", 4, 100.0, reason="SourceBusy"))
+    assert seen == []
+    clock.advance(0)
+    (batch,) = seen
+    assert formatEvent(batch) == (
+        "session cb1abc: Calling source: phone:+4930123, cost = 0.014\n"
+        "session cb2def: Source busy. Call aborted!\n"
+        "session cb2def: Thank you!\n"
+        "Charged time: 0 secs. Reason = SourceBusy"
+    )
+    assert batch["session_ids"] == ["cb1abc", "cb2def", "cb2def"]
+    assert [e["kind"] for e in batch["events"]] == ["leg_calling", "leg_failed", "session_ended"]
+    # the next turn: a line of its own, with the single line's fields
+    log_event(_event("leg_answered", role="source", address="phone:+4930123"))
+    clock.advance(0)
+    assert formatEvent(seen[1]) == "session cb1abc: Source answered."
+    assert seen[1]["session_id"] == "cb1abc"
+    assert len(clock.getDelayedCalls()) == 0
