@@ -28,7 +28,8 @@ set-up, not thousands of calls in flight. The HTTP clients run in a *separate pr
   is received: the latency from the engine publishing to the bytes arriving, over every
   (event, stream) pair. Both processes read the same clock.
 
-``python -m bench.bench_api --child [--quick]`` runs the measuring process alone.
+``python -m bench.bench_api --child [--quick] [--profile FILE]`` runs the measuring
+process alone; ``--profile`` writes a cProfile of the daemon over the create window.
 """
 
 from __future__ import annotations
@@ -165,7 +166,9 @@ def client_streams(port: int, sessions: list[str], per_session: int, expected: i
 # -- the daemon process ------------------------------------------------------------------
 
 
-async def _creates(reactor: Any, bench: Any, quick: bool) -> list[dict[str, Any]]:
+async def _creates(
+    reactor: Any, bench: Any, quick: bool, profile: str | None = None
+) -> list[dict[str, Any]]:
     from bench._harness import ms, percentile
 
     await bench.create_accounts(CONNECTIONS, max_sessions=100)
@@ -180,9 +183,18 @@ async def _creates(reactor: Any, bench: Any, quick: bool) -> list[dict[str, Any]
     from twisted.internet import task
 
     await task.deferLater(reactor, warmup, lambda: None)
+    profiler = None
+    if profile is not None:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     cpu = time.process_time()
     await task.deferLater(reactor, window, lambda: None)
     cpu = time.process_time() - cpu
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile)
     out, _ = await _communicate(reactor, client)
     result = json.loads(out.strip().splitlines()[-1])
     if set(result["statuses"]) != {"201"}:
@@ -294,6 +306,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--window", type=float, default=3.0)
     parser.add_argument("--per-session", type=int, default=10)
     parser.add_argument("--expected", type=int, default=0)
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the create window")
     parser.add_argument("rest", nargs="*")
     args = parser.parse_args(argv)
     if args.client_creates:
@@ -311,7 +324,7 @@ def main(argv: list[str]) -> None:
     harness.SIMULATOR_RULES = ("*=busy",)
 
     async def body(reactor: Any, bench: Any) -> None:
-        for result in await _creates(reactor, bench, args.quick):
+        for result in await _creates(reactor, bench, args.quick, args.profile):
             print(json.dumps(result), flush=True)
         for result in await _streams(reactor, bench, args.quick):
             print(json.dumps(result), flush=True)

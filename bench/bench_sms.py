@@ -34,8 +34,8 @@ answer came):
 The per-sender limit (``[sms] sender_limit``, 10 per 10 minutes by default) would stop
 a closed loop at once; the bench's configuration raises it (and the gateway's).
 
-``python -m bench.bench_sms --child [--quick] [--senders N]`` runs the measuring process
-alone.
+``python -m bench.bench_sms --child [--quick] [--senders N] [--profile FILE]`` runs the
+measuring process alone; ``--profile`` writes a cProfile of the closed callback loop.
 """
 
 from __future__ import annotations
@@ -257,9 +257,11 @@ async def callbacks_loop(
     times: tuple[float, float],
     pace: float = 0.0,
     name: str = "sms_callback_originate",
+    profile: str | None = None,
 ) -> list[dict[str, Any]]:
     """``D.<destination>`` from each account's caller ID, hung up once talking, again:
-    at once (closed loop), or ``pace`` seconds after the sender's previous message."""
+    at once (closed loop), or ``pace`` seconds after the sender's previous message;
+    ``profile``: a file for a cProfile of the window."""
     from twisted.internet import defer
 
     from bench._harness import ms, percentile
@@ -338,6 +340,14 @@ async def callbacks_loop(
             reactor.callLater(i * (pace or warmup / 2) / count, begin, i)
         reactor.callLater(warmup, window.open, simulator)
         reactor.callLater(warmup + length, window.close, simulator)
+        if profile is not None:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            reactor.callLater(warmup, profiler.enable)
+            reactor.callLater(
+                warmup + length, lambda: (profiler.disable(), profiler.dump_stats(profile))
+            )
         all_done.addTimeout(warmup + length + 60, reactor)
         await all_done
     finally:
@@ -377,7 +387,14 @@ async def callbacks_loop(
     ]
 
 
-async def measure(reactor: Any, bench: Any, sink: Sink, quick: bool, count: int = SENDERS) -> None:
+async def measure(
+    reactor: Any,
+    bench: Any,
+    sink: Sink,
+    quick: bool,
+    count: int = SENDERS,
+    profile: str | None = None,
+) -> None:
     """The child's work: accounts with caller IDs, the two closed loops; one JSON line each."""
     await bench.create_accounts(count)
     for i, name in enumerate(bench.accounts):
@@ -386,7 +403,7 @@ async def measure(reactor: Any, bench: Any, sink: Sink, quick: bool, count: int 
     times = TIMES[quick]
     print(json.dumps(await accepted_loop(bench, sink, port, count, times)), flush=True)
     await outbound_sent(bench)
-    for line in await callbacks_loop(bench, sink, port, count, times):
+    for line in await callbacks_loop(bench, sink, port, count, times, profile=profile):
         print(json.dumps(line), flush=True)
     await outbound_sent(bench)
     paced = await callbacks_loop(bench, sink, port, count, times, PACE, "sms_paced_originate")
@@ -419,6 +436,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--sink", type=int, metavar="PORT", help="run the outbound sink")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--senders", type=int, default=SENDERS, help="concurrent senders")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the closed callback loop")
     args = parser.parse_args(argv)
     if args.sink:
         sink_main(args.sink)
@@ -426,7 +444,9 @@ def main(argv: list[str]) -> None:
     sink = Sink()
     try:
         child_main(
-            lambda reactor, bench: measure(reactor, bench, sink, args.quick, args.senders),
+            lambda reactor, bench: measure(
+                reactor, bench, sink, args.quick, args.senders, args.profile
+            ),
             sink.listen,
         )
     finally:

@@ -290,7 +290,10 @@ def _make_engine(daemon: Daemon, metrics: Any, decks: Decks | None) -> None:
     daemon.engine = engine_service.manager
     daemon.engine.subscribe(
         progress_logger(
-            Logger(namespace="callbackd.progress"), config.billing.decimals, config.billing.currency
+            Logger(namespace="callbackd.progress"),
+            config.billing.decimals,
+            config.billing.currency,
+            clock=daemon.reactor,
         )
     )
     daemon.engine.subscribe(_session_metrics(metrics, config.billing.currency))

@@ -1292,3 +1292,19 @@ def test_account_changed_forgets_before_the_feed_tells():
     assert result(world.manager.account("alice")).language == "en"
     world.manager.account_changed("alice")
     assert result(world.manager.account("alice")).language == "fr"
+
+
+def test_a_call_that_cost_nothing_keeps_the_account():
+    """An unanswered call's CDRs cost nothing and are still the manager's own change on the
+    feed: the account's next call reads nothing from the store (and no session of the
+    account is told its balance again)."""
+    world = World()
+    reads = counting_reads(world)
+    sid = world.callback()
+    world.switch.fail(f"{sid}-a1", "busy", world.now())
+    world.clock.advance(0)
+    assert world.manager.state_of(sid) is None
+    assert {c.cost for c in result(world.store.list_cdrs("alice")) if c.kind == "leg"} == {0}
+    reads.clear()
+    world.callback()
+    assert reads == []

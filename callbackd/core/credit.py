@@ -106,6 +106,8 @@ def allowed_seconds(available: int, legs: Sequence[LegCharge]) -> int | None:
     if all(leg.rate.price_per_minute == 0 for leg in billed):
         # only connect fees: the cost is a step at the first second, then flat
         return None if extra_cost(billed, 1) <= available else 0
+    if len(billed) == 1:
+        return _one_leg_seconds(available, billed[0])
     # Start from the linear estimate (increments and connect fees move the answer only a
     # little) and gallop away from it: O(log error) cost evaluations rather than O(log t),
     # which with a large balance was most of the engine's CPU per session step.
@@ -129,6 +131,27 @@ def allowed_seconds(available: int, legs: Sequence[LegCharge]) -> int | None:
         else:
             high = middle
     return low
+
+
+def _one_leg_seconds(available: int, leg: LegCharge) -> int:
+    """:func:`allowed_seconds` of one leg with a price per minute, in closed form.
+
+    The leg may be up ``d = elapsed + t`` seconds in all with ``cost(d) <= cost(elapsed)
+    + available``. A leg up ``d > 0`` seconds is billed ``b`` seconds (the initial
+    increment, then whole increments) and costs ``fee + ceil(price * b / 60)``, which
+    fits while ``price * b <= 60 * (budget - fee)``: the longest duration is the
+    largest billable ``b`` at most ``60 * (budget - fee) // price`` (a leg up exactly
+    ``b`` seconds is billed ``b``), or 0 when not even the initial increment fits. The
+    call costs one division instead of the search's evaluations (most sessions have
+    one billed leg while they are set up: the source's).
+    """
+    rate, elapsed = leg.rate, leg.elapsed
+    budget = rate.cost(elapsed) + available
+    most = (budget - rate.connect_fee) * 60 // rate.price_per_minute
+    if most < rate.initial_increment:
+        return 0
+    longest = most - (most - rate.initial_increment) % rate.increment
+    return max(0, longest - elapsed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,7 +90,13 @@ class SessionWriter:
             cdr = self._affordable(sid, cdr)
             cost = cdr.cost
         if cost <= 0:
-            self.issue(sid, "append CDR", self._until_stored, self.store.append_cdr, cdr)
+            # a charge of nothing: the CDR alone, told on the change feed as this engine's
+            # own (append_cdr tells no origin: the book took every unanswered leg for
+            # someone else's change, forgot the account and re-read it, and re-told its
+            # sessions their balance)
+            self.issue(
+                sid, "append CDR", self._until_stored, self.store.charge, cdr, self.book.origin
+            )
             return
         self.book.charge_issued(cdr.username, cost)
         self.issue(sid, "charge", self._charge, cdr, cost)

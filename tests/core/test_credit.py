@@ -135,6 +135,30 @@ def test_allowed_seconds_is_the_maximum_that_fits(legs, available):
         assert result == brute
 
 
+@given(st.builds(LegCharge, RATES, st.integers(0, 10**6)), st.integers(-100, 10**13))
+def test_one_leg_closed_form_is_the_maximum_that_fits(leg, available):
+    """One billed leg (the closed form): fits, one second more does not, at any balance."""
+    result = allowed_seconds(available, [leg])
+    if leg.rate.price_per_minute == 0 or available < 0:
+        return  # the connect-fee and hang-up-now cases above
+    assert result is not None
+    assert extra_cost([leg], result) <= available
+    assert extra_cost([leg], result + 1) > available
+
+
+def test_one_leg_closed_form_examples():
+    """Increments and the connect fee bound the time exactly."""
+    rate = Rate("1", price_per_minute=600, connect_fee=50, initial_increment=30, increment=6)
+    # 50 fee + 300 for the first 30 s, then 60 per 6 s
+    assert allowed_seconds(409, [LegCharge(rate)]) == 30
+    assert allowed_seconds(410, [LegCharge(rate)]) == 36
+    assert allowed_seconds(349, [LegCharge(rate)]) == 0
+    # up 31 s (billed 36, paid 410): 59 more buys nothing, 60 six seconds more
+    assert allowed_seconds(59, [LegCharge(rate, 31)]) == 5
+    assert allowed_seconds(60, [LegCharge(rate, 31)]) == 11
+    assert allowed_seconds(0, [LegCharge(rate, 31)]) == 5
+
+
 @given(LEGS, st.integers(0, 10**6), st.integers(0, 10**5))
 def test_more_money_never_means_less_time(legs, available, more):
     """Topping up never shortens the allowed time."""

@@ -162,3 +162,37 @@ async def test_http_post_gateway_refused(web):
     with pytest.raises(PermanentSmsError) as info:
         await HttpPostGateway(base, Secret("tok-123"), treq).send(sms("x"))
     assert "tok-123" not in str(info.value)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_service_client_keeps_a_connection_per_message_of_a_batch():
+    """SmsService's client (its own pool): two batches of 20 concurrent POSTs use 20
+    connections, not 38 (treq's shared pool keeps 2 per host), and stopping closes them."""
+    from twisted.internet import defer
+
+    from callbackd.sms.service import SEND_CONNECTIONS, _http_client
+
+    recorder = Recorder(code=200, body=b"")
+    site = server.Site(recorder)
+    connections = []
+    build = site.buildProtocol
+
+    def counted(addr):
+        protocol = build(addr)
+        connections.append(protocol)
+        return protocol
+
+    site.buildProtocol = counted
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    http, pool = _http_client(reactor)
+    url = f"http://127.0.0.1:{port.getHost().port}/sms"
+    gateway = HttpPostGateway(url, Secret("t0ken"), http)
+    try:
+        for batch in range(2):
+            sends = [gateway.send(sms("hi", id=f"m{batch}-{i}")) for i in range(SEND_CONNECTIONS)]
+            await defer.gatherResults(sends)
+        assert len(recorder.requests) == 2 * SEND_CONNECTIONS
+        assert len(connections) == SEND_CONNECTIONS
+    finally:
+        await pool.closeCachedConnections()
+        await port.stopListening()
