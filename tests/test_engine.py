@@ -357,6 +357,35 @@ def test_top_up_extends_the_call():
     assert len(world.switch.hung_up) == 2
 
 
+def test_a_balance_read_in_a_store_gap_is_read_again():
+    """A top-up told while the store cannot answer the read (a failover: the feed is back
+    before the commands): the balance is read again a moment later, and the call extended."""
+    from twisted.internet import defer
+
+    from callbackd.engine.manager import BALANCE_RETRY
+    from callbackd.store.interface import StoreUnavailable
+
+    world = World(balance=credit_for(60))
+    world.talking()
+    world.clock.advance(30)
+    original, failures = world.store.get_balance, []
+
+    def in_the_gap(username):
+        if not failures:
+            failures.append(username)
+            return defer.fail(StoreUnavailable("redis unavailable: failover"))
+        return original(username)
+
+    world.store.get_balance = in_the_gap
+    result(world.store.credit("alice", credit_for(60), "voucher-1"))  # the feed tells
+    assert failures == ["alice"]
+    world.clock.advance(BALANCE_RETRY)
+    world.clock.advance(40)
+    assert world.switch.hung_up == []
+    world.clock.advance(50)
+    assert len(world.switch.hung_up) == 2
+
+
 # -- refusals -----------------------------------------------------------------------
 
 #: refusals whose English message is the parser's own, more detailed than the catalogue's

@@ -108,3 +108,22 @@ async def test_other_failures_are_not_retried():
     clock.advance(60.0)
     assert store.calls == 1
     assert book.pending == 0
+
+
+def test_a_session_save_in_a_gap_is_a_warning():
+    """A session state save that meets StoreUnavailable is a warning (the next save, the
+    heartbeat's at the latest, writes the whole state again), not a logged failure."""
+    from twisted.logger import globalLogPublisher
+
+    clock = Clock()
+    store = MemoryStore(clock)
+    store.available = False
+    writer = SessionWriter(clock, store, Book())  # type: ignore[arg-type]
+    logged: list[dict] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        writer.issue("s1", "save session", store.save_session, "s1", {"x": 1})
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert not [e for e in logged if "log_failure" in e], logged
+    assert [e["what"] for e in logged if e.get("session_id") == "s1"] == ["save session"]

@@ -313,3 +313,29 @@ def test_a_switch_back_while_another_is_reconciled_is_reconciled_after_it():
     assert world.manager.state_of(on_a).reason == ""
     assert world.manager.state_of(on_b).legs[1].state.value != "up"
     assert a.asked == []
+
+
+def test_a_switch_refusing_its_channel_list_is_reconciled_when_it_is_back():
+    """a refuses the channel list of its recovery (it is shutting down): a warning, not a
+    logged failure; a's next reconnect reconciles its session."""
+    from twisted.logger import globalLogPublisher
+
+    from callbackd.switch import SwitchError
+
+    a = SlowList()
+    world = TwoSwitches(a=a)
+    on_a, _ = world.talking_on()
+    world.clock.advance(5)
+    world.a.disconnect(world.now())
+    a.connect(world.now())
+    logged: list[dict] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        a.asked.pop().errback(SwitchError("the switch refused: Asterisk is shutting down"))
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert not [e for e in logged if "log_failure" in e], logged
+    assert any("recovery of switch {switch} stopped" in e.get("log_format", "") for e in logged)
+    a.connect(world.now())
+    a.asked.pop().callback([ChannelInfo(f"{on_a}-a1", "", "up")])  # its destination went
+    assert world.manager.state_of(on_a).legs[1].state.value != "up"

@@ -71,7 +71,7 @@ from callbackd.engine.sessions import SessionTable
 from callbackd.engine.timers import SessionTimers
 from callbackd.engine.writer import SessionWriter
 from callbackd.i18n import DEFAULT_LANGUAGE, progress, translator
-from callbackd.store.interface import IStore
+from callbackd.store.interface import IStore, StoreUnavailable
 from callbackd.switch import (
     ISwitch,
     LegAnswered,
@@ -92,6 +92,9 @@ __all__ = ["RESTARTING", "SessionManager", "Subscriber"]
 #: the refusal of a new callback or leg while the switch is shutting down or restarting
 #: (in English; its catalogue id is ``refusal.restarting``)
 RESTARTING = translator(DEFAULT_LANGUAGE).text("refusal.restarting")
+
+#: seconds before a balance read that met StoreUnavailable (a failover) is tried again
+BALANCE_RETRY = 1.0
 
 log = Logger(namespace="callbackd.engine")
 
@@ -597,6 +600,18 @@ class SessionManager:
 
     def _refresh_balance(self, username: str) -> None:
         def failed(failure: Failure) -> None:
+            if failure.check(StoreUnavailable):
+                # a failover's gap (the change feed may be back before the commands):
+                # what changed meanwhile must still reach the sessions' credit
+                log.warn(
+                    "credit of {username}: the balance cannot be read now ({error});"
+                    " read again in {delay} s",
+                    username=username,
+                    error=failure.getErrorMessage(),
+                    delay=BALANCE_RETRY,
+                )
+                self.clock.callLater(BALANCE_RETRY, self._refresh_balance, username)
+                return
             log.failure("credit of {username}: cannot read the balance", failure, username=username)
 
         self.balance_changed(username).addErrback(failed)

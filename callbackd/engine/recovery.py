@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from callbackd.core import session as machine
 from callbackd.engine.sessions import SessionTable
 from callbackd.store.interface import IStore, StoreError
+from callbackd.switch import SwitchError
 from callbackd.switches import SwitchPool
 
 __all__ = ["Recovery"]
@@ -159,6 +160,14 @@ class Recovery:
                 return
             try:
                 await self._reconcile(name, loaded)
+            except SwitchError as e:
+                # the switch refused (it is shutting down, say): no fault of the daemon's
+                log.warn(
+                    "recovery of switch {switch} stopped ({error}); it runs again when the"
+                    " switch reconnects",
+                    switch=name,
+                    error=e,
+                )
             except Exception:
                 # that switch went away again (or its list failed): its sessions are
                 # reconciled when it reconnects; the other switches' are not held up

@@ -76,6 +76,16 @@ class SessionWriter:
         """One store write of the session, issued at once; a failure is logged."""
 
         def failed(failure: Failure) -> None:
+            if failure.check(StoreUnavailable):
+                # a failover's gap: the session's next save (the heartbeat's, at the
+                # latest) writes its whole state again; money writes are retried
+                log.warn(
+                    "session {session_id}: store {what} failed ({why})",
+                    session_id=sid,
+                    what=what,
+                    why=failure.getErrorMessage(),
+                )
+                return
             log.failure(
                 "session {session_id}: store {what} failed", failure, session_id=sid, what=what
             )

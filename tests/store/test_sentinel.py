@@ -8,6 +8,7 @@ ones in the gap fail with StoreUnavailable, nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 
@@ -45,6 +46,14 @@ def wait_until(check, timeout: float, what: str) -> None:
 @pytest.fixture
 def topology(tmp_path):
     """A primary, one replica of it and three Sentinels watching them (quorum 2)."""
+    with sentinel_topology(tmp_path) as servers:
+        yield servers
+
+
+@contextlib.contextmanager
+def sentinel_topology(tmp_path, down_after_ms: int = 500):
+    """:func:`topology`'s servers, the Sentinels judging a server down after ``down_after_ms``
+    (longer on a busy machine, where a short one can fail a healthy primary over)."""
     primary = RedisServer.start(tmp_path / "primary")
     replica = RedisServer.start(
         tmp_path / "replica", extra=["--replicaof", "127.0.0.1", str(primary.port)]
@@ -57,7 +66,10 @@ def topology(tmp_path):
             "the replica in sync",
         )
         sentinels = [
-            SentinelServer.start(tmp_path / f"sentinel{i}", primary.port, NAME) for i in range(3)
+            SentinelServer.start(
+                tmp_path / f"sentinel{i}", primary.port, NAME, down_after_ms=down_after_ms
+            )
+            for i in range(3)
         ]
 
         def sentinels_see_everything() -> bool:
