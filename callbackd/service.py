@@ -11,12 +11,15 @@ daemon fails loudly instead of half-starting.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-__all__ = ["ChildFailedToStart", "StagedMultiService"]
+__all__ = ["ChildFailedToStart", "ListeningPort", "StagedMultiService"]
 
 
 class ChildFailedToStart(Exception):
@@ -84,6 +87,40 @@ class StagedMultiService(service.MultiService):
             # nothing keeps running behind our back.
             await self._starting
         await self._stop_started()
+
+
+class ListeningPort:
+    """A service's listener on a strports endpoint: its bound port, once known.
+
+    :meth:`listen` starts listening and fires :attr:`ready` with the bound port (or
+    its failure); :meth:`stop` stops listening, if it was.
+    """
+
+    def __init__(self, log: Logger, what: str) -> None:
+        self._log = log
+        self._what = what
+        self.port: int | None = None
+        self.ready: defer.Deferred[int] = defer.Deferred()
+        self._listening: Any = None
+
+    def listen(self, reactor: Any, description: str, factory: Any) -> None:
+        """Listen on ``description`` with ``factory``; :attr:`ready` fires with the port."""
+        d = serverFromString(reactor, description).listen(factory)
+        d.addCallback(self._listened)
+        d.chainDeferred(self.ready)
+
+    def _listened(self, listening: Any) -> int:
+        self._listening = listening
+        self.port = listening.getHost().port
+        self._log.info("{what} listening on port {port}", what=self._what, port=self.port)
+        return self.port
+
+    def stop(self) -> defer.Deferred[Any]:
+        """Stop listening; fire when the port is closed (at once when it was not open)."""
+        listening, self._listening = self._listening, None
+        if listening is None:
+            return defer.succeed(None)
+        return defer.maybeDeferred(listening.stopListening)
 
 
 def _describe(e: BaseException) -> str:

@@ -191,7 +191,7 @@ def test_healthz_says_the_agi_server_is_off_and_routes_through_the_daemon():
     assert agi.listen == "tcp:4573:interface=127.0.0.1"
     assert _ami_health(root, "agi") == (False, "not listening")
     # the simulated switch's agi:// URLs go to wherever the server listens
-    agi.port = 40123
+    agi._port.port = 40123  # as once listening there
     assert root.daemon.simulator.agi_address("127.0.0.1", 4573) == ("127.0.0.1", 40123)
 
 

@@ -27,8 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, fail, maybeDeferred
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.logger import Logger
@@ -43,6 +42,7 @@ from callbackd.agi.protocol import (
     Reply,
     format_command,
 )
+from callbackd.service import ListeningPort
 
 __all__ = [
     "AGIChannel",
@@ -558,33 +558,26 @@ class FastAGIService(Service):
             command_timeout=command_timeout,
             max_connections=max_connections,
         )
-        self.port: int | None = None
-        self.ready: Deferred[int] = Deferred()
-        self._listening: Any = None
+        self._port = ListeningPort(self.log, "FastAGI server")
+        #: fires with the bound port once listening
+        self.ready: Deferred[int] = self._port.ready
+
+    @property
+    def port(self) -> int | None:
+        """The bound port once listening."""
+        return self._port.port
 
     def startService(self) -> None:
         super().startService()
-        d = serverFromString(self.reactor, self.listen).listen(self.factory)
-
-        def listening(port: Any) -> int:
-            self._listening = port
-            self.port = port.getHost().port
-            self.log.info("FastAGI server listening on port {port}", port=self.port)
-            return self.port
-
-        d.addCallback(listening)
-        d.chainDeferred(self.ready)
+        self._port.listen(self.reactor, self.listen, self.factory)
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
-        waits: list[Deferred[Any]] = []
-        if self._listening is not None:
-            waits.append(maybeDeferred(self._listening.stopListening))
-            self._listening = None
+        stopped = self._port.stop()
         for protocol in list(self.factory.active):
             if protocol.transport is not None:
                 protocol.transport.loseConnection()
-        return DeferredList(waits)
+        return stopped
 
     def health(self) -> tuple[bool, str]:
         """Listening, and how many sessions are open (for /healthz)."""

@@ -6,11 +6,11 @@ from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from callbackd.service import ListeningPort
 from callbackd.simulator.agi import AGICall, SimulatedFastAGI, SoundLibrary
 from callbackd.simulator.asterisk import Channel, SimulatedAsterisk
 from callbackd.simulator.caller import ScriptedCaller
@@ -69,9 +69,9 @@ class SimulatorService(Service):
         self.event_filter = None if event_filter is None else frozenset(event_filter)
         self.switch: SimulatedAsterisk | None = None
         self.factory: AMIServerFactory | None = None
-        self.port: int | None = None
-        self._listening: Any = None
-        self.ready: Deferred[int] = Deferred()
+        self._port = ListeningPort(self.log, "simulated Asterisk AMI")
+        #: fires with the bound port once listening
+        self.ready: Deferred[int] = self._port.ready
         self.sounds = sounds
         self.agi_address = agi_address
         self.agi: SimulatedFastAGI | None = None
@@ -107,29 +107,22 @@ class SimulatorService(Service):
         for (context, exten, url), options in self._agi_extensions:
             self.agi.add_extension(context, exten, url, **options)
         super().startService()
-        d = serverFromString(reactor, self.listen).listen(self.factory)
+        self._port.listen(reactor, self.listen, self.factory)
 
-        def listening(port: Any) -> int:
-            self._listening = port
-            self.port = port.getHost().port
-            self.log.info("simulated Asterisk AMI listening on port {port}", port=self.port)
-            return self.port
-
-        d.addCallback(listening)
-        d.chainDeferred(self.ready)
+    @property
+    def port(self) -> int | None:
+        """The bound port once listening."""
+        return self._port.port
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
-        waits: list[Deferred[Any]] = []
-        if self._listening is not None:
-            waits.append(maybeDeferred(self._listening.stopListening))
-            self._listening = None
+        stopped = self._port.stop()
         if self.factory is not None:
             for session in list(self.factory.sessions):
                 session.close()
         if self.switch is not None:
             self.switch.shutdown()
-        return DeferredList(waits) if waits else succeed(None)
+        return stopped
 
     def _agi_address(self, host: str, port: int) -> tuple[str, int]:
         return self.agi_address(host, port) if self.agi_address is not None else (host, port)
