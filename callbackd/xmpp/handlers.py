@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import error
@@ -32,6 +33,7 @@ from twisted.words.xish import domish
 import callbackd
 import callbackd.xmpp  # noqa: F401  (filters wokkel's DeprecationWarnings first)
 from callbackd.core.chat import MAX_MESSAGE
+from callbackd.store.interface import StoreUnavailable
 
 from wokkel.subprotocols import XMPPHandler  # isort: skip
 
@@ -169,6 +171,10 @@ class ServiceHandler(XMPPHandler):  # type: ignore[misc]
             self.send(error.StanzaError("service-unavailable").toResponse(iq))
 
 
+#: seconds before the linked addresses are greeted again when the store was not up
+GREET_RETRY = 5.0
+
+
 class PresenceHandler(XMPPHandler):  # type: ignore[misc]
     """Subscriptions to the service, its available presence, and invitations.
 
@@ -185,16 +191,22 @@ class PresenceHandler(XMPPHandler):  # type: ignore[misc]
         status: TextFor,
         invitation: TextFor,
         linked: Callable[[], defer.Deferred[list[str]]] | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         super().__init__()
         self.domain = domain
         self.status = status
         self.invitation = invitation
         self.linked = linked
+        #: retries the greeting while the store is not up yet (None: no retry)
+        self.clock = clock
 
     def connectionInitialized(self) -> None:
         self.xmlstream.addObserver("/presence", self._presence)
-        if self.linked is not None:
+        self._greet_linked()
+
+    def _greet_linked(self) -> None:
+        if self.linked is not None and self.xmlstream is not None:
             d = self.linked()
             d.addCallbacks(self._greet, self._not_greeted)
 
@@ -203,7 +215,19 @@ class PresenceHandler(XMPPHandler):  # type: ignore[misc]
             self._send_available(JID(jid))
 
     def _not_greeted(self, failure: Failure) -> None:
-        log.failure("cannot greet the linked addresses", failure)
+        if not failure.check(StoreUnavailable):
+            log.failure("cannot greet the linked addresses", failure)
+            return
+        # the store is not up (yet: the component may connect first while the daemon
+        # starts): greet once it answers
+        again = "" if self.clock is None else f"; again in {GREET_RETRY:.0f} s"
+        log.warn(
+            "cannot greet the linked addresses yet: {error}{again}",
+            error=failure.getErrorMessage(),
+            again=again,
+        )
+        if self.clock is not None:
+            self.clock.callLater(GREET_RETRY, self._greet_linked)
 
     def invite(self, jid: str) -> None:
         """Ask ``jid`` to let the service see its presence (it shows in the user's client).

@@ -111,6 +111,7 @@ def make_chat_service(
         status=lambda jid: chat.front.text_for(jid, "chat.presence_status"),
         invitation=lambda jid: chat.front.text_for(jid, "chat.invite"),
         linked=store.linked_jids,
+        clock=reactor,
     )
     ServiceHandler(config.domain).setHandlerParent(chat)
     chat.presence.setHandlerParent(chat)

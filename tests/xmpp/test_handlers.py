@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.words.xish import domish
 
@@ -13,6 +14,7 @@ import callbackd
 from callbackd.core.chat import CommandError, parse_command
 from callbackd.store.interface import StoreUnavailable
 from callbackd.xmpp.handlers import (
+    GREET_RETRY,
     MAX_BODY,
     NS_DISCO_INFO,
     NS_PING,
@@ -178,26 +180,45 @@ def test_every_connection_greets_the_linked_addresses():
     ]
 
 
-def test_a_store_that_cannot_list_the_links_greets_nobody():
-    handler = PresenceHandler(
+def _greeter(linked, clock=None):
+    return PresenceHandler(
         DOMAIN,
         lambda jid: f"status for {jid}",
         lambda jid: f"invite {jid}",
-        linked=lambda: defer.fail(StoreUnavailable("redis down")),
+        linked=linked,
+        clock=clock,
     )
-    failures = []
 
-    def observe(event):
-        if "log_failure" in event:
-            failures.append(event["log_failure"].value)
 
-    globalLogPublisher.addObserver(observe)
+def _connect_logged(handler):
+    """Connect ``handler``; the stub and the log events it caused."""
+    events = []
+    globalLogPublisher.addObserver(events.append)
     try:
         stub = connect(handler)
     finally:
-        globalLogPublisher.removeObserver(observe)
+        globalLogPublisher.removeObserver(events.append)
+    return stub, events
+
+
+def test_a_store_that_cannot_list_the_links_greets_nobody():
+    """A store failure that is not an outage is logged with its traceback."""
+    stub, events = _connect_logged(_greeter(lambda: defer.fail(RuntimeError("bug"))))
     assert stub.output == []
-    assert [type(f) for f in failures] == [StoreUnavailable]
+    assert [type(e["log_failure"].value) for e in events if "log_failure" in e] == [RuntimeError]
+
+
+def test_a_store_not_up_yet_is_a_warning_and_the_greeting_comes_once_it_is():
+    """While the daemon starts the component may connect before the store answers: a
+    warning without a traceback, and the linked addresses are greeted once it does."""
+    clock = Clock()
+    answers = [defer.fail(StoreUnavailable("not connected")), defer.succeed(["bob@example.test"])]
+    stub, events = _connect_logged(_greeter(lambda: answers.pop(0), clock))
+    assert stub.output == []
+    assert not [e for e in events if "log_failure" in e]
+    assert [e["log_level"].name for e in events if "greet" in e.get("log_format", "")] == ["warn"]
+    clock.advance(GREET_RETRY)
+    assert sent(stub) == [(None, "bob@example.test", "status for bob@example.test")]
 
 
 def test_unsubscribe_is_acknowledged():
