@@ -101,24 +101,20 @@ class FakeSwitch:
 
     def join_room(self, channel_id: str, room: str) -> Deferred[None]:
         """Record the move of a waiting leg into ``room``."""
-        try:
-            self._check_connected()
-            check_channel_id(channel_id)
-            check_room(room)
-        except SwitchError:
-            return fail()
-        self.joined.append((channel_id, room))
-        return succeed(None)
+        return self._move(self.joined, channel_id, room)
 
     def return_to_ivr(self, channel_id: str, room: str) -> Deferred[None]:
         """Record the move of an IVR session's source back to the IVR."""
+        return self._move(self.returned, channel_id, room)
+
+    def _move(self, record: list[tuple[str, str]], channel_id: str, room: str) -> Deferred[None]:
         try:
             self._check_connected()
             check_channel_id(channel_id)
             check_room(room)
         except SwitchError:
             return fail()
-        self.returned.append((channel_id, room))
+        record.append((channel_id, room))
         return succeed(None)
 
     def set_absolute_timeout(self, channel_id: str, seconds: int) -> Deferred[None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 
 from callbackd.store.memory import MemoryStore
 from tests.procs import RedisServer
@@ -37,3 +38,17 @@ async def store(request):
     await s.connect(timeout=5)
     yield s
     await s.disconnect()
+
+
+@pytest.fixture
+def failures():
+    """The failures logged meanwhile (a front must log none for bad input)."""
+    logged = []
+
+    def observe(event):
+        if "log_failure" in event:
+            logged.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield logged
+    globalLogPublisher.removeObserver(observe)

@@ -80,19 +80,6 @@ class Sms:
             self.world.switch.hang_up(f"{sid}-{leg}", self.world.now())
 
 
-@pytest.fixture
-def failures():
-    logged = []
-
-    def observe(event):
-        if "log_failure" in event:
-            logged.append(event)
-
-    globalLogPublisher.addObserver(observe)
-    yield logged
-    globalLogPublisher.removeObserver(observe)
-
-
 # -- callbacks ----------------------------------------------------------------------------
 
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import requests
 
-__all__ = ["PortalClient", "csrf_of", "portal_daemon"]
+__all__ = ["PortalClient", "csrf_of", "portal_daemon", "running_portal"]
 
 _CSRF = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
 
@@ -81,3 +83,16 @@ def portal_daemon(workdir, **kwargs):
         extra="\n[portal]\noperators = operator\nlogin_attempts = 3\nlogin_window = 60\n" + extra,
         **kwargs,
     )
+
+
+@contextmanager
+def running_portal(workdir, **kwargs) -> Iterator:
+    """A started portal_daemon, healthy and with its demo accounts; stopped on leaving."""
+    d = portal_daemon(workdir, **kwargs)
+    d.start()
+    try:
+        d.wait_healthy(timeout=30)
+        d.wait_for_log("demo accounts created")
+        yield d
+    finally:
+        d.stop()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.web.portal_client import portal_daemon
+from tests.web.portal_client import running_portal
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -26,14 +26,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
     # real time: a leg rings for 2 s, long enough to be seen ringing on the page
-    d = portal_daemon(tmp_path_factory.mktemp("browser"), time_scale=1.0)
-    d.start()
-    try:
-        d.wait_healthy(timeout=30)
-        d.wait_for_log("demo accounts created")
+    with running_portal(tmp_path_factory.mktemp("browser"), time_scale=1.0) as d:
         yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture

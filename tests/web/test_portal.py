@@ -15,7 +15,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.web.portal_client import PortalClient, portal_daemon, wait_for
+from tests.web.portal_client import PortalClient, running_portal, wait_for
 
 PASSWORD = "demo-password"
 
@@ -23,16 +23,10 @@ PASSWORD = "demo-password"
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory, redis_server):
     redis_server.flush()
-    d = portal_daemon(
+    with running_portal(
         tmp_path_factory.mktemp("portal"), time_scale=0.05, redis_port=redis_server.port
-    )
-    d.start()
-    try:
-        d.wait_healthy(timeout=30)
-        d.wait_for_log("demo accounts created")
+    ) as d:
         yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture(scope="module")

@@ -77,20 +77,6 @@ class Chat:
         return sid
 
 
-@pytest.fixture
-def failures():
-    """The failures logged meanwhile (the front must log none for bad input)."""
-    logged = []
-
-    def observe(event):
-        if "log_failure" in event:
-            logged.append(event)
-
-    globalLogPublisher.addObserver(observe)
-    yield logged
-    globalLogPublisher.removeObserver(observe)
-
-
 # -- the whole conversation -------------------------------------------------------------
 
 
