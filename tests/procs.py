@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -12,11 +13,31 @@ from pathlib import Path
 from typing import Any
 
 
+#: Ports handed out are drawn below Linux's ephemeral range (32768-60999), so an outgoing
+#: connection's local port never takes one between the choice and the server's bind.
+PORT_RANGE = range(20000, 32768)
+_handed_out: set[int] = set()
+_pick = random.Random()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on now and this run has not handed out.
+
+    Asking the kernel for port 0 twice can give the same port twice once the first socket
+    is closed (a CI run had Kannel's admin and smsbox ports equal), so each port is given
+    once per run, and drawn outside the ephemeral range.
+    """
+    while True:
+        port = _pick.choice(PORT_RANGE)
+        if port in _handed_out:
+            continue
+        _handed_out.add(port)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> int:
