@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 #: Ports handed out are drawn below Linux's ephemeral range (32768-60999), so an outgoing
 #: connection's local port never takes one between the choice and the server's bind.
 PORT_RANGE = range(20000, 32768)

@@ -7,7 +7,6 @@ import socket
 import pytest
 
 from tests import procs
-
 from tests.procs import PORT_RANGE, free_port
 
 
