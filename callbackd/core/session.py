@@ -134,6 +134,7 @@ __all__ = [
     "Leg",
     "LegSpec",
     "LegState",
+    "MAX_WATCHERS",
     "Notify",
     "Originate",
     "Persist",
@@ -150,6 +151,9 @@ __all__ = [
     "SetAbsoluteTimeout",
     "SwitchLost",
     "TimerFired",
+    "Unwatch",
+    "Watch",
+    "Watcher",
     "credit_legs",
     "start",
     "step",
@@ -337,6 +341,22 @@ class HangupSession:
 
 
 @dataclass(frozen=True)
+class Watch:
+    """Tell ``watcher`` the session's progress from now on (replacing the record of the
+    same front and address: a new language, say)."""
+
+    watcher: Watcher
+
+
+@dataclass(frozen=True)
+class Unwatch:
+    """Tell ``address`` of ``front`` nothing more."""
+
+    front: str
+    address: str
+
+
+@dataclass(frozen=True)
 class TimerFired:
     """A timer the machine armed went off."""
 
@@ -403,6 +423,8 @@ Command = (
     AddLeg
     | DropLeg
     | HangupSession
+    | Watch
+    | Unwatch
     | TimerFired
     | BalanceChanged
     | CreditDeadline
@@ -580,6 +602,45 @@ _EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(SessionEvent))
 # -- state --------------------------------------------------------------------------
 
 
+#: the watchers a session keeps (the oldest is forgotten for a new one)
+MAX_WATCHERS: Final = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Watcher:
+    """Someone a front tells the session's progress: ``address`` (a bare JID, a phone
+    number) of ``front`` (``chat``, ``sms``), in ``language``.
+
+    ``gateway``: where the front reaches the address (the SMS gateway, "" for the
+    default one; the chat service's domain the JID talks to). ``mode``: how much the
+    SMS front tells (``all``, ``outcome``). Kept with the session (its state is saved
+    and published), so that whichever daemon runs the session or serves the front
+    tells it, after a takeover too.
+    """
+
+    front: str
+    address: str
+    language: str = ""
+    gateway: str = ""
+    mode: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-able form."""
+        return {name: getattr(self, name) for name in _WATCHER_FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Watcher:
+        """Rebuild from :meth:`to_dict`."""
+        return cls(**{name: str(data.get(name, "")) for name in _WATCHER_FIELDS})
+
+    def same(self, front: str, address: str) -> bool:
+        """Whether this is the record of ``address`` of ``front``."""
+        return self.front == front and self.address == address
+
+
+_WATCHER_FIELDS = ("front", "address", "language", "gateway", "mode")
+
+
 @dataclass
 class Leg:
     """One leg of a session and the attempt now in charge of it."""
@@ -709,6 +770,8 @@ class SessionState:
     #: the name of the switch the session runs on (all its legs, its room); "" in
     #: states saved before switches were recorded: the default switch
     switch: str = ""
+    #: who is told the session's progress (:class:`Watcher`), oldest first
+    watchers: tuple[Watcher, ...] = ()
 
     def leg(self, name: str) -> Leg:
         """The leg called ``name``; KeyError if none."""
@@ -739,6 +802,7 @@ class SessionState:
         data = {name: getattr(self, name) for name in _STATE_FIELDS}
         data["phase"] = self.phase.value
         data["legs"] = [leg.to_dict() for leg in self.legs]
+        data["watchers"] = [watcher.to_dict() for watcher in self.watchers]
         return data
 
     @classmethod
@@ -747,6 +811,7 @@ class SessionState:
         values = dict(data)
         values["phase"] = Phase(values["phase"])
         values["legs"] = [Leg.from_dict(leg) for leg in values["legs"]]
+        values["watchers"] = tuple(Watcher.from_dict(w) for w in values.get("watchers", ()))
         return cls(**values)
 
 
@@ -1220,6 +1285,14 @@ class _Step:
         elif isinstance(command, HangupSession):
             self.end_session(Reason.HANGUP, HUNG_UP)
             self.maybe_finish()
+        elif isinstance(command, Watch):
+            watcher = command.watcher
+            kept = [w for w in state.watchers if not w.same(watcher.front, watcher.address)]
+            state.watchers = (*kept[-(MAX_WATCHERS - 1) :], watcher)
+        elif isinstance(command, Unwatch):
+            state.watchers = tuple(
+                w for w in state.watchers if not w.same(command.front, command.address)
+            )
         elif isinstance(command, TimerFired):
             self.timer(command.name)
         elif isinstance(command, BalanceChanged):
@@ -1476,6 +1549,7 @@ def start(
     origin: str = "",
     owner: str = "",
     switch: str = "",
+    watchers: tuple[Watcher, ...] = (),
 ) -> tuple[SessionState, list[Effect]]:
     """A new session: the source leg is dialled first.
 
@@ -1517,6 +1591,7 @@ def start(
         switch=switch,
         seen_at=now,
         kind="" if destination is not None else IVR,
+        watchers=watchers[-MAX_WATCHERS:],
     )
     run = _Step(state, now)
     run.notify("session_started")
@@ -1570,7 +1645,7 @@ def step(
         _leg_event(run, event)
     else:
         run.command(event)
-    if (run.effects or isinstance(event, Seen)) and not run.state.finished:
+    if (run.effects or isinstance(event, Seen | Watch | Unwatch)) and not run.state.finished:
         run.emit(Persist())
     return run.state, run.effects
 

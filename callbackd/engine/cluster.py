@@ -364,14 +364,21 @@ class Cluster:
             return
         self.seen[sid] = event.seq
         username = ""
+        ended = event.kind == "session_ended"
         if body.get("state"):
             state = machine.SessionState.from_dict(body["state"])
             username = state.username
-            self._mirror(state)
-        if event.kind == "session_ended":
-            self.mirror.pop(sid, None)
-            self.seen.pop(sid, None)
-        self._engine.deliver_remote(event, username)
+            if ended:
+                # kept while the end is handed on: its subscribers read its watchers
+                self.mirror[sid] = state
+            else:
+                self._mirror(state)
+        try:
+            self._engine.deliver_remote(event, username)
+        finally:
+            if ended:
+                self.mirror.pop(sid, None)
+                self.seen.pop(sid, None)
 
     # -- polling ------------------------------------------------------------------------
 

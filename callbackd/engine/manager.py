@@ -333,10 +333,16 @@ class SessionManager:
         destination: str,
         via: Sequence[str] = (),
         origin: str | None = None,
+        watcher: machine.Watcher | None = None,
     ) -> defer.Deferred[str]:
-        """Start a callback; fire with the session id or errback CallbackRefused."""
+        """Start a callback; fire with the session id or errback CallbackRefused.
+
+        ``watcher``: who a front tells the session's progress, from its first event on
+        (recorded with the session: see :meth:`watch`).
+        """
+        watchers = () if watcher is None else (watcher,)
         return defer.ensureDeferred(
-            self._start_callback(username, source, destination, tuple(via), origin or "")
+            self._start_callback(username, source, destination, tuple(via), origin or "", watchers)
         )
 
     def start_ivr_callback(
@@ -376,6 +382,7 @@ class SessionManager:
         destination: str | None,
         via: tuple[str, ...],
         origin: str,
+        watchers: tuple[machine.Watcher, ...] = (),
     ) -> str:
         book = self.book
         account = book.account(username)
@@ -435,6 +442,7 @@ class SessionManager:
                 origin=origin,
                 owner=self.node_id,
                 switch=switch,
+                watchers=watchers,
             )
         except machine.SessionError as e:
             raise CallbackRefused(str(e), e.code, **e.params) from None
@@ -542,6 +550,27 @@ class SessionManager:
             return self._forward(session_id, "hangup", [])
         return defer.maybeDeferred(self._command, session_id, machine.HangupSession())
 
+    def watch(self, session_id: str, watcher: machine.Watcher) -> defer.Deferred[None]:
+        """Record ``watcher`` with the session: a front tells it the session's progress,
+        on whichever daemon runs the session or serves the front (forwarded to the
+        owner; the record travels with the session's state, through a takeover too).
+        Replaces the record of the same front and address."""
+        if self._remote(session_id):
+            return self._forward(session_id, "watch", [watcher.to_dict()])
+        return defer.maybeDeferred(self._command, session_id, machine.Watch(watcher))
+
+    def unwatch(self, session_id: str, front: str, address: str) -> defer.Deferred[None]:
+        """Forget the watcher ``address`` of ``front`` of the session."""
+        if self._remote(session_id):
+            return self._forward(session_id, "unwatch", [front, address])
+        return defer.maybeDeferred(self._command, session_id, machine.Unwatch(front, address))
+
+    def watchers_of(self, session_id: str) -> tuple[machine.Watcher, ...]:
+        """Who the fronts tell the session's progress (this daemon's session or another's
+        as last heard; during its ``session_ended`` event too); () if unknown."""
+        state = self.state_of(session_id)
+        return () if state is None else state.watchers
+
     def list_legs(self, session_id: str, language: str = DEFAULT_LANGUAGE) -> str:
         """The ``LIST`` reply, in ``language`` (:data:`callbackd.i18n.LANGUAGES`)."""
         legs = machine.summary(self._view(session_id))["legs"]
@@ -565,7 +594,7 @@ class SessionManager:
         ids = self.sessions.ids_of(username)
         if self.cluster is not None:
             mirror = self.cluster.mirror
-            others = [sid for sid, s in mirror.items() if s.username == username]
+            others = [sid for sid, s in mirror.items() if s.username == username and not s.finished]
             ids += sorted(others, key=lambda sid: mirror[sid].created_at)
         return ids
 
@@ -652,11 +681,14 @@ class SessionManager:
         return self.cluster.forward(session_id, op, args)
 
     def run_command(self, op: str, session_id: str, args: list[Any]) -> defer.Deferred[None]:
-        """Run a command another daemon forwarded (``add``, ``drop``, ``hangup``)."""
+        """Run a command another daemon forwarded (``add``, ``drop``, ``hangup``,
+        ``watch``, ``unwatch``)."""
         commands: dict[str, Callable[..., defer.Deferred[None]]] = {
             "add": self.add_leg,
             "drop": self.drop_leg,
             "hangup": self.hangup,
+            "watch": lambda sid, record: self.watch(sid, machine.Watcher.from_dict(record)),
+            "unwatch": self.unwatch,
         }
         if op not in commands:
             return defer.fail(CallbackRefused(f"unknown command {op!r}"))

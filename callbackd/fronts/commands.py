@@ -11,29 +11,37 @@ The chat front (:mod:`callbackd.xmpp.chat`) answers every command with it and ad
 
 Commands act on the asker's *live session*: the account's newest session in flight,
 wherever it was started (chat, web, SMS, the manhole). ``DEL <index>`` drops the
-index-th leg ``LIST`` lists (the connected legs, in their order). The front hears,
-through its :class:`Listener`, which sessions an address started or steered and which
-language it asked for, to tell it the progress in that language.
+index-th leg ``LIST`` lists (the connected legs, in their order).
+
+Progress: an asker with a :attr:`Asker.watcher` (the front's record of it) is recorded
+with every session it starts or steers (:meth:`SessionManager.watch
+<callbackd.engine.manager.SessionManager.watch>`), so the front tells it the session's
+progress wherever the session runs; ``LANG`` records it again in the new language. The
+front hears of ``LANG`` through its :class:`Listener`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from babel.dates import format_datetime
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from callbackd.core import chat
 from callbackd.core.model import Account
+from callbackd.core.session import Watcher
 from callbackd.engine.errors import CallbackRefused
 from callbackd.engine.manager import SessionManager
 from callbackd.i18n import Translator, translator
 from callbackd.store.interface import IStore
 
 __all__ = ["HISTORY_LENGTH", "Asker", "ChatCommands", "Handler", "Listener", "Reply"]
+
+log = Logger(namespace="callbackd.fronts")
 
 #: the calls HISTORY shows
 HISTORY_LENGTH: Final = 5
@@ -51,11 +59,13 @@ class Reply(Exception):
 @dataclass(frozen=True, slots=True)
 class Asker:
     """Who sent a command: its address (a bare JID, ``sms:<number>``), its account (None:
-    not linked), its language."""
+    not linked), its language, and the front's record of it for the sessions it starts
+    or steers (None: told no progress)."""
 
     address: str
     account: Account | None
     t: Translator
+    watcher: Watcher | None = None
 
     @property
     def username(self) -> str:
@@ -69,24 +79,12 @@ Handler = Callable[[Asker, Any], Awaitable[str]]
 class Listener(Protocol):
     """What a front hears of the commands answered for it."""
 
-    def watch(self, session_id: str, address: str) -> None:
-        """``address`` steered the session: its progress goes there from now on."""
-
-    def started(self, session_id: str, address: str) -> None:
-        """``address`` started the session (CALLBACK): its progress so far, and on."""
-
     def language_set(self, address: str, language: str) -> None:
         """``address`` asked for ``language`` (LANG): the account speaks it now."""
 
 
 class _Unheard:
-    """The listener of a front that tells no progress of the commands it answers."""
-
-    def watch(self, session_id: str, address: str) -> None:
-        pass
-
-    def started(self, session_id: str, address: str) -> None:
-        pass
+    """The listener of a front that keeps no language of its own."""
 
     def language_set(self, address: str, language: str) -> None:
         pass
@@ -128,10 +126,15 @@ class ChatCommands:
         }
 
     def answer(
-        self, address: str, account: Account, command: chat.ChatCommand
+        self,
+        address: str,
+        account: Account,
+        command: chat.ChatCommand,
+        watcher: Watcher | None = None,
     ) -> defer.Deferred[str]:
-        """The reply to a parsed ``command`` of ``account``, asked from ``address``."""
-        asker = Asker(address, account, translator(account.language))
+        """The reply to a parsed ``command`` of ``account``, asked from ``address``
+        (``watcher``: see :attr:`Asker.watcher`)."""
+        asker = Asker(address, account, translator(account.language), watcher)
         return defer.ensureDeferred(self.reply(asker, command))
 
     async def reply(
@@ -174,29 +177,57 @@ class ChatCommands:
         if not source:
             raise Reply("chat.no_default_number")
         session_id = await self.engine.start_callback(
-            asker.username, source, command.destination, command.via, origin=self.origin
+            asker.username,
+            source,
+            command.destination,
+            command.via,
+            origin=self.origin,
+            watcher=asker.watcher,
         )
-        self.listener.started(session_id, asker.address)
         return asker.t.text("chat.session_started", session=session_id)
 
-    def _live(self, asker: Asker) -> str:
+    async def _live(self, asker: Asker) -> str:
         """The asker's live session (the account's newest in flight), watched from now on."""
         sessions = self.engine.sessions_of(asker.username)
         if not sessions:
             raise Reply("chat.no_session")
         session_id = sessions[-1]
-        self.listener.watch(session_id, asker.address)
+        watcher = asker.watcher
+        if watcher is not None and watcher not in self.engine.watchers_of(session_id):
+            await self._watch(session_id, watcher)
         return session_id
 
+    def watching(self, username: str, front: str, address: str) -> list[str]:
+        """The account's sessions in flight that record ``address`` of ``front``."""
+        engine = self.engine
+        return [
+            session_id
+            for session_id in engine.sessions_of(username)
+            if any(w.same(front, address) for w in engine.watchers_of(session_id))
+        ]
+
+    async def _watch(self, session_id: str, watcher: Watcher) -> None:
+        """Record ``watcher`` with the session; a refusal (the session just ended, its
+        owner does not answer) leaves the command to say what it says of it."""
+        try:
+            await self.engine.watch(session_id, watcher)
+        except CallbackRefused as e:
+            log.info(
+                "session {session_id}: {address} not watching: {error}",
+                session_id=session_id,
+                address=watcher.address,
+                error=str(e),
+            )
+
     async def _list(self, asker: Asker, command: chat.ListLegs) -> str:
-        return self.engine.list_legs(self._live(asker), asker.t.language)
+        return self.engine.list_legs(await self._live(asker), asker.t.language)
 
     async def _add(self, asker: Asker, command: chat.Add) -> str:
-        await self.engine.add_leg(self._live(asker), command.leg, command.via)
+        await self.engine.add_leg(await self._live(asker), command.leg, command.via)
         return asker.t.text("chat.leg_added", leg=command.leg)
 
     async def _delete(self, asker: Asker, command: chat.Delete) -> str:
-        session_id = self._live(asker)
+        session_id = await self._live(asker)
         target, shown = command.target, command.target
         if target.isdigit() and len(target) <= 3:  # the grammar's index, not a number
             legs = [leg for leg in self.engine.status(session_id)["legs"] if leg["state"] == "up"]
@@ -208,7 +239,7 @@ class ChatCommands:
         return asker.t.text("chat.leg_dropped", leg=shown)
 
     async def _hangup(self, asker: Asker, command: chat.Hangup) -> str:
-        await self.engine.hangup(self._live(asker))
+        await self.engine.hangup(await self._live(asker))
         return asker.t.text("chat.hangup_requested")
 
     async def _balance(self, asker: Asker, command: chat.Balance) -> str:
@@ -248,6 +279,11 @@ class ChatCommands:
         await self.store.update_account(asker.username, language=command.code)
         self.engine.account_changed(asker.username)  # the next reply speaks it
         self.listener.language_set(asker.address, command.code)
+        watcher = asker.watcher
+        if watcher is not None:
+            # the sessions it watches tell it their progress in the new language
+            for session_id in self.watching(asker.username, watcher.front, watcher.address):
+                await self._watch(session_id, replace(watcher, language=command.code))
         t = translator(command.code)
         return t.text("chat.language_set", language=t.language_name(command.code))
 

@@ -35,7 +35,10 @@ Progress, per the account's ``sms_progress`` (``""``: ``[sms] progress``): ``all
 sends the words of every session event (:func:`callbackd.i18n.progress.render`), the
 events of one reactor turn in one SMS; ``outcome`` only the answer
 (``talking``), the failure that ends the call and the end with its charge; ``none``
-nothing.
+nothing. It goes to the sender that started the session, recorded with the session as
+an ``sms`` watcher (:class:`~callbackd.core.session.Watcher`: number, gateway, language,
+mode; ``LANG`` records it again in the new language), and the daemon that runs the
+session queues it, once, after a takeover too.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from twisted.python.failure import Failure
 from callbackd.config import SmsConfig
 from callbackd.core import chat
 from callbackd.core.model import Account
-from callbackd.core.session import DESTINATION, SOURCE, SessionEvent
+from callbackd.core.session import DESTINATION, SOURCE, SessionEvent, Watcher
 from callbackd.core.sms import SmsError, SmsRequest, parse_sms
 from callbackd.core.smstext import fit
 from callbackd.engine.errors import CallbackRefused
@@ -68,12 +71,14 @@ from callbackd.numbers import read_phone
 from callbackd.sms.inbound import InboundSms
 from callbackd.store.interface import InvalidArgument, IStore, NoSuchAccount
 
-__all__ = ["CODE_REPLY", "ORIGIN", "OUTCOME_EVENTS", "SmsFront", "reply_id"]
+__all__ = ["CODE_REPLY", "FRONT", "ORIGIN", "OUTCOME_EVENTS", "SmsFront", "reply_id"]
 
 log = Logger(namespace="callbackd.sms")
 
 #: the origin of the sessions SMS starts (the CDR's ``extra["origin"]``)
 ORIGIN: Final = "sms"
+#: the front of the watchers SMS records with a session (the numbers it tells)
+FRONT: Final = "sms"
 #: an SMS bringing a caller-ID code back: the digits alone, or after ``R``
 CODE_REPLY: Final = re.compile(rf"\s*(?:[Rr][\s.:]\s*)?([0-9]{{{CODE_DIGITS}}})\s*")
 #: the progress events ``outcome`` tells
@@ -135,16 +140,12 @@ class _Lookups:
 
 
 @dataclass
-class _Watcher:
-    """Where a session's progress goes, and how much of it."""
+class _Batch:
+    """A watcher's texts of one session in this reactor turn: its next SMS."""
 
-    to: str
-    gateway: str
-    language: str
-    mode: str
+    watcher: Watcher
+    first_seq: int
     texts: list[str] = field(default_factory=list)
-    first_seq: int = 0
-    ended: bool = False
 
 
 class SmsFront:
@@ -175,9 +176,10 @@ class SmsFront:
         self.sends = sends
         #: the chat grammar's answers to the chat commands SMS takes (BALANCE ...)
         self.chat = ChatCommands(engine, store, origin=ORIGIN, decimals=decimals, currency=currency)
-        self._watchers: dict[str, _Watcher] = {}
+        #: per (session, number) the progress texts of this turn
+        self._batches: dict[tuple[str, str], _Batch] = {}
         self.progress = ProgressBatcher(
-            engine, clock, watched=self._watchers, tell=self._event, flush=self._flush
+            engine, clock, tell=self._event, flush=self._flush, owned=True
         )
         #: dedupe keys being handled in this process
         self.handling: set[str] = set()
@@ -362,15 +364,13 @@ class SmsFront:
             lambda failure: log.warn("SMS {key} still pending", key=sender.key)
         )
         session_id = await self.engine.start_callback(
-            sender.account.username, source, destination, via, origin=ORIGIN
+            sender.account.username,
+            source,
+            destination,
+            via,
+            origin=ORIGIN,
+            watcher=self._watcher(sender),
         )
-        mode = sender.account.sms_progress or self.config.progress
-        if mode != "none":
-            self._watchers[session_id] = _Watcher(
-                sender.sms.sender, sender.gateway, sender.account.language, mode
-            )
-            for event in self.progress.newborn(session_id):
-                self._event(event)
         # (the engine's progress log tells of the session: no line of our own per call)
         return sender.t.text(
             "sms.callback_started", session=session_id, source=source, destination=destination
@@ -403,6 +403,14 @@ class SmsFront:
         )
         return t.text("sms.code_sent", number=number)
 
+    def _watcher(self, sender: _Sender) -> Watcher | None:
+        """The sender as its sessions' watcher (None: its account wants no progress)."""
+        assert sender.account is not None
+        mode = sender.account.sms_progress or self.config.progress
+        if mode == "none":
+            return None
+        return Watcher(FRONT, sender.sms.sender, sender.account.language, sender.gateway, mode)
+
     async def _info(self, sender: _Sender) -> str:
         assert sender.account is not None
         address = f"sms:{sender.sms.sender}"
@@ -416,7 +424,8 @@ class SmsFront:
             return await self._callback(sender, command.source, command.destination, command.via)
         if isinstance(command, chat.Help):
             return sender.t.text("sms.help")
-        return await self.chat.answer(f"sms:{sender.sms.sender}", sender.account, command)
+        address = f"sms:{sender.sms.sender}"
+        return await self.chat.answer(address, sender.account, command, self._watcher(sender))
 
     # -- replies ------------------------------------------------------------------------
 
@@ -438,21 +447,23 @@ class SmsFront:
     # -- progress -----------------------------------------------------------------------
 
     def _event(self, event: SessionEvent) -> None:
-        """A session event of a watched session: its words for the turn's SMS."""
-        watcher = self._watchers[event.session_id]
-        text = self._words(event, watcher)
-        if text:
-            if not watcher.texts:
-                watcher.first_seq = event.seq
-            watcher.texts.append(text)
-            self.progress.flush_soon()
-        if event.kind == "session_ended":
-            # flushed at the end of the turn, then forgotten
-            watcher.ended = True
+        """A session event of this daemon's: its words for its SMS watchers' turn's SMS."""
+        session_id = event.session_id
+        for watcher in self.engine.watchers_of(session_id):
+            if watcher.front != FRONT:
+                continue
+            text = self._words(event, watcher)
+            if not text:
+                continue
+            key = (session_id, watcher.address)
+            batch = self._batches.get(key)
+            if batch is None:
+                batch = self._batches[key] = _Batch(watcher, event.seq)
+            batch.texts.append(text)
             self.progress.flush_soon()
 
-    def _words(self, event: SessionEvent, watcher: _Watcher) -> str:
-        t = translator(watcher.language)
+    def _words(self, event: SessionEvent, watcher: Watcher) -> str:
+        t = translator(watcher.language or DEFAULT_LANGUAGE)
         if watcher.mode == "outcome" and not _is_outcome(event):
             return ""
         text = render(event, t, self.decimals, self.currency)
@@ -462,15 +473,14 @@ class SmsFront:
         return text
 
     def _flush(self) -> None:
-        for session_id, watcher in list(self._watchers.items()):
-            if watcher.texts:
-                message_id = f"sms-progress:{session_id}:{watcher.first_seq}"
-                text = self._fit("\n".join(watcher.texts))
-                watcher.texts = []
-                d = self.queue(message_id, watcher.to, text, watcher.gateway)
-                d.addErrback(lambda f: log.failure("cannot queue SMS progress", f))
-            if watcher.ended:
-                del self._watchers[session_id]
+        batches, self._batches = self._batches, {}
+        for (session_id, to), batch in batches.items():
+            # one id per session, number and first event: the same SMS if queued again
+            digest = hashlib.sha256(to.encode()).hexdigest()[:12]
+            message_id = f"sms-progress:{session_id}:{digest}:{batch.first_seq}"
+            text = self._fit("\n".join(batch.texts))
+            d = self.queue(message_id, to, text, batch.watcher.gateway)
+            d.addErrback(lambda f: log.failure("cannot queue SMS progress", f))
 
 
 def _is_outcome(event: SessionEvent) -> bool:

@@ -17,10 +17,14 @@ from before reaches the engine without a store round trip.
 
 Progress: the front hears every session event and pushes its words
 (:func:`callbackd.i18n.progress.render`) to the JIDs that started or steered the
-session from chat *through this process* (``CALLBACK``, ``LIST``, ``ADD``, ``DEL``,
-``HANGUP``); other JIDs linked to the account, and sessions nobody here touched, are
-told nothing. The texts of one reactor turn for one JID are merged into one message,
-in order, after the reply of the command that caused them
+session from chat (``CALLBACK``, ``LIST``, ``ADD``, ``DEL``, ``HANGUP``): each is
+recorded with the session as a ``chat`` watcher
+(:class:`~callbackd.core.session.Watcher`), so the JID is told wherever the session
+runs, by whichever daemon's component of the domain the JID talks to is connected
+(the XMPP server admits one at a time), after a takeover too; other
+JIDs linked to the account, and sessions no JID touched, are told nothing. ``UNLINK``
+ends the watching. The texts of one reactor turn for one JID are merged into one
+message, in order, after the reply of the command that caused them
 (:class:`~callbackd.fronts.progress.ProgressBatcher` ends the turn).
 
 Limits: each JID may send ``rate[0]`` commands per ``rate[1]`` seconds; the next gets
@@ -44,7 +48,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from callbackd.core import chat
-from callbackd.core.session import SessionEvent
+from callbackd.core.session import SessionEvent, Watcher
+from callbackd.engine.errors import CallbackRefused
 from callbackd.engine.manager import SessionManager
 from callbackd.fronts.commands import Asker, ChatCommands, Handler, Reply
 from callbackd.fronts.progress import ProgressBatcher
@@ -53,7 +58,7 @@ from callbackd.i18n import DEFAULT_LANGUAGE, Translator, translator
 from callbackd.i18n.progress import render
 from callbackd.store.interface import InvalidArgument, IStore
 
-__all__ = ["LINK_FAILURES", "LINK_WINDOW", "ChatFront", "Links"]
+__all__ = ["FRONT", "LINK_FAILURES", "LINK_WINDOW", "ChatFront", "Links"]
 
 log = Logger(namespace="callbackd.xmpp")
 
@@ -62,6 +67,8 @@ LINK_FAILURES: Final = 5
 LINK_WINDOW: Final = 15 * 60.0
 #: the origin of the sessions chat starts (the CDR's ``extra["origin"]``)
 ORIGIN: Final = "chat"
+#: the front of the watchers chat records with a session (the JIDs it tells)
+FRONT: Final = "chat"
 
 
 class Links(Protocol):
@@ -94,6 +101,7 @@ class ChatFront:
         decimals: int,
         currency: str = "",
         rate: tuple[int, float] = (10, 10.0),
+        domain: str = "",
     ) -> None:
         self.engine = engine
         self.store = store
@@ -102,6 +110,8 @@ class ChatFront:
         self.send = send
         self.decimals = decimals
         self.currency = currency
+        #: the service's domain: the JIDs talking to it are this front's to tell
+        self.domain = domain
         self.commands = Throttle(clock, *rate)
         self.link_failures = Throttle(clock, LINK_FAILURES, LINK_WINDOW)
         #: the commands' answers; it tells this front what a JID started or steered
@@ -112,16 +122,12 @@ class ChatFront:
         self._warned: set[str] = set()
         #: per JID its account's language, as last read (progress is told in it)
         self._languages: dict[str, str] = {}
-        #: per session the JIDs that started or steered it from chat
-        self._watchers: dict[str, dict[str, None]] = {}
         #: per JID with commands under way, the progress held until the reply is out
         self._held: dict[str, list[str]] = {}
         self._busy: collections.Counter[str] = collections.Counter()
         #: per JID the messages of this reactor turn: (is progress, texts)
         self._outbox: dict[str, list[tuple[bool, list[str]]]] = {}
-        self.progress = ProgressBatcher(
-            engine, clock, watched=self._watchers, tell=self._event, flush=self._flush
-        )
+        self.progress = ProgressBatcher(engine, clock, tell=self._event, flush=self._flush)
         self._linked: Mapping[type, Handler] = {
             **self.answers.handlers,
             chat.Link: self._link,
@@ -168,13 +174,15 @@ class ChatFront:
     async def _handle(self, jid: str, body: str) -> None:
         username = await self.links.account_for(jid)
         account = None if username is None else await self.engine.account(username)
+        watcher = None
         if account is None:
             self._languages.pop(jid, None)
             t = translator(DEFAULT_LANGUAGE)
         else:
             self._languages[jid] = account.language
             t = translator(account.language)
-        asker = Asker(jid, account, t)
+            watcher = Watcher(FRONT, jid, account.language, self.domain)
+        asker = Asker(jid, account, t, watcher)
         try:
             command = chat.parse_command(body)
         except chat.CommandError as e:
@@ -231,38 +239,35 @@ class ChatFront:
     async def _unlink(self, asker: Asker, command: chat.Unlink) -> str:
         await self.links.unlink(asker.address)
         self._languages.pop(asker.address, None)
-        for watchers in self._watchers.values():
-            watchers.pop(asker.address, None)
+        for session_id in self.answers.watching(asker.username, FRONT, asker.address):
+            try:
+                await self.engine.unwatch(session_id, FRONT, asker.address)
+            except CallbackRefused as e:  # ended meanwhile, or its owner is away
+                log.info(
+                    "session {session_id}: {jid} still watching: {error}",
+                    session_id=session_id,
+                    jid=asker.address,
+                    error=str(e),
+                )
         log.info("{jid} unlinked from {username}", jid=asker.address, username=asker.username)
         return asker.t.text("chat.unlinked")
 
     # -- progress (what the commands tell: callbackd.fronts.commands.Listener) ----------
-
-    def watch(self, session_id: str, jid: str) -> None:
-        """Tell ``jid`` the session's progress from now on."""
-        self._watchers.setdefault(session_id, {})[jid] = None
-
-    def started(self, session_id: str, jid: str) -> None:
-        """``jid`` started the session: what it said before its id was known, held
-        after the reply, and its progress from now on."""
-        self.watch(session_id, jid)
-        for event in self.progress.newborn(session_id):
-            self._tell(jid, event)
 
     def language_set(self, jid: str, language: str) -> None:
         """``jid``'s account speaks ``language`` now: its progress is told in it."""
         self._languages[jid] = language
 
     def _event(self, event: SessionEvent) -> None:
-        """A session event from the engine: its words to the session's JIDs."""
-        session_id = event.session_id
-        for jid in list(self._watchers[session_id]):
-            self._tell(jid, event)
-        if event.kind == "session_ended":
-            self._watchers.pop(session_id, None)
+        """A session event from the engine: its words to the session's chat watchers."""
+        for watcher in self.engine.watchers_of(event.session_id):
+            if watcher.front == FRONT and watcher.gateway == self.domain:
+                self._tell(watcher.address, watcher.language, event)
 
-    def _tell(self, jid: str, event: SessionEvent) -> None:
-        text = render(event, self._translator(jid), self.decimals, self.currency)
+    def _tell(self, jid: str, language: str, event: SessionEvent) -> None:
+        """``language``: the one recorded with the watcher, unless the JID spoke since."""
+        t = translator(self._languages.get(jid) or language or DEFAULT_LANGUAGE)
+        text = render(event, t, self.decimals, self.currency)
         if not text:
             return
         if jid in self._busy:

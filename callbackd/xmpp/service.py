@@ -105,6 +105,7 @@ def make_chat_service(
         chat.say,
         decimals=billing.decimals,
         currency=billing.currency,
+        domain=config.domain,
     )
     chat.presence = PresenceHandler(
         config.domain,

@@ -13,6 +13,7 @@ from callbackd.core.rating import Rate
 from callbackd.core.session import (
     BACKSTOP_MARGIN,
     CREDIT_TIMER,
+    MAX_WATCHERS,
     RELEASE_TIMEOUT,
     SWITCH_LOST_WINDOW,
     AddLeg,
@@ -42,6 +43,9 @@ from callbackd.core.session import (
     SetAbsoluteTimeout,
     SwitchLost,
     TimerFired,
+    Unwatch,
+    Watch,
+    Watcher,
     credit_legs,
     start,
     step,
@@ -1082,6 +1086,55 @@ def test_state_round_trips_through_json():
     session.feed(AddLeg(EXTRA), 5.0)
     data = json.loads(json.dumps(session.state.to_dict()))
     assert SessionState.from_dict(data) == session.state
+
+
+CHAT_ALICE = Watcher("chat", "alice@example.org", "en", "callback.example.org")
+SMS_ALICE = Watcher("sms", "+4930123456", "de", "kannel", "outcome")
+
+
+def test_watchers_start_with_the_session_and_round_trip_through_json():
+    """The starter's record is kept from the start; the state round-trips with it, and a
+    state saved before watchers were recorded loads with none."""
+    session = Session(watchers=(CHAT_ALICE,)).talking()
+    assert session.state.watchers == (CHAT_ALICE,)
+    data = json.loads(json.dumps(session.state.to_dict()))
+    assert data["watchers"][0]["address"] == "alice@example.org"
+    assert SessionState.from_dict(data) == session.state
+    del data["watchers"]
+    assert SessionState.from_dict(data).watchers == ()
+    assert "watchers" not in summary(session.state)  # not shown to the API
+
+
+def test_watch_replaces_the_same_address_unwatch_forgets_it_both_are_saved():
+    session = Session(watchers=(CHAT_ALICE,))
+    effects = session.feed(Watch(SMS_ALICE), 1.0)
+    assert session.state.watchers == (CHAT_ALICE, SMS_ALICE)
+    assert effects == [Persist()] and events(effects) == []  # saved, nobody told
+    spanish = Watcher("chat", "alice@example.org", "es", "callback.example.org")
+    session.feed(Watch(spanish), 2.0)
+    assert session.state.watchers == (SMS_ALICE, spanish)
+    assert session.feed(Unwatch("chat", "alice@example.org"), 3.0) == [Persist()]
+    assert session.state.watchers == (SMS_ALICE,)
+    session.feed(Unwatch("sms", "+4999"), 4.0)
+    assert session.state.watchers == (SMS_ALICE,)
+
+
+def test_watchers_are_bounded_the_oldest_go_first():
+    session = Session()
+    for n in range(MAX_WATCHERS + 3):
+        session.feed(Watch(Watcher("chat", f"user{n}@example.org")), float(n))
+    kept = [w.address for w in session.state.watchers]
+    assert kept == [f"user{n}@example.org" for n in range(3, MAX_WATCHERS + 3)]
+
+
+def test_watch_of_an_ended_session_changes_nothing():
+    session = Session().talking()
+    session.feed(HangupSession(), 5.0)
+    session.feed(LegHungUp(f"{SID}-a1", 5.5, 16), 5.5)
+    session.feed(LegHungUp(f"{SID}-b1", 5.5, 16), 5.5)
+    assert session.state.finished
+    assert session.feed(Watch(CHAT_ALICE), 6.0) == []
+    assert session.state.watchers == ()
 
 
 def test_summary_lists_every_leg():

@@ -6,11 +6,13 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from callbackd.core import chat
+from callbackd.core.session import Watcher
 from callbackd.fronts.commands import Asker, ChatCommands, Reply
 from callbackd.i18n import translator
 from tests.test_engine import DESTINATION, SOURCE, World, result
 
 ADDRESS = "sms:+4930123456"
+WATCHER = Watcher("test", "+4930123456", "en")
 EN = translator("en")
 
 
@@ -19,12 +21,6 @@ class Listener:
 
     def __init__(self):
         self.heard: list[tuple[str, ...]] = []
-
-    def watch(self, session_id, address):
-        self.heard.append(("watch", session_id, address))
-
-    def started(self, session_id, address):
-        self.heard.append(("started", session_id, address))
 
     def language_set(self, address, language):
         self.heard.append(("language_set", address, language))
@@ -41,9 +37,9 @@ def commands(world, listener=None):
     )
 
 
-def answer(commands, world, command):
+def answer(commands, world, command, watcher=None):
     account = result(world.store.get_account("alice"))
-    return result(commands.answer(ADDRESS, account, command))
+    return result(commands.answer(ADDRESS, account, command, watcher))
 
 
 def test_the_account_is_answered_in_its_language():
@@ -54,32 +50,40 @@ def test_the_account_is_answered_in_its_language():
     assert answer(commands(world), world, chat.Balance()) == es.text("chat.balance", balance=money)
 
 
-def test_callback_starts_a_session_of_the_fronts_origin_and_tells_the_front():
-    """CALLBACK: the session carries the front's origin; the listener hears who started it."""
-    world, listener = World(), Listener()
-    reply = answer(commands(world, listener), world, chat.Callback(SOURCE, DESTINATION, ()))
+def test_callback_starts_a_session_of_the_fronts_origin_watched_by_the_asker():
+    """CALLBACK: the session carries the front's origin and the asker's watcher record."""
+    world = World()
+    callback = chat.Callback(SOURCE, DESTINATION, ())
+    reply = answer(commands(world), world, callback, WATCHER)
     [sid] = world.manager.sessions_of("alice")
     assert reply == EN.text("chat.session_started", session=sid)
     assert world.manager.state_of(sid).origin == "test-front"
-    assert listener.heard == [("started", sid, ADDRESS)]
+    assert world.manager.watchers_of(sid) == (WATCHER,)
+    # the record is saved with the session (a takeover or restart reads it)
+    world.clock.advance(0)  # the end of the turn: the state is saved
+    assert result(world.store.load_session(sid))["watchers"] == [WATCHER.to_dict()]
 
 
-def test_steering_and_lang_are_told_to_the_listener():
-    """LIST and HANGUP watch the live session for the asker; LANG tells the new language."""
+def test_steering_records_the_asker_and_lang_records_it_again_in_its_language():
+    """LIST watches the live session for the asker (once), LANG records it in the new
+    language and tells the listener; without a watcher record nothing is recorded."""
     world, listener = World(), Listener()
     front = commands(world, listener)
     sid = world.talking()
-    assert answer(front, world, chat.ListLegs()).startswith("List of connected legs: 1.")
-    assert answer(front, world, chat.Hangup()) == EN.text("chat.hangup_requested")
-    assert answer(front, world, chat.Language("fr")) == translator("fr").text(
+    assert answer(front, world, chat.ListLegs()) == answer(front, world, chat.ListLegs(), WATCHER)
+    assert world.manager.watchers_of(sid) == (WATCHER,)
+    assert answer(front, world, chat.Language("fr"), WATCHER) == translator("fr").text(
         "chat.language_set", language=translator("fr").language_name("fr")
     )
-    assert listener.heard == [
-        ("watch", sid, ADDRESS),
-        ("watch", sid, ADDRESS),
-        ("language_set", ADDRESS, "fr"),
-    ]
+    assert world.manager.watchers_of(sid) == (Watcher("test", "+4930123456", "fr"),)
+    assert listener.heard == [("language_set", ADDRESS, "fr")]
     assert result(world.store.get_account("alice")).language == "fr"
+    assert answer(front, world, chat.Hangup(), WATCHER) == translator("fr").text(
+        "chat.hangup_requested"
+    )
+    assert front.watching("alice", "test", "+4930123456") == [sid]
+    assert front.watching("alice", "test", "+4930999999") == []
+    assert front.watching("alice", "chat", "+4930123456") == []
 
 
 def test_without_a_listener_commands_still_steer():

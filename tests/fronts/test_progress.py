@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from callbackd.fronts.progress import ProgressBatcher
 from tests.test_engine import World
 
 
 class Front:
-    """A front's side of a batcher: the sessions it watches, what it was told, flushes."""
+    """A front's side of a batcher: what it was told, its flushes."""
 
-    def __init__(self, world=None):
+    def __init__(self, world=None, owned=False):
         self.world = world or World()
-        self.watched: dict[str, None] = {}
         self.told: list = []
         self.flushes = 0
         self.batcher = ProgressBatcher(
             self.world.manager,
             self.world.clock,
-            watched=self.watched,
             tell=self.told.append,
             flush=self.flushed,
+            owned=owned,
         )
         self.batcher.start()
 
@@ -27,39 +28,30 @@ class Front:
         self.flushes += 1
 
 
-def test_a_watched_sessions_events_are_told_as_they_come():
-    """Each event of a watched session is passed on at once, in order; others are not."""
+def test_every_event_is_told_as_it_comes_from_the_first():
+    """Each session event is passed on at once, in order, session_started included (the
+    front picks the sessions it tells by their watchers)."""
     front = Front()
     world = front.world
     sid = world.callback()
     other = world.callback(source="+4989123456")
-    world.clock.advance(0)
-    front.watched[sid] = None
-    before = len(world.events)
     world.switch.answer(f"{sid}-a1", world.now())
     world.switch.answer(f"{other}-a1", world.now())
-    mine = [event for event in world.events[before:] if event.session_id == sid]
-    assert mine and front.told == mine
+    assert front.told[0].kind == "session_started" and front.told[0].session_id == sid
+    assert front.told == world.events
 
 
-def test_a_session_started_in_this_turn_keeps_its_events_for_its_starter():
-    """start_callback publishes before its caller has the id: the events wait a turn."""
-    front = Front()
-    world = front.world
+def test_owned_hears_this_daemons_sessions_only():
+    """``owned``: another daemon's session's events (handed on by the cluster) are not
+    told; without it they are."""
+    mine = Front(owned=True)
+    world = mine.world
+    every = Front(world)
     sid = world.callback()
-    born = front.batcher.newborn(sid)
-    assert born[0].kind == "session_started"
-    assert born == [event for event in world.events if event.session_id == sid]
-    assert front.batcher.newborn(sid) == []  # taken once
-    assert front.told == []
-
-
-def test_unclaimed_newborn_events_are_forgotten_at_the_end_of_the_turn():
-    """Nobody watched the session by the turn's end: its first events are dropped."""
-    front = Front()
-    sid = front.world.callback()
-    front.world.clock.advance(0)
-    assert front.batcher.newborn(sid) == []
+    remote = dataclasses.replace(world.events[-1], session_id="elsewhere1", seq=7)
+    world.manager.deliver_remote(remote, "alice")
+    assert [e.session_id for e in mine.told] == [sid] * len(mine.told)
+    assert every.told == [*mine.told, remote]
 
 
 def test_a_flush_is_once_per_turn_at_its_end():
@@ -83,14 +75,13 @@ def test_stop_flushes_now_and_hears_no_more():
     world = front.world
     assert front.batcher.listening
     sid = world.callback()
-    front.watched[sid] = None
+    told = len(front.told)
     front.batcher.flush_soon()
     front.batcher.stop()
     assert not front.batcher.listening and front.flushes == 1
-    assert front.batcher.newborn(sid) == []
     world.switch.answer(f"{sid}-a1", world.now())
     world.clock.advance(0)
-    assert front.told == [] and front.flushes == 1
+    assert len(front.told) == told and front.flushes == 1
     front.batcher.start()
     world.switch.answer(f"{sid}-b1", world.now())
-    assert [event.session_id for event in front.told] == [sid]
+    assert [event.session_id for event in front.told[told:]] == [sid]
