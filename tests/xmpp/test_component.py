@@ -35,16 +35,20 @@ EN = translator("en")
 
 
 class NoEngine:
-    """The engine as far as linking needs it: session events (none), accounts (the store's)."""
+    """The engine as far as linking needs it: session events and sessions (none),
+    accounts (the store's)."""
 
     def __init__(self, store):
         self.store = store
 
-    def subscribe(self, callback):
+    def subscribe(self, callback, session_id=None, *, owned=False):
         return lambda: None
 
     def account(self, username):
         return self.store.get_account(username)
+
+    def sessions_of(self, username):
+        return []
 
 
 def chat_service(prosody, store, secret=None, registry=None):
