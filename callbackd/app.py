@@ -358,6 +358,8 @@ def _make_xmpp(daemon: Daemon, health: Any) -> None:
         daemon.engine,
         daemon.reactor,
         daemon.registry,
+        # several daemons: one component holds the domain, the others stand by
+        standby=daemon.config.cluster.enabled,
     )
     daemon.xmpp = daemon.add("xmpp", chat)
     # connected to the XMPP server as its component (and why not: refused secret ...)

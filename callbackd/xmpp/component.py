@@ -16,9 +16,17 @@ manager and a Twisted service) with three changes:
   back-off, so fixing the server's configuration is enough.
 - **A stream that never opens is dropped** after ``handshake_timeout`` seconds.
 
+- **Standby** (``standby=True``: several daemons, ``[cluster] enabled``). The
+  XMPP server admits one connection per component domain and refuses the next with
+  a ``<conflict/>`` stream error (Prosody's default ``component_conflict_resolve =
+  "kick_new"``): one daemon's component serves the chat users, the others' retry
+  with the back-off and are *standing by*, a healthy state; when the connected
+  daemon dies, the next retry of another takes the domain over.
+
 :meth:`XMPPComponent.health` is the ``/healthz`` check ("connected ...", "not
 connected ...", "secret refused ...", "refused by the server: conflict" when
-another process holds the domain); :class:`XMPPMetrics` are its Prometheus metrics.
+another process holds the domain, "standing by ..." when that is expected);
+:class:`XMPPMetrics` are its Prometheus metrics.
 """
 
 from __future__ import annotations
@@ -54,6 +62,8 @@ NOT_CONNECTED = "not connected"
 CONNECTING = "connecting"
 SECRET_REFUSED = "secret refused"
 STOPPED = "stopped"
+#: the stream error of a domain another connection holds
+CONFLICT = "conflict"
 
 
 class XMPPMetrics:
@@ -121,6 +131,7 @@ class XMPPComponent(Component):  # type: ignore[misc]
         handshake_timeout: float = 10.0,
         jitter: Callable[[], float] = random.random,
         metrics: XMPPMetrics | None = None,
+        standby: bool = False,
     ) -> None:
         # Component.__init__ builds wokkel's own factory; build ours instead.
         self.host = host
@@ -129,6 +140,8 @@ class XMPPComponent(Component):  # type: ignore[misc]
         self.jid = JID(domain)
         self.handshake_timeout = handshake_timeout
         self.metrics = metrics
+        #: another daemon's component holding the domain is expected (see the module)
+        self.standby = standby
         self._backoff = capped_backoff(min_retry, max_retry, jitter=jitter)
         factory = _ComponentStreamFactory(
             ConnectComponentAuthenticator(domain, secret), self._retry_delay, reactor
@@ -152,6 +165,11 @@ class XMPPComponent(Component):  # type: ignore[misc]
         """True while the stream is authenticated (stanzas sent now are delivered)."""
         return self.state == CONNECTED
 
+    @property
+    def standing_by(self) -> bool:
+        """True while another daemon's component holds the domain, as expected."""
+        return self.standby and self.refusal == CONFLICT and self.state != CONNECTED
+
     def health(self) -> tuple[bool, str]:
         """The ``/healthz`` check: ok only while connected."""
         where = f"{self.host}:{self.port}"
@@ -159,6 +177,11 @@ class XMPPComponent(Component):  # type: ignore[misc]
             return True, f"connected to {where} as {self.domain}"
         if self.state == SECRET_REFUSED:
             return False, f"secret refused by {where} for {self.domain}"
+        if self.standing_by:
+            return True, (
+                f"standing by: another daemon's component holds {self.domain} at {where}"
+                f" (attempt {self.failures})"
+            )
         if self.refusal:
             return False, f"refused by {where}: {self.refusal} (attempt {self.failures})"
         if self.failures:
@@ -248,7 +271,12 @@ class XMPPComponent(Component):  # type: ignore[misc]
             self._set_state(SECRET_REFUSED)
         if self.metrics is not None:
             self.metrics.connects.labels("refused").inc()
-        if new:  # logged once per change, however often it is retried
+        if new and self.standing_by:
+            log.info(
+                "XMPP component {domain}: another daemon's component holds it; standing by",
+                domain=self.domain,
+            )
+        elif new:  # logged once per change, however often it is retried
             log.warn(
                 "XMPP server refused component {domain}: {condition}",
                 domain=self.domain,

@@ -83,7 +83,8 @@ def make_chat_service(
 ) -> ChatService:
     """The component of ``config.domain`` with the chat front on ``store`` and ``engine``.
 
-    Money is shown with ``billing``'s decimals and currency.
+    Money is shown with ``billing``'s decimals and currency; ``component_options`` go to
+    :class:`XMPPComponent` (``standby=True`` with several daemons).
     """
     chat = ChatService(
         config.domain,

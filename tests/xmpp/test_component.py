@@ -51,7 +51,7 @@ class NoEngine:
         return []
 
 
-def chat_service(prosody, store, secret=None, registry=None):
+def chat_service(prosody, store, secret=None, registry=None, **options):
     config = XMPPConfig(
         enabled=True,
         domain=prosody.component,
@@ -61,7 +61,13 @@ def chat_service(prosody, store, secret=None, registry=None):
         reconnect_max_delay=1.0,
     )
     return make_chat_service(
-        config, BillingConfig(), store, NoEngine(store), reactor, registry or CollectorRegistry()
+        config,
+        BillingConfig(),
+        store,
+        NoEngine(store),
+        reactor,
+        registry or CollectorRegistry(),
+        **options,
     )
 
 
@@ -176,6 +182,34 @@ async def test_a_refused_secret_is_reported_and_retried(prosody):
     refusals = [line for line in logged if "refused component" in line]
     assert len(refusals) == 1 and "not-authorized" in refusals[0]  # once, not per attempt
     assert not [line for line in logged if "not-the-secret" in line]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_second_daemons_component_stands_by_and_takes_the_domain_over(prosody):
+    """Prosody admits one component per domain (conflict for the next): with several
+    daemons the refused one is healthy, standing by, and connects once the first is gone;
+    alone, the same refusal is a fault."""
+    first = chat_service(prosody, MemoryStore(task.Clock()))
+    standby = chat_service(prosody, MemoryStore(task.Clock()), standby=True)
+    alone = chat_service(prosody, MemoryStore(task.Clock()))
+    first.startService()
+    try:
+        await until(lambda: first.connected, what="the first component connected")
+        standby.startService()
+        alone.startService()
+        await until(lambda: standby.failures >= 1 and alone.failures >= 1, what="refusals")
+        ok, detail = standby.health()
+        assert ok and detail.startswith("standing by: another daemon's component holds")
+        ok, detail = alone.health()
+        assert not ok and "conflict" in detail
+        await alone.stopService()
+        await first.stopService()
+        await until(lambda: standby.connected, what="the standby taking the domain over")
+        assert standby.health()[1].startswith("connected to 127.0.0.1:")
+    finally:
+        for chat in (first, standby, alone):
+            if chat.running:
+                await chat.stopService()
 
 
 @pytest_twisted.ensureDeferred
