@@ -3,11 +3,15 @@ Sentinels; two simulated Asterisk servers (each its own process, a user for each
 two daemons under twistd (``[redis] mode = sentinel`` with ``wait_replicas = 1``,
 ``[cluster] enabled = yes``, ``[switch:a]`` and ``[switch:b]``).
 
-Calls are placed through both daemons on both switches; a session owned by daemon A is
+Calls are placed through both daemons on both switches (daemon A's from a chat user through
+a real Prosody, where A's component holds the domain and B's stands by, and from an SMS
+posted to A; B's through its REST API); a session owned by daemon A is
 steered through daemon B's REST API and its events read from B's SSE stream; the Redis
 primary is SIGKILLed in the middle of calls (the Sentinels promote the replica, the calls
 go on, every acknowledged charge is there afterwards); daemon A is SIGKILLed (B takes its
-sessions over after the lease); switch b restarts (its sessions are reconciled). At the end
+sessions over after the lease, and B's component the chat domain: the chat user and the
+SMS sender hear the end of their calls from B); switch b restarts (its sessions are
+reconciled). At the end
 every leg has exactly one CDR, billed by the per-second rule from the answer and hangup
 times the CDR records, and the balance went down by exactly the sum of those charges.
 """
@@ -23,17 +27,25 @@ import time
 import pytest
 
 from callbackd.core.model import CDR
+from callbackd.demo import DEMO_PASSWORD
 from callbackd.store.records import cdr_from_json
 from tests.integration.daemon import Daemon, Simulator
 from tests.integration.test_callbacks import expected_cost
 from tests.integration.test_cluster import _legs, kinds, wait_for
 from tests.procs import RedisServer, redis_command
+from tests.sms.test_daemon import TOKEN, Outbox, post_sms
 from tests.store.test_sentinel import NAME, role, sentinel_topology
 from tests.web.api_client import Api, EventStream
+from tests.xmpp import prosody as prosody_module
+from tests.xmpp.userproc import BlockingUser
 
 pytestmark = pytest.mark.integration
 
 SECRET_ENV = "CALLBACKD_TEST_SWITCH_SECRET"
+XMPP_SECRET_ENV = "CALLBACKD_TEST_XMPP_SECRET"
+#: the SMS user's phone, and the chat user's account at the XMPP server
+SMS_SENDER = "+15550019999"
+CHAT_USER, CHAT_PASSWORD = "carol", "carols-xmpp-password"
 #: Sentinels judge a primary down after this: short enough for a quick failover, long
 #: enough that a busy machine's slow answer does not fail the new primary over again
 DOWN_AFTER_MS = 2000
@@ -93,13 +105,44 @@ def session_record(servers: list[RedisServer], sid: str) -> dict:
     return json.loads(text) if text else {}
 
 
+def fronts_config(prosody: prosody_module.Prosody, outbox: Outbox, token_file) -> str:
+    """Chat through ``prosody`` (both daemons' components for one domain) and SMS in by
+    form posts, out to ``outbox``."""
+    return f"""
+[xmpp]
+enabled = yes
+domain = {prosody.component}
+port = {prosody.component_port}
+secret_env = {XMPP_SECRET_ENV}
+reconnect_max_delay = 1
+
+[sms]
+enabled = yes
+
+[sms-gateway:test]
+format = form
+token_file = {token_file}
+send = http-post
+post_url = http://127.0.0.1:{outbox.port}/sms
+post_token_file = {token_file}
+"""
+
+
 @pytest.fixture
 def stack(tmp_path):
-    with sentinel_topology(tmp_path, down_after_ms=DOWN_AFTER_MS) as servers:
-        yield from _stack(tmp_path, *servers)
+    prosody_module.require()
+    prosody = prosody_module.Prosody.start_new()
+    outbox = Outbox()
+    try:
+        with sentinel_topology(tmp_path, down_after_ms=DOWN_AFTER_MS) as servers:
+            for parts in _stack(tmp_path, *servers, prosody, outbox):
+                yield (*parts, prosody, outbox)
+    finally:
+        outbox.close()
+        prosody.remove()
 
 
-def _stack(tmp_path, primary, replica, sentinels):
+def _stack(tmp_path, primary, replica, sentinels, prosody, outbox):
     users = "".join(f"{u}:{s}," for _, u, s in USERS[1:]).rstrip(",")
     simulators = {
         name: Simulator(
@@ -107,12 +150,15 @@ def _stack(tmp_path, primary, replica, sentinels):
         ).start()
         for name in "ab"
     }
+    token_file = tmp_path / "sms.token"
+    token_file.write_text(TOKEN)
+    fronts = fronts_config(prosody, outbox, token_file)
     daemons = [
         Daemon(
             tmp_path / node,
             node_id=node,
-            extra=sentinel_config(sentinels) + CLUSTER + switches_config(simulators, user),
-            env={SECRET_ENV: secret},
+            extra=sentinel_config(sentinels) + CLUSTER + switches_config(simulators, user) + fronts,
+            env={SECRET_ENV: secret, XMPP_SECRET_ENV: prosody.secret},
         )
         for node, user, secret in USERS
     ]
@@ -143,16 +189,46 @@ def phase_on(api: Api, sid: str) -> str:
     return answer.json["phase"] if answer.status == 200 else f"{answer.status} {answer.body!r}"
 
 
+def xmpp_check(daemon: Daemon) -> str:
+    return daemon.wait_healthy()["checks"]["xmpp"]["detail"]
+
+
 def test_scale_out(stack, tmp_path):
-    primary, replica, sentinels, simulators, a, b = stack
+    primary, replica, sentinels, simulators, a, b, prosody, outbox = stack
     servers = [primary, replica]
     key = a.admin("create-api-key", "alice", "--label", "tests").stdout.strip()
     on_a, on_b = Api(a.web_port, key), Api(b.web_port, key)
     before = int(primary.command("GET", "cb:acct:alice:balance"))
+    # A's component holds the chat domain, B's stands by (and B is healthy)
+    assert xmpp_check(a).startswith("connected to")
+    assert xmpp_check(b).startswith("standing by: another daemon's component holds")
+    prosody.register(CHAT_USER, CHAT_PASSWORD)
+    chat = BlockingUser(f"{CHAT_USER}@{prosody.host}", CHAT_PASSWORD, "127.0.0.1", prosody.c2s_port)
+    try:
+        _scale_out(
+            servers, sentinels, simulators, a, b, on_a, on_b, key, before, chat, prosody, outbox
+        )
+    finally:
+        chat.quit()
 
-    # calls through both daemons, on both switches
+
+def _scale_out(
+    servers, sentinels, simulators, a, b, on_a, on_b, key, before, chat, prosody, outbox
+):
+    primary, replica = servers
+    service = prosody.component
+
+    # calls through both daemons, on both switches: A's from a chat user and an SMS
     sessions: dict[str, str] = {}  # sid -> daemon placing it
-    for api, node in ((on_a, "na"), (on_a, "na"), (on_b, "nb"), (on_b, "nb")):
+    chat.send("message", to=service, body=f"LINK alice {DEMO_PASSWORD}")
+    chat.expect_line("Linked to account alice.")
+    chat.send("message", to=service, body=f"CALLBACK {next(SOURCES)} {DESTINATION}")
+    sessions[chat.expect_line("Callback ").split()[1]] = "na"
+    text = f"U.alice P.{DEMO_PASSWORD} D.{DESTINATION} O.{next(SOURCES)}"
+    assert post_sms(a, SMS_SENDER, text, "scale-out-1") == (200, "accepted\n")
+    started = outbox.expect(SMS_SENDER, "Callback ")
+    sessions[next(line for line in started if line.startswith("Callback ")).split()[1][:-1]] = "na"
+    for api, node in ((on_b, "nb"), (on_b, "nb")):
         created = api.post(
             "/api/v1/sessions", {"source": next(SOURCES), "destination": DESTINATION}
         )
@@ -160,6 +236,8 @@ def test_scale_out(stack, tmp_path):
         sessions[created.json["id"]] = node
     for sid in sessions:
         wait_for(lambda sid=sid: phase_on(on_b, sid) == "talking", f"{sid} talking")
+    chat.expect_line("Remote answered.")  # told by A, whose component is connected
+    outbox.expect(SMS_SENDER, "Remote answered.")  # queued by A, the session's owner
     placed = {sid: session_record(servers, sid)["switch"] for sid in sessions}
     by_place = {(node, placed[sid]): sid for sid, node in sessions.items()}
     assert sorted(by_place) == [("na", "a"), ("na", "b"), ("nb", "a"), ("nb", "b")]
@@ -217,6 +295,8 @@ def test_scale_out(stack, tmp_path):
             "A's lease renewed on the new primary",
         )
         a.kill()
+        # B's component gets the chat domain once A's connection is gone
+        wait_for(lambda: xmpp_check(b).startswith("connected to"), "B's component connected")
         killed = time.monotonic()
         for sid in (steered, taken_over):
             b.wait_for_log(rf"session {sid}: taken over from na", timeout=30)
@@ -237,6 +317,9 @@ def test_scale_out(stack, tmp_path):
         seqs = [int(i) for i in stream.ids]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # in order, once each
         wait_for(lambda: not redis_command(replica.port, "SMEMBERS", "cb:sessions"), "all ended")
+        # the chat user and the SMS sender heard their calls end from B (A is dead)
+        chat.expect_line("Charged time:")
+        outbox.expect(SMS_SENDER, "Charged time:")
 
         # every leg billed once, by the per-second rule on its answer and hangup times
         cdrs = [c for c in stored_cdrs(replica.port) if c.session_id in sessions]
