@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import socket
@@ -11,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 #: Ports handed out are drawn below Linux's ephemeral range (32768-60999), so an outgoing
 #: connection's local port never takes one between the choice and the server's bind.
@@ -37,6 +40,16 @@ def free_port() -> int:
             except OSError:
                 continue
         return port
+
+
+def require_installed(available: bool, what: str, install: str) -> None:
+    """Skip a test when ``what`` (Debian packages) is not installed, except in CI
+    (``CI=true``), where scripts/bootstrap.sh installs it and it must run."""
+    if available:
+        return
+    if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+        pytest.fail(f"{what} is not installed (scripts/bootstrap.sh installs it)")
+    pytest.skip(f"{what} is not installed (apt-get install {install})")
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> int:

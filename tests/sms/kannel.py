@@ -53,9 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.procs import free_port, stop_process, wait_for_port
+from tests.procs import free_port, require_installed, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SAMPLE = ROOT / "etc" / "kannel"
@@ -633,11 +631,7 @@ class Kannel:
 
 def require() -> None:
     """Skip when Kannel is missing, except in CI (CI=true), where it must run."""
-    if available():
-        return
-    if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-        pytest.fail("kannel is not installed (scripts/bootstrap.sh installs it)")
-    pytest.skip("kannel is not installed (apt-get install kannel kannel-extras)")
+    require_installed(available(), "kannel", "kannel kannel-extras")
 
 
 @contextlib.contextmanager

@@ -33,9 +33,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
-from tests.procs import free_port, stop_process, wait_for_port
+from tests.procs import free_port, require_installed, stop_process, wait_for_port
 
 USER = "prosody"
 
@@ -81,11 +79,7 @@ def available() -> bool:
 
 def require() -> None:
     """Skip when Debian's prosody is missing, except in CI (CI=true), where it must run."""
-    if available():
-        return
-    if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-        pytest.fail("prosody is not installed (scripts/bootstrap.sh installs it)")
-    pytest.skip("prosody is not installed (apt-get install prosody)")
+    require_installed(available(), "prosody", "prosody")
 
 
 @dataclass
