@@ -139,6 +139,14 @@ def up(sid):
     return [ChannelInfo(f"{sid}-a1", "PJSIP/a", "up"), ChannelInfo(f"{sid}-b1", "PJSIP/b", "up")]
 
 
+def take_over(a, sid):
+    """a dies mid-call (its legs still up at the switch) and the lease runs out: b owns
+    the session now."""
+    freeze(a.manager)
+    a.switch.channels = up(sid)
+    settle(a, 5)
+
+
 def test_b_takes_over_after_the_lease_and_bills_each_leg_once():
     """a dies mid-call: b claims the session after the lease, keeps the live legs and
     bills each exactly once when they end; the store records b as the owner."""
@@ -166,9 +174,7 @@ def test_events_numbers_go_on_after_a_takeover():
     a, b = pair()
     sid = a.talking()
     settle(a, 1)
-    freeze(a.manager)
-    a.switch.channels = up(sid)
-    settle(a, 5)
+    take_over(a, sid)
     a.switch.hang_up(f"{sid}-a1", a.now())
     seqs = [e.seq for e in b.events if e.session_id == sid]
     assert seqs == sorted(set(seqs)) and seqs == list(range(1, len(seqs) + 1))
@@ -180,9 +186,7 @@ def test_a_stale_owner_cannot_write_and_lets_the_session_go():
     a, b = pair()
     sid = a.talking()
     settle(a, 1)
-    freeze(a.manager)
-    a.switch.channels = up(sid)
-    settle(a, 5)
+    take_over(a, sid)
     assert b.manager.is_local(sid) and a.manager.is_local(sid)
     a.manager._running = True  # a wakes: it still believes it owns the session
     a.switch.hang_up(f"{sid}-a1", a.now())  # both hear it, both settle it
@@ -333,9 +337,7 @@ def test_a_daemon_whose_lease_lapsed_lets_go_of_what_was_taken_over():
     a, b = pair()
     sid = a.talking()
     settle(a, 1)
-    freeze(a.manager)
-    a.switch.channels = up(sid)
-    settle(a, 5)
+    take_over(a, sid)
     assert b.manager.is_local(sid) and a.manager.is_local(sid)
     hung_up = list(a.switch.hung_up)
     a.manager._running = True

@@ -11,7 +11,7 @@ from callbackd.i18n.progress import render
 from callbackd.xmpp.chat import FRONT as CHAT
 from tests.sms.test_front import ALICE_PHONE, Sms
 from tests.test_engine import DESTINATION, SOURCE, result
-from tests.test_engine_cluster import freeze, pair, settle, up, wait
+from tests.test_engine_cluster import pair, settle, take_over, wait
 from tests.xmpp.test_chat import ALICE, Chat
 
 ES = translator("es")
@@ -23,14 +23,6 @@ def connected(chat: Chat, up: bool) -> None:
     chat.front.send = (
         (lambda jid, text: chat.sent.append((jid, text))) if up else (lambda jid, text: None)
     )
-
-
-def takeover(a, b, sid):
-    """a dies mid-call (SIGKILL: nothing of it runs on); b takes the session over."""
-    freeze(a.manager)
-    a.switch.channels = up(sid)
-    settle(a, 5)
-    assert b.manager.is_local(sid)
 
 
 def hang_up(world, sid):
@@ -57,7 +49,8 @@ def test_a_chat_user_hears_the_end_from_the_daemon_that_took_the_session_over():
     # a dies with its component; b's gets in and b takes the session over
     on_a.front.stop()
     connected(on_b, True)
-    takeover(a, b, sid)
+    take_over(a, sid)
+    assert b.manager.is_local(sid)
     a.clock.advance(30)
     hang_up(a, sid)
     ended = b.events[-1]
@@ -103,7 +96,8 @@ def test_an_sms_sender_hears_the_end_once_from_the_daemon_that_took_over():
     assert on_b.turn() == []  # the owner tells, once
 
     on_a.front.stop()
-    takeover(a, b, sid)
+    take_over(a, sid)
+    assert b.manager.is_local(sid)
     a.clock.advance(30)
     hang_up(a, sid)
     settle(a)
