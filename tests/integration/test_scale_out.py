@@ -33,7 +33,7 @@ from tests.integration.daemon import Daemon, Simulator
 from tests.integration.test_callbacks import expected_cost
 from tests.integration.test_cluster import _legs, kinds, wait_for
 from tests.procs import RedisServer, redis_command
-from tests.sms.test_daemon import TOKEN, Outbox, post_sms
+from tests.sms.test_daemon import Outbox, post_sms, sms_config
 from tests.store.test_sentinel import NAME, role, sentinel_topology
 from tests.web.api_client import Api, EventStream
 from tests.xmpp import prosody as prosody_module
@@ -105,9 +105,8 @@ def session_record(servers: list[RedisServer], sid: str) -> dict:
     return json.loads(text) if text else {}
 
 
-def fronts_config(prosody: prosody_module.Prosody, outbox: Outbox, token_file) -> str:
-    """Chat through ``prosody`` (both daemons' components for one domain) and SMS in by
-    form posts, out to ``outbox``."""
+def xmpp_config(prosody: prosody_module.Prosody) -> str:
+    """Chat through ``prosody`` (both daemons' components for one domain)."""
     return f"""
 [xmpp]
 enabled = yes
@@ -115,16 +114,6 @@ domain = {prosody.component}
 port = {prosody.component_port}
 secret_env = {XMPP_SECRET_ENV}
 reconnect_max_delay = 1
-
-[sms]
-enabled = yes
-
-[sms-gateway:test]
-format = form
-token_file = {token_file}
-send = http-post
-post_url = http://127.0.0.1:{outbox.port}/sms
-post_token_file = {token_file}
 """
 
 
@@ -150,9 +139,7 @@ def _stack(tmp_path, primary, replica, sentinels, prosody, outbox):
         ).start()
         for name in "ab"
     }
-    token_file = tmp_path / "sms.token"
-    token_file.write_text(TOKEN)
-    fronts = fronts_config(prosody, outbox, token_file)
+    fronts = xmpp_config(prosody) + sms_config(tmp_path, outbox)
     daemons = [
         Daemon(
             tmp_path / node,

@@ -12,6 +12,7 @@ import time
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -78,23 +79,30 @@ def outbox():
     box.close()
 
 
-@pytest.fixture
-def daemon(tmp_path, clean_redis, outbox):
-    (tmp_path / "sms.token").write_text(TOKEN)
-    daemon = Daemon(
-        tmp_path,
-        redis_port=clean_redis.port,
-        extra=f"""
+def sms_config(directory: Path, outbox: Outbox) -> str:
+    """SMS on, with the gateway ``test``: form posts in, http-post out to ``outbox``, both
+    with :data:`TOKEN` (written to ``directory``)."""
+    token_file = directory / "sms.token"
+    token_file.write_text(TOKEN)
+    return f"""
 [sms]
 enabled = yes
 
 [sms-gateway:test]
 format = form
-token_file = {tmp_path / "sms.token"}
+token_file = {token_file}
 send = http-post
 post_url = http://127.0.0.1:{outbox.port}/sms
-post_token_file = {tmp_path / "sms.token"}
-""",
+post_token_file = {token_file}
+"""
+
+
+@pytest.fixture
+def daemon(tmp_path, clean_redis, outbox):
+    daemon = Daemon(
+        tmp_path,
+        redis_port=clean_redis.port,
+        extra=sms_config(tmp_path, outbox),
         env={PASSWORD_ENV: PASSWORD},
     ).start()
     try:
